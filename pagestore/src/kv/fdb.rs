@@ -1,0 +1,1 @@
+//! The FoundationDB backend (feature `fdb`). SKELETON until its issue.

@@ -1,0 +1,1 @@
+//! fdbvfs: SQLite on FoundationDB.

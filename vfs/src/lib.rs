@@ -1,0 +1,1 @@
+//! The SQLite VFS (skeleton until its own issue).
