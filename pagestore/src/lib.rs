@@ -6,4 +6,23 @@
 //! optimistically with page-level conflict detection.
 
 pub mod clock;
+pub mod keys;
 pub mod kv;
+
+mod cache;
+mod catalog;
+mod commit;
+mod database;
+mod encoding;
+mod error;
+mod store;
+mod txn;
+mod upload;
+
+pub use cache::{CacheStats, PageCache};
+pub use catalog::{DatabaseInfo, MAX_NAME_BYTES};
+pub use database::{Change, Database};
+pub use encoding::{DbMeta, LogRecord, PageValue};
+pub use error::{Error, Result};
+pub use store::{PageStore, StoreOptions, StoreStats};
+pub use txn::{Committed, Transaction};

@@ -1,0 +1,94 @@
+//! Errors of the page store.
+
+use crate::kv::{KvError, Version};
+
+/// Result of a page store operation.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What can go wrong in the page store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed (network, limits, I/O); carries FDB's code.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+
+    /// A page this transaction read was changed by a commit after its
+    /// snapshot; nothing was written. Re-run the transaction.
+    #[error("conflict in database {database:?}: pages read at version {snapshot} were changed by a later commit ({detail})")]
+    Conflict {
+        /// Database name.
+        database: String,
+        /// The snapshot version the transaction read at.
+        snapshot: Version,
+        /// Which pages or what changed, when known.
+        detail: String,
+    },
+
+    /// No database of that name.
+    #[error("no database named {0:?}")]
+    NotFound(String),
+
+    /// A database of that name exists already.
+    #[error("a database named {0:?} already exists")]
+    AlreadyExists(String),
+
+    /// The database was dropped while in use.
+    #[error("database {0:?} was dropped")]
+    Dropped(String),
+
+    /// A database name that is empty or longer than 255 bytes.
+    #[error("invalid database name ({0})")]
+    InvalidName(String),
+
+    /// A page whose size is not a power of two in 512..=65536, or differs
+    /// from the database's page size.
+    #[error("invalid page size {got} (database page size {expected:?}; allowed: powers of two 512..=65536)")]
+    PageSize {
+        /// The database's page size, if set.
+        expected: Option<u32>,
+        /// The size given.
+        got: usize,
+    },
+
+    /// Writes to a read-only transaction (time travel).
+    #[error("read-only: {0}")]
+    ReadOnly(String),
+
+    /// Bytes in the store that do not decode: a bug or foreign data.
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+
+    /// An internal limit of the engine (retries exhausted and similar).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// A page-level conflict (or a store conflict): re-running the whole
+    /// transaction may succeed.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Conflict { .. } => true,
+            Error::Kv(e) => e.is_conflict(),
+            _ => false,
+        }
+    }
+
+    /// Re-running the whole transaction may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Conflict { .. } => true,
+            Error::Kv(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// The database does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound(_) | Error::Dropped(_))
+    }
+
+    pub(crate) fn corrupt(what: impl Into<String>) -> Self {
+        Error::Corrupt(what.into())
+    }
+}

@@ -1,0 +1,433 @@
+//! [`Transaction`]: reads pages at a snapshot, buffers writes, commits.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, debug_span};
+
+use crate::cache::{lock, Latest};
+use crate::commit;
+use crate::database::Database;
+use crate::encoding::PageValue;
+use crate::error::{Error, Result};
+use crate::keys::Token;
+use crate::kv::{KvTxn, RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
+use crate::upload;
+
+/// A read version younger than this is reused for store reads instead of
+/// asking for a new one (FDB's window is 5 s; keep a margin).
+pub(crate) const READ_VERSION_REUSE: Duration = Duration::from_millis(4_000);
+
+/// A page written by the transaction.
+#[derive(Clone, Debug)]
+pub(crate) enum Dirty {
+    /// Held in memory.
+    Mem(Arc<[u8]>),
+    /// Uploaded ahead under the transaction's token.
+    Uploaded,
+}
+
+/// The result of a successful commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The commit's version; for a transaction without writes, its snapshot.
+    pub version: Version,
+    /// The commit's versionstamp (None without writes).
+    pub versionstamp: Option<Versionstamp>,
+}
+
+/// A page transaction at one snapshot.
+///
+/// Reads see the snapshot plus the transaction's own writes. Commit fails
+/// with [`Error::Conflict`] when a page it read changed after the snapshot;
+/// a transaction without writes always commits.
+pub struct Transaction {
+    pub(crate) db: Database,
+    pub(crate) snapshot: Version,
+    /// A read version (>= snapshot) usable for store reads, and when it
+    /// was obtained.
+    pub(crate) rv: Option<(Version, Instant)>,
+    pub(crate) read_only: bool,
+    pub(crate) base_count: u64,
+    pub(crate) count: u64,
+    pub(crate) base_page_size: Option<u32>,
+    pub(crate) page_size: Option<u32>,
+    /// Pages read from the snapshot (not own writes): the read set.
+    pub(crate) reads: BTreeSet<u32>,
+    /// The page count was observed (reads past the end, `page_count()`).
+    pub(crate) size_read: bool,
+    pub(crate) writes: BTreeMap<u32, Dirty>,
+    /// Lowest page count set by `truncate`; pages from there up to the
+    /// snapshot's count that are not rewritten become absent.
+    pub(crate) trunc_from: Option<u64>,
+    pub(crate) mem_bytes: usize,
+    pub(crate) token: Token,
+    /// Content has been uploaded under `token` (cleanup needed on abort).
+    pub(crate) uploaded: bool,
+    pub(crate) finished: bool,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("database", &self.db.name)
+            .field("snapshot", &self.snapshot)
+            .field("reads", &self.reads.len())
+            .field("writes", &self.writes.len())
+            .finish()
+    }
+}
+
+impl Transaction {
+    pub(crate) fn new(
+        db: Database,
+        snapshot: Version,
+        rv: Option<(Version, Instant)>,
+        count: u64,
+        page_size: Option<u32>,
+        read_only: bool,
+    ) -> Self {
+        Transaction {
+            db,
+            snapshot,
+            rv,
+            read_only,
+            base_count: count,
+            count,
+            base_page_size: page_size,
+            page_size,
+            reads: BTreeSet::new(),
+            size_read: false,
+            writes: BTreeMap::new(),
+            trunc_from: None,
+            mem_bytes: 0,
+            token: rand::random(),
+            uploaded: false,
+            finished: false,
+        }
+    }
+
+    /// The snapshot version this transaction reads.
+    pub fn snapshot(&self) -> Version {
+        self.snapshot
+    }
+
+    /// The database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// True for time-travel transactions.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The page size, once the database has pages.
+    pub fn page_size(&self) -> Option<u32> {
+        self.page_size
+    }
+
+    /// Number of pages (highest page number + 1), including own writes.
+    /// Observing the size makes a later size change by another commit a
+    /// conflict.
+    pub fn page_count(&mut self) -> u64 {
+        self.size_read = true;
+        self.count
+    }
+
+    /// True when the transaction has written or truncated anything.
+    pub fn has_writes(&self) -> bool {
+        !self.writes.is_empty() || self.count != self.base_count || self.trunc_from.is_some()
+    }
+
+    /// Pages read from the snapshot so far.
+    pub fn read_set(&self) -> &BTreeSet<u32> {
+        &self.reads
+    }
+
+    /// Reads page `pgno`: `None` when it does not exist (never written,
+    /// past the end, or truncated away).
+    pub fn read_page(&mut self, pgno: u32) -> Result<Option<Arc<[u8]>>> {
+        match self.writes.get(&pgno) {
+            Some(Dirty::Mem(d)) => return Ok(Some(d.clone())),
+            Some(Dirty::Uploaded) => return self.read_uploaded(pgno).map(Some),
+            None => {}
+        }
+        if pgno as u64 >= self.count {
+            self.size_read = true;
+            return Ok(None);
+        }
+        if matches!(self.trunc_from, Some(t) if pgno as u64 >= t) {
+            return Ok(None);
+        }
+        self.reads.insert(pgno);
+        let mut got = self.snapshot_pages(&[pgno])?;
+        Ok(got.pop().flatten())
+    }
+
+    /// Loads pages into the cache ahead of use (one store round trip for
+    /// those not cached) without adding them to the read set.
+    pub fn prefetch(&mut self, pgnos: &[u32]) -> Result<()> {
+        let want: Vec<u32> = pgnos
+            .iter()
+            .copied()
+            .filter(|p| !self.writes.contains_key(p) && (*p as u64) < self.count)
+            .filter(|p| !matches!(self.trunc_from, Some(t) if *p as u64 >= t))
+            .collect();
+        self.snapshot_pages(&want).map(|_| ())
+    }
+
+    /// Pages at the snapshot: cache first, then one batched store read for
+    /// the rest (plus one for content uploaded by large commits).
+    fn snapshot_pages(&mut self, pgnos: &[u32]) -> Result<Vec<Option<Arc<[u8]>>>> {
+        let inner = self.db.store.inner.clone();
+        let (id, snap) = (self.db.id, self.snapshot);
+        let mut out: Vec<Option<Arc<[u8]>>> = vec![None; pgnos.len()];
+        // (index in out, pgno, known version if any)
+        let mut missing: Vec<(usize, u32, Option<Versionstamp>)> = Vec::new();
+        {
+            let view = inner.cache.view(id);
+            let view = lock(&view);
+            for (i, &p) in pgnos.iter().enumerate() {
+                let known = if view.known >= snap {
+                    view.latest.get(&p).copied()
+                } else {
+                    None
+                };
+                match known {
+                    Some(Latest::Never) => inner.cache.hit(),
+                    Some(Latest::At(vs)) if vs.version() <= snap => {
+                        match inner.cache.get(id, p, &vs) {
+                            Some(d) => {
+                                inner.cache.hit();
+                                out[i] = (!d.is_empty()).then_some(d);
+                            }
+                            None => missing.push((i, p, Some(vs))),
+                        }
+                    }
+                    _ => missing.push((i, p, None)),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        inner.cache.miss(missing.len() as u64);
+        let span = debug_span!("read_pages", database = %self.db.name, version = snap, pages = missing.len());
+        let _g = span.enter();
+        let keys = self.db.keys.clone();
+        let requests: Vec<ReadRequest> = missing
+            .iter()
+            .map(|&(_, p, vs)| match vs {
+                Some(vs) => ReadRequest::Get(keys.page(p, &vs)),
+                None => {
+                    let (b, e) = keys.page_at(p, snap);
+                    ReadRequest::Range(RangeOption::new(b, e).limit(1).reverse())
+                }
+            })
+            .collect();
+        let answers = self.with_reader(|t| t.get_batch(&requests, true))?;
+        // (index, pgno, version found, value)
+        let mut found: Vec<(usize, u32, Option<Versionstamp>, Option<PageValue>)> = Vec::new();
+        for (&(i, p, vs), a) in missing.iter().zip(answers) {
+            match a {
+                ReadResult::Value(v) => {
+                    let v = v.ok_or_else(|| Error::corrupt("page version listed but missing"))?;
+                    found.push((i, p, vs, Some(PageValue::decode(&v)?)));
+                }
+                ReadResult::Range(r) => match r.kvs.into_iter().next() {
+                    Some(kv) => {
+                        let (_, vs) = keys
+                            .parse_page(&kv.key)
+                            .ok_or_else(|| Error::corrupt("page key"))?;
+                        found.push((i, p, Some(vs), Some(PageValue::decode(&kv.value)?)));
+                    }
+                    None => found.push((i, p, None, None)),
+                },
+            }
+        }
+        // Content uploaded ahead by large commits: one more batched read.
+        let blob_requests: Vec<ReadRequest> = found
+            .iter()
+            .filter_map(|(_, p, _, v)| match v {
+                Some(PageValue::Uploaded(tok)) => Some(ReadRequest::Get(keys.blob(tok, *p))),
+                _ => None,
+            })
+            .collect();
+        let mut blobs = if blob_requests.is_empty() {
+            Vec::new()
+        } else {
+            self.with_reader(|t| t.get_batch(&blob_requests, true))?
+        }
+        .into_iter();
+        let view = inner.cache.view(id);
+        let mut view = lock(&view);
+        let learn = view.known == snap;
+        for (i, p, vs, v) in found {
+            let data: Arc<[u8]> = match v {
+                None => {
+                    if learn {
+                        view.latest.insert(p, Latest::Never);
+                    }
+                    continue;
+                }
+                Some(PageValue::Absent) => Arc::from(Vec::new()),
+                Some(PageValue::Inline(b)) => Arc::from(b),
+                Some(PageValue::Uploaded(_)) => match blobs.next() {
+                    Some(ReadResult::Value(Some(b))) => Arc::from(b),
+                    _ => return Err(Error::corrupt("uploaded page content missing")),
+                },
+            };
+            if let Some(vs) = vs {
+                inner.cache.insert(id, p, vs, data.clone());
+                if learn {
+                    view.latest.insert(p, Latest::At(vs));
+                }
+            }
+            out[i] = (!data.is_empty()).then_some(data);
+        }
+        Ok(out)
+    }
+
+    fn read_uploaded(&mut self, pgno: u32) -> Result<Arc<[u8]>> {
+        let key = self.db.keys.blob(&self.token, pgno);
+        self.with_reader(|t| t.get(&key, true))?
+            .map(Arc::from)
+            .ok_or_else(|| Error::corrupt("own uploaded page missing"))
+    }
+
+    /// Runs a read in a store transaction at a read version >= the
+    /// snapshot: a recent one is reused (no round trip); an old one (FDB's
+    /// 5 s window) is replaced by a fresh read version. Page keys carry
+    /// their versions, so any read version >= the snapshot gives the same
+    /// answer: this is what lets a transaction outlive the window.
+    pub(crate) fn with_reader<T>(
+        &mut self,
+        mut f: impl FnMut(&mut dyn KvTxn) -> crate::kv::KvResult<T>,
+    ) -> Result<T> {
+        let kv = &self.db.store.inner.kv;
+        for attempt in 0..3 {
+            let mut t = kv.begin()?;
+            match self.rv {
+                Some((rv, at)) if at.elapsed() < READ_VERSION_REUSE => t.set_read_version(rv),
+                _ => {
+                    let rv = t.read_version()?;
+                    self.rv = Some((rv, Instant::now()));
+                }
+            }
+            match f(t.as_mut()) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable_not_committed() && attempt < 2 => {
+                    debug!(code = e.code, "read retried with a fresh read version");
+                    self.rv = None;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Other("store reads kept failing".into()))
+    }
+
+    /// Writes page `pgno`. All pages of a database have one size: a power of
+    /// two in 512..=65536, fixed by the first write.
+    pub fn write_page(&mut self, pgno: u32, data: &[u8]) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly(format!(
+                "database {:?} is open at version {}",
+                self.db.name, self.snapshot
+            )));
+        }
+        match self.page_size {
+            Some(s) if s as usize == data.len() => {}
+            None if data.len().is_power_of_two() && (512..=65536).contains(&data.len()) => {
+                self.page_size = Some(data.len() as u32);
+            }
+            expected => {
+                return Err(Error::PageSize {
+                    expected,
+                    got: data.len(),
+                })
+            }
+        }
+        if let Some(Dirty::Mem(old)) = self
+            .writes
+            .insert(pgno, Dirty::Mem(Arc::from(data.to_vec())))
+        {
+            self.mem_bytes -= old.len();
+        }
+        self.mem_bytes += data.len();
+        if pgno as u64 >= self.count {
+            self.count = pgno as u64 + 1;
+        }
+        if self.mem_bytes > self.db.store.inner.opts.spill_bytes {
+            upload::spill(self)?;
+        }
+        Ok(())
+    }
+
+    /// Drops pages at and past `count`.
+    pub fn truncate(&mut self, count: u64) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly(format!(
+                "database {:?} is open at version {}",
+                self.db.name, self.snapshot
+            )));
+        }
+        if count < self.count {
+            let cut: Vec<u32> = self
+                .writes
+                .range(count.min(u32::MAX as u64 + 1) as u32..)
+                .map(|(p, _)| *p)
+                .collect();
+            for p in cut {
+                if let Some(Dirty::Mem(d)) = self.writes.remove(&p) {
+                    self.mem_bytes -= d.len();
+                }
+            }
+            self.trunc_from = Some(self.trunc_from.map_or(count, |t| t.min(count)));
+        }
+        self.count = count;
+        Ok(())
+    }
+
+    /// Commits. See [`Error::Conflict`] for what makes it fail.
+    pub fn commit(mut self) -> Result<Committed> {
+        self.finished = true;
+        if !self.has_writes() {
+            return Ok(Committed {
+                version: self.snapshot,
+                versionstamp: None,
+            });
+        }
+        if self.read_only {
+            return Err(Error::ReadOnly(
+                "time-travel transactions cannot commit writes".into(),
+            ));
+        }
+        let out = commit::commit(&mut self);
+        if out.is_err() && self.uploaded {
+            upload::discard(&self.db, &self.token);
+        }
+        out
+    }
+
+    /// Abandons the transaction (also done on drop).
+    pub fn rollback(mut self) {
+        self.abandon();
+    }
+
+    fn abandon(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            if self.uploaded {
+                upload::discard(&self.db, &self.token);
+            }
+        }
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
