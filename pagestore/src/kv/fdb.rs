@@ -1,1 +1,0 @@
-//! The FoundationDB backend (feature `fdb`). SKELETON until its issue.
