@@ -2,27 +2,57 @@
 //! contract (MVCC, optimistic conflicts, limits, error codes, versionstamps)
 //! and is durable on disk.
 //!
-//! SKELETON: the public surface below is fixed; the implementation is being
-//! written (see the pagestore issue).
+//! # Design
+//!
+//! * [`durable`]: the latest value of every key lives in a redb database
+//!   (why redb: see that module), with the last commit version next to it.
+//! * [`mvcc`]: the values keys had before each commit of the last 5 s live
+//!   in memory, so a transaction reads at its read version
+//!   ([`view`] lays them over a redb snapshot).
+//! * [`versions`]: read and commit versions are microseconds of the
+//!   injected [`Clock`], strictly increasing, persisted with each commit.
+//! * [`conflicts`]: the write ranges of recent commits, checked against a
+//!   committing transaction's read-conflict ranges (error 1020).
+//! * [`txn`] buffers writes ([`writes`]) and reads through them; [`commit`]
+//!   serialises commits, substitutes versionstamps ([`atomic`]) and injects
+//!   [`faults`].
+//! * [`dir_lock`]: one process per store directory, with a clear error
+//!   naming the holder.
+//!
+//! Commits are serialised by one mutex; reads never take it, and redb's
+//! MVCC readers never wait for a commit's fsync.
+
+mod atomic;
+mod commit;
+mod conflicts;
+mod dir_lock;
+mod durable;
+mod faults;
+mod metrics;
+mod mvcc;
+mod ranges;
+mod txn;
+mod versions;
+mod view;
+mod writes;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockWriteGuard};
+
+use tracing::debug;
 
 use crate::clock::{Clock, SystemClock};
-use crate::kv::{Kv, KvMetrics, KvResult, KvTxn};
+use crate::kv::{Kv, KvMetrics, KvResult, KvTxn, Version};
 
-/// Faults injected by the embedded backend, settable at any time.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Faults {
-    /// Probability that a commit with writes fails with a spurious 1020.
-    pub conflict_probability: f64,
-    /// Probability that a commit reports 1021; the commit is then applied or
-    /// not, at random (50/50).
-    pub unknown_result_probability: f64,
-    /// Latency added to each round trip (read version, read, commit).
-    pub latency: Duration,
-}
+pub use faults::Faults;
+
+use conflicts::RecentWrites;
+use durable::Durable;
+use faults::FaultInjector;
+use metrics::{bump, Counters};
+use mvcc::History;
+use versions::Versions;
+use view::View;
 
 /// How to open an embedded store.
 #[derive(Clone, Debug)]
@@ -69,34 +99,108 @@ impl EmbeddedOptions {
 
 /// The embedded store.
 pub struct EmbeddedKv {
-    _opts: EmbeddedOptions,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedKv")
+            .field("location", &self.inner.durable.location())
+            .finish()
+    }
+}
+
+/// State shared by a store and its transactions.
+pub(crate) struct Inner {
+    durable: Durable,
+    clock: Arc<dyn Clock>,
+    faults: FaultInjector,
+    versions: Versions,
+    history: RwLock<History>,
+    /// Recent commits' write ranges; its mutex also serialises commits.
+    recent: Mutex<RecentWrites>,
+    counters: Counters,
+}
+
+/// Locks a mutex, recovering from poisoning (our critical sections leave
+/// the data consistent at every step that can fail).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Write-locks an RwLock, recovering from poisoning.
+pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    /// One GRV round trip.
+    fn get_read_version(&self) -> Version {
+        self.faults.round_trip_latency();
+        bump(&self.counters.read_versions, 1);
+        let v = self.versions.read_version(self.clock.now_micros());
+        debug!(op = "get_read_version", version = v, "kv round trip");
+        v
+    }
+
+    /// The store as of `read_version`.
+    fn view(&self, read_version: Version) -> KvResult<View<'_>> {
+        Ok(View::new(
+            self.durable.snapshot()?,
+            read_version,
+            &self.history,
+        ))
+    }
 }
 
 impl EmbeddedKv {
     /// Opens (creating if needed) a store.
+    ///
+    /// A directory held by another open store (in this or another process)
+    /// gives error 1000 naming the directory and the holder's pid and host;
+    /// a directory that cannot be created or read gives 1510.
     pub fn open(opts: EmbeddedOptions) -> KvResult<Arc<EmbeddedKv>> {
-        Ok(Arc::new(EmbeddedKv { _opts: opts }))
+        let (durable, committed) = Durable::open(opts.dir.as_deref())?;
+        debug!(
+            location = durable.location(),
+            committed, "embedded store opened"
+        );
+        Ok(Arc::new(EmbeddedKv {
+            inner: Arc::new(Inner {
+                durable,
+                clock: opts.clock,
+                faults: FaultInjector::new(opts.faults),
+                versions: Versions::new(committed),
+                history: RwLock::new(History::default()),
+                recent: Mutex::new(RecentWrites::default()),
+                counters: Counters::default(),
+            }),
+        }))
     }
 
     /// Replaces the injected faults.
-    pub fn set_faults(&self, _faults: Faults) {}
+    pub fn set_faults(&self, faults: Faults) {
+        self.inner.faults.set(faults);
+    }
 
     /// The injected faults.
     pub fn faults(&self) -> Faults {
-        Faults::default()
+        self.inner.faults.get()
+    }
+
+    /// The newest committed version (no round trip; for tests and tools).
+    pub fn committed_version(&self) -> Version {
+        self.inner.versions.committed()
     }
 }
 
 impl Kv for EmbeddedKv {
     fn begin(&self) -> KvResult<Box<dyn KvTxn>> {
-        Err(crate::kv::KvError::new(
-            crate::kv::KvError::INTERNAL_ERROR,
-            "embedded backend not implemented yet",
-        ))
+        Ok(Box::new(txn::EmbeddedTxn::new(self.inner.clone())))
     }
 
     fn metrics(&self) -> KvMetrics {
-        KvMetrics::default()
+        self.inner.counters.snapshot()
     }
 
     fn backend_name(&self) -> &'static str {

@@ -1,0 +1,276 @@
+//! Durable storage of the latest values, on redb.
+//!
+//! Why redb: it is pure Rust (no C dependencies, builds with the Rust
+//! toolchain alone), ACID, and crash-safe by construction: copy-on-write
+//! B-trees and checksummed commit slots mean a kill -9 or power loss leaves
+//! either the previous or the new commit, never a torn mix, and a commit
+//! with `Durability::Immediate` is on disk when `commit()` returns. It has a
+//! single writer and MVCC readers that never block on the writer, which
+//! matches our model exactly: commits are serialised by the backend anyway,
+//! and reads proceed from a consistent snapshot while a commit fsyncs.
+//!
+//! Layout: table `kv` holds key -> latest value; table `meta` holds the last
+//! committed version (`version`), written in the same redb transaction as
+//! the data, so a snapshot knows which version it shows and versions keep
+//! increasing across restarts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::backends::InMemoryBackend;
+use redb::{
+    Database, DatabaseError, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable,
+    TableDefinition,
+};
+
+use super::atomic;
+use super::dir_lock::DirLock;
+use super::writes::Mutation;
+use crate::kv::{KvError, KvResult, Version};
+
+const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const VERSION_KEY: &str = "version";
+/// The redb file inside a store directory.
+pub(crate) const DATA_FILE: &str = "data.redb";
+
+/// The previous value of every key a commit touched.
+pub(crate) type Before = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Rows of a range, in the requested order.
+pub(crate) type Rows = Box<dyn Iterator<Item = KvResult<(Vec<u8>, Vec<u8>)>>>;
+
+/// The redb database of one store.
+pub(crate) struct Durable {
+    db: Database,
+    /// Where the store lives, for error messages.
+    location: String,
+    /// Held for the store's life; released on drop.
+    _lock: Option<DirLock>,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+fn io(location: &str, what: &str, e: impl std::fmt::Display) -> KvError {
+    KvError::new(KvError::IO_ERROR, format!("{location}: {what}: {e}"))
+}
+
+impl Durable {
+    /// Opens the store in `dir` (taking its lock), or in memory; returns it
+    /// with the last committed version.
+    pub(crate) fn open(dir: Option<&Path>) -> KvResult<(Durable, Version)> {
+        let (db, location, lock) = match dir {
+            Some(dir) => {
+                let lock = DirLock::acquire(dir)?;
+                tracing::debug!(lock = %lock.path().display(), "store directory locked");
+                let path: PathBuf = dir.join(DATA_FILE);
+                let location = format!("store {}", dir.display());
+                let db = Database::builder().create(&path).map_err(|e| match e {
+                    DatabaseError::DatabaseAlreadyOpen => KvError::new(
+                        KvError::OPERATION_FAILED,
+                        format!(
+                            "store directory {} is in use ({})",
+                            dir.display(),
+                            path.display()
+                        ),
+                    ),
+                    other => io(&location, "cannot open", other),
+                })?;
+                (db, location, Some(lock))
+            }
+            None => {
+                let location = "in-memory store".to_string();
+                let db = Database::builder()
+                    .create_with_backend(InMemoryBackend::new())
+                    .map_err(|e| io(&location, "cannot create", e))?;
+                (db, location, None)
+            }
+        };
+        let durable = Durable {
+            db,
+            location,
+            _lock: lock,
+        };
+        let version = durable.init()?;
+        Ok((durable, version))
+    }
+
+    /// Creates the tables if needed and reads the last committed version.
+    fn init(&self) -> KvResult<Version> {
+        let loc = &self.location;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| io(loc, "begin write", e))?;
+        let version = {
+            txn.open_table(DATA).map_err(|e| io(loc, "open table", e))?;
+            let meta = txn.open_table(META).map_err(|e| io(loc, "open meta", e))?;
+            let v = meta
+                .get(VERSION_KEY)
+                .map_err(|e| io(loc, "read version", e))?
+                .map(|g| g.value())
+                .unwrap_or(0);
+            v
+        };
+        txn.commit().map_err(|e| io(loc, "commit", e))?;
+        Ok(version)
+    }
+
+    /// A consistent read snapshot of the latest values.
+    pub(crate) fn snapshot(&self) -> KvResult<Snapshot> {
+        let loc = &self.location;
+        let txn = self.db.begin_read().map_err(|e| io(loc, "begin read", e))?;
+        let meta = txn.open_table(META).map_err(|e| io(loc, "open meta", e))?;
+        let version = meta
+            .get(VERSION_KEY)
+            .map_err(|e| io(loc, "read version", e))?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        let table = txn.open_table(DATA).map_err(|e| io(loc, "open table", e))?;
+        Ok(Snapshot {
+            table,
+            version,
+            location: self.location.clone(),
+        })
+    }
+
+    /// Applies `mutations` (versionstamps already substituted) as commit
+    /// `version`, calls `before_visible` with the previous values of the
+    /// keys touched while the commit is not yet visible to readers, then
+    /// makes it durable (fsync) and visible.
+    pub(crate) fn commit(
+        &self,
+        version: Version,
+        mutations: &[Mutation],
+        before_visible: impl FnOnce(Before),
+    ) -> KvResult<()> {
+        let loc = &self.location;
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| io(loc, "begin write", e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| io(loc, "set durability", e))?;
+        let mut before = Before::new();
+        {
+            let mut table = txn.open_table(DATA).map_err(|e| io(loc, "open table", e))?;
+            let read =
+                |table: &redb::Table<&[u8], &[u8]>, key: &[u8]| -> KvResult<Option<Vec<u8>>> {
+                    Ok(table
+                        .get(key)
+                        .map_err(|e| io(loc, "read", e))?
+                        .map(|g| g.value().to_vec()))
+                };
+            for m in mutations {
+                match m {
+                    Mutation::Set(k, v) => {
+                        if !before.contains_key(k) {
+                            before.insert(k.clone(), read(&table, k)?);
+                        }
+                        table
+                            .insert(k.as_slice(), v.as_slice())
+                            .map_err(|e| io(loc, "write", e))?;
+                    }
+                    Mutation::Clear(k) => {
+                        let old = table
+                            .remove(k.as_slice())
+                            .map_err(|e| io(loc, "clear", e))?
+                            .map(|g| g.value().to_vec());
+                        before.entry(k.clone()).or_insert(old);
+                    }
+                    Mutation::ClearRange(b, e) => {
+                        let doomed: Vec<(Vec<u8>, Vec<u8>)> = table
+                            .range(b.as_slice()..e.as_slice())
+                            .map_err(|e| io(loc, "range", e))?
+                            .map(|r| {
+                                r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                                    .map_err(|e| io(loc, "range", e))
+                            })
+                            .collect::<KvResult<_>>()?;
+                        for (k, v) in doomed {
+                            table
+                                .remove(k.as_slice())
+                                .map_err(|e| io(loc, "clear", e))?;
+                            before.entry(k).or_insert(Some(v));
+                        }
+                    }
+                    Mutation::Atomic(k, p, op) => {
+                        let old = read(&table, k)?;
+                        let new = atomic::apply(*op, old.as_deref(), p);
+                        before.entry(k.clone()).or_insert(old);
+                        match new {
+                            Some(v) => {
+                                table
+                                    .insert(k.as_slice(), v.as_slice())
+                                    .map_err(|e| io(loc, "write", e))?;
+                            }
+                            None => {
+                                table
+                                    .remove(k.as_slice())
+                                    .map_err(|e| io(loc, "clear", e))?;
+                            }
+                        }
+                    }
+                }
+            }
+            let mut meta = txn.open_table(META).map_err(|e| io(loc, "open meta", e))?;
+            meta.insert(VERSION_KEY, version)
+                .map_err(|e| io(loc, "write version", e))?;
+        }
+        before_visible(before);
+        txn.commit().map_err(|e| io(loc, "commit", e))
+    }
+
+    /// Where the store lives, for messages.
+    pub(crate) fn location(&self) -> &str {
+        &self.location
+    }
+}
+
+type Guard = redb::AccessGuard<'static, &'static [u8]>;
+
+/// A redb read snapshot and the commit version it shows.
+pub(crate) struct Snapshot {
+    table: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    /// The last commit contained in the snapshot.
+    pub(crate) version: Version,
+    location: String,
+}
+
+impl Snapshot {
+    /// The latest value of `key` in the snapshot.
+    pub(crate) fn get(&self, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        Ok(self
+            .table
+            .get(key)
+            .map_err(|e| io(&self.location, "read", e))?
+            .map(|g| g.value().to_vec()))
+    }
+
+    /// Rows of `[begin, end)` in the snapshot, lazily.
+    pub(crate) fn range(&self, begin: &[u8], end: &[u8], reverse: bool) -> KvResult<Rows> {
+        if begin >= end {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        let loc = self.location.clone();
+        let range = self
+            .table
+            .range(begin..end)
+            .map_err(|e| io(&loc, "range", e))?;
+        let map = move |r: Result<(Guard, Guard), redb::StorageError>| {
+            r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .map_err(|e| io(&loc, "range", e))
+        };
+        if reverse {
+            Ok(Box::new(range.rev().map(map)))
+        } else {
+            Ok(Box::new(range.map(map)))
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! One transaction of the embedded store: lazy read version, reads through
+//! the transaction's own writes, read-conflict ranges, size accounting.
+
+use std::iter::Peekable;
+use std::sync::Arc;
+
+use tracing::debug;
+
+use super::commit::CommitRequest;
+use super::durable::Rows;
+use super::ranges::{key_after, single_key_range, KeyRange};
+use super::view::{next_side, Side, View};
+use super::writes::{apply_ops, Lookup, Pending, WriteBuffer};
+use super::Inner;
+use crate::kv::embedded::metrics::bump;
+use crate::kv::limits::{MAX_KEY_SIZE, MVCC_WINDOW_MICROS};
+use crate::kv::{
+    CommitInfo, ConflictKind, KeyValue, KvError, KvResult, KvTxn, MutationType, RangeOption,
+    RangeResult, ReadRequest, ReadResult, Version,
+};
+
+/// A range read stops after about this many key and value bytes and says
+/// `more` (FDB streams ranges in chunks in the same way).
+pub(crate) const RANGE_BYTE_BUDGET: usize = 1 << 20;
+
+/// A transaction on an [`super::EmbeddedKv`].
+pub(crate) struct EmbeddedTxn {
+    inner: Arc<Inner>,
+    read_version: Option<Version>,
+    /// Whether the read version was obtained or validated (a version set
+    /// with `set_read_version` is checked by the first read or the commit).
+    read_version_ok: bool,
+    writes: WriteBuffer,
+    read_conflicts: Vec<KeyRange>,
+    write_conflicts: Vec<KeyRange>,
+    size: usize,
+}
+
+fn unreadable(key: &[u8]) -> KvError {
+    KvError::new(
+        KvError::ACCESSED_UNREADABLE,
+        format!(
+            "read of key {} written with a versionstamped value in this transaction",
+            show(key)
+        ),
+    )
+}
+
+/// A short printable form of a key for messages.
+fn show(key: &[u8]) -> String {
+    let shown: String = key
+        .iter()
+        .take(64)
+        .flat_map(|b| std::ascii::escape_default(*b))
+        .map(char::from)
+        .collect();
+    if key.len() > 64 {
+        format!("\"{shown}\"... ({} bytes)", key.len())
+    } else {
+        format!("\"{shown}\"")
+    }
+}
+
+fn check_read_key(key: &[u8]) -> KvResult<()> {
+    if key.len() > MAX_KEY_SIZE {
+        return Err(KvError::new(
+            KvError::KEY_TOO_LARGE,
+            format!("read of a {}-byte key (limit {MAX_KEY_SIZE})", key.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// The conflict cost of a range, as FDB counts it.
+fn range_bytes(b: &[u8], e: &[u8]) -> usize {
+    b.len() + e.len()
+}
+
+impl EmbeddedTxn {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        EmbeddedTxn {
+            inner,
+            read_version: None,
+            read_version_ok: false,
+            writes: WriteBuffer::default(),
+            read_conflicts: Vec::new(),
+            write_conflicts: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// The read version, fetched (one GRV round trip) or validated on first
+    /// use.
+    fn ensure_read_version(&mut self) -> KvResult<Version> {
+        match self.read_version {
+            Some(v) if self.read_version_ok => Ok(v),
+            Some(v) => {
+                self.check_not_too_old(v)?;
+                self.inner
+                    .versions
+                    .accept_read_version(v, self.inner.clock.now_micros())?;
+                self.read_version_ok = true;
+                Ok(v)
+            }
+            None => {
+                let v = self.inner.get_read_version();
+                self.read_version = Some(v);
+                self.read_version_ok = true;
+                Ok(v)
+            }
+        }
+    }
+
+    fn check_not_too_old(&self, rv: Version) -> KvResult<()> {
+        let now = self.inner.clock.now_micros();
+        let age = now.saturating_sub(rv);
+        if age > MVCC_WINDOW_MICROS {
+            return Err(KvError::new(
+                KvError::TRANSACTION_TOO_OLD,
+                format!(
+                    "read version {rv} is {:.3} s old (MVCC window {} s)",
+                    age as f64 / 1e6,
+                    MVCC_WINDOW_MICROS / 1_000_000
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts one read round trip: read version, window check, latency.
+    fn read_round_trip(&mut self) -> KvResult<Version> {
+        let rv = self.ensure_read_version()?;
+        self.check_not_too_old(rv)?;
+        self.inner.faults.round_trip_latency();
+        bump(&self.inner.counters.reads, 1);
+        Ok(rv)
+    }
+
+    /// Ends a read round trip: history may have been pruned under the read,
+    /// in which case the read version is out of the window by now.
+    fn end_read(&mut self, rv: Version, value_bytes: usize) -> KvResult<()> {
+        self.check_not_too_old(rv)?;
+        bump(&self.inner.counters.bytes_read, value_bytes as u64);
+        Ok(())
+    }
+
+    fn add_read_conflict(&mut self, range: KeyRange) {
+        self.size += range_bytes(&range.0, &range.1);
+        self.read_conflicts.push(range);
+    }
+
+    /// Adds the size of a mutation and its implicit write-conflict range.
+    fn count_write(&mut self, key: &[u8], param_len: usize) {
+        self.size += key.len() + param_len + 2 * key.len() + 1;
+    }
+}
+
+/// The value of `key` through the transaction's writes; `true` when the
+/// store was needed (and a read-conflict range applies).
+fn point(view: &View<'_>, writes: &WriteBuffer, key: &[u8]) -> KvResult<(Option<Vec<u8>>, bool)> {
+    match writes.lookup(key) {
+        Lookup::Known(v) => Ok((v, false)),
+        Lookup::Unreadable => Err(unreadable(key)),
+        Lookup::Unmodified => Ok((view.get(key)?, true)),
+        Lookup::Ops(ops) => Ok((apply_ops(view.get(key)?, ops), true)),
+    }
+}
+
+fn resolve_pending(
+    key: &[u8],
+    pending: Pending,
+    base: Option<Vec<u8>>,
+) -> KvResult<Option<Vec<u8>>> {
+    match pending {
+        Pending::Value(v) => Ok(v),
+        Pending::Ops(ops) => Ok(apply_ops(base, &ops)),
+        Pending::Unreadable => Err(unreadable(key)),
+    }
+}
+
+/// The store's rows merged with the transaction's writes.
+struct Merged<'w> {
+    base: Peekable<Rows>,
+    over: Peekable<std::vec::IntoIter<(Vec<u8>, Pending)>>,
+    writes: &'w WriteBuffer,
+    reverse: bool,
+}
+
+impl Merged<'_> {
+    fn next_row(&mut self) -> KvResult<Option<(Vec<u8>, Vec<u8>)>> {
+        loop {
+            let side = match (self.base.peek(), self.over.peek()) {
+                (None, None) => return Ok(None),
+                (Some(Err(_)), _) | (Some(Ok(_)), None) => Side::Base,
+                (None, Some(_)) => Side::Over,
+                (Some(Ok((bk, _))), Some((ok, _))) => next_side(bk, ok, self.reverse),
+            };
+            match side {
+                Side::Base => match self.base.next() {
+                    Some(Ok((k, v))) => {
+                        if self.writes.is_cleared(&k) {
+                            continue;
+                        }
+                        return Ok(Some((k, v)));
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(None),
+                },
+                Side::Over | Side::Both => {
+                    let base = if side == Side::Both {
+                        match self.base.next() {
+                            Some(Ok((_, v))) => Some(v),
+                            Some(Err(e)) => return Err(e),
+                            None => None,
+                        }
+                    } else {
+                        None
+                    };
+                    let Some((k, pending)) = self.over.next() else {
+                        return Ok(None);
+                    };
+                    if let Some(v) = resolve_pending(&k, pending, base)? {
+                        return Ok(Some((k, v)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A range read through the transaction's writes: the rows and the range
+/// actually covered (for the read-conflict range).
+fn range(
+    view: &View<'_>,
+    writes: &WriteBuffer,
+    opt: &RangeOption,
+) -> KvResult<(RangeResult, KeyRange)> {
+    let whole = (opt.begin.clone(), opt.end.clone());
+    if opt.begin >= opt.end {
+        return Ok((RangeResult::default(), whole));
+    }
+    let mut merged = Merged {
+        base: view.range(&opt.begin, &opt.end, opt.reverse)?.peekable(),
+        over: writes
+            .overlay_range(&opt.begin, &opt.end, opt.reverse)
+            .into_iter()
+            .peekable(),
+        writes,
+        reverse: opt.reverse,
+    };
+    let limit = if opt.limit == 0 {
+        usize::MAX
+    } else {
+        opt.limit
+    };
+    let mut kvs = Vec::new();
+    let mut bytes = 0usize;
+    let mut more = false;
+    let mut stopped = false;
+    while kvs.len() < limit {
+        if bytes >= RANGE_BYTE_BUDGET {
+            more = merged.next_row()?.is_some();
+            stopped = more;
+            break;
+        }
+        match merged.next_row()? {
+            Some((key, value)) => {
+                bytes += key.len() + value.len();
+                kvs.push(KeyValue { key, value });
+            }
+            None => break,
+        }
+    }
+    if kvs.len() == limit {
+        stopped = true;
+    }
+    let covered = match (stopped, kvs.last()) {
+        (true, Some(last)) if opt.reverse => (last.key.clone(), opt.end.clone()),
+        (true, Some(last)) => (opt.begin.clone(), key_after(&last.key)),
+        _ => whole,
+    };
+    Ok((RangeResult { kvs, more }, covered))
+}
+
+fn value_bytes(r: &RangeResult) -> usize {
+    r.kvs.iter().map(|kv| kv.value.len()).sum()
+}
+
+impl KvTxn for EmbeddedTxn {
+    fn read_version(&mut self) -> KvResult<Version> {
+        match self.read_version {
+            Some(v) => Ok(v),
+            None => self.ensure_read_version(),
+        }
+    }
+
+    fn set_read_version(&mut self, version: Version) {
+        self.read_version = Some(version);
+        self.read_version_ok = false;
+    }
+
+    fn get(&mut self, key: &[u8], snapshot: bool) -> KvResult<Option<Vec<u8>>> {
+        check_read_key(key)?;
+        match self.writes.lookup(key) {
+            Lookup::Known(v) => return Ok(v),
+            Lookup::Unreadable => return Err(unreadable(key)),
+            Lookup::Unmodified | Lookup::Ops(_) => {}
+        }
+        let rv = self.read_round_trip()?;
+        let view = self.inner.view(rv)?;
+        let (value, _) = point(&view, &self.writes, key)?;
+        drop(view);
+        let n = value.as_ref().map_or(0, Vec::len);
+        self.end_read(rv, n)?;
+        if !snapshot {
+            self.add_read_conflict(single_key_range(key));
+        }
+        debug!(
+            op = "get",
+            version = rv,
+            key_len = key.len(),
+            bytes = n,
+            snapshot,
+            "kv round trip"
+        );
+        Ok(value)
+    }
+
+    fn get_range(&mut self, opt: &RangeOption, snapshot: bool) -> KvResult<RangeResult> {
+        if opt.begin >= opt.end {
+            return Ok(RangeResult::default());
+        }
+        let rv = self.read_round_trip()?;
+        let view = self.inner.view(rv)?;
+        let (result, covered) = range(&view, &self.writes, opt)?;
+        drop(view);
+        let n = value_bytes(&result);
+        self.end_read(rv, n)?;
+        if !snapshot {
+            self.add_read_conflict(covered);
+        }
+        debug!(
+            op = "get_range",
+            version = rv,
+            rows = result.kvs.len(),
+            bytes = n,
+            more = result.more,
+            snapshot,
+            "kv round trip"
+        );
+        Ok(result)
+    }
+
+    fn get_batch(&mut self, requests: &[ReadRequest], snapshot: bool) -> KvResult<Vec<ReadResult>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        for r in requests {
+            if let ReadRequest::Get(key) = r {
+                check_read_key(key)?;
+            }
+        }
+        let rv = self.read_round_trip()?;
+        let view = self.inner.view(rv)?;
+        let mut out = Vec::with_capacity(requests.len());
+        let mut conflicts = Vec::new();
+        let mut n = 0usize;
+        for r in requests {
+            match r {
+                ReadRequest::Get(key) => {
+                    let (value, from_store) = point(&view, &self.writes, key)?;
+                    n += value.as_ref().map_or(0, Vec::len);
+                    if from_store {
+                        conflicts.push(single_key_range(key));
+                    }
+                    out.push(ReadResult::Value(value));
+                }
+                ReadRequest::Range(opt) => {
+                    let (result, covered) = range(&view, &self.writes, opt)?;
+                    n += value_bytes(&result);
+                    if opt.begin < opt.end {
+                        conflicts.push(covered);
+                    }
+                    out.push(ReadResult::Range(result));
+                }
+            }
+        }
+        drop(view);
+        self.end_read(rv, n)?;
+        if !snapshot {
+            for c in conflicts {
+                self.add_read_conflict(c);
+            }
+        }
+        debug!(
+            op = "get_batch",
+            version = rv,
+            requests = requests.len(),
+            bytes = n,
+            snapshot,
+            "kv round trip"
+        );
+        Ok(out)
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) {
+        self.count_write(key, value.len());
+        self.writes.set(key, value);
+    }
+
+    fn clear(&mut self, key: &[u8]) {
+        self.count_write(key, 0);
+        self.writes.clear(key);
+    }
+
+    fn clear_range(&mut self, begin: &[u8], end: &[u8]) {
+        if begin >= end {
+            return;
+        }
+        self.size += 2 * range_bytes(begin, end);
+        self.writes.clear_range(begin, end);
+    }
+
+    fn atomic_op(&mut self, key: &[u8], param: &[u8], op: MutationType) {
+        self.count_write(key, param.len());
+        self.writes.atomic_op(key, param, op);
+    }
+
+    fn add_conflict_range(&mut self, begin: &[u8], end: &[u8], kind: ConflictKind) {
+        if begin >= end {
+            return;
+        }
+        let r = (begin.to_vec(), end.to_vec());
+        match kind {
+            ConflictKind::Read => self.add_read_conflict(r),
+            ConflictKind::Write => {
+                self.size += range_bytes(begin, end);
+                self.write_conflicts.push(r);
+            }
+        }
+    }
+
+    fn approximate_size(&self) -> usize {
+        self.size
+    }
+
+    fn commit(self: Box<Self>) -> KvResult<CommitInfo> {
+        let mut this = *self;
+        this.check_limits()?;
+        if this.writes.is_empty() && this.write_conflicts.is_empty() {
+            // Read-only: nothing to send, nothing can conflict (FDB).
+            return Ok(CommitInfo {
+                version: this.read_version.unwrap_or(0),
+                versionstamp: None,
+            });
+        }
+        let read_version = if this.read_conflicts.is_empty() {
+            this.read_version.filter(|_| this.read_version_ok)
+        } else {
+            Some(this.ensure_read_version()?)
+        };
+        let EmbeddedTxn {
+            inner,
+            read_conflicts,
+            write_conflicts,
+            writes,
+            size,
+            ..
+        } = this;
+        inner.commit(CommitRequest {
+            read_version,
+            reads: read_conflicts,
+            explicit_writes: write_conflicts,
+            mutations: writes.into_mutations(),
+            size,
+        })
+    }
+}
+
+impl EmbeddedTxn {
+    /// FDB's client-side checks: bad parameters and size limits.
+    fn check_limits(&self) -> KvResult<()> {
+        if let Some(e) = self.writes.deferred_error() {
+            return Err(e.clone());
+        }
+        super::commit::check_mutation_sizes(self.writes.mutations())?;
+        if self.size > crate::kv::limits::MAX_TRANSACTION_SIZE {
+            return Err(KvError::new(
+                KvError::TRANSACTION_TOO_LARGE,
+                format!(
+                    "transaction is {} bytes (limit {})",
+                    self.size,
+                    crate::kv::limits::MAX_TRANSACTION_SIZE
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,224 @@
+//! A transaction's buffered writes and their read-your-writes view.
+
+use std::collections::BTreeMap;
+
+use super::atomic;
+use super::ranges::RangeSet;
+use crate::kv::{KvError, MutationType};
+
+/// One buffered mutation, applied at commit in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Mutation {
+    /// Sets a key.
+    Set(Vec<u8>, Vec<u8>),
+    /// Clears a key.
+    Clear(Vec<u8>),
+    /// Clears `[begin, end)`.
+    ClearRange(Vec<u8>, Vec<u8>),
+    /// An atomic op on a key (versionstamp ops carry their offset suffix
+    /// until commit resolves them into `Set`s).
+    Atomic(Vec<u8>, Vec<u8>, MutationType),
+}
+
+/// What the transaction knows about one key it wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Pending {
+    /// Its value no matter what the store holds (set, clear, or an atomic
+    /// op on a key whose value is known).
+    Value(Option<Vec<u8>>),
+    /// Atomic ops to apply, in order, to the store's value.
+    Ops(Vec<(MutationType, Vec<u8>)>),
+    /// Written with a versionstamped value: unreadable until commit.
+    Unreadable,
+}
+
+/// The answer of the write buffer for one key.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup<'a> {
+    /// Not written: read the store.
+    Unmodified,
+    /// Known without the store.
+    Known(Option<Vec<u8>>),
+    /// Read the store, then apply these ops.
+    Ops(&'a [(MutationType, Vec<u8>)]),
+    /// accessed_unreadable (1036).
+    Unreadable,
+}
+
+/// Buffered writes of one transaction.
+#[derive(Debug, Default)]
+pub(crate) struct WriteBuffer {
+    mutations: Vec<Mutation>,
+    overlay: BTreeMap<Vec<u8>, Pending>,
+    cleared: RangeSet,
+    /// A parameter error found when an op was added, reported at commit
+    /// (as FDB's client does).
+    deferred: Option<KvError>,
+}
+
+impl WriteBuffer {
+    pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
+        self.mutations
+            .push(Mutation::Set(key.to_vec(), value.to_vec()));
+        self.overlay
+            .insert(key.to_vec(), Pending::Value(Some(value.to_vec())));
+    }
+
+    pub(crate) fn clear(&mut self, key: &[u8]) {
+        self.mutations.push(Mutation::Clear(key.to_vec()));
+        self.overlay.insert(key.to_vec(), Pending::Value(None));
+    }
+
+    pub(crate) fn clear_range(&mut self, begin: &[u8], end: &[u8]) {
+        if begin >= end {
+            return;
+        }
+        self.mutations
+            .push(Mutation::ClearRange(begin.to_vec(), end.to_vec()));
+        let doomed: Vec<Vec<u8>> = self
+            .overlay
+            .range::<[u8], _>((
+                std::ops::Bound::Included(begin),
+                std::ops::Bound::Excluded(end),
+            ))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.overlay.remove(&k);
+        }
+        self.cleared.insert(begin, end);
+    }
+
+    pub(crate) fn atomic_op(&mut self, key: &[u8], param: &[u8], op: MutationType) {
+        match op {
+            MutationType::SetVersionstampedKey => {
+                if let Err(e) = atomic::placeholder_offset(key) {
+                    self.defer(e);
+                }
+            }
+            MutationType::SetVersionstampedValue => {
+                if let Err(e) = atomic::placeholder_offset(param) {
+                    self.defer(e);
+                }
+                self.overlay.insert(key.to_vec(), Pending::Unreadable);
+            }
+            _ => {
+                let next = match self.overlay.remove(key) {
+                    Some(Pending::Value(v)) => {
+                        Pending::Value(atomic::apply(op, v.as_deref(), param))
+                    }
+                    Some(Pending::Ops(mut ops)) => {
+                        ops.push((op, param.to_vec()));
+                        Pending::Ops(ops)
+                    }
+                    Some(Pending::Unreadable) => Pending::Unreadable,
+                    None if self.cleared.contains(key) => {
+                        Pending::Value(atomic::apply(op, None, param))
+                    }
+                    None => Pending::Ops(vec![(op, param.to_vec())]),
+                };
+                self.overlay.insert(key.to_vec(), next);
+            }
+        }
+        self.mutations
+            .push(Mutation::Atomic(key.to_vec(), param.to_vec(), op));
+    }
+
+    fn defer(&mut self, e: KvError) {
+        if self.deferred.is_none() {
+            self.deferred = Some(e);
+        }
+    }
+
+    /// What the transaction's own writes say about `key`.
+    pub(crate) fn lookup(&self, key: &[u8]) -> Lookup<'_> {
+        match self.overlay.get(key) {
+            Some(Pending::Value(v)) => Lookup::Known(v.clone()),
+            Some(Pending::Ops(ops)) => Lookup::Ops(ops),
+            Some(Pending::Unreadable) => Lookup::Unreadable,
+            None if self.cleared.contains(key) => Lookup::Known(None),
+            None => Lookup::Unmodified,
+        }
+    }
+
+    /// Written keys of `[begin, end)` in the requested order.
+    pub(crate) fn overlay_range(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        reverse: bool,
+    ) -> Vec<(Vec<u8>, Pending)> {
+        let it = self
+            .overlay
+            .range::<[u8], _>((
+                std::ops::Bound::Included(begin),
+                std::ops::Bound::Excluded(end),
+            ))
+            .map(|(k, p)| (k.clone(), p.clone()));
+        if reverse {
+            it.rev().collect()
+        } else {
+            it.collect()
+        }
+    }
+
+    /// Whether `key` lies in a range this transaction cleared.
+    pub(crate) fn is_cleared(&self, key: &[u8]) -> bool {
+        self.cleared.contains(key)
+    }
+
+    pub(crate) fn mutations(&self) -> &[Mutation] {
+        &self.mutations
+    }
+
+    pub(crate) fn into_mutations(self) -> Vec<Mutation> {
+        self.mutations
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.mutations.is_empty()
+    }
+
+    pub(crate) fn deferred_error(&self) -> Option<&KvError> {
+        self.deferred.as_ref()
+    }
+}
+
+/// Applies buffered atomic ops to the store's value.
+pub(crate) fn apply_ops(base: Option<Vec<u8>>, ops: &[(MutationType, Vec<u8>)]) -> Option<Vec<u8>> {
+    ops.iter()
+        .fold(base, |acc, (op, p)| atomic::apply(*op, acc.as_deref(), p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ryw_tracks_sets_clears_and_ops() {
+        let mut w = WriteBuffer::default();
+        w.set(b"a", b"1");
+        w.clear_range(b"a", b"c");
+        assert_eq!(w.lookup(b"a"), Lookup::Known(None));
+        assert_eq!(w.lookup(b"b"), Lookup::Known(None));
+        assert_eq!(w.lookup(b"c"), Lookup::Unmodified);
+        w.atomic_op(b"b", &[2], MutationType::Add);
+        assert_eq!(w.lookup(b"b"), Lookup::Known(Some(vec![2])));
+        w.atomic_op(b"x", &[2], MutationType::Add);
+        w.atomic_op(b"x", &[3], MutationType::Add);
+        match w.lookup(b"x") {
+            Lookup::Ops(ops) => assert_eq!(apply_ops(Some(vec![1]), ops), Some(vec![6])),
+            other => panic!("{other:?}"),
+        }
+        w.atomic_op(
+            b"v",
+            b"0123456789\0\0\0\0",
+            MutationType::SetVersionstampedValue,
+        );
+        assert_eq!(w.lookup(b"v"), Lookup::Unreadable);
+        assert!(w.deferred_error().is_none());
+        w.atomic_op(b"bad", b"", MutationType::SetVersionstampedKey);
+        assert_eq!(w.deferred_error().map(|e| e.code), Some(2000));
+        assert_eq!(w.mutations().len(), 7);
+    }
+}
