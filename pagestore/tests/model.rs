@@ -36,7 +36,7 @@ fn run(seed: u64, conflict_p: f64, unknown_p: f64, latency_us: u64, threads: u64
         t.write_page(p, &page(0)).unwrap();
     }
     t.commit().unwrap();
-    e.kv.set_faults(Faults {
+    e.set_faults(Faults {
         conflict_probability: conflict_p,
         unknown_result_probability: unknown_p,
         latency: Duration::from_micros(latency_us),
@@ -80,7 +80,7 @@ fn run(seed: u64, conflict_p: f64, unknown_p: f64, latency_us: u64, threads: u64
             });
         }
     });
-    e.kv.set_faults(Faults::default());
+    e.set_faults(Faults::default());
 
     let done = done.into_inner().unwrap();
     let mut writers: Vec<&Done> = done.iter().filter(|d| d.commit.is_some()).collect();
