@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use common::{env, env_with, page, value, PAGE};
 use pagestore::kv::embedded::Faults;
 use pagestore::kv::limits::MAX_TRANSACTION_SIZE;
-use pagestore::kv::Kv;
 use pagestore::{Error, StoreOptions};
 
 #[test]
