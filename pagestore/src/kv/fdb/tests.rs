@@ -331,3 +331,29 @@ fn unreachable_cluster_times_out_with_a_clear_error() {
     assert!(err.message.contains("nowhere.cluster"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn old_transactions_fail_with_1007() {
+    let Some(_) = store() else { return };
+    // A timeout above the 5 s window, so that FDB's 1007 is what we see.
+    let kv = FdbKv::open(FdbOptions::default().timeout(Duration::from_secs(20))).unwrap();
+    let p = prefix("too_old");
+    let mut t = kv.begin().unwrap();
+    t.set(&key(&p, "a"), b"1");
+    let first = t.commit().unwrap();
+    let mut t = kv.begin().unwrap();
+    t.read_version().unwrap();
+    t.set(&key(&p, "b"), b"x");
+    std::thread::sleep(Duration::from_secs(6));
+    // A key this transaction has not read yet goes to a storage server.
+    let err = t.get(&key(&p, "a"), false).unwrap_err();
+    assert_eq!(err.code, KvError::TRANSACTION_TOO_OLD, "{err}");
+    assert!(err.is_retryable_not_committed());
+    let err = t.commit().unwrap_err();
+    assert_eq!(err.code, KvError::TRANSACTION_TOO_OLD, "{err}");
+    let mut old = kv.begin().unwrap();
+    old.set_read_version(first.version);
+    let err = old.get(&key(&p, "a"), true).unwrap_err();
+    assert_eq!(err.code, KvError::TRANSACTION_TOO_OLD, "{err}");
+    kv.clear_prefix(&p).unwrap();
+}

@@ -519,6 +519,23 @@ impl KvTxn for FdbTxn {
                         KvError::COMMIT_UNKNOWN_RESULT => {
                             Counters::add(&counters.unknown_results, 1)
                         }
+                        KvError::TRANSACTION_TIMED_OUT => {
+                            // The timeout cancelled our wait, not a commit
+                            // request already at the proxies: it may have
+                            // been applied. FDB's predicates do not say so
+                            // (1031 is neither retryable nor maybe-committed)
+                            // but treating it as "not applied" could apply
+                            // a retried transaction twice.
+                            Counters::add(&counters.unknown_results, 1);
+                            let timed_out = shared.error("commit", e);
+                            return Err(KvError::new(
+                                KvError::COMMIT_UNKNOWN_RESULT,
+                                format!(
+                                    "{}; the commit may or may not have been applied",
+                                    timed_out.message
+                                ),
+                            ));
+                        }
                         _ => {}
                     }
                     return Err(shared.error("commit", e));
