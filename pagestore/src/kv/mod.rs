@@ -41,6 +41,9 @@ pub mod fdb;
 pub mod contract;
 pub mod embedded;
 
+#[cfg(unix)]
+pub mod remote;
+
 /// FDB's size and time limits, shared by both backends and by pagestore's
 /// chunking so that nothing is ever sent that a real cluster would reject.
 pub mod limits {
