@@ -1,1 +1,40 @@
-//! The SQLite VFS (skeleton until its own issue).
+//! The SQLite VFS `fdb`: SQLite's main database file served from
+//! [`pagestore`], journals and temporary files in memory, optimistic
+//! multi-writer commits (DESIGN.md §4–5).
+//!
+//! This crate knows nothing about FoundationDB: stores are selected by URI
+//! parameters through [`registry`], where the `fdbvfs` crate plugs in the
+//! FDB backend.
+//!
+//! Modules, one concept each:
+//! * [`api`] — the few SQLite functions we call (linked SQLite or a host's);
+//! * `ffi` — the `extern "C"` entry points, panic-safe;
+//! * [`file`] — the main database file; [`memfile`] — journals;
+//! * [`lock`] — the lock state machine; [`header`] — the change-counter trick;
+//! * [`pragma`] — PRAGMAs we answer; [`error`] — errors → SQLite codes;
+//! * [`registry`] — which store a connection uses.
+
+pub mod api;
+pub mod error;
+mod ffi;
+pub mod file;
+pub mod header;
+pub mod lock;
+pub mod memfile;
+pub mod pragma;
+pub mod registry;
+
+use std::sync::OnceLock;
+
+pub use api::Api;
+pub use error::{sqlite_code, Error, Op, Result};
+pub use ffi::{register_with, take_last_error, testing, VFS_NAME};
+pub use registry::{OpenParams, StoreHandle, StoreSpec};
+
+/// Registers the `fdb` VFS with the SQLite linked into this program
+/// (rusqlite's bundled copy). Idempotent.
+pub fn register_linked() -> std::result::Result<(), String> {
+    static DONE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| register_with(Api::linked(), false))
+        .clone()
+}

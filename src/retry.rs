@@ -1,0 +1,114 @@
+//! Re-running transactions on `SQLITE_BUSY`, like FoundationDB's `run`.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
+use tracing::debug;
+
+use crate::error::{Error, Result};
+
+/// How [`retry_with`] retries.
+#[derive(Clone)]
+pub struct RetryOptions {
+    /// Attempts in all (the first run included).
+    pub max_attempts: u32,
+    /// Backoff after the first failure; doubles each time.
+    pub initial_backoff: Duration,
+    /// Largest backoff.
+    pub max_backoff: Duration,
+    /// How `BEGIN` starts the transaction. `Deferred` (the default) takes
+    /// the snapshot at the first read, which is what optimistic
+    /// concurrency wants; `Immediate` changes nothing across processes
+    /// (write locks are local) but is allowed.
+    pub behavior: TransactionBehavior,
+}
+
+impl std::fmt::Debug for RetryOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryOptions")
+            .field("max_attempts", &self.max_attempts)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RetryOptions {
+    fn default() -> Self {
+        RetryOptions {
+            max_attempts: 100,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(200),
+            behavior: TransactionBehavior::Deferred,
+        }
+    }
+}
+
+/// True for any `SQLITE_BUSY` code (plain or extended, e.g.
+/// `SQLITE_BUSY_SNAPSHOT` from a commit conflict): the transaction was
+/// rolled back and may be re-run.
+pub fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DatabaseBusy)
+}
+
+/// Runs `f` inside `BEGIN … COMMIT` and re-runs it when a statement or the
+/// commit fails with `SQLITE_BUSY` (a conflict with another writer), with
+/// exponential backoff and jitter, up to 100 attempts. `f` may run several
+/// times: keep side effects outside the database idempotent.
+///
+/// ```
+/// # fn main() -> Result<(), fdbvfs::Error> {
+/// let store = fdbvfs::Store::in_memory()?;
+/// let mut conn = store.open("bank")?;
+/// conn.execute_batch("CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INT);
+///                     INSERT INTO acct VALUES (1, 100), (2, 0);")?;
+/// fdbvfs::retry(&mut conn, |tx| {
+///     tx.execute("UPDATE acct SET bal = bal - 10 WHERE id = 1", [])?;
+///     tx.execute("UPDATE acct SET bal = bal + 10 WHERE id = 2", [])?;
+///     Ok(())
+/// })?;
+/// # Ok(()) }
+/// ```
+pub fn retry<T>(
+    conn: &mut Connection,
+    f: impl FnMut(&Transaction) -> rusqlite::Result<T>,
+) -> Result<T> {
+    retry_with(conn, &RetryOptions::default(), f)
+}
+
+/// [`retry`] with explicit options.
+pub fn retry_with<T>(
+    conn: &mut Connection,
+    opts: &RetryOptions,
+    mut f: impl FnMut(&Transaction) -> rusqlite::Result<T>,
+) -> Result<T> {
+    let mut attempt = 0u32;
+    let mut backoff = opts.initial_backoff;
+    loop {
+        attempt += 1;
+        let out = (|| {
+            let tx = conn.transaction_with_behavior(opts.behavior)?;
+            let v = f(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        })();
+        match out {
+            Ok(v) => return Ok(v),
+            Err(e) if is_busy(&e) => {
+                if attempt >= opts.max_attempts.max(1) {
+                    return Err(Error::RetryLimit {
+                        attempts: attempt,
+                        last: e,
+                    });
+                }
+                debug!(attempt, error = %e, "transaction busy; retrying");
+                // Full jitter: sleep a random part of the current backoff so
+                // colliding writers spread out.
+                let jitter = rand::random::<f64>();
+                std::thread::sleep(backoff.mul_f64(0.5 + jitter / 2.0));
+                backoff = (backoff * 2).min(opts.max_backoff);
+            }
+            Err(e) => return Err(Error::Sqlite(e)),
+        }
+    }
+}

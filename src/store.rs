@@ -1,0 +1,391 @@
+//! [`Store`]: a backend plus options; opens databases by name as
+//! `rusqlite::Connection`s through the `fdb` VFS.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use pagestore::clock::{Clock, SystemClock};
+use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions, Faults};
+use pagestore::{PageStore, StoreOptions};
+use rusqlite::{Connection, OpenFlags};
+use vfs::registry::{self, StoreHandle};
+
+use crate::error::{Error, Result};
+
+enum Backend {
+    Dir(PathBuf),
+    Memory,
+    #[cfg(feature = "fdb")]
+    Cluster(PathBuf),
+}
+
+/// Builds a [`Store`].
+///
+/// ```
+/// # fn main() -> Result<(), fdbvfs::Error> {
+/// let store = fdbvfs::Store::builder().in_memory().cache_bytes(64 << 20).build()?;
+/// let conn = store.open("orders")?;
+/// # Ok(()) }
+/// ```
+pub struct StoreBuilder {
+    backend: Backend,
+    cache_bytes: Option<u64>,
+    faults: Faults,
+    prefix: Option<Vec<u8>>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+struct Inner {
+    id: u64,
+    handle: StoreHandle,
+    description: String,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        registry::unregister_store(self.id);
+    }
+}
+
+/// A store of databases: an embedded directory, memory (tests), or a
+/// FoundationDB cluster (feature `fdb`). Cheap to clone.
+///
+/// ```
+/// # fn main() -> Result<(), fdbvfs::Error> {
+/// let dir = tempfile::tempdir().map_err(|e| fdbvfs::Error::Config(e.to_string()))?;
+/// let store = fdbvfs::Store::embedded(dir.path())?;
+/// let conn = store.open("orders")?;
+/// conn.execute_batch("CREATE TABLE o(id INTEGER PRIMARY KEY, what TEXT)")?;
+/// assert_eq!(store.list()?, vec!["orders".to_string()]);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("id", &self.inner.id)
+            .field("backend", &self.inner.description)
+            .finish()
+    }
+}
+
+impl Default for StoreBuilder {
+    fn default() -> Self {
+        StoreBuilder {
+            backend: Backend::Dir(default_dir()),
+            cache_bytes: None,
+            faults: Faults::default(),
+            prefix: None,
+            clock: None,
+        }
+    }
+}
+
+fn default_dir() -> PathBuf {
+    match std::env::var_os(registry::DIR_ENV) {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(registry::DEFAULT_DIR),
+    }
+}
+
+impl StoreBuilder {
+    /// An embedded store in `dir` (created if missing). A directory is
+    /// opened once per process: a second store on the same directory shares
+    /// the first one's backend (and its options).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.backend = Backend::Dir(dir.into());
+        self
+    }
+
+    /// An embedded store in memory (tests; gone with the process).
+    pub fn in_memory(mut self) -> Self {
+        self.backend = Backend::Memory;
+        self
+    }
+
+    /// A FoundationDB cluster, by cluster file.
+    #[cfg(feature = "fdb")]
+    pub fn cluster_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.backend = Backend::Cluster(path.into());
+        self
+    }
+
+    /// Byte budget of the process-wide page cache (default 256 MiB).
+    pub fn cache_bytes(mut self, n: u64) -> Self {
+        self.cache_bytes = Some(n);
+        self
+    }
+
+    /// Faults the embedded backend injects (spurious conflicts, unknown
+    /// commit results, latency per round trip).
+    pub fn faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Key prefix of this deployment inside the backend (default `fv`).
+    pub fn prefix(mut self, prefix: impl Into<Vec<u8>>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Time source (tests move time forward with
+    /// [`pagestore::clock::ManualClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    fn store_options(&self) -> StoreOptions {
+        let mut o = StoreOptions::default();
+        if let Some(n) = self.cache_bytes {
+            o.cache_bytes = n;
+        }
+        if let Some(p) = &self.prefix {
+            o.prefix = p.clone();
+        }
+        if let Some(c) = &self.clock {
+            o.clock = c.clone();
+        }
+        o
+    }
+
+    fn embedded_options(&self, dir: Option<&Path>) -> EmbeddedOptions {
+        let clock: Arc<dyn Clock> = self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+        let o = match dir {
+            Some(d) => EmbeddedOptions::dir(d),
+            None => EmbeddedOptions::in_memory(),
+        };
+        o.with_clock(clock).with_faults(self.faults)
+    }
+
+    /// Opens the store.
+    pub fn build(self) -> Result<Store> {
+        let (handle, description) = match &self.backend {
+            Backend::Memory => {
+                let kv = EmbeddedKv::open(self.embedded_options(None))
+                    .map_err(pagestore::Error::from)?;
+                let pages = PageStore::new(kv.clone(), self.store_options());
+                (
+                    StoreHandle {
+                        pages,
+                        embedded: Some(kv),
+                    },
+                    "embedded in memory".to_string(),
+                )
+            }
+            Backend::Dir(d) => {
+                let h = registry::open_dir(d, |canon| {
+                    (self.embedded_options(Some(canon)), self.store_options())
+                })?;
+                if let Some(kv) = &h.embedded {
+                    if self.faults != Faults::default() {
+                        kv.set_faults(self.faults);
+                    }
+                }
+                (h, format!("embedded in {}", d.display()))
+            }
+            #[cfg(feature = "fdb")]
+            Backend::Cluster(c) => {
+                let kv = pagestore::kv::fdb::FdbKv::open(
+                    pagestore::kv::fdb::FdbOptions::default().cluster_file(c),
+                )
+                .map_err(pagestore::Error::from)?;
+                let pages = PageStore::new(kv, self.store_options());
+                (
+                    StoreHandle {
+                        pages,
+                        embedded: None,
+                    },
+                    format!("fdb cluster {}", c.display()),
+                )
+            }
+        };
+        let id = registry::register_store(handle.clone());
+        Ok(Store {
+            inner: Arc::new(Inner {
+                id,
+                handle,
+                description,
+            }),
+        })
+    }
+}
+
+/// Percent-encodes a database name for the path part of a `file:` URI.
+fn uri_escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Store {
+    /// A builder (default: the embedded store in `FDBVFS_DIR`, else
+    /// `./fdbvfs-data`).
+    pub fn builder() -> StoreBuilder {
+        StoreBuilder::default()
+    }
+
+    /// An embedded store in `dir`.
+    pub fn embedded(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::builder().dir(dir.as_ref()).build()
+    }
+
+    /// An embedded store in memory (tests).
+    pub fn in_memory() -> Result<Store> {
+        Store::builder().in_memory().build()
+    }
+
+    /// The page store (counters, cache, direct access).
+    pub fn page_store(&self) -> &PageStore {
+        &self.inner.handle.pages
+    }
+
+    /// Replaces the injected faults (embedded backends only).
+    pub fn set_faults(&self, faults: Faults) -> Result<()> {
+        match &self.inner.handle.embedded {
+            Some(kv) => {
+                kv.set_faults(faults);
+                Ok(())
+            }
+            None => Err(Error::Config(
+                "fault injection needs the embedded backend".into(),
+            )),
+        }
+    }
+
+    /// The `file:` URI that opens `name` in this store through the `fdb`
+    /// VFS (valid in this process only: it names the store by id).
+    pub fn uri(&self, name: &str) -> String {
+        format!("file:{}?vfs=fdb&store={}", uri_escape(name), self.inner.id)
+    }
+
+    /// Opens database `name`, creating it on first use.
+    ///
+    /// The connection uses `journal_mode=MEMORY` (the journal only serves
+    /// rollback: commits are atomic in the store) and a 5 s busy timeout
+    /// (for transient store errors when a transaction begins; conflicts at
+    /// commit are reported at once as `SQLITE_BUSY_SNAPSHOT`).
+    pub fn open(&self, name: &str) -> Result<Connection> {
+        let conn = self.open_flags(
+            name,
+            None,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch("PRAGMA journal_mode=MEMORY;")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    /// Opens database `name` read-only as of store `version` (time travel).
+    /// Writes fail with `SQLITE_READONLY`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), fdbvfs::Error> {
+    /// let store = fdbvfs::Store::in_memory()?;
+    /// let conn = store.open("t")?;
+    /// conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
+    /// let v: i64 = conn.query_row("PRAGMA fdb_version", [], |r| r.get::<_, String>(0))?
+    ///     .parse().unwrap_or(0);
+    /// conn.execute("INSERT INTO t VALUES (2)", [])?;
+    /// let old = store.open_at("t", v as u64)?;
+    /// let n: i64 = old.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+    /// assert_eq!(n, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn open_at(&self, name: &str, version: u64) -> Result<Connection> {
+        self.open_flags(
+            name,
+            Some(version),
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    }
+
+    fn open_flags(&self, name: &str, version: Option<u64>, flags: OpenFlags) -> Result<Connection> {
+        vfs::file::validate_name(name).map_err(|e| Error::Open {
+            name: name.to_string(),
+            message: e.to_string(),
+            source: None,
+        })?;
+        vfs::register_linked().map_err(Error::Config)?;
+        static OPENER: std::sync::Once = std::sync::Once::new();
+        OPENER.call_once(crate::extension::install_cluster_opener);
+        let mut uri = self.uri(name);
+        if let Some(v) = version {
+            uri.push_str(&format!("&version={v}"));
+        }
+        let _ = vfs::take_last_error();
+        Connection::open_with_flags(&uri, flags).map_err(|e| match vfs::take_last_error() {
+            Some(message) => Error::Open {
+                name: name.to_string(),
+                message,
+                source: Some(e),
+            },
+            None => Error::Sqlite(e),
+        })
+    }
+
+    /// Names of all databases.
+    pub fn list(&self) -> Result<Vec<String>> {
+        Ok(self
+            .page_store()
+            .list()?
+            .into_iter()
+            .map(|d| d.name)
+            .collect())
+    }
+
+    /// Drops database `name` and all its versions; false when there was none.
+    pub fn drop_database(&self, name: &str) -> Result<bool> {
+        Ok(self.page_store().drop_database(name)?)
+    }
+}
+
+/// Opens database `name` in the default store of the environment:
+/// with the `fdb` feature and `FDB_CLUSTER_FILE` set, that cluster;
+/// otherwise the embedded store in `FDBVFS_DIR` (default `./fdbvfs-data`).
+/// The store is opened once per process.
+pub fn open(name: &str) -> Result<Connection> {
+    static DEFAULT: OnceLock<Store> = OnceLock::new();
+    if let Some(s) = DEFAULT.get() {
+        return s.open(name);
+    }
+    let store = default_builder().build()?;
+    let store = DEFAULT.get_or_init(|| store);
+    store.open(name)
+}
+
+fn default_builder() -> StoreBuilder {
+    #[cfg(feature = "fdb")]
+    if let Some(c) = std::env::var_os("FDB_CLUSTER_FILE").filter(|c| !c.is_empty()) {
+        return Store::builder().cluster_file(PathBuf::from(c));
+    }
+    Store::builder()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uri_escape;
+
+    #[test]
+    fn escapes_names() {
+        assert_eq!(uri_escape("orders"), "orders");
+        assert_eq!(uri_escape("a b?c&d#%/"), "a%20b%3Fc%26d%23%25%2F");
+    }
+}

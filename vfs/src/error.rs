@@ -1,0 +1,174 @@
+//! Errors of the VFS and the one place they become SQLite result codes.
+
+use std::ffi::c_int;
+
+use libsqlite3_sys as ffi;
+
+/// Result of a VFS operation.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What can go wrong in the VFS.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The page store failed (includes conflicts: see [`Error::is_conflict`]).
+    #[error(transparent)]
+    Store(#[from] pagestore::Error),
+
+    /// URI parameters the VFS does not know.
+    #[error("unknown URI parameter(s) {names} (the fdb VFS accepts: dir, cluster, store, version; SQLite's own: vfs, mode, cache, psow, nolock, immutable)", names = .0.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "))]
+    UnknownParams(Vec<String>),
+
+    /// A URI parameter with a bad value.
+    #[error("bad URI parameter {name}={value:?}: {why}")]
+    BadParam {
+        /// Parameter name.
+        name: String,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// A database name that is empty, not UTF-8, or longer than 255 bytes.
+    #[error("invalid database name: {0}")]
+    BadName(String),
+
+    /// The store could not be opened (directory unreadable, locked, …).
+    #[error("cannot open store {what}: {why}")]
+    StoreOpen {
+        /// Which store (directory, cluster file, id).
+        what: String,
+        /// Why.
+        why: String,
+    },
+
+    /// A write to a database opened read-only (time travel).
+    #[error("read-only: {0}")]
+    ReadOnly(String),
+
+    /// A request SQLite (or a caller) made that the VFS does not support.
+    #[error("{0}")]
+    Unsupported(String),
+
+    /// A conflict was already reported for this transaction.
+    #[error("transaction conflicted at commit; roll back and retry")]
+    Doomed,
+
+    /// An I/O request the VFS cannot serve (bad offset or length).
+    #[error("{0}")]
+    BadIo(String),
+}
+
+/// The VFS method an error happened in: SQLite wants the matching
+/// extended I/O error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// xOpen.
+    Open,
+    /// xRead.
+    Read,
+    /// xWrite.
+    Write,
+    /// xTruncate.
+    Truncate,
+    /// xSync (the commit).
+    Sync,
+    /// xFileSize.
+    FileSize,
+    /// xLock.
+    Lock,
+    /// xUnlock.
+    Unlock,
+    /// xFileControl.
+    FileControl,
+}
+
+impl Error {
+    /// A page conflict (or a store conflict): re-running the transaction may
+    /// succeed.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Store(e) => e.is_conflict(),
+            Error::Doomed => true,
+            _ => false,
+        }
+    }
+}
+
+/// THE mapping from VFS errors to SQLite result codes.
+///
+/// * conflicts → `SQLITE_BUSY_SNAPSHOT`: SQLite then fails the COMMIT (or the
+///   autocommit statement) and rolls the transaction back; nothing was
+///   written. Applications (and `fdbvfs::retry`) re-run on any BUSY code.
+/// * other retryable store errors → `SQLITE_BUSY`, except when a commit may
+///   have landed (1021 surfaced after pagestore's own recovery), which is an
+///   I/O error: re-running could apply the transaction twice.
+/// * read-only → `SQLITE_READONLY`; bad names/parameters/stores at open →
+///   `SQLITE_CANTOPEN`; corrupt store data → `SQLITE_CORRUPT`;
+///   everything else → the extended `SQLITE_IOERR_*` code of the method.
+pub fn sqlite_code(err: &Error, op: Op) -> c_int {
+    use pagestore::Error as P;
+    match err {
+        e if e.is_conflict() => ffi::SQLITE_BUSY_SNAPSHOT,
+        Error::Store(P::Kv(k)) if k.is_maybe_committed() => io_code(op),
+        Error::Store(e) if e.is_retryable() => ffi::SQLITE_BUSY,
+        Error::Store(P::ReadOnly(_)) | Error::ReadOnly(_) => ffi::SQLITE_READONLY,
+        Error::Store(P::Corrupt(_)) => ffi::SQLITE_CORRUPT,
+        Error::Store(P::NotFound(_) | P::InvalidName(_)) if op == Op::Open => ffi::SQLITE_CANTOPEN,
+        Error::UnknownParams(_)
+        | Error::BadParam { .. }
+        | Error::BadName(_)
+        | Error::StoreOpen { .. } => ffi::SQLITE_CANTOPEN,
+        Error::Unsupported(_) if op == Op::FileControl => ffi::SQLITE_ERROR,
+        _ => io_code(op),
+    }
+}
+
+fn io_code(op: Op) -> c_int {
+    match op {
+        Op::Open => ffi::SQLITE_CANTOPEN,
+        Op::Read => ffi::SQLITE_IOERR_READ,
+        Op::Write => ffi::SQLITE_IOERR_WRITE,
+        Op::Truncate => ffi::SQLITE_IOERR_TRUNCATE,
+        Op::Sync => ffi::SQLITE_IOERR_FSYNC,
+        Op::FileSize => ffi::SQLITE_IOERR_FSTAT,
+        Op::Lock => ffi::SQLITE_IOERR_LOCK,
+        Op::Unlock => ffi::SQLITE_IOERR_UNLOCK,
+        Op::FileControl => ffi::SQLITE_IOERR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_is_busy_snapshot() {
+        let e = Error::Store(pagestore::Error::Conflict {
+            database: "d".into(),
+            snapshot: 1,
+            detail: "page 3".into(),
+        });
+        assert_eq!(sqlite_code(&e, Op::Sync), ffi::SQLITE_BUSY_SNAPSHOT);
+        assert_eq!(
+            sqlite_code(&Error::Doomed, Op::Sync),
+            ffi::SQLITE_BUSY_SNAPSHOT
+        );
+    }
+
+    #[test]
+    fn open_errors_are_cantopen() {
+        let e = Error::UnknownParams(vec!["foo".into()]);
+        assert_eq!(sqlite_code(&e, Op::Open), ffi::SQLITE_CANTOPEN);
+        assert!(e.to_string().contains("\"foo\""));
+        let e = Error::Store(pagestore::Error::NotFound("x".into()));
+        assert_eq!(sqlite_code(&e, Op::Open), ffi::SQLITE_CANTOPEN);
+        assert_eq!(sqlite_code(&e, Op::Read), ffi::SQLITE_IOERR_READ);
+    }
+
+    #[test]
+    fn readonly() {
+        let e = Error::ReadOnly("time travel".into());
+        assert_eq!(sqlite_code(&e, Op::Write), ffi::SQLITE_READONLY);
+    }
+}

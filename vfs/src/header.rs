@@ -1,0 +1,144 @@
+//! The change-counter trick (DESIGN.md §4).
+//!
+//! SQLite keeps its page cache across transactions while the file change
+//! counter (header bytes 24..28) is unchanged; pages served from that cache
+//! never reach the VFS, so a writer's read set would miss them and conflicts
+//! would go undetected. We serve a counter that differs for every
+//! transaction (every SHARED lock) of a file handle, and the same value in
+//! "version-valid-for" (92..96) so SQLite keeps trusting the in-header
+//! database size (28..32). SQLite then reads each page it needs through the
+//! VFS once per transaction (served from the process-wide page cache).
+//!
+//! Conversely, SQLite writes page 1 with counter+1 at every commit. A write
+//! of page 1 that changes only these bytes is dropped: otherwise every
+//! writer would write page 1 and all of them would conflict. We also ignore
+//! bytes 96..100 (the SQLite version that last wrote the file): it is
+//! informational, and honouring it would make writers of different SQLite
+//! versions (a 3.40 shell next to a 3.54 Rust program) conflict on page 1.
+
+use std::ops::Range;
+
+/// File change counter.
+pub const CHANGE_COUNTER: Range<usize> = 24..28;
+/// In-header database size in pages.
+pub const DB_SIZE: Range<usize> = 28..32;
+/// Version-valid-for number.
+pub const VALID_FOR: Range<usize> = 92..96;
+/// SQLITE_VERSION_NUMBER of the last writer.
+pub const WRITER_VERSION: Range<usize> = 96..100;
+
+/// The counter served for transaction number `epoch` of a file handle.
+/// Any injective function works; mixing in a per-handle salt keeps values
+/// of different handles apart in logs.
+pub fn served_counter(salt: u32, epoch: u32) -> u32 {
+    salt.wrapping_add(epoch.wrapping_mul(2))
+}
+
+/// Overlays the served counter on a buffer holding file bytes starting at
+/// file offset `offset` (only bytes of the two fields inside the buffer).
+pub fn patch_read(buf: &mut [u8], offset: u64, counter: u32) {
+    let bytes = counter.to_be_bytes();
+    for field in [CHANGE_COUNTER, VALID_FOR] {
+        for (i, b) in field.clone().zip(bytes) {
+            let i = i as u64;
+            if i >= offset && i < offset + buf.len() as u64 {
+                buf[(i - offset) as usize] = b;
+            }
+        }
+    }
+}
+
+/// True when two versions of page 1 differ only in the counter fields
+/// (24..28, 92..100): such a write is dropped.
+pub fn only_counters_differ(old: &[u8], new: &[u8]) -> bool {
+    if old.len() != new.len() || old.len() < 100 {
+        return false;
+    }
+    let masked = |i: usize| CHANGE_COUNTER.contains(&i) || (92..100).contains(&i);
+    old.iter()
+        .zip(new)
+        .enumerate()
+        .all(|(i, (a, b))| a == b || masked(i))
+}
+
+/// The change counter written in page 1.
+pub fn counter_of(page1: &[u8]) -> Option<u32> {
+    be32(page1, CHANGE_COUNTER)
+}
+
+/// The in-header database size, when SQLite would trust it (non-zero and
+/// version-valid-for equal to the change counter).
+pub fn trusted_db_size(page1: &[u8]) -> Option<u32> {
+    let size = be32(page1, DB_SIZE)?;
+    (size > 0 && be32(page1, CHANGE_COUNTER)? == be32(page1, VALID_FOR)?).then_some(size)
+}
+
+fn be32(b: &[u8], r: Range<usize>) -> Option<u32> {
+    b.get(r)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_be_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page1() -> Vec<u8> {
+        let mut p = vec![0u8; 4096];
+        p[..16].copy_from_slice(b"SQLite format 3\0");
+        p[28..32].copy_from_slice(&7u32.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn served_counter_differs_per_epoch() {
+        let a = served_counter(5, 1);
+        let b = served_counter(5, 2);
+        assert_ne!(a, b);
+        // SQLite writes served+1 at commit: it must not equal the next served value.
+        assert_ne!(a.wrapping_add(1), b);
+    }
+
+    #[test]
+    fn patch_whole_page_and_subreads() {
+        let mut p = page1();
+        patch_read(&mut p, 0, 0xAABBCCDD);
+        assert_eq!(&p[24..28], &[0xAA, 0xBB, 0xCC, 0xDD]);
+        assert_eq!(&p[92..96], &[0xAA, 0xBB, 0xCC, 0xDD]);
+        assert_eq!(trusted_db_size(&p), Some(7));
+        // The pager's 16-byte read at offset 24.
+        let mut b = [0u8; 16];
+        patch_read(&mut b, 24, 9);
+        assert_eq!(&b[..4], &9u32.to_be_bytes());
+        assert_eq!(&b[4..], &[0u8; 12]);
+        // A read straddling the field start.
+        let mut b = [1u8; 4];
+        patch_read(&mut b, 22, 0x01020304);
+        assert_eq!(b, [1, 1, 1, 2]);
+        // Reads of other pages are untouched.
+        let mut b = [0u8; 100];
+        patch_read(&mut b, 4096, 3);
+        assert_eq!(b, [0u8; 100]);
+    }
+
+    #[test]
+    fn counter_only_writes_are_ignorable() {
+        let old = page1();
+        let mut new = old.clone();
+        new[24..28].copy_from_slice(&5u32.to_be_bytes());
+        new[92..96].copy_from_slice(&5u32.to_be_bytes());
+        new[96..100].copy_from_slice(&3_054_001u32.to_be_bytes());
+        assert!(only_counters_differ(&old, &new));
+        new[28] = 1; // the database size changed: a real write
+        assert!(!only_counters_differ(&old, &new));
+        assert!(!only_counters_differ(&old, &old[..512]));
+    }
+
+    #[test]
+    fn untrusted_size() {
+        let mut p = page1();
+        p[24..28].copy_from_slice(&1u32.to_be_bytes());
+        assert_eq!(trusted_db_size(&p), None);
+        assert_eq!(counter_of(&p), Some(1));
+    }
+}

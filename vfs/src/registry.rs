@@ -1,0 +1,303 @@
+//! Which store a connection uses.
+//!
+//! The VFS is process-global, but each connection must reach a specific
+//! store. URI parameters of the main database select it:
+//!
+//! * `store=<id>`: a store registered by the Rust API ([`register_store`]);
+//! * `cluster=<cluster file>`: a FoundationDB cluster, through the opener the
+//!   `fdbvfs` crate installs when built with its `fdb` feature (this crate
+//!   knows nothing about FDB);
+//! * `dir=<path>`: an embedded store in that directory, opened once per
+//!   process and shared by every connection naming it;
+//! * none of these: the default ([`set_default_spec`]), else the directory
+//!   in `FDBVFS_DIR`, else `./fdbvfs-data`.
+//!
+//! `version=<n>` opens the database read-only as of store version `n`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+
+use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
+use pagestore::{PageStore, StoreOptions};
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+
+/// A store the VFS can serve databases from.
+#[derive(Clone, Debug)]
+pub struct StoreHandle {
+    /// The page store.
+    pub pages: PageStore,
+    /// The embedded backend, when it is one (fault injection in tests).
+    pub embedded: Option<Arc<EmbeddedKv>>,
+}
+
+/// Where a store is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// Registered by id.
+    Registered(u64),
+    /// Embedded, in a directory.
+    Dir(PathBuf),
+    /// FoundationDB, by cluster file.
+    Cluster(String),
+}
+
+/// Parsed URI parameters of a main database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenParams {
+    /// The store.
+    pub spec: StoreSpec,
+    /// Time travel: read-only as of this version.
+    pub version: Option<u64>,
+}
+
+/// URI parameters SQLite defines itself; it passes them on to the VFS.
+const SQLITE_PARAMS: &[&str] = &["vfs", "mode", "cache", "psow", "nolock", "immutable"];
+
+/// Environment variable naming the default embedded store directory.
+pub const DIR_ENV: &str = "FDBVFS_DIR";
+/// Default embedded store directory.
+pub const DEFAULT_DIR: &str = "./fdbvfs-data";
+
+impl OpenParams {
+    /// Parses URI parameters; unknown ones are an error naming them.
+    pub fn parse(params: &[(String, String)]) -> Result<OpenParams> {
+        let mut unknown = Vec::new();
+        let (mut store, mut dir, mut cluster, mut version) = (None, None, None, None);
+        for (k, v) in params {
+            let bad = |why: &str| Error::BadParam {
+                name: k.clone(),
+                value: v.clone(),
+                why: why.to_string(),
+            };
+            match k.as_str() {
+                "store" => store = Some(v.parse::<u64>().map_err(|_| bad("not a store id"))?),
+                "dir" if v.is_empty() => return Err(bad("empty directory")),
+                "dir" => dir = Some(PathBuf::from(v)),
+                "cluster" if v.is_empty() => return Err(bad("empty cluster file path")),
+                "cluster" => cluster = Some(v.clone()),
+                "version" => {
+                    version = Some(v.parse::<u64>().map_err(|_| bad("not a version number"))?)
+                }
+                k if SQLITE_PARAMS.contains(&k) => {}
+                k => unknown.push(k.to_string()),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(Error::UnknownParams(unknown));
+        }
+        let chosen = [store.is_some(), dir.is_some(), cluster.is_some()];
+        if chosen.iter().filter(|c| **c).count() > 1 {
+            return Err(Error::BadParam {
+                name: "store/dir/cluster".into(),
+                value: String::new(),
+                why: "give at most one of store=, dir= and cluster=".into(),
+            });
+        }
+        let spec = match (store, dir, cluster) {
+            (Some(id), _, _) => StoreSpec::Registered(id),
+            (_, Some(d), _) => StoreSpec::Dir(d),
+            (_, _, Some(c)) => StoreSpec::Cluster(c),
+            _ => default_spec(),
+        };
+        Ok(OpenParams { spec, version })
+    }
+}
+
+/// Opens a FoundationDB store from a cluster file path.
+pub type ClusterOpener = dyn Fn(&str) -> std::result::Result<StoreHandle, String> + Send + Sync;
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    by_id: HashMap<u64, StoreHandle>,
+    by_dir: HashMap<PathBuf, StoreHandle>,
+    by_cluster: HashMap<String, StoreHandle>,
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+fn reg() -> std::sync::MutexGuard<'static, Registry> {
+    registry().lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn cluster_opener() -> &'static RwLock<Option<Box<ClusterOpener>>> {
+    static C: OnceLock<RwLock<Option<Box<ClusterOpener>>>> = OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+fn default_slot() -> &'static RwLock<Option<StoreSpec>> {
+    static D: OnceLock<RwLock<Option<StoreSpec>>> = OnceLock::new();
+    D.get_or_init(Default::default)
+}
+
+/// Installs the opener for `cluster=` (the `fdbvfs` crate does, with `fdb`).
+pub fn set_cluster_opener(opener: Box<ClusterOpener>) {
+    *cluster_opener()
+        .write()
+        .unwrap_or_else(PoisonError::into_inner) = Some(opener);
+}
+
+/// Sets the store used when a URI names none (`None`: back to
+/// `FDBVFS_DIR`, then `./fdbvfs-data`).
+pub fn set_default_spec(spec: Option<StoreSpec>) {
+    *default_slot()
+        .write()
+        .unwrap_or_else(PoisonError::into_inner) = spec;
+}
+
+/// The store used when a URI names none.
+pub fn default_spec() -> StoreSpec {
+    if let Some(s) = default_slot()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+    {
+        return s;
+    }
+    match std::env::var_os(DIR_ENV) {
+        Some(d) if !d.is_empty() => StoreSpec::Dir(PathBuf::from(d)),
+        _ => StoreSpec::Dir(PathBuf::from(DEFAULT_DIR)),
+    }
+}
+
+/// Registers a store for `store=<id>` and returns the id.
+pub fn register_store(handle: StoreHandle) -> u64 {
+    let mut r = reg();
+    r.next_id += 1;
+    let id = r.next_id;
+    r.by_id.insert(id, handle);
+    id
+}
+
+/// Forgets a registered store (open connections keep working).
+pub fn unregister_store(id: u64) {
+    reg().by_id.remove(&id);
+}
+
+/// Opens (once per process) the embedded store in `dir`: later calls with
+/// the same directory share it. `make` builds the options for a first open.
+pub fn open_dir(
+    dir: &Path,
+    make: impl FnOnce(&Path) -> (EmbeddedOptions, StoreOptions),
+) -> Result<StoreHandle> {
+    let fail = |why: String| Error::StoreOpen {
+        what: format!("directory {}", dir.display()),
+        why,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    let canon = dir.canonicalize().map_err(|e| fail(e.to_string()))?;
+    // Probe readability up front: a clear message beats one from deep in
+    // the backend.
+    std::fs::read_dir(&canon).map_err(|e| fail(format!("not readable: {e}")))?;
+    let mut r = reg();
+    if let Some(h) = r.by_dir.get(&canon) {
+        return Ok(h.clone());
+    }
+    let (eopts, sopts) = make(&canon);
+    let kv = EmbeddedKv::open(EmbeddedOptions {
+        dir: Some(canon.clone()),
+        ..eopts
+    })
+    .map_err(|e| fail(e.to_string()))?;
+    let pages = PageStore::new(kv.clone(), sopts);
+    let h = StoreHandle {
+        pages,
+        embedded: Some(kv),
+    };
+    info!(dir = %canon.display(), "opened embedded store");
+    r.by_dir.insert(canon, h.clone());
+    Ok(h)
+}
+
+/// The store a spec names.
+pub fn resolve(spec: &StoreSpec) -> Result<StoreHandle> {
+    match spec {
+        StoreSpec::Registered(id) => reg().by_id.get(id).cloned().ok_or_else(|| Error::StoreOpen {
+            what: format!("store={id}"),
+            why: "no such registered store (it belongs to a Store object that was dropped, or to another process)".into(),
+        }),
+        StoreSpec::Dir(d) => open_dir(d, |_| {
+            (EmbeddedOptions::in_memory(), StoreOptions::default())
+        }),
+        StoreSpec::Cluster(c) => {
+            if let Some(h) = reg().by_cluster.get(c) {
+                return Ok(h.clone());
+            }
+            let opener = cluster_opener().read().unwrap_or_else(PoisonError::into_inner);
+            let Some(open) = opener.as_ref() else {
+                warn!(cluster = %c, "cluster= given but FoundationDB support is not built in");
+                return Err(Error::StoreOpen {
+                    what: format!("cluster file {c}"),
+                    why: "this build of fdbvfs has no FoundationDB support (build with the `fdb` cargo feature)".into(),
+                });
+            };
+            let h = open(c).map_err(|why| Error::StoreOpen {
+                what: format!("cluster file {c}"),
+                why,
+            })?;
+            reg().by_cluster.insert(c.clone(), h.clone());
+            Ok(h)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_known_params() {
+        let o = OpenParams::parse(&p(&[("vfs", "fdb"), ("dir", "/tmp/x"), ("version", "42")]));
+        let o = o.map_err(|e| e.to_string());
+        assert_eq!(
+            o,
+            Ok(OpenParams {
+                spec: StoreSpec::Dir("/tmp/x".into()),
+                version: Some(42)
+            })
+        );
+        let o = OpenParams::parse(&p(&[("store", "3"), ("mode", "ro")])).map_err(|e| e.to_string());
+        assert_eq!(o.map(|o| o.spec), Ok(StoreSpec::Registered(3)));
+    }
+
+    #[test]
+    fn unknown_params_are_named() {
+        let e = OpenParams::parse(&p(&[("vfs", "fdb"), ("bogus", "1"), ("other", "")]));
+        let msg = e.map(|_| ()).map_err(|e| e.to_string());
+        let msg = msg.err().unwrap_or_default();
+        assert!(
+            msg.contains("\"bogus\"") && msg.contains("\"other\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_values() {
+        assert!(OpenParams::parse(&p(&[("version", "x")])).is_err());
+        assert!(OpenParams::parse(&p(&[("store", "1"), ("dir", "/a")])).is_err());
+        assert!(OpenParams::parse(&p(&[("dir", "")])).is_err());
+    }
+
+    #[test]
+    fn cluster_without_opener_is_clear() {
+        let e = resolve(&StoreSpec::Cluster("/nonexistent/fdb.cluster".into()));
+        let msg = e
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+            .err()
+            .unwrap_or_default();
+        assert!(msg.contains("fdb"), "{msg}");
+    }
+}
