@@ -29,21 +29,6 @@ use rusqlite::Connection;
 
 use runner::Outcome;
 
-// TEMPORARY (until `fdbvfs::Store` lands from issue 3): a stand-in that makes
-// the fdb engine unavailable, so that only the plain-SQLite control runs.
-// Remove this module to run the corpus on the fdb VFS.
-mod fdbvfs {
-    pub struct Store;
-    impl Store {
-        pub fn in_memory() -> Result<Store, String> {
-            Err("fdbvfs::Store is not available yet".into())
-        }
-        pub fn open(&self, _name: &str) -> Result<rusqlite::Connection, String> {
-            Err("fdbvfs::Store is not available yet".into())
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Engine {
     /// The `fdb` VFS over an in-memory embedded store.
@@ -95,11 +80,10 @@ struct FileRun {
     elapsed: Duration,
 }
 
-fn open(engine: Engine, store: Option<&fdbvfs::Store>, name: &str) -> Connection {
+fn open(engine: Engine, store: &fdbvfs::Store, name: &str) -> Connection {
     match engine {
         Engine::Sqlite => Connection::open_in_memory().unwrap(),
         Engine::Fdb => store
-            .expect("fdb store")
             .open(name)
             .unwrap_or_else(|e| panic!("opening {name} on the fdb VFS: {e}")),
     }
@@ -132,15 +116,8 @@ fn sqllogictest_corpus() {
         })
         .collect();
 
-    let store = fdbvfs::Store::in_memory();
-    let engines: &[Engine] = match &store {
-        Ok(_) => &[Engine::Fdb, Engine::Sqlite],
-        Err(e) => {
-            report(&format!("\nsqllogictest: fdb VFS NOT RUN: {e}\n"));
-            &[Engine::Sqlite]
-        }
-    };
-    let store = store.ok();
+    let store = fdbvfs::Store::in_memory().expect("in-memory store");
+    let engines = [Engine::Fdb, Engine::Sqlite];
 
     // Biggest files first, so that the longest jobs start early.
     let mut jobs: Vec<(usize, Engine)> = (0..scripts.len())
@@ -164,7 +141,7 @@ fn sqllogictest_corpus() {
                 };
                 let (name, _, records) = &scripts[i];
                 let t = Instant::now();
-                let conn = open(engine, store.as_ref(), name);
+                let conn = open(engine, &store, name);
                 let outcome = runner::run(&conn, name, records);
                 drop(conn);
                 let run = FileRun {
@@ -193,10 +170,7 @@ fn sqllogictest_corpus() {
     for (i, (name, size, _)) in scripts.iter().enumerate() {
         text += &format!("{name:<44} {size:>8}");
         for engine in [Engine::Sqlite, Engine::Fdb] {
-            let Some(r) = results.get(&(i, engine)) else {
-                text += &format!(" | {:>7} {:>6} {:>7} {:>7}", "-", "-", "-", "-");
-                continue;
-            };
+            let r = &results[&(i, engine)];
             let o = &r.outcome;
             text += &format!(
                 " | {:>7} {:>6} {:>7} {:>7.2}",
