@@ -62,11 +62,20 @@ fn set_last_error(msg: String) {
     LAST_ERROR.with(|e| *e.borrow_mut() = Some(msg));
 }
 
+/// Panics caught at the boundary since the process started (tests assert 0).
+static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Number of panics caught at the SQLite boundary so far.
+pub fn panics_caught() -> u64 {
+    PANICS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Runs `f`, turning a panic into `fallback`.
 fn guard(what: &'static str, fallback: c_int, f: impl FnOnce() -> c_int) -> c_int {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(rc) => rc,
         Err(p) => {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let msg = p
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())

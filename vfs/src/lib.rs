@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 
 pub use api::Api;
 pub use error::{sqlite_code, Error, Op, Result};
-pub use ffi::{register_with, take_last_error, testing, VFS_NAME};
+pub use ffi::{panics_caught, register_with, take_last_error, testing, VFS_NAME};
 pub use registry::{OpenParams, StoreHandle, StoreSpec};
 
 /// Registers the `fdb` VFS with the SQLite linked into this program
