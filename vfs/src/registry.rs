@@ -200,15 +200,21 @@ pub fn open_dir(
         return Ok(h.clone());
     }
     let (eopts, sopts) = make(&canon);
-    let kv = EmbeddedKv::open(EmbeddedOptions {
+    // Shared mode: the first process to open the directory owns it and
+    // serves it on `<dir>/kv.sock`; later processes (another sqlite3 shell,
+    // the bank test's workers) connect to that socket.
+    let kv = pagestore::kv::remote::open_shared(EmbeddedOptions {
         dir: Some(canon.clone()),
         ..eopts
     })
     .map_err(|e| fail(e.to_string()))?;
-    let pages = PageStore::new(kv.clone(), sopts);
+    let pages = PageStore::new(kv, sopts);
+    // The shared opener hides the concrete backend, so runtime fault
+    // changes (`Store::set_faults`) are not available for directory stores;
+    // faults given at open apply (the owner's).
     let h = StoreHandle {
         pages,
-        embedded: Some(kv),
+        embedded: None,
     };
     info!(dir = %canon.display(), "opened embedded store");
     r.by_dir.insert(canon, h.clone());
