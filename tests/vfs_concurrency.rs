@@ -216,3 +216,43 @@ fn sequential_scan_prefetches() -> Result<(), fdbvfs::Error> {
     );
     Ok(())
 }
+
+#[test]
+fn writes_while_a_statement_keeps_the_read_lock() -> Result<(), fdbvfs::Error> {
+    // A SELECT still stepping keeps SQLite's SHARED lock across several
+    // autocommit writes of the same connection: each later write continues
+    // from the previous commit (or fails with BUSY if someone else wrote).
+    let store = common::store();
+    let name = setup(&store, 40)?;
+    let c = store.open(&name)?;
+    let other = store.open(&name)?;
+    {
+        let mut stmt = c.prepare("SELECT id FROM t ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        let mut seen = 0;
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            seen += 1;
+            if id <= 3 {
+                c.execute("UPDATE t SET n = n + 1 WHERE id = ?1", [id + 10])?;
+            }
+            if id == 4 {
+                // Another connection commits: the next write in this
+                // lock hold must not overwrite it blindly.
+                other.execute("UPDATE t SET n = 77 WHERE id = 20", [])?;
+                let r = c.execute("UPDATE t SET n = n + 1 WHERE id = 20", []);
+                assert_eq!(
+                    r.err().and_then(|e| e.sqlite_error_code()),
+                    Some(ErrorCode::DatabaseBusy)
+                );
+            }
+        }
+        assert_eq!(seen, 40);
+    }
+    let check = store.open(&name)?;
+    assert_eq!(n_of(&check, 11)?, 1001);
+    assert_eq!(n_of(&check, 12)?, 1001);
+    assert_eq!(n_of(&check, 13)?, 1001);
+    assert_eq!(n_of(&check, 20)?, 77);
+    Ok(())
+}
