@@ -231,34 +231,70 @@ impl MainFile {
             }
         };
         let len = buf.len();
+        if len == 0 {
+            return Ok(());
+        }
+        // The store's page size is fixed by the first write (SQLite writes
+        // whole pages). Later writes of another shape (VACUUM into a new
+        // page size writes pages of the new size; a smaller page size
+        // writes parts of a store page) are split into store pages, with a
+        // read-modify-write for partial ones: the file is a byte stream.
         let ps = match t.page_size() {
             Some(ps) => ps as usize,
-            None => len,
+            None if len.is_power_of_two()
+                && (512..=65536).contains(&len)
+                && offset.is_multiple_of(len as u64) =>
+            {
+                len
+            }
+            None => {
+                return Err(Error::BadIo(format!(
+                    "first write of {len} bytes at offset {offset}: the first write to a database must be one page (a power of two in 512..=65536 bytes) at a page boundary"
+                )))
+            }
         };
-        if len != ps
-            || !len.is_power_of_two()
-            || !(512..=65536).contains(&len)
-            || !offset.is_multiple_of(ps as u64)
-        {
-            return Err(Error::BadIo(format!(
-                "write of {len} bytes at offset {offset}: the fdb VFS takes whole pages of {ps} bytes at page boundaries"
-            )));
-        }
-        let pgno = u32::try_from(offset / ps as u64).map_err(|_| {
-            Error::BadIo(format!("offset {offset} is past the largest page number"))
-        })?;
-        if pgno == 0 {
-            self.hold.page1_written = header::counter_of(buf);
-            if let Some(old) = t.read_page(0)? {
-                if header::only_counters_differ(&old, buf) {
-                    debug!(database = %self.name, "page 1 write changes only the change counter: dropped");
-                    self.hold.touched.insert(0);
-                    return Ok(());
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|e| (e - 1) / ps as u64 <= u32::MAX as u64)
+            .ok_or_else(|| {
+                Error::BadIo(format!(
+                    "write at offset {offset} is past the largest page number"
+                ))
+            })?;
+        let mut pos = offset;
+        while pos < end {
+            let pgno = (pos / ps as u64) as u32;
+            let within = (pos % ps as u64) as usize;
+            let n = (ps - within).min((end - pos) as usize);
+            let src = &buf[(pos - offset) as usize..(pos - offset) as usize + n];
+            let page: std::borrow::Cow<[u8]> = if n == ps {
+                std::borrow::Cow::Borrowed(src)
+            } else {
+                let mut p = match t.read_page(pgno)? {
+                    Some(d) if d.len() == ps => d.to_vec(),
+                    _ => vec![0u8; ps],
+                };
+                p[within..within + n].copy_from_slice(src);
+                std::borrow::Cow::Owned(p)
+            };
+            if pgno == 0 {
+                if within < header::CHANGE_COUNTER.end && within + n > header::CHANGE_COUNTER.start
+                {
+                    self.hold.page1_written = header::counter_of(&page);
+                }
+                if let Some(old) = t.read_page(0)? {
+                    if header::only_counters_differ(&old, &page) {
+                        debug!(database = %self.name, "page 1 write changes only the change counter: dropped");
+                        self.hold.touched.insert(0);
+                        pos += n as u64;
+                        continue;
+                    }
                 }
             }
+            t.write_page(pgno, &page)?;
+            self.hold.touched.insert(pgno);
+            pos += n as u64;
         }
-        t.write_page(pgno, buf)?;
-        self.hold.touched.insert(pgno);
         Ok(())
     }
 
@@ -415,9 +451,12 @@ impl MainFile {
         let snapshot = t.snapshot();
         // SQLite shrinks the file only in commit phase two, after the
         // commit: apply the in-header size now so the commit is complete.
+        let store_ps = t.page_size().unwrap_or(0).max(1) as u64;
         let cut = match t.read_page(0) {
-            Ok(Some(p1)) => header::trusted_db_size(&p1)
-                .map(u64::from)
+            // The header counts pages of SQLite's page size, which differs
+            // from the store's after a VACUUM that changed it.
+            Ok(Some(p1)) => header::trusted_db_bytes(&p1)
+                .map(|b| b.div_ceil(store_ps))
                 .filter(|n| *n < t.page_count()),
             Ok(None) => None,
             Err(e) => {

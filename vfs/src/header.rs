@@ -73,6 +73,21 @@ pub fn trusted_db_size(page1: &[u8]) -> Option<u32> {
     (size > 0 && be32(page1, CHANGE_COUNTER)? == be32(page1, VALID_FOR)?).then_some(size)
 }
 
+/// SQLite's page size from the header (bytes 16..18; 1 means 65536).
+pub fn page_size_of(page1: &[u8]) -> Option<u32> {
+    let b = page1.get(16..18)?;
+    match u16::from_be_bytes([b[0], b[1]]) {
+        1 => Some(65536),
+        n if n >= 512 && n.is_power_of_two() => Some(n as u32),
+        _ => None,
+    }
+}
+
+/// The database size in bytes according to a trusted in-header size.
+pub fn trusted_db_bytes(page1: &[u8]) -> Option<u64> {
+    Some(trusted_db_size(page1)? as u64 * page_size_of(page1)? as u64)
+}
+
 fn be32(b: &[u8], r: Range<usize>) -> Option<u32> {
     b.get(r)
         .and_then(|s| s.try_into().ok())
@@ -106,6 +121,9 @@ mod tests {
         assert_eq!(&p[24..28], &[0xAA, 0xBB, 0xCC, 0xDD]);
         assert_eq!(&p[92..96], &[0xAA, 0xBB, 0xCC, 0xDD]);
         assert_eq!(trusted_db_size(&p), Some(7));
+        assert_eq!(trusted_db_bytes(&p), None, "no page size in this header");
+        p[16..18].copy_from_slice(&1u16.to_be_bytes());
+        assert_eq!(trusted_db_bytes(&p), Some(7 * 65536));
         // The pager's 16-byte read at offset 24.
         let mut b = [0u8; 16];
         patch_read(&mut b, 24, 9);
