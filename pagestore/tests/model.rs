@@ -40,6 +40,7 @@ fn run(seed: u64, conflict_p: f64, unknown_p: f64, latency_us: u64, threads: u64
         conflict_probability: conflict_p,
         unknown_result_probability: unknown_p,
         latency: Duration::from_micros(latency_us),
+        ..Faults::default()
     });
 
     let done = Mutex::new(Vec::<Done>::new());

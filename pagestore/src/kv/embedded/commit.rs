@@ -108,7 +108,7 @@ fn not_committed(message: String) -> KvError {
 impl Inner {
     /// One commit round trip.
     pub(crate) fn commit(&self, req: CommitRequest) -> KvResult<CommitInfo> {
-        self.faults.round_trip_latency();
+        self.faults.commit_round_trip_latency();
         bump(&self.counters.commits, 1);
         // Serialises commits; also guards the recent-writes history.
         let mut recent = lock(&self.recent);

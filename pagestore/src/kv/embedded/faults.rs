@@ -16,6 +16,10 @@ pub struct Faults {
     pub unknown_result_probability: f64,
     /// Latency added to each round trip (read version, read, commit).
     pub latency: Duration,
+    /// Extra latency added to commit round trips only (on top of
+    /// `latency`): models a store whose commits cost more than its reads,
+    /// as FDB's do (benchmarks of concurrent writers).
+    pub commit_latency: Duration,
 }
 
 /// What an injected `commit_unknown_result` does with the commit.
@@ -57,6 +61,16 @@ impl FaultInjector {
     /// Sleeps the injected latency of one round trip.
     pub(crate) fn round_trip_latency(&self) {
         let latency = self.get().latency;
+        if !latency.is_zero() {
+            std::thread::sleep(latency);
+        }
+    }
+
+    /// Sleeps the injected latency of one commit round trip: `latency`
+    /// plus `commit_latency`.
+    pub(crate) fn commit_round_trip_latency(&self) {
+        let f = self.get();
+        let latency = f.latency + f.commit_latency;
         if !latency.is_zero() {
             std::thread::sleep(latency);
         }
