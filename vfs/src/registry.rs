@@ -209,12 +209,11 @@ pub fn open_dir(
     })
     .map_err(|e| fail(e.to_string()))?;
     let pages = PageStore::new(kv, sopts);
-    // The shared opener hides the concrete backend, so runtime fault
-    // changes (`Store::set_faults`) are not available for directory stores;
-    // faults given at open apply (the owner's).
+    // Runtime fault changes (`Store::set_faults`) reach the store only in
+    // the process that owns the directory; clients share the owner's.
     let h = StoreHandle {
         pages,
-        embedded: None,
+        embedded: pagestore::kv::remote::owned(&canon),
     };
     info!(dir = %canon.display(), "opened embedded store");
     r.by_dir.insert(canon, h.clone());

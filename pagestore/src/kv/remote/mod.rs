@@ -78,6 +78,18 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// the same process returns the same handle.
 static OWNED: Mutex<Vec<(PathBuf, Arc<EmbeddedKv>)>> = Mutex::new(Vec::new());
 
+/// The embedded store this process owns for `dir` (opened with
+/// [`open_shared`]), so that its owner can change faults at runtime; `None`
+/// when another process owns it (this process is a client).
+pub fn owned(dir: &std::path::Path) -> Option<Arc<EmbeddedKv>> {
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let owned = OWNED.lock().unwrap_or_else(PoisonError::into_inner);
+    owned
+        .iter()
+        .find(|(p, _)| *p == canonical)
+        .map(|(_, kv)| kv.clone())
+}
+
 /// Opens an embedded store that several processes may use at once.
 ///
 /// * Directory free: opens it ([`EmbeddedKv`], with `opts`' clock and
