@@ -69,13 +69,12 @@ fn init_logging() {
         .try_init();
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
-    let mut stdout = std::io::stdout().lock();
+fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), Error> {
     match cli.command {
         Command::Sql { name, sql } => {
             let store = cli.store.open()?;
             let conn = store.open(&name)?;
-            sql::run(&conn, &sql, &mut stdout)
+            sql::run(&conn, &sql, stdout)
         }
         Command::List => {
             let store = cli.store.open()?;
@@ -120,7 +119,7 @@ pub fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     init_logging();
-    match std::panic::catch_unwind(move || run(cli)) {
+    match std::panic::catch_unwind(move || run(cli, &mut std::io::stdout().lock())) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         // `fdbvfs list | head` is not an error.
         Ok(Err(Error::Io(e))) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
@@ -148,5 +147,40 @@ mod tests {
             Cli::try_parse_from(["fdbvfs", "sql", "db", "SELECT 1", "--dir", "/tmp/x"]).unwrap();
         assert_eq!(cli.store.dir, std::path::PathBuf::from("/tmp/x"));
         assert!(matches!(cli.command, Command::Sql { .. }));
+    }
+
+    fn fdbvfs(dir: &std::path::Path, args: &[&str]) -> Result<String, Error> {
+        let mut argv = vec!["fdbvfs", "--dir", dir.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let mut out = Vec::new();
+        run(Cli::try_parse_from(argv).unwrap(), &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn sql_list_drop_on_an_embedded_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let out = fdbvfs(
+            d,
+            &[
+                "sql",
+                "demo",
+                "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2); SELECT sum(x) AS s FROM t",
+            ],
+        )
+        .unwrap();
+        assert_eq!(out, " s\n---\n 3\n(1 row)\n");
+        fdbvfs(d, &["sql", "other", "CREATE TABLE u(y)"]).unwrap();
+        assert_eq!(fdbvfs(d, &["list"]).unwrap(), "demo\nother\n");
+        assert_eq!(fdbvfs(d, &["drop", "demo"]).unwrap(), "");
+        assert_eq!(fdbvfs(d, &["list"]).unwrap(), "other\n");
+        let err = fdbvfs(d, &["drop", "demo"]).unwrap_err().to_string();
+        assert_eq!(err, "no database named \"demo\"");
+        // A dropped name comes back empty.
+        let err = fdbvfs(d, &["sql", "demo", "SELECT * FROM t"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no such table: t"), "{err}");
     }
 }
