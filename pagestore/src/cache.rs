@@ -21,8 +21,9 @@ use crate::kv::{Version, Versionstamp};
 /// What the view knows of one page as of `DbView::known`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Latest {
-    /// The page's newest version.
-    At(Versionstamp),
+    /// The page's newest version, and the database that holds it (the
+    /// database itself, or for a fork an ancestor it reads from).
+    At(u64, Versionstamp),
     /// The page has never been written (or only before a drop).
     Never,
 }

@@ -42,16 +42,25 @@ fn decode_id(v: &[u8]) -> Result<u64> {
 impl PageStore {
     /// Creates an empty database: one store commit.
     pub fn create(&self, name: &str) -> Result<Database> {
+        self.create_with(
+            name,
+            DbMeta {
+                name: name.to_string(),
+                created_micros: self.inner.opts.clock.now_micros(),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Creates a database with catalog entry `meta` (a fork names its
+    /// origin there): one store commit.
+    pub(crate) fn create_with(&self, name: &str, meta: DbMeta) -> Result<Database> {
         validate(name)?;
         let inner = &self.inner;
         // Random ids need no shared counter (which every create would
         // conflict on); 64 bits make a collision negligible, and the create
         // transaction refuses an id that is already in use anyway.
         let id: u64 = rand::random::<u64>() | 1;
-        let meta = DbMeta {
-            name: name.to_string(),
-            created_micros: inner.opts.clock.now_micros(),
-        };
         let name_key = inner.keys.name(name);
         inner.run("create", |t| {
             if let Some(v) = t.get(&name_key, false)? {
@@ -65,12 +74,31 @@ impl PageStore {
             if t.get(&inner.keys.meta(id), false)?.is_some() {
                 return Err(Error::Other("database id collision; try again".into()));
             }
+            if let Some((parent, _)) = meta.parent {
+                // Read in the same transaction: a concurrent drop of the
+                // origin conflicts with this fork.
+                let origin = t
+                    .get(&inner.keys.meta(parent), false)?
+                    .map(|v| DbMeta::decode(&v))
+                    .transpose()?;
+                match origin {
+                    Some(m) if !m.dropped => {}
+                    _ => return Err(Error::Dropped(format!("origin of fork {name:?}"))),
+                }
+                t.set(&inner.keys.child(parent, id), &[]);
+            }
             t.set(&name_key, &id.to_be_bytes());
             t.set(&inner.keys.meta(id), &meta.encode());
             Ok(())
         })?;
-        info!(database = name, id, "created database");
-        Ok(Database::new(self.clone(), name, id))
+        info!(
+            database = name,
+            id,
+            fork = meta.parent.is_some(),
+            "created database"
+        );
+        let ancestors = self.ancestors(meta.parent)?;
+        Ok(Database::new(self.clone(), name, id, &ancestors))
     }
 
     /// Opens an existing database.
@@ -81,7 +109,36 @@ impl PageStore {
             .inner
             .run("open", |t| t.get(&key, true).map_err(Error::from))?
             .ok_or_else(|| Error::NotFound(name.to_string()))?;
-        Ok(Database::new(self.clone(), name, decode_id(&id)?))
+        let id = decode_id(&id)?;
+        let meta = self.meta(id)?;
+        let ancestors = self.ancestors(meta.parent)?;
+        Ok(Database::new(self.clone(), name, id, &ancestors))
+    }
+
+    /// The catalog entry of database `id`.
+    pub(crate) fn meta(&self, id: u64) -> Result<DbMeta> {
+        let key = self.inner.keys.meta(id);
+        let v = self
+            .inner
+            .run("meta", |t| t.get(&key, true).map_err(Error::from))?
+            .ok_or_else(|| Error::corrupt(format!("catalog entry of database {id} missing")))?;
+        DbMeta::decode(&v)
+    }
+
+    /// The fork chain above a database whose origin is `parent`: (id, cap)
+    /// pairs, nearest first. Each ancestor is seen only up to the version
+    /// its child was forked at.
+    pub(crate) fn ancestors(&self, mut parent: Option<(u64, u64)>) -> Result<Vec<(u64, u64)>> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        while let Some((pid, at)) = parent {
+            if out.len() > 1_000 || out.iter().any(|(id, _)| *id == pid) {
+                return Err(Error::corrupt("fork chain loops"));
+            }
+            let cap = out.last().map_or(at, |(_, c)| at.min(*c));
+            out.push((pid, cap));
+            parent = self.meta(pid)?.parent;
+        }
+        Ok(out)
     }
 
     /// Opens a database, creating it when it does not exist.
@@ -127,10 +184,12 @@ impl PageStore {
         }
     }
 
-    /// Drops a database and all its keys, in one store transaction (a
-    /// range clear is one small mutation whatever the size). Returns false
-    /// when no such database exists. Reusing the name later gives a fresh,
-    /// empty database.
+    /// Drops a database. Its keys are removed in one store transaction (a
+    /// range clear is one small mutation whatever the size), unless forks
+    /// still read from it: then only its name goes, and its pages stay
+    /// until the last fork is dropped (GC trims them to what forks need).
+    /// Returns false when no such database exists. Reusing the name later
+    /// gives a fresh, empty database.
     pub fn drop_database(&self, name: &str) -> Result<bool> {
         validate(name)?;
         let inner = &self.inner;
@@ -140,10 +199,8 @@ impl PageStore {
                 return Ok(None);
             };
             let id = decode_id(&v)?;
-            let (b, e) = inner.keys.db(id).all();
             t.clear(&key);
-            t.clear(&inner.keys.meta(id));
-            t.clear_range(&b, &e);
+            self.drop_id(t, id)?;
             Ok(Some(id))
         })?;
         if let Some(id) = dropped {
@@ -151,5 +208,42 @@ impl PageStore {
             info!(database = name, id, "dropped database");
         }
         Ok(dropped.is_some())
+    }
+
+    /// Removes database `id` (whose name is already gone) in `t`: all its
+    /// keys when no fork reads from it, else it is only marked dropped. A
+    /// fork's removal may free a dropped origin in turn.
+    fn drop_id(&self, t: &mut dyn crate::kv::KvTxn, id: u64) -> Result<()> {
+        let keys = &self.inner.keys;
+        let meta_key = keys.meta(id);
+        let Some(mv) = t.get(&meta_key, false)? else {
+            return Ok(());
+        };
+        let mut meta = DbMeta::decode(&mv)?;
+        let (cb, ce) = keys.children(id);
+        let has_children = !t
+            .get_range(&RangeOption::new(cb, ce).limit(1), false)?
+            .kvs
+            .is_empty();
+        if has_children {
+            meta.dropped = true;
+            t.set(&meta_key, &meta.encode());
+            return Ok(());
+        }
+        let (b, e) = keys.db(id).all();
+        t.clear(&meta_key);
+        t.clear_range(&b, &e);
+        if let Some((parent, _)) = meta.parent {
+            t.clear(&keys.child(parent, id));
+            let Some(pv) = t.get(&keys.meta(parent), false)? else {
+                return Ok(());
+            };
+            if DbMeta::decode(&pv)?.dropped {
+                // Our own child key is cleared in this transaction, and a
+                // range read sees the transaction's writes.
+                self.drop_id(t, parent)?;
+            }
+        }
+        Ok(())
     }
 }

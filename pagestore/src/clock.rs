@@ -2,7 +2,7 @@
 //! all read time through [`Clock`] so tests can move time forward without
 //! sleeping.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,7 +37,7 @@ impl Clock for SystemClock {
 /// ```
 #[derive(Debug, Default)]
 pub struct ManualClock {
-    offset_micros: AtomicU64,
+    offset_micros: AtomicI64,
 }
 
 impl ManualClock {
@@ -48,7 +48,14 @@ impl ManualClock {
 
     /// Moves time forward.
     pub fn advance_micros(&self, micros: u64) {
-        self.offset_micros.fetch_add(micros, Ordering::SeqCst);
+        self.offset_micros
+            .fetch_add(micros.min(i64::MAX as u64) as i64, Ordering::SeqCst);
+    }
+
+    /// Moves time backwards (a writer whose clock runs behind).
+    pub fn rewind_micros(&self, micros: u64) {
+        self.offset_micros
+            .fetch_sub(micros.min(i64::MAX as u64) as i64, Ordering::SeqCst);
     }
 
     /// Moves time forward by whole seconds.
@@ -59,6 +66,8 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now_micros(&self) -> u64 {
-        SystemClock.now_micros() + self.offset_micros.load(Ordering::SeqCst)
+        SystemClock
+            .now_micros()
+            .saturating_add_signed(self.offset_micros.load(Ordering::SeqCst))
     }
 }

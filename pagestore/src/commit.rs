@@ -52,6 +52,8 @@ pub(crate) struct Plan {
     pub read_runs: Vec<(u32, u32)>,
     pub size_conflict: bool,
     pub header: Option<u32>,
+    /// The committer's wall time, for the time index.
+    pub time_micros: u64,
 }
 
 impl Plan {
@@ -91,6 +93,7 @@ impl Plan {
             read_runs: coalesce(runs(&txn.reads.iter().copied().collect::<Vec<_>>())),
             size_conflict: txn.size_read || page_count.is_some(),
             header,
+            time_micros: txn.db.store.inner.opts.clock.now_micros(),
         }
     }
 
@@ -159,6 +162,13 @@ impl Plan {
                 MutationType::SetVersionstampedKey,
             );
         }
+        // Every commit maps its wall time to its version: `at=` time travel
+        // and retention read this index.
+        t.atomic_op(
+            &keys.time_stamped(self.time_micros),
+            &[],
+            MutationType::SetVersionstampedKey,
+        );
         let mut stamp = INCOMPLETE_VERSIONSTAMP.to_vec();
         stamp.extend_from_slice(&0u32.to_le_bytes());
         t.atomic_op(

@@ -20,6 +20,17 @@ use crate::upload;
 /// starting the view afresh (cheaper than replaying a long history).
 const LOG_CATCH_UP_ROWS: usize = 2_000;
 
+/// One layer of a database's pages: the database itself, or for a fork an
+/// ancestor it reads from, capped at the version the fork started from.
+#[derive(Clone, Debug)]
+pub(crate) struct Layer {
+    pub id: u64,
+    pub keys: DbKeys,
+    /// Versions above this are not part of the fork (`u64::MAX` for the
+    /// database itself).
+    pub cap: Version,
+}
+
 /// A database of the store, by name. Cheap to clone.
 #[derive(Clone)]
 pub struct Database {
@@ -27,6 +38,8 @@ pub struct Database {
     pub(crate) name: Arc<str>,
     pub(crate) id: u64,
     pub(crate) keys: DbKeys,
+    /// `layers[0]` is this database; then its fork ancestors, nearest first.
+    pub(crate) layers: Arc<[Layer]>,
 }
 
 impl std::fmt::Debug for Database {
@@ -34,6 +47,7 @@ impl std::fmt::Debug for Database {
         f.debug_struct("Database")
             .field("name", &self.name)
             .field("id", &self.id)
+            .field("layers", &self.layers.len())
             .finish()
     }
 }
@@ -48,13 +62,28 @@ pub struct Change {
 }
 
 impl Database {
-    pub(crate) fn new(store: PageStore, name: &str, id: u64) -> Self {
+    /// A database handle; `ancestors` are (id, cap) of the fork chain,
+    /// nearest first.
+    pub(crate) fn new(store: PageStore, name: &str, id: u64, ancestors: &[(u64, Version)]) -> Self {
         let keys = store.inner.keys.db(id);
+        let mut layers = vec![Layer {
+            id,
+            keys: keys.clone(),
+            cap: Version::MAX,
+        }];
+        for &(aid, cap) in ancestors {
+            layers.push(Layer {
+                id: aid,
+                keys: store.inner.keys.db(aid),
+                cap,
+            });
+        }
         Database {
             store,
             name: name.into(),
             id,
             keys,
+            layers: layers.into(),
         }
     }
 
@@ -71,6 +100,11 @@ impl Database {
     /// The store it lives in.
     pub fn store(&self) -> &PageStore {
         &self.store
+    }
+
+    /// For a fork: the database id and version it was forked from.
+    pub fn fork_origin(&self) -> Option<(u64, Version)> {
+        self.layers.get(1).map(|l| (l.id, l.cap))
     }
 
     /// Starts a transaction at the latest committed version: one read-version
@@ -107,7 +141,8 @@ impl Database {
     }
 
     /// Starts a read-only transaction at an earlier `version` (time travel).
-    /// Fails when `version` has not been reached yet.
+    /// Fails when `version` has not been reached yet, or is older than the
+    /// retention window.
     pub fn begin_at(&self, version: Version) -> Result<Transaction> {
         let mut t = self.store.inner.kv.begin()?;
         let rv = t.read_version()?;
@@ -116,7 +151,15 @@ impl Database {
                 "version {version} is in the future (latest is {rv})"
             )));
         }
-        let (count, size) = self.read_size_at(t.as_mut(), version)?;
+        let (count, size, horizon) = self.read_size_at(t.as_mut(), version)?;
+        if horizon > version {
+            return Err(Error::SnapshotTooOld {
+                database: self.name.to_string(),
+                snapshot: version,
+                horizon,
+                time_travel: true,
+            });
+        }
         Ok(Transaction::new(
             self.clone(),
             version,
@@ -127,30 +170,63 @@ impl Database {
         ))
     }
 
-    /// Reads (page count, page size) at `version` directly from the store.
-    fn read_size_at(&self, t: &mut dyn KvTxn, version: Version) -> Result<(u64, Option<u32>)> {
-        let (zb, ze) = self.keys.size_at(version);
-        let res = t.get_batch(
-            &[
-                ReadRequest::Range(RangeOption::new(zb, ze).limit(1).reverse()),
-                ReadRequest::Get(self.keys.header()),
-            ],
-            true,
-        )?;
-        let mut it = res.into_iter();
-        let count = match it.next() {
-            Some(ReadResult::Range(r)) => match r.kvs.first() {
-                Some(kv) => decode_u64(&kv.value)?,
-                None => 0,
-            },
+    /// The latest committed version (one read-version round trip).
+    pub fn latest_version(&self) -> Result<Version> {
+        Ok(self.store.inner.kv.begin()?.read_version()?)
+    }
+
+    /// The requests that give (page count, page size, GC horizon) at
+    /// `version`: for each layer its newest size record and its header.
+    fn size_requests(&self, version: Version) -> Vec<ReadRequest> {
+        let mut reqs = vec![ReadRequest::Get(self.keys.horizon())];
+        for l in self.layers.iter() {
+            let (zb, ze) = l.keys.size_at(version.min(l.cap));
+            reqs.push(ReadRequest::Range(
+                RangeOption::new(zb, ze).limit(1).reverse(),
+            ));
+            reqs.push(ReadRequest::Get(l.keys.header()));
+        }
+        reqs
+    }
+
+    /// Decodes the answers to [`Self::size_requests`]: the nearest layer
+    /// with a size record gives the size (a fork that never changed its
+    /// size has its origin's), likewise for the page size.
+    fn sizes_from(
+        &self,
+        res: &mut impl Iterator<Item = ReadResult>,
+    ) -> Result<(u64, Option<u32>, Version)> {
+        let horizon = match res.next() {
+            Some(ReadResult::Value(v)) => v.as_deref().map(decode_u64).transpose()?.unwrap_or(0),
             _ => return Err(Error::corrupt("batch answer")),
         };
-        let size = match it.next() {
-            Some(ReadResult::Value(Some(v))) => Some(decode_u32(&v)?),
-            Some(ReadResult::Value(None)) => None,
-            _ => return Err(Error::corrupt("batch answer")),
-        };
-        Ok((count, size))
+        let (mut count, mut size) = (None, None);
+        for _ in self.layers.iter() {
+            match (res.next(), res.next()) {
+                (Some(ReadResult::Range(z)), Some(ReadResult::Value(h))) => {
+                    if count.is_none() {
+                        if let Some(kv) = z.kvs.first() {
+                            count = Some(decode_u64(&kv.value)?);
+                        }
+                    }
+                    if size.is_none() {
+                        size = h.as_deref().map(decode_u32).transpose()?;
+                    }
+                }
+                _ => return Err(Error::corrupt("batch answer")),
+            }
+        }
+        Ok((count.unwrap_or(0), size, horizon))
+    }
+
+    /// Reads (page count, page size, GC horizon) at `version`.
+    fn read_size_at(
+        &self,
+        t: &mut dyn KvTxn,
+        version: Version,
+    ) -> Result<(u64, Option<u32>, Version)> {
+        let res = t.get_batch(&self.size_requests(version), true)?;
+        self.sizes_from(&mut res.into_iter())
     }
 
     /// First sight of the database in this process: its size, page size and
@@ -163,26 +239,16 @@ impl Database {
         got_at: Instant,
     ) -> Result<()> {
         let (mb, me) = self.keys.materialize_upto(v);
-        let (zb, ze) = self.keys.size_at(v);
-        let res = t.get_batch(
-            &[
-                ReadRequest::Range(RangeOption::new(zb, ze).limit(1).reverse()),
-                ReadRequest::Get(self.keys.header()),
-                ReadRequest::Range(RangeOption::new(mb, me)),
-            ],
-            true,
-        )?;
-        let [ReadResult::Range(z), ReadResult::Value(h), ReadResult::Range(m)] =
-            <[ReadResult; 3]>::try_from(res).map_err(|_| Error::corrupt("batch answer"))?
-        else {
+        let mut reqs = vec![ReadRequest::Range(RangeOption::new(mb, me))];
+        reqs.extend(self.size_requests(v));
+        let mut res = t.get_batch(&reqs, true)?.into_iter();
+        let Some(ReadResult::Range(m)) = res.next() else {
             return Err(Error::corrupt("batch answer"));
         };
+        let (count, size, _horizon) = self.sizes_from(&mut res)?;
         view.reset();
-        view.page_count = match z.kvs.first() {
-            Some(kv) => decode_u64(&kv.value)?,
-            None => 0,
-        };
-        view.page_size = h.as_deref().map(decode_u32).transpose()?;
+        view.page_count = count;
+        view.page_size = size;
         for kv in &m.kvs {
             self.finish_large(&kv.key, &kv.value)?;
         }
@@ -205,16 +271,20 @@ impl Database {
             &[
                 ReadRequest::Range(RangeOption::new(lb, le).limit(LOG_CATCH_UP_ROWS)),
                 ReadRequest::Range(RangeOption::new(mb, me)),
+                ReadRequest::Get(self.keys.horizon()),
             ],
             true,
         )?;
-        let [ReadResult::Range(log), ReadResult::Range(m)] =
-            <[ReadResult; 2]>::try_from(res).map_err(|_| Error::corrupt("batch answer"))?
+        let [ReadResult::Range(log), ReadResult::Range(m), ReadResult::Value(h)] =
+            <[ReadResult; 3]>::try_from(res).map_err(|_| Error::corrupt("batch answer"))?
         else {
             return Err(Error::corrupt("batch answer"));
         };
-        if log.more || log.kvs.len() >= LOG_CATCH_UP_ROWS {
-            debug!(database = %self.name, "change log too long to replay; reloading view");
+        let horizon = h.as_deref().map(decode_u64).transpose()?.unwrap_or(0);
+        // GC removes change-log records below its horizon: a view older
+        // than that cannot be replayed and starts afresh.
+        if log.more || log.kvs.len() >= LOG_CATCH_UP_ROWS || horizon > view.known {
+            debug!(database = %self.name, "change log cannot be replayed; reloading view");
             return self.load_view(view, t, v, got_at);
         }
         for kv in &m.kvs {
@@ -222,7 +292,7 @@ impl Database {
         }
         for (vs, rec) in group_log(&self.keys, log.kvs.into_iter().map(|kv| (kv.key, kv.value)))? {
             for &p in rec.pages.iter().chain(rec.absent.iter()) {
-                view.latest.insert(p, Latest::At(vs));
+                view.latest.insert(p, Latest::At(self.id, vs));
             }
             if let Some(c) = rec.page_count {
                 view.page_count = c;

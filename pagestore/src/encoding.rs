@@ -218,41 +218,80 @@ fn get_varint(b: &[u8], at: &mut usize) -> Result<u64> {
 }
 
 /// Catalog entry of one database.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DbMeta {
-    /// The database's name.
+    /// The database's name (the name it had when dropped, if dropped).
     pub name: String,
     /// Wall-clock time of creation, µs since the Unix epoch.
     pub created_micros: u64,
+    /// For a fork: the database it was forked from and the version of that
+    /// database it starts from (copy-on-write: pages it has not written are
+    /// read from the parent as of that version).
+    pub parent: Option<(u64, u64)>,
+    /// How long old versions stay readable, in µs; `None`: the default.
+    pub retention_micros: Option<u64>,
+    /// Dropped, but kept because forks still read from it.
+    pub dropped: bool,
 }
 
-const META_FORMAT: u8 = 1;
+const META_FORMAT: u8 = 2;
+const M_PARENT: u8 = 1;
+const M_RETENTION: u8 = 2;
+const M_DROPPED: u8 = 4;
 
 impl DbMeta {
     /// Encodes the entry.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = vec![META_FORMAT];
+        let mut v = vec![META_FORMAT, 0];
+        let mut flags = 0;
         v.extend_from_slice(&self.created_micros.to_be_bytes());
+        if let Some((id, version)) = self.parent {
+            flags |= M_PARENT;
+            v.extend_from_slice(&id.to_be_bytes());
+            v.extend_from_slice(&version.to_be_bytes());
+        }
+        if let Some(r) = self.retention_micros {
+            flags |= M_RETENTION;
+            v.extend_from_slice(&r.to_be_bytes());
+        }
+        if self.dropped {
+            flags |= M_DROPPED;
+        }
+        v[1] = flags;
         v.extend_from_slice(self.name.as_bytes());
         v
     }
 
     /// Decodes an entry.
     pub fn decode(b: &[u8]) -> Result<Self> {
-        if b.len() < 9 || b[0] != META_FORMAT {
-            return Err(Error::corrupt("catalog entry"));
+        let bad = || Error::corrupt("catalog entry");
+        let u64_at = |at: usize| -> Result<u64> {
+            b.get(at..at + 8)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(bad)
+        };
+        if b.first() != Some(&META_FORMAT) {
+            return Err(bad());
         }
-        let created_micros = u64::from_be_bytes(
-            b[1..9]
-                .try_into()
-                .map_err(|_| Error::corrupt("catalog entry"))?,
-        );
-        let name =
-            String::from_utf8(b[9..].to_vec()).map_err(|_| Error::corrupt("catalog name"))?;
-        Ok(DbMeta {
-            name,
-            created_micros,
-        })
+        let flags = *b.get(1).ok_or_else(bad)?;
+        let mut meta = DbMeta {
+            created_micros: u64_at(2)?,
+            dropped: flags & M_DROPPED != 0,
+            ..Default::default()
+        };
+        let mut at = 10;
+        if flags & M_PARENT != 0 {
+            meta.parent = Some((u64_at(at)?, u64_at(at + 8)?));
+            at += 16;
+        }
+        if flags & M_RETENTION != 0 {
+            meta.retention_micros = Some(u64_at(at)?);
+            at += 8;
+        }
+        meta.name = String::from_utf8(b.get(at..).ok_or_else(bad)?.to_vec())
+            .map_err(|_| Error::corrupt("catalog name"))?;
+        Ok(meta)
     }
 }
 
@@ -291,6 +330,25 @@ mod tests {
             let _ = LogRecord::decode(&b);
             let _ = PageValue::decode(&b);
             let _ = DbMeta::decode(&b);
+        }
+    }
+
+    #[test]
+    fn catalog_entries_round_trip() {
+        let plain = DbMeta {
+            name: "orders".into(),
+            created_micros: 5,
+            ..Default::default()
+        };
+        let fork = DbMeta {
+            name: "orders-test".into(),
+            created_micros: 6,
+            parent: Some((42, 1_000)),
+            retention_micros: Some(1_000_000),
+            dropped: true,
+        };
+        for m in [plain, fork] {
+            assert_eq!(DbMeta::decode(&m.encode()).unwrap(), m);
         }
     }
 

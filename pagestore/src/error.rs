@@ -24,6 +24,20 @@ pub enum Error {
         detail: String,
     },
 
+    /// The snapshot is older than the database's GC horizon: versions it
+    /// needs may have been removed (retention window exceeded).
+    #[error("snapshot {snapshot} of database {database:?} is older than the retention window (versions before {horizon} were garbage collected){}", if *.time_travel { "" } else { "; retry the transaction" })]
+    SnapshotTooOld {
+        /// Database name.
+        database: String,
+        /// The snapshot version.
+        snapshot: Version,
+        /// The GC horizon.
+        horizon: Version,
+        /// A time-travel read (retrying does not help).
+        time_travel: bool,
+    },
+
     /// No database of that name.
     #[error("no database named {0:?}")]
     NotFound(String),
@@ -78,6 +92,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Conflict { .. } => true,
+            Error::SnapshotTooOld { time_travel, .. } => !time_travel,
             Error::Kv(e) => e.is_retryable(),
             _ => false,
         }

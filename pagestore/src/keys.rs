@@ -5,7 +5,8 @@
 //! | key                                   | value                         | what it is |
 //! |---------------------------------------|-------------------------------|------------|
 //! | `P 01 name`                           | id (8 B, BE)                  | catalog: name → database id |
-//! | `P 02 id`                             | [`DbMeta`]                    | catalog: id → name, creation |
+//! | `P 02 id`                             | [`DbMeta`]                    | catalog: id → name, creation, fork parent, retention |
+//! | `P 04 parent child`                   | empty                         | forks of `parent` (kept while a fork reads from it) |
 //! | `D = P 03 id`                         |                               | one database's subspace (id: 8 B, random) |
 //! | `D 'h'`                               | page size (4 B, BE)           | set once by the first commit that writes a page |
 //! | `D 'p' pgno vs`                       | [`PageValue`]                 | page `pgno` (4 B, BE) as written by the commit `vs` (10 B) |
@@ -15,6 +16,9 @@
 //! | `D 'b' token pgno`                    | page bytes                    | content uploaded ahead by a large transaction, invisible until referenced |
 //! | `D 'u' token`                         | wall time (8 B, BE µs)        | upload in progress; cleared by the commit, swept when stale |
 //! | `D 'm' vs`                            | token (16 B)                  | a large commit whose page index is still being written |
+//! | `D 't' time vs`                       | empty                         | time index: committer's wall time (8 B, BE µs) → commit |
+//! | `D 'g'`                               | version (8 B, BE)             | GC horizon: snapshots older than this may miss pages |
+//! | `D 'q'`                               | page key                      | where an interrupted GC pass resumes |
 //!
 //! `vs` is FDB's 10-byte versionstamp (commit version BE, batch order BE),
 //! so byte order is commit order: the page as of snapshot `V` is the last
@@ -29,6 +33,7 @@ use crate::kv::{strinc, Version, Versionstamp, INCOMPLETE_VERSIONSTAMP};
 const CATALOG_NAME: u8 = 0x01;
 const CATALOG_META: u8 = 0x02;
 const DATABASE: u8 = 0x03;
+const CHILDREN: u8 = 0x04;
 
 const HEADER: u8 = b'h';
 const PAGE: u8 = b'p';
@@ -38,6 +43,9 @@ const TOKEN: u8 = b'k';
 const BLOB: u8 = b'b';
 const UPLOAD: u8 = b'u';
 const MATERIALIZE: u8 = b'm';
+const TIME: u8 = b't';
+const HORIZON: u8 = b'g';
+const GC_CURSOR: u8 = b'q';
 
 /// A commit token: random, 16 bytes.
 pub type Token = [u8; 16];
@@ -88,6 +96,41 @@ impl Keyspace {
     /// `P 02 id`.
     pub fn meta(&self, id: u64) -> Vec<u8> {
         self.with(CATALOG_META, &id.to_be_bytes())
+    }
+
+    /// `P 04 parent child`: `child` is a fork of `parent`.
+    pub fn child(&self, parent: u64, child: u64) -> Vec<u8> {
+        let mut rest = parent.to_be_bytes().to_vec();
+        rest.extend_from_slice(&child.to_be_bytes());
+        self.with(CHILDREN, &rest)
+    }
+
+    /// All forks of `parent`.
+    pub fn children(&self, parent: u64) -> (Vec<u8>, Vec<u8>) {
+        let b = self.with(CHILDREN, &parent.to_be_bytes());
+        let e = strinc(&b).unwrap_or_else(|| vec![0xff]);
+        (b, e)
+    }
+
+    /// The child id of a `P 04` key.
+    pub fn parse_child(&self, key: &[u8]) -> Option<u64> {
+        let rest = key
+            .strip_prefix(self.prefix.as_slice())?
+            .strip_prefix(&[CHILDREN])?;
+        Some(u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?))
+    }
+
+    /// All catalog entries (`P 02`), for GC's scan of databases.
+    pub fn metas(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.with(CATALOG_META, &[]), self.with(DATABASE, &[]))
+    }
+
+    /// The id of a `P 02` key.
+    pub fn parse_meta(&self, key: &[u8]) -> Option<u64> {
+        let rest = key
+            .strip_prefix(self.prefix.as_slice())?
+            .strip_prefix(&[CATALOG_META])?;
+        Some(u64::from_be_bytes(rest.try_into().ok()?))
     }
 
     /// The subspace of one database.
@@ -265,6 +308,86 @@ impl DbKeys {
             .strip_prefix(self.prefix.as_slice())?
             .strip_prefix(&[UPLOAD])?;
         rest.try_into().ok()
+    }
+
+    /// `D 't' time <placeholder>`.
+    pub fn time_stamped(&self, micros: u64) -> Vec<u8> {
+        self.stamped(TIME, &[&micros.to_be_bytes()], &[])
+    }
+
+    /// Time-index entries with times in `[from, to]`.
+    pub fn times(&self, from: u64, to: u64) -> (Vec<u8>, Vec<u8>) {
+        let b = self.with(TIME, &[&from.to_be_bytes()]);
+        let e = match to.checked_add(1) {
+            Some(t) => self.with(TIME, &[&t.to_be_bytes()]),
+            None => self.with(TIME + 1, &[]),
+        };
+        (b, e)
+    }
+
+    /// Splits a time-index key into (time, vs).
+    pub fn parse_time(&self, key: &[u8]) -> Option<(u64, Versionstamp)> {
+        let rest = key
+            .strip_prefix(self.prefix.as_slice())?
+            .strip_prefix(&[TIME])?;
+        if rest.len() != 18 {
+            return None;
+        }
+        Some((
+            u64::from_be_bytes(rest[..8].try_into().ok()?),
+            Versionstamp::from_slice(&rest[8..])?,
+        ))
+    }
+
+    /// `D 'g'`: the GC horizon.
+    pub fn horizon(&self) -> Vec<u8> {
+        self.with(HORIZON, &[])
+    }
+
+    /// `D 'q'`: the GC resume cursor.
+    pub fn gc_cursor(&self) -> Vec<u8> {
+        self.with(GC_CURSOR, &[])
+    }
+
+    /// Every page-version key of the database.
+    pub fn all_pages(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.with(PAGE, &[]), self.with(PAGE + 1, &[]))
+    }
+
+    /// All size records up to and including `vs`'s version.
+    pub fn sizes_upto(&self, v: Version) -> (Vec<u8>, Vec<u8>) {
+        self.size_at(v)
+    }
+
+    /// Splits a size key into its versionstamp.
+    pub fn parse_size(&self, key: &[u8]) -> Option<Versionstamp> {
+        let rest = key
+            .strip_prefix(self.prefix.as_slice())?
+            .strip_prefix(&[SIZE])?;
+        Versionstamp::from_slice(rest)
+    }
+
+    /// Every commit token.
+    pub fn tokens(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.with(TOKEN, &[]), self.with(TOKEN + 1, &[]))
+    }
+
+    /// Every change-log record.
+    pub fn logs(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.with(LOG, &[]), self.with(LOG + 1, &[]))
+    }
+
+    /// Every blob of every token.
+    pub fn all_blobs(&self) -> (Vec<u8>, Vec<u8>) {
+        (self.with(BLOB, &[]), self.with(BLOB + 1, &[]))
+    }
+
+    /// The token of a blob key.
+    pub fn parse_blob_token(&self, key: &[u8]) -> Option<Token> {
+        let rest = key
+            .strip_prefix(self.prefix.as_slice())?
+            .strip_prefix(&[BLOB])?;
+        rest.get(..16)?.try_into().ok()
     }
 
     /// `D 'm' <placeholder>`.

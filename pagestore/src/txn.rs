@@ -19,6 +19,9 @@ use crate::upload;
 /// asking for a new one (FDB's window is 5 s; keep a margin).
 pub(crate) const READ_VERSION_REUSE: Duration = Duration::from_millis(4_000);
 
+/// A page version and the database (layer) that holds it.
+type Owned = (u64, Versionstamp);
+
 /// A page written by the transaction.
 #[derive(Clone, Debug)]
 pub(crate) enum Dirty {
@@ -179,13 +182,17 @@ impl Transaction {
     }
 
     /// Pages at the snapshot: cache first, then one batched store read for
-    /// the rest (plus one for content uploaded by large commits).
+    /// the rest (plus one for content uploaded by large commits). For a
+    /// fork, each page is looked up in every layer at once (the fork, then
+    /// its ancestors as of the fork versions): the nearest layer holding a
+    /// version wins.
     fn snapshot_pages(&mut self, pgnos: &[u32]) -> Result<Vec<Option<Arc<[u8]>>>> {
         let inner = self.db.store.inner.clone();
         let (id, snap) = (self.db.id, self.snapshot);
+        let layers = self.db.layers.clone();
         let mut out: Vec<Option<Arc<[u8]>>> = vec![None; pgnos.len()];
-        // (index in out, pgno, known version if any)
-        let mut missing: Vec<(usize, u32, Option<Versionstamp>)> = Vec::new();
+        // (index in out, pgno, known (owner, version) if any)
+        let mut missing: Vec<(usize, u32, Option<Owned>)> = Vec::new();
         {
             let view = inner.cache.view(id);
             let view = lock(&view);
@@ -197,13 +204,13 @@ impl Transaction {
                 };
                 match known {
                     Some(Latest::Never) => inner.cache.hit(),
-                    Some(Latest::At(vs)) if vs.version() <= snap => {
-                        match inner.cache.get(id, p, &vs) {
+                    Some(Latest::At(owner, vs)) if vs.version() <= snap => {
+                        match inner.cache.get(owner, p, &vs) {
                             Some(d) => {
                                 inner.cache.hit();
                                 out[i] = (!d.is_empty()).then_some(d);
                             }
-                            None => missing.push((i, p, Some(vs))),
+                            None => missing.push((i, p, Some((owner, vs)))),
                         }
                     }
                     _ => missing.push((i, p, None)),
@@ -216,45 +223,90 @@ impl Transaction {
         inner.cache.miss(missing.len() as u64);
         let span = debug_span!("read_pages", database = %self.db.name, version = snap, pages = missing.len());
         let _g = span.enter();
-        let keys = self.db.keys.clone();
-        let requests: Vec<ReadRequest> = missing
-            .iter()
-            .map(|&(_, p, vs)| match vs {
-                Some(vs) => ReadRequest::Get(keys.page(p, &vs)),
+        let layer_keys = |owner: u64| layers.iter().find(|l| l.id == owner).map(|l| &l.keys);
+        // The GC horizon rides along: a snapshot older than it may be
+        // missing versions, which must be an error, not wrong pages.
+        let mut requests: Vec<ReadRequest> = vec![ReadRequest::Get(self.db.keys.horizon())];
+        for &(_, p, known) in &missing {
+            match known {
+                Some((owner, vs)) => {
+                    let keys = layer_keys(owner)
+                        .ok_or_else(|| Error::corrupt("cached page of an unknown layer"))?;
+                    requests.push(ReadRequest::Get(keys.page(p, &vs)));
+                }
                 None => {
-                    let (b, e) = keys.page_at(p, snap);
-                    ReadRequest::Range(RangeOption::new(b, e).limit(1).reverse())
-                }
-            })
-            .collect();
-        let answers = self.with_reader(|t| t.get_batch(&requests, true))?;
-        // (index, pgno, version found, value)
-        let mut found: Vec<(usize, u32, Option<Versionstamp>, Option<PageValue>)> = Vec::new();
-        for (&(i, p, vs), a) in missing.iter().zip(answers) {
-            match a {
-                ReadResult::Value(v) => {
-                    let v = v.ok_or_else(|| Error::corrupt("page version listed but missing"))?;
-                    found.push((i, p, vs, Some(PageValue::decode(&v)?)));
-                }
-                ReadResult::Range(r) => match r.kvs.into_iter().next() {
-                    Some(kv) => {
-                        let (_, vs) = keys
-                            .parse_page(&kv.key)
-                            .ok_or_else(|| Error::corrupt("page key"))?;
-                        found.push((i, p, Some(vs), Some(PageValue::decode(&kv.value)?)));
+                    for l in layers.iter() {
+                        let (b, e) = l.keys.page_at(p, snap.min(l.cap));
+                        requests.push(ReadRequest::Range(
+                            RangeOption::new(b, e).limit(1).reverse(),
+                        ));
                     }
-                    None => found.push((i, p, None, None)),
+                }
+            }
+        }
+        let mut answers = self
+            .with_reader(|t| t.get_batch(&requests, true))?
+            .into_iter();
+        let horizon = match answers.next() {
+            Some(ReadResult::Value(v)) => v
+                .as_deref()
+                .map(crate::database::decode_u64)
+                .transpose()?
+                .unwrap_or(0),
+            _ => return Err(Error::corrupt("batch answer")),
+        };
+        if horizon > snap {
+            return Err(Error::SnapshotTooOld {
+                database: self.db.name.to_string(),
+                snapshot: snap,
+                horizon,
+                time_travel: self.read_only,
+            });
+        }
+        // (index, pgno, (owner, version) found, value)
+        let mut found: Vec<(usize, u32, Option<Owned>, Option<PageValue>)> = Vec::new();
+        for &(i, p, known) in &missing {
+            match known {
+                Some(k) => match answers.next() {
+                    Some(ReadResult::Value(Some(v))) => {
+                        found.push((i, p, Some(k), Some(PageValue::decode(&v)?)))
+                    }
+                    Some(ReadResult::Value(None)) => {
+                        return Err(Error::corrupt("page version listed but missing"))
+                    }
+                    _ => return Err(Error::corrupt("batch answer")),
                 },
+                None => {
+                    let mut hit = None;
+                    for l in layers.iter() {
+                        let Some(ReadResult::Range(r)) = answers.next() else {
+                            return Err(Error::corrupt("batch answer"));
+                        };
+                        if hit.is_none() {
+                            if let Some(kv) = r.kvs.into_iter().next() {
+                                let (_, vs) = l
+                                    .keys
+                                    .parse_page(&kv.key)
+                                    .ok_or_else(|| Error::corrupt("page key"))?;
+                                hit = Some(((l.id, vs), PageValue::decode(&kv.value)?));
+                            }
+                        }
+                    }
+                    match hit {
+                        Some((k, v)) => found.push((i, p, Some(k), Some(v))),
+                        None => found.push((i, p, None, None)),
+                    }
+                }
             }
         }
         // Content uploaded ahead by large commits: one more batched read.
-        let blob_requests: Vec<ReadRequest> = found
-            .iter()
-            .filter_map(|(_, p, _, v)| match v {
-                Some(PageValue::Uploaded(tok)) => Some(ReadRequest::Get(keys.blob(tok, *p))),
-                _ => None,
-            })
-            .collect();
+        let mut blob_requests: Vec<ReadRequest> = Vec::new();
+        for (_, p, k, v) in &found {
+            if let (Some((owner, _)), Some(PageValue::Uploaded(tok))) = (k, v) {
+                let keys = layer_keys(*owner).ok_or_else(|| Error::corrupt("unknown layer"))?;
+                blob_requests.push(ReadRequest::Get(keys.blob(tok, *p)));
+            }
+        }
         let mut blobs = if blob_requests.is_empty() {
             Vec::new()
         } else {
@@ -264,7 +316,7 @@ impl Transaction {
         let view = inner.cache.view(id);
         let mut view = lock(&view);
         let learn = view.known == snap;
-        for (i, p, vs, v) in found {
+        for (i, p, k, v) in found {
             let data: Arc<[u8]> = match v {
                 None => {
                     if learn {
@@ -279,10 +331,10 @@ impl Transaction {
                     _ => return Err(Error::corrupt("uploaded page content missing")),
                 },
             };
-            if let Some(vs) = vs {
-                inner.cache.insert(id, p, vs, data.clone());
+            if let Some((owner, vs)) = k {
+                inner.cache.insert(owner, p, vs, data.clone());
                 if learn {
-                    view.latest.insert(p, Latest::At(vs));
+                    view.latest.insert(p, Latest::At(owner, vs));
                 }
             }
             out[i] = (!data.is_empty()).then_some(data);

@@ -35,6 +35,12 @@ impl Env {
         }
     }
 
+    /// The store clock's time, µs.
+    pub fn clock_now(&self) -> u64 {
+        use pagestore::clock::Clock;
+        self.clock.now_micros()
+    }
+
     /// Lets `secs` seconds pass: the manual clock on the embedded backend,
     /// real time on FDB (whose MVCC window is real).
     pub fn advance_secs(&self, secs: u64) {
