@@ -34,8 +34,10 @@ mod store;
 pub use error::{Error, Result};
 pub use extension::sqlite3_fdbvfs_init;
 pub use pagestore::kv::embedded::Faults;
+pub use pagestore::GcReport;
 pub use retry::{is_busy, retry, retry_with, RetryOptions};
 pub use store::{open, Store, StoreBuilder};
+pub use vfs::At;
 
 /// The name of the SQLite VFS (`?vfs=fdb`).
 pub const VFS_NAME: &str = vfs::VFS_NAME;

@@ -2,14 +2,16 @@
 //! `rusqlite::Connection`s through the `fdb` VFS.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::Duration;
 
 use pagestore::clock::{Clock, SystemClock};
 use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions, Faults};
-use pagestore::{PageStore, StoreOptions};
+use pagestore::{GcReport, PageStore, StoreOptions};
 use rusqlite::{Connection, OpenFlags};
+use tracing::{info, warn};
 use vfs::registry::{self, StoreHandle};
+use vfs::At;
 
 use crate::error::{Error, Result};
 
@@ -34,12 +36,16 @@ pub struct StoreBuilder {
     faults: Faults,
     prefix: Option<Vec<u8>>,
     clock: Option<Arc<dyn Clock>>,
+    gc_interval: Option<Duration>,
 }
 
 struct Inner {
     id: u64,
     handle: StoreHandle,
     description: String,
+    /// Dropped with the last clone of the store: stops the background GC
+    /// thread (its `recv_timeout` sees the channel close).
+    _gc_stop: Option<mpsc::Sender<()>>,
 }
 
 impl Drop for Inner {
@@ -82,6 +88,7 @@ impl Default for StoreBuilder {
             faults: Faults::default(),
             prefix: None,
             clock: None,
+            gc_interval: None,
         }
     }
 }
@@ -138,6 +145,30 @@ impl StoreBuilder {
     /// [`pagestore::clock::ManualClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Runs garbage collection of old versions ([`Store::gc`] over every
+    /// database) in one background thread every `interval`, for
+    /// long-lived processes. A pass removes only versions older than each
+    /// database's retention window that no fork needs, in small store
+    /// transactions, never blocking readers or writers; errors are logged
+    /// (`tracing`, target `fdbvfs`) and the next pass tries again. The
+    /// thread stops when the last clone of the [`Store`] is dropped (a
+    /// pass in progress finishes first). Several processes may run it on
+    /// one store: GC passes are idempotent and resumable.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), fdbvfs::Error> {
+    /// use std::time::Duration;
+    /// let store = fdbvfs::Store::builder()
+    ///     .in_memory()
+    ///     .gc_interval(Duration::from_secs(600))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn gc_interval(mut self, interval: Duration) -> Self {
+        self.gc_interval = Some(interval);
         self
     }
 
@@ -206,15 +237,51 @@ impl StoreBuilder {
                 )
             }
         };
+        let gc_stop = match self.gc_interval {
+            Some(every) => Some(spawn_gc(handle.pages.clone(), every)?),
+            None => None,
+        };
         let id = registry::register_store(handle.clone());
         Ok(Store {
             inner: Arc::new(Inner {
                 id,
                 handle,
                 description,
+                _gc_stop: gc_stop,
             }),
         })
     }
+}
+
+/// Starts the background GC thread; it runs until the returned sender is
+/// dropped.
+fn spawn_gc(pages: PageStore, every: Duration) -> Result<mpsc::Sender<()>> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("fdbvfs-gc".into())
+        .spawn(move || loop {
+            match stopped.recv_timeout(every) {
+                Err(mpsc::RecvTimeoutError::Timeout) => match pages.gc(false) {
+                    Ok(reports) => {
+                        let versions: u64 = reports.iter().map(|r| r.page_versions).sum();
+                        let bytes: u64 = reports.iter().map(|r| r.page_bytes).sum();
+                        info!(
+                            databases = reports.len(),
+                            page_versions = versions,
+                            bytes,
+                            "background gc pass"
+                        );
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "background gc pass failed; retrying next interval")
+                    }
+                },
+                // The store was dropped (or, never, a message).
+                _ => return,
+            }
+        })
+        .map_err(|e| Error::Config(format!("cannot start the background GC thread: {e}")))?;
+    Ok(stop)
 }
 
 /// Percent-encodes a database name for the path part of a `file:` URI.
@@ -291,33 +358,133 @@ impl Store {
         Ok(conn)
     }
 
-    /// Opens database `name` read-only as of store `version` (time travel).
-    /// Writes fail with `SQLITE_READONLY`.
+    /// Opens database `name` read-only as it was at `at` (time travel): a
+    /// store version ([`At::Version`], as `PRAGMA fdb_version` reports
+    /// it), or a wall-clock time ([`At::Time`]: the last version committed
+    /// at or before it). Writes fail with `SQLITE_READONLY`;
+    /// `PRAGMA fdb_version` tells the version read. Fails (naming the
+    /// reason) for a point in the future, before the database existed, or
+    /// older than its retention window.
     ///
     /// ```
     /// # fn main() -> Result<(), fdbvfs::Error> {
+    /// use fdbvfs::At;
     /// let store = fdbvfs::Store::in_memory()?;
     /// let conn = store.open("t")?;
     /// conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
     /// let v: i64 = conn.query_row("PRAGMA fdb_version", [], |r| r.get::<_, String>(0))?
     ///     .parse().unwrap_or(0);
+    /// let before = std::time::SystemTime::now();
     /// conn.execute("INSERT INTO t VALUES (2)", [])?;
-    /// let old = store.open_at("t", v as u64)?;
+    /// let old = store.open_at("t", At::Version(v as u64))?;
+    /// let n: i64 = old.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+    /// assert_eq!(n, 1);
+    /// let old = store.open_at("t", At::Time(before))?;
     /// let n: i64 = old.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
     /// assert_eq!(n, 1);
     /// # Ok(()) }
     /// ```
-    pub fn open_at(&self, name: &str, version: u64) -> Result<Connection> {
+    pub fn open_at(&self, name: &str, at: At) -> Result<Connection> {
         self.open_flags(
             name,
-            Some(version),
+            Some(at),
             OpenFlags::SQLITE_OPEN_READ_ONLY
                 | OpenFlags::SQLITE_OPEN_URI
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
     }
 
-    fn open_flags(&self, name: &str, version: Option<u64>, flags: OpenFlags) -> Result<Connection> {
+    /// The store version `at` names in database `name` (a time resolved
+    /// through the time index: the last version committed at or before it).
+    pub fn version_at(&self, name: &str, at: At) -> Result<u64> {
+        let db = self.page_store().open(name)?;
+        Ok(at.resolve(&db)?)
+    }
+
+    /// Creates database `dst` as a fork of `src` as it was at `at` (default:
+    /// its latest version): a new, writable database that starts with that
+    /// content and shares the unchanged pages (copy-on-write), in one small
+    /// store commit whatever the size of `src`. Writes to either never show
+    /// in the other; forks of forks work; `src` may be dropped while forks
+    /// still read from it. Returns the version of `src` the fork starts from.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), fdbvfs::Error> {
+    /// let store = fdbvfs::Store::in_memory()?;
+    /// store.open("prod")?.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
+    /// store.fork("prod", "staging", None)?;
+    /// store.open("staging")?.execute("INSERT INTO t VALUES (2)", [])?;
+    /// let n: i64 = store.open("prod")?.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+    /// assert_eq!(n, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn fork(&self, src: &str, dst: &str, at: Option<At>) -> Result<u64> {
+        vfs::file::validate_name(dst)?;
+        let pages = self.page_store();
+        let version = match at {
+            Some(a) => Some(a.resolve(&pages.open(src)?)?),
+            None => None,
+        };
+        let db = pages.fork(src, dst, version)?;
+        Ok(db.fork_origin().map(|(_, v)| v).unwrap_or_default())
+    }
+
+    /// Makes the current state of `name` equal to its state at `at`, as one
+    /// new commit (history is kept: restoring to the returned version minus
+    /// one undoes it). Work is proportional to the pages changed since
+    /// `at`. Concurrent writers see an ordinary commit; when the restore
+    /// itself conflicts with one it is re-run, up to
+    /// [`vfs::file::RESTORE_ATTEMPTS`] times. Returns the commit version.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), fdbvfs::Error> {
+    /// use fdbvfs::At;
+    /// let store = fdbvfs::Store::in_memory()?;
+    /// let conn = store.open("t")?;
+    /// conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
+    /// let good: String = conn.query_row("PRAGMA fdb_version", [], |r| r.get(0))?;
+    /// conn.execute("DELETE FROM t", [])?; // oops
+    /// let good = good.parse::<u64>().unwrap_or_default();
+    /// let undo = store.restore("t", At::Version(good))?;
+    /// let n: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+    /// assert_eq!(n, 1);
+    /// store.restore("t", At::Version(undo - 1))?; // undo the restore
+    /// let n: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+    /// assert_eq!(n, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn restore(&self, name: &str, at: At) -> Result<u64> {
+        let db = self.page_store().open(name)?;
+        let version = at.resolve(&db)?;
+        Ok(vfs::file::restore_with_retries(&db, version)?)
+    }
+
+    /// How long old versions of `name` stay readable (default 7 days).
+    pub fn retention(&self, name: &str) -> Result<Duration> {
+        Ok(self.page_store().open(name)?.retention()?)
+    }
+
+    /// Sets how long old versions of `name` stay readable (time travel,
+    /// forks and restores reach back that far); zero keeps only the latest
+    /// version. GC removes what falls out of the window.
+    pub fn set_retention(&self, name: &str, retention: Duration) -> Result<()> {
+        Ok(self.page_store().open(name)?.set_retention(retention)?)
+    }
+
+    /// Garbage-collects old versions of database `name`, or of every
+    /// database (dropped ones that forks still read included) when `None`:
+    /// removes page versions, content, change-log and time-index entries
+    /// that no reader within the retention window and no fork can reach.
+    /// Online, in small store transactions. With `dry_run`, only counts.
+    /// One report per database.
+    pub fn gc(&self, name: Option<&str>, dry_run: bool) -> Result<Vec<GcReport>> {
+        Ok(match name {
+            Some(n) => vec![self.page_store().open(n)?.gc(dry_run)?],
+            None => self.page_store().gc(dry_run)?,
+        })
+    }
+
+    fn open_flags(&self, name: &str, at: Option<At>, flags: OpenFlags) -> Result<Connection> {
         vfs::file::validate_name(name).map_err(|e| Error::Open {
             name: name.to_string(),
             message: e.to_string(),
@@ -327,8 +494,12 @@ impl Store {
         static OPENER: std::sync::Once = std::sync::Once::new();
         OPENER.call_once(crate::extension::install_cluster_opener);
         let mut uri = self.uri(name);
-        if let Some(v) = version {
-            uri.push_str(&format!("&version={v}"));
+        match at {
+            Some(At::Version(v)) => uri.push_str(&format!("&version={v}")),
+            // RFC 3339 with microseconds: digits, `-`, `:`, `.`, `T`, `Z`
+            // need no escaping in a URI.
+            Some(t @ At::Time(_)) => uri.push_str(&format!("&at={t}")),
+            None => {}
         }
         let _ = vfs::take_last_error();
         Connection::open_with_flags(&uri, flags).map_err(|e| match vfs::take_last_error() {

@@ -6,6 +6,7 @@
 //! line on stderr (`error: …`); logs go to stderr, filtered by `RUST_LOG`
 //! (default `warn`).
 
+mod history;
 mod sql;
 mod store;
 mod table;
@@ -36,6 +37,47 @@ enum Command {
         name: String,
         /// One or more SQL statements separated by `;`.
         sql: String,
+        /// Read-only, as the database was at this point: an RFC 3339 time
+        /// (2026-11-21T10:00:00Z) or a store version (v:123 or @123).
+        #[arg(long, value_name = "TIME|v:VERSION")]
+        at: Option<fdbvfs::At>,
+    },
+    /// Create DST as a fork of SRC (now, or as of --at): a writable
+    /// copy-on-write database, made in one small commit whatever the size.
+    Fork {
+        /// The database to fork.
+        src: String,
+        /// The new database.
+        dst: String,
+        /// Fork SRC as it was at this point: an RFC 3339 time or v:VERSION.
+        #[arg(long, value_name = "TIME|v:VERSION")]
+        at: Option<fdbvfs::At>,
+    },
+    /// Make NAME's current state equal to its state at --at, as one new
+    /// commit (history is kept: the restore can be undone).
+    Restore {
+        /// Database name.
+        name: String,
+        /// The point to go back to: an RFC 3339 time or v:VERSION.
+        #[arg(long, value_name = "TIME|v:VERSION")]
+        at: fdbvfs::At,
+    },
+    /// Show or set how long old versions of NAME stay readable (time travel,
+    /// forks and restores reach back that far; 0 keeps only the latest).
+    Retention {
+        /// Database name.
+        name: String,
+        /// New retention: seconds, or a duration like 7d, 12h, 90min.
+        duration: Option<String>,
+    },
+    /// Garbage-collect old versions outside the retention windows (of NAME,
+    /// or of every database) and print what was freed.
+    Gc {
+        /// Database name (default: every database).
+        name: Option<String>,
+        /// Only report what would be freed.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List the databases in the store.
     List,
@@ -71,10 +113,21 @@ fn init_logging() {
 
 fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), Error> {
     match cli.command {
-        Command::Sql { name, sql } => {
+        Command::Sql { name, sql, at } => {
             let store = cli.store.open()?;
-            let conn = store.open(&name)?;
+            let conn = match at {
+                Some(at) => store.open_at(&name, at)?,
+                None => store.open(&name)?,
+            };
             sql::run(&conn, &sql, stdout)
+        }
+        Command::Fork { src, dst, at } => history::fork(&cli.store.open()?, &src, &dst, at, stdout),
+        Command::Restore { name, at } => history::restore(&cli.store.open()?, &name, at, stdout),
+        Command::Retention { name, duration } => {
+            history::retention(&cli.store.open()?, &name, duration.as_deref(), stdout)
+        }
+        Command::Gc { name, dry_run } => {
+            history::gc(&cli.store.open()?, name.as_deref(), dry_run, stdout)
         }
         Command::List => {
             let store = cli.store.open()?;

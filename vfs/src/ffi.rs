@@ -168,7 +168,7 @@ unsafe extern "C" fn x_open(
                 let p = OpenParams::parse(&params)?;
                 let store = registry::resolve(&p.spec)?;
                 let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
-                MainFile::open(n, store, p.version, create)
+                MainFile::open(n, store, p.at, create)
             })();
             match opened {
                 Ok(m) => {

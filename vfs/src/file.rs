@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use pagestore::{Database, Transaction};
 use tracing::{debug, debug_span, info, warn};
 
+use crate::at::At;
 use crate::error::{Error, Result};
 use crate::header;
 use crate::lock::{self, Action, Event, Level, Phase};
@@ -114,18 +115,27 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 impl MainFile {
     /// Opens database `name` of `store`; creates it when `create` (never
-    /// for time travel).
-    pub fn open(
-        name: &str,
-        store: StoreHandle,
-        at_version: Option<u64>,
-        create: bool,
-    ) -> Result<MainFile> {
+    /// for time travel). With `at`, the file is read-only as of that point
+    /// (a time is resolved through the time index once, here), and a point
+    /// outside the history (future, before the database existed, older
+    /// than the retention window) fails the open with a message saying so.
+    pub fn open(name: &str, store: StoreHandle, at: Option<At>, create: bool) -> Result<MainFile> {
         validate_name(name)?;
-        let db = if create && at_version.is_none() {
+        let db = if create && at.is_none() {
             store.pages.open_or_create(name)?
         } else {
             store.pages.open(name)?
+        };
+        let at_version = match at {
+            None => None,
+            Some(a) => {
+                let v = a.resolve(&db)?;
+                // Checks the version is reachable (not in the future, not
+                // garbage collected) while the open can still say why.
+                db.begin_at(v)?.rollback();
+                info!(database = name, at = %a, version = v, "opened for time travel (read-only)");
+                Some(v)
+            }
         };
         debug!(
             database = name,
@@ -556,6 +566,26 @@ impl MainFile {
         }
     }
 
+    /// `PRAGMA fdb_restore`: restores this database to `at` as one new
+    /// commit, retrying conflicts with concurrent writers a few times.
+    /// Returns the commit version.
+    fn restore(&mut self, at: At) -> Result<u64> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly(
+                "fdb_restore cannot run on a time-travel (read-only) connection; open the database normally".into(),
+            ));
+        }
+        if !matches!(self.state, State::Idle) {
+            return Err(Error::Unsupported(
+                "fdb_restore cannot run inside a transaction (COMMIT or ROLLBACK first)".into(),
+            ));
+        }
+        let v = at.resolve(&self.db)?;
+        let c = restore_with_retries(&self.db, v)?;
+        self.last_version = Some(c);
+        Ok(c)
+    }
+
     /// Handles a PRAGMA (SQLITE_FCNTL_PRAGMA).
     pub fn pragma(&mut self, name: &str, arg: Option<&str>) -> Result<PragmaOutcome> {
         let p = match Pragma::parse(name, arg) {
@@ -573,6 +603,29 @@ impl MainFile {
                 self.store.pages.cache().set_capacity(n);
                 PragmaOutcome::Value(n.to_string())
             }
+            Pragma::Fork(dst) => {
+                let v = self.version()?;
+                validate_name(&dst)?;
+                self.store.pages.fork(&self.name, &dst, Some(v))?;
+                PragmaOutcome::Value(v.to_string())
+            }
+            Pragma::Restore(at) => match self.restore(at) {
+                Ok(v) => PragmaOutcome::Value(v.to_string()),
+                Err(Error::ReadOnly(m) | Error::Unsupported(m)) => PragmaOutcome::Refused(m),
+                Err(e) => return Err(e),
+            },
+            Pragma::Retention(None) => {
+                PragmaOutcome::Value(self.db.retention()?.as_secs().to_string())
+            }
+            Pragma::Retention(Some(d)) => {
+                if self.is_read_only() {
+                    return Ok(PragmaOutcome::Refused(
+                        "fdb_retention cannot be set on a time-travel (read-only) connection".into(),
+                    ));
+                }
+                self.db.set_retention(d)?;
+                PragmaOutcome::Value(d.as_secs().to_string())
+            }
             Pragma::JournalModeWal => PragmaOutcome::Refused(
                 "journal_mode=WAL is not supported by the fdb VFS: WAL needs memory shared by every user of the database, and processes on different hosts share only the store. The journal mode is unchanged; commits are atomic in the store whatever the journal mode.".into(),
             ),
@@ -580,6 +633,29 @@ impl MainFile {
                 "locking_mode=EXCLUSIVE is not supported by the fdb VFS: SQLite would keep its page cache across transactions and miss other writers' commits. The locking mode is unchanged (NORMAL).".into(),
             ),
         })
+    }
+}
+
+/// Attempts of a restore that conflicts with concurrent writers.
+pub const RESTORE_ATTEMPTS: u32 = 10;
+
+/// Restores `db` to `version` as a new commit (see
+/// [`Database::restore_to`]); a conflict with a concurrent writer (the
+/// restore is an ordinary commit) is retried up to [`RESTORE_ATTEMPTS`]
+/// times with backoff. Returns the commit version.
+pub fn restore_with_retries(db: &Database, version: u64) -> Result<u64> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match db.restore_to(version) {
+            Ok(c) => return Ok(c.version),
+            Err(e) if e.is_conflict() && attempt < RESTORE_ATTEMPTS => {
+                debug!(database = %db.name(), attempt, error = %e, "restore conflicted; retrying");
+                let ms = (1u64 << attempt.min(7)).min(100) + rand::random::<u64>() % 5;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -12,9 +12,10 @@
 //! * [`file`] — the main database file; [`memfile`] — journals;
 //! * [`lock`] — the lock state machine; [`header`] — the change-counter trick;
 //! * [`pragma`] — PRAGMAs we answer; [`error`] — errors → SQLite codes;
-//! * [`registry`] — which store a connection uses.
+//! * [`registry`] — which store a connection uses; [`at`] — points in history.
 
 pub mod api;
+pub mod at;
 pub mod error;
 mod ffi;
 pub mod file;
@@ -27,6 +28,7 @@ pub mod registry;
 use std::sync::OnceLock;
 
 pub use api::Api;
+pub use at::At;
 pub use error::{sqlite_code, Error, Op, Result};
 pub use ffi::{panics_caught, register_with, take_last_error, testing, VFS_NAME};
 pub use registry::{OpenParams, StoreHandle, StoreSpec};

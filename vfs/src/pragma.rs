@@ -1,6 +1,10 @@
 //! PRAGMAs the VFS answers itself (SQLite hands every PRAGMA to the main
 //! database file first, as `SQLITE_FCNTL_PRAGMA`).
 
+use std::time::Duration;
+
+use crate::at::At;
+
 /// A PRAGMA the fdb VFS handles. Anything else is left to SQLite.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pragma {
@@ -28,6 +32,26 @@ pub enum Pragma {
     /// keeps its page cache across transactions without asking the VFS,
     /// which would hide other writers' commits.
     LockingModeExclusive,
+    /// `PRAGMA fdb_fork = 'NEW';` — creates database `NEW` as a fork of this
+    /// one as of the snapshot `PRAGMA fdb_version` reports (the current
+    /// transaction's, else the last one's; on a time-travel connection the
+    /// version it was opened at): copy-on-write, one small store commit
+    /// whatever the size. Returns that version. The fork is writable and
+    /// isolated both ways.
+    Fork(String),
+    /// `PRAGMA fdb_restore = '<time or version>';` — makes the current state
+    /// of this database equal to its state at that point (an RFC 3339 time,
+    /// or `v:N`), as one new commit; history is kept, so it can be undone by
+    /// restoring to the version it returns minus one. Refused inside a
+    /// transaction and on time-travel connections; a conflict with a
+    /// concurrent writer is retried a few times. Returns the new version.
+    Restore(At),
+    /// `PRAGMA fdb_retention;` returns how long (whole seconds) old versions
+    /// of this database stay readable (time travel, forks at a time,
+    /// restores); `PRAGMA fdb_retention = SECONDS;` sets it (also `'7d'`,
+    /// `'36h'`, `'90min'`…; 0 keeps only the latest version). GC removes
+    /// what falls out of the window.
+    Retention(Option<Duration>),
 }
 
 /// A pragma argument that does not parse.
@@ -50,6 +74,32 @@ impl Pragma {
                     ))
                 })?)),
             },
+            "fdb_fork" => match arg {
+                Some(a) if !a.is_empty() => Pragma::Fork(a.to_string()),
+                _ => {
+                    return Err(BadArgument(
+                        "fdb_fork takes the name of the new database: PRAGMA fdb_fork = 'name'".into(),
+                    ))
+                }
+            },
+            "fdb_restore" => match arg {
+                Some(a) => Pragma::Restore(a.parse::<At>().map_err(|e| {
+                    BadArgument(format!("fdb_restore: {e}"))
+                })?),
+                None => {
+                    return Err(BadArgument(
+                        "fdb_restore takes a time or a version: PRAGMA fdb_restore = '2026-11-21T10:00:00Z' (or 'v:123')".into(),
+                    ))
+                }
+            },
+            "fdb_retention" => match arg {
+                None => Pragma::Retention(None),
+                Some(a) => Pragma::Retention(Some(parse_duration(a).ok_or_else(|| {
+                    BadArgument(format!(
+                        "fdb_retention takes seconds (an integer >= 0) or a duration like '7d' or '12h', not {a:?}"
+                    ))
+                })?)),
+            },
             "journal_mode" if arg.is_some_and(|a| a.eq_ignore_ascii_case("wal")) => {
                 Pragma::JournalModeWal
             }
@@ -60,6 +110,18 @@ impl Pragma {
         };
         Ok(Some(p))
     }
+}
+
+/// Seconds (`3600`, `0.5`) or a humantime duration (`7d`, `1h 30m`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(Duration::from_secs(n));
+    }
+    if let Ok(f) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(f).ok();
+    }
+    humantime::parse_duration(s).ok()
 }
 
 #[cfg(test)]
@@ -83,6 +145,37 @@ mod tests {
         );
         assert!(Pragma::parse("fdb_cache_size", Some("lots")).is_err());
         assert!(Pragma::parse("fdb_cache_size", Some("-1")).is_err());
+    }
+
+    #[test]
+    fn history_pragmas() {
+        assert_eq!(
+            Pragma::parse("fdb_fork", Some("'copy'")),
+            Ok(Some(Pragma::Fork("copy".into())))
+        );
+        assert!(Pragma::parse("fdb_fork", None).is_err());
+        assert_eq!(
+            Pragma::parse("fdb_restore", Some("'v:12'")),
+            Ok(Some(Pragma::Restore(At::Version(12))))
+        );
+        assert!(Pragma::parse("fdb_restore", Some("12")).is_err());
+        assert!(Pragma::parse("fdb_restore", None).is_err());
+        assert_eq!(
+            Pragma::parse("fdb_retention", None),
+            Ok(Some(Pragma::Retention(None)))
+        );
+        assert_eq!(
+            Pragma::parse("fdb_retention", Some("60")),
+            Ok(Some(Pragma::Retention(Some(Duration::from_secs(60)))))
+        );
+        assert_eq!(
+            Pragma::parse("fdb_retention", Some("'7d'")),
+            Ok(Some(Pragma::Retention(Some(Duration::from_secs(
+                7 * 86400
+            )))))
+        );
+        assert!(Pragma::parse("fdb_retention", Some("-1")).is_err());
+        assert!(Pragma::parse("fdb_retention", Some("soon")).is_err());
     }
 
     #[test]

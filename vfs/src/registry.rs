@@ -12,7 +12,10 @@
 //! * none of these: the default ([`set_default_spec`]), else the directory
 //!   in `FDBVFS_DIR`, else `./fdbvfs-data`.
 //!
-//! `version=<n>` opens the database read-only as of store version `n`.
+//! Time travel (read-only connections): `version=<n>` opens the database as
+//! of store version `n`; `at=<time>` as of the last version committed at or
+//! before an RFC 3339 time (`at=2026-11-21T10:00:00Z`; see [`crate::at`] for
+//! every form, `at=v:<n>` included). Give at most one of them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,7 @@ use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
 use pagestore::{PageStore, StoreOptions};
 use tracing::{info, warn};
 
+use crate::at::At;
 use crate::error::{Error, Result};
 
 /// A store the VFS can serve databases from.
@@ -49,8 +53,8 @@ pub enum StoreSpec {
 pub struct OpenParams {
     /// The store.
     pub spec: StoreSpec,
-    /// Time travel: read-only as of this version.
-    pub version: Option<u64>,
+    /// Time travel: read-only as of this point (`version=` or `at=`).
+    pub at: Option<At>,
 }
 
 /// URI parameters SQLite defines itself; it passes them on to the VFS.
@@ -65,7 +69,7 @@ impl OpenParams {
     /// Parses URI parameters; unknown ones are an error naming them.
     pub fn parse(params: &[(String, String)]) -> Result<OpenParams> {
         let mut unknown = Vec::new();
-        let (mut store, mut dir, mut cluster, mut version) = (None, None, None, None);
+        let (mut store, mut dir, mut cluster, mut version, mut at) = (None, None, None, None, None);
         for (k, v) in params {
             let bad = |why: &str| Error::BadParam {
                 name: k.clone(),
@@ -81,6 +85,7 @@ impl OpenParams {
                 "version" => {
                     version = Some(v.parse::<u64>().map_err(|_| bad("not a version number"))?)
                 }
+                "at" => at = Some(v.parse::<At>().map_err(|e| bad(&e.0))?),
                 k if SQLITE_PARAMS.contains(&k) => {}
                 k => unknown.push(k.to_string()),
             }
@@ -96,13 +101,24 @@ impl OpenParams {
                 why: "give at most one of store=, dir= and cluster=".into(),
             });
         }
+        let at = match (version, at) {
+            (Some(_), Some(_)) => {
+                return Err(Error::BadParam {
+                    name: "version/at".into(),
+                    value: String::new(),
+                    why: "give at most one of version= and at=".into(),
+                })
+            }
+            (Some(v), None) => Some(At::Version(v)),
+            (None, a) => a,
+        };
         let spec = match (store, dir, cluster) {
             (Some(id), _, _) => StoreSpec::Registered(id),
             (_, Some(d), _) => StoreSpec::Dir(d),
             (_, _, Some(c)) => StoreSpec::Cluster(c),
             _ => default_spec(),
         };
-        Ok(OpenParams { spec, version })
+        Ok(OpenParams { spec, at })
     }
 }
 
@@ -270,7 +286,7 @@ mod tests {
             o,
             Ok(OpenParams {
                 spec: StoreSpec::Dir("/tmp/x".into()),
-                version: Some(42)
+                at: Some(At::Version(42))
             })
         );
         let o = OpenParams::parse(&p(&[("store", "3"), ("mode", "ro")])).map_err(|e| e.to_string());
@@ -286,6 +302,25 @@ mod tests {
             msg.contains("\"bogus\"") && msg.contains("\"other\""),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn at_times_and_versions() {
+        let o = OpenParams::parse(&p(&[("at", "2026-11-21T10:00:00Z")])).map_err(|e| e.to_string());
+        let want = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_255_200);
+        assert_eq!(o.map(|o| o.at), Ok(Some(At::Time(want))));
+        let o = OpenParams::parse(&p(&[("at", "v:5")])).map_err(|e| e.to_string());
+        assert_eq!(o.map(|o| o.at), Ok(Some(At::Version(5))));
+        let e = OpenParams::parse(&p(&[("at", "noon")]))
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert!(
+            e.as_ref()
+                .err()
+                .is_some_and(|m| m.contains("at=") && m.contains("RFC 3339")),
+            "{e:?}"
+        );
+        assert!(OpenParams::parse(&p(&[("at", "v:5"), ("version", "5")])).is_err());
     }
 
     #[test]
