@@ -206,17 +206,43 @@ enum Path {
 }
 
 pub(crate) fn commit(txn: &mut Transaction) -> Result<Committed> {
-    let span = debug_span!("commit", database = %txn.db.name, version = txn.snapshot,
-        reads = txn.reads.len(), writes = txn.writes.len());
-    let _g = span.enter();
-    let plan = Plan::new(txn);
-    if plan.large {
-        upload::upload_all(txn)?;
+    commit_group(&mut [txn])
+}
+
+/// Commits several transactions (of one store, possibly of different
+/// databases) in one store commit: all or none, one versionstamp. A
+/// conflict on any of them fails all.
+pub(crate) fn commit_group(txns: &mut [&mut Transaction]) -> Result<Committed> {
+    let Some(first) = txns.first() else {
+        return Err(Error::Other("empty commit group".into()));
+    };
+    let inner = first.db.store.inner.clone();
+    let snapshot = first.snapshot;
+    if txns
+        .iter()
+        .any(|t| !std::sync::Arc::ptr_eq(&t.db.store.inner, &inner))
+    {
+        return Err(Error::Other(
+            "a commit group spans several stores; only databases of one store commit atomically"
+                .into(),
+        ));
     }
-    let inner = txn.db.store.inner.clone();
-    let keys = txn.db.keys.clone();
-    let fresh =
-        matches!(txn.rv, Some((rv, at)) if rv == txn.snapshot && at.elapsed() < READ_VERSION_REUSE);
+    let names: Vec<String> = txns.iter().map(|t| t.db.name.to_string()).collect();
+    let span = debug_span!("commit", databases = ?names, version = snapshot,
+        reads = txns.iter().map(|t| t.reads.len()).sum::<usize>(),
+        writes = txns.iter().map(|t| t.writes.len()).sum::<usize>());
+    let _g = span.enter();
+    let plans: Vec<Plan> = txns.iter().map(|t| Plan::new(t)).collect();
+    for (txn, plan) in txns.iter_mut().zip(&plans) {
+        if plan.large {
+            upload::upload_all(txn)?;
+        }
+    }
+    // The fast path needs one read version for all: the shared snapshot.
+    let fresh = txns.iter().all(|t| {
+        t.snapshot == snapshot
+            && matches!(t.rv, Some((rv, at)) if rv == t.snapshot && at.elapsed() < READ_VERSION_REUSE)
+    });
     let mut path = if fresh {
         Path::Fast
     } else {
@@ -229,11 +255,26 @@ pub(crate) fn commit(txn: &mut Transaction) -> Result<Committed> {
         let mut t = inner.kv.begin()?;
         let prepared = match path {
             Path::Fast => {
-                t.set_read_version(txn.snapshot);
+                t.set_read_version(snapshot);
                 Ok(None)
             }
             Path::Slow { after_unknown } => {
-                slow_check(t.as_mut(), txn, &plan, &keys, after_unknown)
+                let mut landed = None;
+                let mut out = Ok(());
+                for (txn, plan) in txns.iter().zip(&plans) {
+                    match slow_check(t.as_mut(), txn, plan, &txn.db.keys, after_unknown) {
+                        Ok(Some(vs)) => {
+                            landed = Some(vs);
+                            break;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            out = Err(e);
+                            break;
+                        }
+                    }
+                }
+                out.map(|_| landed)
             }
         };
         let outcome = match prepared {
@@ -243,12 +284,10 @@ pub(crate) fn commit(txn: &mut Transaction) -> Result<Committed> {
                 Ok(landed)
             }
             Ok(None) => {
-                plan.apply(t.as_mut(), &keys, txn);
-                debug!(
-                    bytes = t.approximate_size(),
-                    large = plan.large,
-                    "committing"
-                );
+                for (txn, plan) in txns.iter().zip(&plans) {
+                    plan.apply(t.as_mut(), &txn.db.keys, txn);
+                }
+                debug!(bytes = t.approximate_size(), "committing");
                 t.commit().map_err(Error::from).and_then(|info| {
                     info.versionstamp.ok_or_else(|| {
                         Error::corrupt("commit with writes returned no versionstamp")
@@ -260,7 +299,9 @@ pub(crate) fn commit(txn: &mut Transaction) -> Result<Committed> {
         match outcome {
             Ok(vs) => {
                 inner.commits.fetch_add(1, Ordering::Relaxed);
-                finish(txn, &plan, vs);
+                for (txn, plan) in txns.iter_mut().zip(&plans) {
+                    finish(txn, plan, vs);
+                }
                 return Ok(Committed {
                     version: vs.version(),
                     versionstamp: Some(vs),
@@ -269,8 +310,8 @@ pub(crate) fn commit(txn: &mut Transaction) -> Result<Committed> {
             Err(Error::Kv(e)) if e.is_conflict() => {
                 inner.conflicts.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::Conflict {
-                    database: txn.db.name.to_string(),
-                    snapshot: txn.snapshot,
+                    database: names.join(", "),
+                    snapshot,
                     detail: "the store refused the commit (not_committed)".into(),
                 });
             }

@@ -140,6 +140,59 @@ impl Database {
         ))
     }
 
+    /// Starts a transaction on this database at the same snapshot as
+    /// `other` (typically on another database of the same store), so that
+    /// one SQL transaction over several attached databases reads one
+    /// consistent state and can commit them together with
+    /// [`crate::commit_group`]. Costs no round trip when this process's view
+    /// of the database is at that snapshot, else one.
+    pub fn begin_sibling(&self, other: &Transaction) -> Result<Transaction> {
+        let snap = other.snapshot;
+        let rv = other.rv;
+        let view = self.store.inner.cache.view(self.id);
+        let mut view = lock(&view);
+        let fresh_at = rv.and_then(|(v, at)| {
+            (v == snap && at.elapsed() < crate::txn::READ_VERSION_REUSE).then_some(at)
+        });
+        if view.known != snap {
+            let mut t = self.store.inner.kv.begin()?;
+            match fresh_at {
+                Some(_) => t.set_read_version(snap),
+                // Any read version at or past the snapshot gives the same
+                // answers: keys carry their versions.
+                None => {
+                    t.read_version()?;
+                }
+            }
+            let at = fresh_at.unwrap_or_else(Instant::now);
+            if view.known == 0 {
+                self.load_view(&mut view, t.as_mut(), snap, at)?;
+            } else if view.known < snap {
+                self.advance_view(&mut view, t.as_mut(), snap, at)?;
+            } else {
+                // The view is ahead: read the size as of the snapshot.
+                let (count, size, horizon) = self.read_size_at(t.as_mut(), snap)?;
+                if horizon > snap {
+                    return Err(Error::SnapshotTooOld {
+                        database: self.name.to_string(),
+                        snapshot: snap,
+                        horizon,
+                        time_travel: false,
+                    });
+                }
+                return Ok(Transaction::new(self.clone(), snap, rv, count, size, false));
+            }
+        }
+        Ok(Transaction::new(
+            self.clone(),
+            snap,
+            rv,
+            view.page_count,
+            view.page_size,
+            false,
+        ))
+    }
+
     /// Starts a read-only transaction at an earlier `version` (time travel).
     /// Fails when `version` has not been reached yet, or is older than the
     /// retention window.

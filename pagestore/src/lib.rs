@@ -29,4 +29,4 @@ pub use error::{Error, Result};
 pub use gc::GcReport;
 pub use history::{CLOCK_SKEW_WINDOW, DEFAULT_RETENTION};
 pub use store::{PageStore, StoreOptions, StoreStats};
-pub use txn::{Committed, Transaction};
+pub use txn::{commit_group, Committed, Transaction};

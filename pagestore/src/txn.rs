@@ -478,6 +478,54 @@ impl Transaction {
     }
 }
 
+/// Commits transactions of several databases of one store in one store
+/// commit: all of them or none, under one versionstamp. A conflict on any
+/// fails the whole group with [`Error::Conflict`]. Transactions without
+/// writes take no part (they need no commit).
+///
+/// ```
+/// # use pagestore::{PageStore, StoreOptions, commit_group};
+/// # use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
+/// # fn main() -> pagestore::Result<()> {
+/// # let store = PageStore::new(EmbeddedKv::open(EmbeddedOptions::in_memory())?, StoreOptions::default());
+/// let (a, b) = (store.create("a")?, store.create("b")?);
+/// let mut ta = a.begin()?;
+/// let mut tb = b.begin_sibling(&ta)?; // same snapshot
+/// ta.write_page(0, &[1u8; 512])?;
+/// tb.write_page(0, &[2u8; 512])?;
+/// let c = commit_group(vec![ta, tb])?;
+/// assert!(c.versionstamp.is_some());
+/// # Ok(()) }
+/// ```
+pub fn commit_group(txns: Vec<Transaction>) -> Result<Committed> {
+    let mut txns: Vec<Transaction> = txns;
+    for t in txns.iter_mut() {
+        t.finished = true;
+        if t.read_only && t.has_writes() {
+            return Err(Error::ReadOnly(
+                "time-travel transactions cannot commit writes".into(),
+            ));
+        }
+    }
+    let snapshot = txns.first().map(|t| t.snapshot).unwrap_or(0);
+    let mut writers: Vec<&mut Transaction> = txns.iter_mut().filter(|t| t.has_writes()).collect();
+    if writers.is_empty() {
+        return Ok(Committed {
+            version: snapshot,
+            versionstamp: None,
+        });
+    }
+    let out = commit::commit_group(&mut writers);
+    if out.is_err() {
+        for t in writers {
+            if t.uploaded {
+                upload::discard(&t.db, &t.token);
+            }
+        }
+    }
+    out
+}
+
 impl Drop for Transaction {
     fn drop(&mut self) {
         self.abandon();

@@ -427,3 +427,47 @@ fn commits_survive_unknown_results_exactly_once() {
     assert_eq!(tokens.len(), 21);
     assert!(e.store.stats().recovered_unknown > 0);
 }
+
+#[test]
+fn commit_groups_are_atomic_across_databases() {
+    let e = env();
+    let a = e.store.create("ga").unwrap();
+    let b = e.store.create("gb").unwrap();
+    let mut ta = a.begin().unwrap();
+    let mut tb = b.begin_sibling(&ta).unwrap();
+    assert_eq!(ta.snapshot(), tb.snapshot(), "one snapshot for the group");
+    ta.write_page(0, &page(1)).unwrap();
+    tb.write_page(0, &page(1)).unwrap();
+    let c = pagestore::commit_group(vec![ta, tb]).unwrap();
+    let vs = c.versionstamp.unwrap();
+    assert_eq!(a.changes_between(0, c.version).unwrap()[0].versionstamp, vs);
+    assert_eq!(b.changes_between(0, c.version).unwrap()[0].versionstamp, vs);
+
+    // A conflict on one database fails the whole group: nothing written.
+    let mut ta = a.begin().unwrap();
+    let mut tb = b.begin_sibling(&ta).unwrap();
+    let va = value(&ta.read_page(0).unwrap().unwrap());
+    let vb = value(&tb.read_page(0).unwrap().unwrap());
+    let mut other = b.begin().unwrap();
+    other.read_page(0).unwrap();
+    other.write_page(0, &page(50)).unwrap();
+    other.commit().unwrap();
+    ta.write_page(0, &page(va + 1)).unwrap();
+    tb.write_page(0, &page(vb + 1)).unwrap();
+    assert!(pagestore::commit_group(vec![ta, tb])
+        .unwrap_err()
+        .is_conflict());
+    assert_eq!(value(&a.begin().unwrap().read_page(0).unwrap().unwrap()), 1);
+    assert_eq!(
+        value(&b.begin().unwrap().read_page(0).unwrap().unwrap()),
+        50
+    );
+
+    // A sibling started later still reads the group's snapshot.
+    let ta = a.begin().unwrap();
+    let mut w = b.begin().unwrap();
+    w.write_page(0, &page(77)).unwrap();
+    w.commit().unwrap();
+    let mut tb = b.begin_sibling(&ta).unwrap();
+    assert_eq!(value(&tb.read_page(0).unwrap().unwrap()), 50);
+}
