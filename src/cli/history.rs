@@ -13,6 +13,22 @@ use fdbvfs::{At, GcReport, Store};
 use super::table::{Cell, Table};
 use super::Error;
 
+/// Adds to a write refused on an `sql --at` connection why, and what to do.
+pub fn explain_read_only(e: Error, name: &str, at: At) -> Error {
+    match e {
+        Error::Sql { n, source }
+            if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) =>
+        {
+            Error::Usage(format!(
+                "statement {n}: {source}: `sql --at {at}` reads {name:?} as it was then, read-only; to change that state, fork it (fdbvfs fork {} NEW --at {at}) or restore it (fdbvfs restore {} --at {at})",
+                shell_word(name),
+                shell_word(name)
+            ))
+        }
+        e => e,
+    }
+}
+
 /// `fdbvfs fork SRC DST [--at T]`.
 pub fn fork(
     store: &Store,

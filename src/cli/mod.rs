@@ -115,11 +115,14 @@ fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), Error> {
     match cli.command {
         Command::Sql { name, sql, at } => {
             let store = cli.store.open()?;
-            let conn = match at {
-                Some(at) => store.open_at(&name, at)?,
-                None => store.open(&name)?,
-            };
-            sql::run(&conn, &sql, stdout)
+            match at {
+                Some(at) => {
+                    let conn = store.open_at(&name, at)?;
+                    sql::run(&conn, &sql, stdout)
+                        .map_err(|e| history::explain_read_only(e, &name, at))
+                }
+                None => sql::run(&store.open(&name)?, &sql, stdout),
+            }
         }
         Command::Fork { src, dst, at } => history::fork(&cli.store.open()?, &src, &dst, at, stdout),
         Command::Restore { name, at } => history::restore(&cli.store.open()?, &name, at, stdout),
