@@ -340,8 +340,13 @@ impl Store {
 
     /// Opens database `name`, creating it on first use.
     ///
-    /// The connection uses `journal_mode=MEMORY` (the journal only serves
-    /// rollback: commits are atomic in the store) and a 5 s busy timeout
+    /// The connection uses `journal_mode=DELETE` (SQLite's default; the
+    /// journal lives in memory in the VFS and only serves rollback: commits
+    /// are atomic in the store). DELETE rather than MEMORY because with
+    /// several fdb databases attached, SQLite then commits a transaction
+    /// that writes more than one of them through a super-journal, which the
+    /// VFS turns into one atomic store commit; with MEMORY (or OFF) journals
+    /// each database would commit on its own. A 5 s busy timeout
     /// (for transient store errors when a transaction begins; conflicts at
     /// commit are reported at once as `SQLITE_BUSY_SNAPSHOT`).
     pub fn open(&self, name: &str) -> Result<Connection> {
@@ -353,7 +358,7 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_URI
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.execute_batch("PRAGMA journal_mode=MEMORY;")?;
+        conn.execute_batch("PRAGMA journal_mode=DELETE;")?;
         conn.busy_timeout(Duration::from_secs(5))?;
         Ok(conn)
     }

@@ -103,7 +103,7 @@ fn journal_mode_wal_is_refused_clearly_and_nothing_breaks() -> Result<(), fdbvfs
         "{msg}"
     );
     let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
-    assert_eq!(mode, "memory");
+    assert_eq!(mode, "delete");
     c.execute("INSERT INTO t VALUES (2)", [])?;
     let e = c
         .execute_batch("PRAGMA locking_mode=EXCLUSIVE")

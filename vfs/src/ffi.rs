@@ -8,12 +8,14 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::Arc;
 
 use libsqlite3_sys as ffi;
 use tracing::{error, warn};
 
 use crate::api::Api;
 use crate::error::{sqlite_code, Error, Op};
+use crate::file::group::{self, SuperJournal};
 use crate::file::{MainFile, PragmaOutcome};
 use crate::lock::Level;
 use crate::memfile::MemFile;
@@ -37,6 +39,9 @@ pub(crate) struct VfsCtx {
 enum FileKind {
     Main(Box<MainFile>),
     Mem(MemFile),
+    /// A super-journal (multi-database commit): its bytes are shared by
+    /// name, so `pager_delsuper` reads back what `vdbeCommit` wrote.
+    Super(Arc<SuperJournal>),
 }
 
 /// Our `sqlite3_file` subclass: SQLite allocates `szOsFile` bytes for it.
@@ -181,6 +186,27 @@ unsafe extern "C" fn x_open(
                 }
                 Err(e) => return report(Some(ctx), &e, Op::Open, &display),
             }
+        } else if flags & ffi::SQLITE_OPEN_SUPER_JOURNAL != 0 && !name.is_null() {
+            // SAFETY: SQLite passes a NUL-terminated name.
+            let n = unsafe { CStr::from_ptr(name) }
+                .to_string_lossy()
+                .into_owned();
+            if flags & ffi::SQLITE_OPEN_CREATE != 0 {
+                match group::create(&n) {
+                    Some(s) => FileKind::Super(s),
+                    None => {
+                        let e = Error::BadIo(format!("super-journal {n:?} exists"));
+                        return report(Some(ctx), &e, Op::Open, &n);
+                    }
+                }
+            } else {
+                // pager_delsuper reading a super-journal back (or, never
+                // for us, a child journal it believes exists).
+                match group::lookup(&n) {
+                    Some(s) => FileKind::Super(s),
+                    None => FileKind::Mem(MemFile::default()),
+                }
+            }
         } else {
             FileKind::Mem(MemFile::default())
         };
@@ -199,24 +225,51 @@ unsafe extern "C" fn x_open(
     })
 }
 
-unsafe extern "C" fn x_delete(_: *mut ffi::sqlite3_vfs, _: *const c_char, _: c_int) -> c_int {
-    // Journals live in their handles; nothing is on disk to delete. The
-    // main database is dropped through the API, never by SQLite.
-    ffi::SQLITE_OK
+unsafe extern "C" fn x_delete(
+    vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    dir_sync: c_int,
+) -> c_int {
+    guard("xDelete", ffi::SQLITE_IOERR_DELETE, || {
+        // Journals live in their handles; nothing is on disk to delete. The
+        // main database is dropped through the API, never by SQLite.
+        if name.is_null() {
+            return ffi::SQLITE_OK;
+        }
+        // SAFETY: SQLite passes a NUL-terminated name.
+        let n = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+        // Deleting a super-journal is SQLite's commit point of a
+        // multi-database transaction: the group commits here.
+        match group::delete(&n, dir_sync != 0) {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(e) => {
+                // SAFETY: pAppData of our registration.
+                let ctx = unsafe { ctx_of(vfs) };
+                report(ctx, &e, Op::Sync, &n)
+            }
+        }
+    })
 }
 
 unsafe extern "C" fn x_access(
     _: *mut ffi::sqlite3_vfs,
-    _: *const c_char,
+    name: *const c_char,
     _: c_int,
     out: *mut c_int,
 ) -> c_int {
     guard("xAccess", ffi::SQLITE_IOERR_ACCESS, || {
-        // No journal, WAL or super-journal ever "exists": SQLite must never
-        // roll back another connection's journal as a hot one.
+        // No journal or WAL ever "exists": SQLite must never roll back
+        // another connection's journal as a hot one. A super-journal of a
+        // multi-database commit exists until it committed: a rollback
+        // plays a journal back only if the super-journal it names exists.
+        let exists = !name.is_null() && {
+            // SAFETY: SQLite passes a NUL-terminated name.
+            let n = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+            group::exists(&n)
+        };
         if !out.is_null() {
             // SAFETY: SQLite passes a valid out pointer.
-            unsafe { *out = 0 };
+            unsafe { *out = exists as c_int };
         }
         ffi::SQLITE_OK
     })
@@ -420,6 +473,7 @@ unsafe extern "C" fn x_read(
         let buf = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, amt as usize) };
         let full = match file {
             FileKind::Mem(m) => m.read(buf, off as u64) == buf.len(),
+            FileKind::Super(s) => s.read(buf, off as u64) == buf.len(),
             FileKind::Main(m) => match m.read(buf, off as u64) {
                 Ok(full) => full,
                 Err(e) => {
@@ -456,6 +510,10 @@ unsafe extern "C" fn x_write(
                 Ok(()) => ffi::SQLITE_OK,
                 Err(e) => report(Some(ctx), &Error::BadIo(e), Op::Write, "(journal)"),
             },
+            FileKind::Super(s) => match s.write(buf, off as u64) {
+                Ok(()) => ffi::SQLITE_OK,
+                Err(e) => report(Some(ctx), &Error::BadIo(e), Op::Write, s.name()),
+            },
             FileKind::Main(m) => match m.write(buf, off as u64) {
                 Ok(()) => ffi::SQLITE_OK,
                 Err(e) => report(Some(ctx), &e, Op::Write, m.name()),
@@ -474,6 +532,7 @@ unsafe extern "C" fn x_truncate(f: *mut ffi::sqlite3_file, size: i64) -> c_int {
         }
         let r = match file {
             FileKind::Mem(m) => m.truncate(size as u64).map_err(Error::BadIo),
+            FileKind::Super(s) => s.truncate(size as u64).map_err(Error::BadIo),
             FileKind::Main(m) => m.truncate(size as u64),
         };
         match r {
@@ -487,6 +546,7 @@ fn file_name(f: &FileKind) -> &str {
     match f {
         FileKind::Main(m) => m.name(),
         FileKind::Mem(_) => "(journal)",
+        FileKind::Super(s) => s.name(),
     }
 }
 
@@ -496,7 +556,7 @@ unsafe extern "C" fn x_sync(f: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
             return ffi::SQLITE_IOERR_FSYNC;
         };
         match file {
-            FileKind::Mem(_) => ffi::SQLITE_OK,
+            FileKind::Mem(_) | FileKind::Super(_) => ffi::SQLITE_OK,
             FileKind::Main(m) => match m.sync() {
                 Ok(()) => ffi::SQLITE_OK,
                 Err(e) => report(Some(ctx), &e, Op::Sync, m.name()),
@@ -515,6 +575,7 @@ unsafe extern "C" fn x_file_size(f: *mut ffi::sqlite3_file, out: *mut i64) -> c_
         }
         let size = match file {
             FileKind::Mem(m) => Ok(m.size()),
+            FileKind::Super(s) => Ok(s.size()),
             FileKind::Main(m) => m.size(),
         };
         match size {
@@ -537,7 +598,7 @@ unsafe extern "C" fn x_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
             return ffi::SQLITE_IOERR_LOCK;
         };
         match file {
-            FileKind::Mem(_) => ffi::SQLITE_OK,
+            FileKind::Mem(_) | FileKind::Super(_) => ffi::SQLITE_OK,
             FileKind::Main(m) => match m.lock(level) {
                 Ok(()) => ffi::SQLITE_OK,
                 Err(e) => report(Some(ctx), &e, Op::Lock, m.name()),
@@ -555,7 +616,7 @@ unsafe extern "C" fn x_unlock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int 
             return ffi::SQLITE_IOERR_UNLOCK;
         };
         match file {
-            FileKind::Mem(_) => ffi::SQLITE_OK,
+            FileKind::Mem(_) | FileKind::Super(_) => ffi::SQLITE_OK,
             FileKind::Main(m) => match m.unlock(level) {
                 Ok(()) => ffi::SQLITE_OK,
                 Err(e) => report(Some(ctx), &e, Op::Unlock, m.name()),
@@ -574,7 +635,7 @@ unsafe extern "C" fn x_check_reserved_lock(f: *mut ffi::sqlite3_file, out: *mut 
             };
             let r = match file {
                 FileKind::Main(m) => m.reserved_elsewhere(),
-                FileKind::Mem(_) => false,
+                FileKind::Mem(_) | FileKind::Super(_) => false,
             };
             if !out.is_null() {
                 // SAFETY: valid out pointer.
@@ -599,6 +660,33 @@ unsafe extern "C" fn x_file_control(
         };
         match op {
             ffi::SQLITE_FCNTL_PRAGMA => unsafe { file_control_pragma(m, ctx, arg) },
+            ffi::SQLITE_FCNTL_PDB => {
+                // A hint (return code ignored): `arg` is `sqlite3**`, the
+                // connection that opened the file (btree.c,
+                // sqlite3BtreeOpen). Files of one connection share a
+                // snapshot per SQL transaction.
+                if !arg.is_null() {
+                    // SAFETY: SQLite passes a pointer to its connection pointer.
+                    let conn = unsafe { *(arg as *const *mut ffi::sqlite3) };
+                    if !conn.is_null() {
+                        m.set_connection(conn as usize);
+                    }
+                }
+                ffi::SQLITE_OK
+            }
+            ffi::SQLITE_FCNTL_SYNC => {
+                // Sent right before xSync of the database file; the
+                // argument names the super-journal of a multi-database
+                // commit, NULL otherwise (pager.c, sqlite3PagerSync).
+                let sj = (!arg.is_null()).then(|| {
+                    // SAFETY: a NUL-terminated super-journal name.
+                    unsafe { CStr::from_ptr(arg as *const c_char) }
+                        .to_string_lossy()
+                        .into_owned()
+                });
+                m.announce_sync(sj);
+                ffi::SQLITE_OK
+            }
             ffi::SQLITE_FCNTL_COMMIT_PHASETWO => match m.commit_phase_two() {
                 Ok(()) => ffi::SQLITE_OK,
                 Err(e) => report(Some(ctx), &e, Op::Sync, m.name()),

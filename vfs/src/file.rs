@@ -5,10 +5,16 @@
 //! which SQLite never reads or writes, is simply a page that does not
 //! exist) and past 4 GiB work.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use pagestore::{Database, Transaction};
 use tracing::{debug, debug_span, info, warn};
+
+pub(crate) mod group;
+
+use group::{Outcome, SuperJournal};
 
 use crate::at::At;
 use crate::error::{Error, Result};
@@ -38,6 +44,47 @@ enum State {
         snapshot: u64,
         reader: Option<Transaction>,
     },
+    /// Commit phase one of a multi-database transaction is done: the
+    /// transaction waits in `group` (member `id`) for the super-journal's
+    /// deletion, which commits every member in one store commit.
+    Prepared {
+        snapshot: u64,
+        group: Arc<SuperJournal>,
+        id: u64,
+    },
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The main-database files of one SQLite connection (learnt from
+/// `SQLITE_FCNTL_PDB`), so that every database of one SQL transaction reads
+/// at one snapshot. Process-wide; entries leave at `xClose`.
+struct ConnFile {
+    file: u64,
+    store: usize,
+    state: Weak<Mutex<State>>,
+}
+
+fn connections() -> MutexGuard<'static, HashMap<usize, Vec<ConnFile>>> {
+    static C: OnceLock<Mutex<HashMap<usize, Vec<ConnFile>>>> = OnceLock::new();
+    locked(C.get_or_init(Default::default))
+}
+
+static NEXT_FILE: AtomicU64 = AtomicU64::new(1);
+
+fn store_key(store: &StoreHandle) -> usize {
+    Arc::as_ptr(store.pages.kv()) as *const () as usize
+}
+
+fn remove_file(c: &mut HashMap<usize, Vec<ConnFile>>, conn: usize, file: u64) {
+    if let Some(files) = c.get_mut(&conn) {
+        files.retain(|f| f.file != file && f.state.strong_count() > 0);
+        if files.is_empty() {
+            c.remove(&conn);
+        }
+    }
 }
 
 /// What SQLite may hold in its page cache during one SHARED lock hold.
@@ -78,7 +125,18 @@ pub struct MainFile {
     db: Database,
     /// Time travel: every transaction reads at this version, read-only.
     at_version: Option<u64>,
-    state: State,
+    /// Shared with the connection map: a sibling file of the same
+    /// connection starting a transaction reads this one's snapshot.
+    state: Arc<Mutex<State>>,
+    /// Unique id of this handle.
+    file_id: u64,
+    /// The `sqlite3*` this file belongs to (`SQLITE_FCNTL_PDB`), if known.
+    conn: Option<usize>,
+    /// The super-journal announced by `SQLITE_FCNTL_SYNC` for the coming
+    /// `xSync` (a multi-database commit), if any.
+    sync_super: Option<String>,
+    /// The super-journal a `GroupSync` event prepares into.
+    joining: Option<Arc<SuperJournal>>,
     phase: Phase,
     level: Level,
     salt: u32,
@@ -95,6 +153,17 @@ impl std::fmt::Debug for MainFile {
             .field("phase", &self.phase)
             .field("level", &self.level)
             .finish()
+    }
+}
+
+impl Drop for MainFile {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            remove_file(&mut connections(), conn, self.file_id);
+        }
+        if let State::Prepared { group, .. } = &*locked(&self.state) {
+            group.abort("file closed before the commit point");
+        }
     }
 }
 
@@ -148,7 +217,11 @@ impl MainFile {
             store,
             db,
             at_version,
-            state: State::Idle,
+            state: Arc::new(Mutex::new(State::Idle)),
+            file_id: NEXT_FILE.fetch_add(1, Ordering::Relaxed),
+            conn: None,
+            sync_super: None,
+            joining: None,
             phase: Phase::Idle,
             level: Level::None,
             salt: rand::random::<u32>() | 1,
@@ -171,8 +244,137 @@ impl MainFile {
     fn begin_txn(&self) -> Result<Transaction> {
         Ok(match self.at_version {
             Some(v) => self.db.begin_at(v)?,
-            None => self.db.begin()?,
+            None => match self.begin_with_sibling()? {
+                Some(t) => t,
+                None => self.db.begin()?,
+            },
         })
+    }
+
+    /// The other main-database files of this file's connection in the same
+    /// store (their states; empty when the connection is unknown).
+    fn siblings(&self) -> Vec<Arc<Mutex<State>>> {
+        let Some(conn) = self.conn else {
+            return Vec::new();
+        };
+        let me = store_key(&self.store);
+        connections()
+            .get(&conn)
+            .map(|files| {
+                files
+                    .iter()
+                    .filter(|f| f.file != self.file_id && f.store == me)
+                    .filter_map(|f| f.state.upgrade())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A transaction at the snapshot of a sibling: another file of the same
+    /// connection and store that holds a transaction (one SQL transaction
+    /// over attached databases reads one snapshot). None without one.
+    fn begin_with_sibling(&self) -> Result<Option<Transaction>> {
+        for s in self.siblings() {
+            let st = locked(&s);
+            if let State::Active(other) = &*st {
+                let t = self.db.begin_sibling(other)?;
+                debug!(database = %self.name, sibling = %other.database().name(), snapshot = t.snapshot(), "began at a sibling's snapshot");
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+
+    /// SQLITE_FCNTL_PDB: the file belongs to connection `conn` (a
+    /// `sqlite3*`). Time-travel files take no part (their snapshot is fixed).
+    pub fn set_connection(&mut self, conn: usize) {
+        if self.at_version.is_some() || self.conn == Some(conn) {
+            return;
+        }
+        let mut c = connections();
+        if let Some(old) = self.conn.take() {
+            remove_file(&mut c, old, self.file_id);
+        }
+        c.entry(conn).or_default().push(ConnFile {
+            file: self.file_id,
+            store: store_key(&self.store),
+            state: Arc::downgrade(&self.state),
+        });
+        self.conn = Some(conn);
+        debug!(database = %self.name, conn = format_args!("{conn:#x}"), "file joined its connection");
+    }
+
+    /// SQLITE_FCNTL_SYNC: `super_journal` is the super-journal of a
+    /// multi-database commit whose phase one syncs this file next (None:
+    /// a single-database commit, or a rollback syncing restored pages).
+    pub fn announce_sync(&mut self, super_journal: Option<String>) {
+        self.settle();
+        let pending_elsewhere = match &*locked(&self.state) {
+            State::Prepared { group, .. } => super_journal.as_deref() != Some(group.name()),
+            _ => false,
+        };
+        if pending_elsewhere {
+            // A prepared file is synced again without its super-journal:
+            // SQLite is rolling back (`pager_playback` ends with a sync).
+            self.abort_group("sync during rollback");
+        }
+        self.sync_super = super_journal;
+    }
+
+    /// Resolves a prepared transaction once its group is decided.
+    fn settle(&mut self) {
+        let mut st = locked(&self.state);
+        let (snapshot, group, id) = match &*st {
+            State::Prepared {
+                snapshot,
+                group,
+                id,
+            } => (*snapshot, group.clone(), *id),
+            _ => return,
+        };
+        match group.outcome(id) {
+            Outcome::Pending => {}
+            Outcome::Committed(version) => {
+                self.last_version = Some(version);
+                if let Some(w) = self.hold.page1_written.take() {
+                    self.hold.pager_counter = w;
+                }
+                if group.fully_committed() {
+                    *st = State::Committed {
+                        version,
+                        reader: None,
+                    };
+                    self.phase = Phase::Committed;
+                } else {
+                    // Committed, but another store of the transaction
+                    // failed and SQLite rolls back: drop its restoring
+                    // writes; reads see what was committed.
+                    *st = State::Doomed {
+                        snapshot: version,
+                        reader: None,
+                    };
+                    self.phase = Phase::Doomed;
+                }
+            }
+            Outcome::Failed => {
+                *st = State::Doomed {
+                    snapshot,
+                    reader: None,
+                };
+                self.phase = Phase::Doomed;
+            }
+        }
+    }
+
+    /// SQLite is rolling back while this file is prepared: nothing of the
+    /// group may commit.
+    fn abort_group(&mut self, why: &str) {
+        let group = match &*locked(&self.state) {
+            State::Prepared { group, .. } => group.clone(),
+            _ => return,
+        };
+        group.abort(why);
+        self.settle();
     }
 
     /// Runs `f` on the transaction reads go to: the active one, the lazily
@@ -182,8 +384,10 @@ impl MainFile {
         &mut self,
         f: impl FnOnce(&mut Transaction, &mut Hold) -> Result<R>,
     ) -> Result<R> {
+        self.settle();
         let db = self.db.clone();
-        match &mut self.state {
+        let mut st = locked(&self.state);
+        match &mut *st {
             State::Active(t) => f(t, &mut self.hold),
             State::Committed { version: v, reader }
             | State::Doomed {
@@ -198,8 +402,15 @@ impl MainFile {
                     None => Err(Error::BadIo("no reader".into())),
                 }
             }
+            State::Prepared { .. } => Err(Error::BadIo(
+                "read of a database waiting for its multi-database commit".into(),
+            )),
             State::Idle => {
-                let mut t = self.begin_txn()?;
+                drop(st);
+                let mut t = match self.at_version {
+                    Some(v) => db.begin_at(v)?,
+                    None => db.begin()?,
+                };
                 let mut hold = Hold {
                     served: header::served_counter(self.salt, self.epoch),
                     ..Hold::default()
@@ -226,7 +437,14 @@ impl MainFile {
                 self.at_version.unwrap_or_default()
             )));
         }
-        let t = match (&mut self.state, self.phase) {
+        self.settle();
+        if self.phase == Phase::Prepared {
+            // Writes to a prepared file before its group's commit point:
+            // SQLite is rolling back (playing its journal back).
+            self.abort_group("journal playback");
+        }
+        let mut st = locked(&self.state);
+        let t = match (&mut *st, self.phase) {
             (State::Active(t), Phase::Reserved) => t,
             (State::Doomed { .. }, _) => {
                 // SQLite restoring pages from its journal after a failed
@@ -311,7 +529,12 @@ impl MainFile {
     /// xTruncate.
     pub fn truncate(&mut self, size: u64) -> Result<()> {
         let read_only = self.is_read_only();
-        match (&mut self.state, self.phase) {
+        self.settle();
+        if self.phase == Phase::Prepared {
+            self.abort_group("truncate during rollback");
+        }
+        let mut st = locked(&self.state);
+        match (&mut *st, self.phase) {
             (State::Active(t), Phase::Reserved) => {
                 let count = match t.page_size() {
                     Some(ps) => size.div_ceil(ps as u64),
@@ -348,7 +571,8 @@ impl MainFile {
     /// Whether the pages written so far form a commit (rather than a
     /// rollback putting the original pages back).
     fn wants_commit(&mut self) -> bool {
-        let State::Active(t) = &mut self.state else {
+        let mut st = locked(&self.state);
+        let State::Active(t) = &mut *st else {
             return false;
         };
         t.has_writes()
@@ -359,15 +583,61 @@ impl MainFile {
                 || t.page_count() != self.hold.base_count)
     }
 
-    /// xSync: the commit point.
+    /// xSync: the commit point of a single-database commit; for a
+    /// multi-database commit (announced by `SQLITE_FCNTL_SYNC` with a
+    /// super-journal of this VFS), the end of phase one: the transaction
+    /// is prepared and commits with the others when SQLite deletes the
+    /// super-journal.
     pub fn sync(&mut self) -> Result<()> {
+        self.settle();
+        let announced = self.sync_super.take();
         let wants_commit = self.wants_commit();
+        if self.phase == Phase::Reserved && wants_commit {
+            match announced.as_deref().map(|n| (n, group::lookup(n))) {
+                Some((_, Some(g))) => {
+                    self.joining = Some(g);
+                    let out = self.step(Event::GroupSync { wants_commit });
+                    self.joining = None;
+                    return out;
+                }
+                Some((n, None)) => warn!(
+                    database = %self.name,
+                    super_journal = n,
+                    "the super-journal of this multi-database commit is not a file of the fdb VFS (the main database uses another VFS): this database commits alone, not atomically with the others"
+                ),
+                None => self.warn_if_siblings_write(),
+            }
+        }
         self.step(Event::Sync { wants_commit })
+    }
+
+    /// A commit of this file alone while another file of the connection
+    /// (same store) also has writes: SQLite did not use a super-journal
+    /// (journal_mode MEMORY or OFF, or synchronous=OFF), so the
+    /// transaction is not atomic across the databases.
+    fn warn_if_siblings_write(&self) {
+        let writing = self
+            .siblings()
+            .iter()
+            .any(|s| matches!(&*locked(s), State::Active(t) if t.has_writes()));
+        if writing {
+            warn!(
+                database = %self.name,
+                "a transaction writing several databases commits them one by one (not atomically): use journal_mode DELETE, TRUNCATE or PERSIST and synchronous NORMAL or FULL for atomic commits across databases"
+            );
+        }
     }
 
     /// SQLITE_FCNTL_COMMIT_PHASETWO: the commit point when there was no
     /// sync (`synchronous=OFF`).
     pub fn commit_phase_two(&mut self) -> Result<()> {
+        self.settle();
+        if self.phase == Phase::Prepared {
+            self.abort_group("phase two before the super-journal was deleted");
+            return Err(Error::BadIo(
+                "commit phase two of a multi-database transaction before its super-journal was deleted".into(),
+            ));
+        }
         let wants_commit = self.wants_commit();
         self.step(Event::PhaseTwo { wants_commit })
     }
@@ -377,6 +647,7 @@ impl MainFile {
         if level <= self.level {
             return Ok(());
         }
+        self.settle();
         if level >= Level::Reserved && self.is_read_only() {
             return Err(Error::ReadOnly(format!(
                 "database {:?} is open as of version {}; time-travel connections cannot write",
@@ -393,6 +664,10 @@ impl MainFile {
     pub fn unlock(&mut self, level: Level) -> Result<()> {
         if level >= self.level {
             return Ok(());
+        }
+        self.settle();
+        if self.phase == Phase::Prepared {
+            self.abort_group("unlock before the commit point");
         }
         let out = self.step(Event::Unlock(level));
         self.level = level;
@@ -413,6 +688,7 @@ impl MainFile {
         match action {
             Action::Nothing => {}
             Action::Begin => {
+                group::purge_thread();
                 let t = self.begin_txn()?;
                 self.epoch = self.epoch.wrapping_add(1);
                 let served = header::served_counter(self.salt, self.epoch);
@@ -424,7 +700,7 @@ impl MainFile {
                     ..Hold::default()
                 };
                 debug!(snapshot = t.snapshot(), served, "transaction began");
-                self.state = State::Active(t);
+                *locked(&self.state) = State::Active(t);
             }
             Action::BeginChained => self.begin_chained()?,
             Action::Commit => {
@@ -432,8 +708,14 @@ impl MainFile {
                 // `commit` set the phase (Committed or, on failure, Doomed).
                 return Ok(());
             }
+            Action::Prepare => {
+                self.prepare()?;
+                // `prepare` set the phase (Prepared or, on failure, Doomed).
+                return Ok(());
+            }
             Action::End => {
-                match std::mem::replace(&mut self.state, State::Idle) {
+                let old = std::mem::replace(&mut *locked(&self.state), State::Idle);
+                match old {
                     State::Active(t) => {
                         self.last_version = Some(t.snapshot());
                         if t.has_writes() {
@@ -443,6 +725,12 @@ impl MainFile {
                     }
                     State::Committed { version, .. } => self.last_version = Some(version),
                     State::Doomed { snapshot, .. } => self.last_version = Some(snapshot),
+                    State::Prepared {
+                        snapshot, group, ..
+                    } => {
+                        group.abort("unlocked before the commit point");
+                        self.last_version = Some(snapshot);
+                    }
                     State::Idle => {}
                 }
                 self.hold = Hold::default();
@@ -453,14 +741,18 @@ impl MainFile {
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<()> {
-        let State::Active(mut t) = std::mem::replace(&mut self.state, State::Idle) else {
+    /// Takes the active transaction for a commit, cut to the in-header
+    /// database size (SQLite shrinks the file only in commit phase two,
+    /// after the commit: the cut makes the commit complete). On failure
+    /// the file is doomed.
+    fn take_for_commit(&mut self) -> Result<Transaction> {
+        let old = std::mem::replace(&mut *locked(&self.state), State::Idle);
+        let State::Active(mut t) = old else {
+            *locked(&self.state) = old;
             self.phase = Phase::Idle;
             return Err(Error::BadIo("commit without a transaction".into()));
         };
         let snapshot = t.snapshot();
-        // SQLite shrinks the file only in commit phase two, after the
-        // commit: apply the in-header size now so the commit is complete.
         let store_ps = t.page_size().unwrap_or(0).max(1) as u64;
         let cut = match t.read_page(0) {
             // The header counts pages of SQLite's page size, which differs
@@ -480,6 +772,12 @@ impl MainFile {
                 return Err(e.into());
             }
         }
+        Ok(t)
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        let t = self.take_for_commit()?;
+        let snapshot = t.snapshot();
         match t.commit() {
             Ok(c) => {
                 info!(database = %self.name, snapshot, version = c.version, "committed");
@@ -487,7 +785,7 @@ impl MainFile {
                 if let Some(w) = self.hold.page1_written.take() {
                     self.hold.pager_counter = w;
                 }
-                self.state = State::Committed {
+                *locked(&self.state) = State::Committed {
                     version: c.version,
                     reader: None,
                 };
@@ -506,8 +804,34 @@ impl MainFile {
         }
     }
 
+    /// Phase one of a multi-database commit is over for this file: its
+    /// transaction joins the super-journal's group, which commits at the
+    /// super-journal's deletion.
+    fn prepare(&mut self) -> Result<()> {
+        let Some(g) = self.joining.take() else {
+            return Err(Error::BadIo("prepare without a super-journal".into()));
+        };
+        let t = self.take_for_commit()?;
+        let snapshot = t.snapshot();
+        match g.prepare(&self.name, t) {
+            Some(id) => {
+                *locked(&self.state) = State::Prepared {
+                    snapshot,
+                    group: g,
+                    id,
+                };
+                self.phase = Phase::Prepared;
+                Ok(())
+            }
+            None => {
+                self.doom(snapshot);
+                Err(Error::Doomed)
+            }
+        }
+    }
+
     fn doom(&mut self, snapshot: u64) {
-        self.state = State::Doomed {
+        *locked(&self.state) = State::Doomed {
             snapshot,
             reader: None,
         };
@@ -520,7 +844,7 @@ impl MainFile {
     /// new one may only go ahead if nothing changed since, and its read set
     /// must include every page SQLite may serve from that cache.
     fn begin_chained(&mut self) -> Result<()> {
-        let base = match &self.state {
+        let base = match &*locked(&self.state) {
             State::Committed { version, .. } => *version,
             State::Doomed { snapshot, .. } => *snapshot,
             _ => return Err(Error::BadIo("chained begin from a wrong phase".into())),
@@ -540,7 +864,7 @@ impl MainFile {
         }
         self.hold.base_count = t.page_count();
         self.hold.page1_written = None;
-        self.state = State::Active(t);
+        *locked(&self.state) = State::Active(t);
         Ok(())
     }
 
@@ -550,10 +874,11 @@ impl MainFile {
         if let Some(v) = self.at_version {
             return Ok(v);
         }
-        match &self.state {
+        self.settle();
+        match &*locked(&self.state) {
             State::Active(t) => Ok(t.snapshot()),
             State::Committed { version, .. } => Ok(*version),
-            State::Doomed { snapshot, .. } => Ok(*snapshot),
+            State::Doomed { snapshot, .. } | State::Prepared { snapshot, .. } => Ok(*snapshot),
             State::Idle => match self.last_version {
                 Some(v) => Ok(v),
                 None => {
@@ -575,7 +900,7 @@ impl MainFile {
                 "fdb_restore cannot run on a time-travel (read-only) connection; open the database normally".into(),
             ));
         }
-        if !matches!(self.state, State::Idle) {
+        if !matches!(*locked(&self.state), State::Idle) {
             return Err(Error::Unsupported(
                 "fdb_restore cannot run inside a transaction (COMMIT or ROLLBACK first)".into(),
             ));

@@ -14,6 +14,13 @@
 //!   transaction: SQLite rolls back from its journal, the VFS drops those
 //!   restoring writes, and nothing was written to the store.
 //! * Dropping to NONE ends the store transaction.
+//! * A transaction that wrote several databases of one connection commits
+//!   through SQLite's super-journal: each file's `xSync` (announced with
+//!   the super-journal's name) only *prepares* (Prepared), and deleting the
+//!   super-journal commits them all in one store commit (`file/group.rs`).
+//! * A file of a connection (`SQLITE_FCNTL_PDB`) taking SHARED while
+//!   another file of that connection holds a transaction begins at that
+//!   transaction's snapshot: one snapshot per SQL transaction.
 //!
 //! The decisions live here as a pure function so they can be tested
 //! without SQLite or a store; `file.rs` carries them out.
@@ -66,6 +73,12 @@ pub enum Phase {
     Committed,
     /// The commit failed with a conflict; SQLite is rolling back.
     Doomed,
+    /// Phase one of a multi-database commit is over: the transaction waits
+    /// for the super-journal's deletion, which commits every database of
+    /// the transaction in one store commit (see `file/group.rs`). Rollback
+    /// I/O (writes, a sync without the super-journal, an unlock) before
+    /// that aborts the whole group.
+    Prepared,
 }
 
 /// What SQLite asked for.
@@ -79,6 +92,12 @@ pub enum Event {
     /// (page 1 written with a new change counter, or the size changed),
     /// rather than a rollback restoring the originals.
     Sync {
+        /// See above.
+        wants_commit: bool,
+    },
+    /// xSync announced (SQLITE_FCNTL_SYNC) with a super-journal of this
+    /// VFS: the end of commit phase one of a multi-database transaction.
+    GroupSync {
         /// See above.
         wants_commit: bool,
     },
@@ -102,6 +121,9 @@ pub enum Action {
     BeginChained,
     /// Commit the store transaction (on failure the phase becomes Doomed).
     Commit,
+    /// Hand the store transaction to the super-journal's group (on failure
+    /// the phase becomes Doomed).
+    Prepare,
     /// End (roll back / drop) whatever transaction there is.
     End,
 }
@@ -120,6 +142,7 @@ pub fn next(phase: Phase, event: Event) -> (Phase, Action) {
         }
         (P::Reserved, Event::Sync { wants_commit: true })
         | (P::Reserved, Event::PhaseTwo { wants_commit: true }) => (P::Committed, A::Commit),
+        (P::Reserved, Event::GroupSync { wants_commit: true }) => (P::Prepared, A::Prepare),
         // Dropping to SHARED after writing without a commit is the end of a
         // rollback: the restored pages equal the snapshot, so the
         // transaction simply reads on.
@@ -219,6 +242,32 @@ mod tests {
         assert_eq!(
             next(P::Doomed, Event::Lock(Level::Reserved)),
             (P::Reserved, A::BeginChained)
+        );
+    }
+
+    #[test]
+    fn multi_database_commit_prepares_then_waits() {
+        assert_eq!(
+            next(P::Reserved, Event::GroupSync { wants_commit: true }),
+            (P::Prepared, A::Prepare)
+        );
+        assert_eq!(
+            next(
+                P::Reserved,
+                Event::GroupSync {
+                    wants_commit: false
+                }
+            ),
+            (P::Reserved, A::Nothing)
+        );
+        // Prepared waits: the group's outcome moves the file on (file.rs).
+        assert_eq!(
+            next(P::Prepared, Event::PhaseTwo { wants_commit: true }),
+            (P::Prepared, A::Nothing)
+        );
+        assert_eq!(
+            next(P::Prepared, Event::Unlock(Level::None)),
+            (P::Idle, A::End)
         );
     }
 
