@@ -568,15 +568,22 @@ fn gc_running_with_a_bank_workload_changes_nothing_visible() -> Result<(), fdbvf
     store.set_retention(&name, Duration::from_secs(1))?;
     let stop = Arc::new(AtomicBool::new(false));
     let passes = Arc::new(AtomicU64::new(0));
+    let removed = Arc::new(AtomicU64::new(0));
     // Time runs 10x fast, and explicit GC passes run besides the background ones.
     let ticker = {
-        let (clock, stop, store, passes) =
-            (clock.clone(), stop.clone(), store.clone(), passes.clone());
+        let (clock, stop, store, passes, removed) = (
+            clock.clone(),
+            stop.clone(),
+            store.clone(),
+            passes.clone(),
+            removed.clone(),
+        );
         thread::spawn(move || -> Result<(), fdbvfs::Error> {
             while !stop.load(Ordering::Relaxed) {
                 clock.advance_micros(20_000);
-                store.gc(None, false)?;
+                let freed: u64 = store.gc(None, false)?.iter().map(|r| r.page_versions).sum();
                 passes.fetch_add(1, Ordering::Relaxed);
+                removed.fetch_add(freed, Ordering::Relaxed);
                 thread::sleep(Duration::from_millis(2));
             }
             Ok(())
@@ -606,6 +613,10 @@ fn gc_running_with_a_bank_workload_changes_nothing_visible() -> Result<(), fdbvf
         Err(_) => panic!("ticker panicked"),
     }
     assert!(checks > 0 && passes.load(Ordering::Relaxed) > 0);
+    assert!(
+        removed.load(Ordering::Relaxed) > 0,
+        "GC removed old versions while the transfers ran"
+    );
     let c = store.open(&name)?;
     assert_eq!(total(&c)?, ACCOUNTS * INITIAL);
     let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
@@ -613,6 +624,48 @@ fn gc_running_with_a_bank_workload_changes_nothing_visible() -> Result<(), fdbvf
     // GC did remove old versions.
     let r = store.gc(Some(&name), true)?;
     assert!(r[0].horizon > 0, "{r:?}");
+    Ok(())
+}
+
+#[test]
+fn background_gc_runs_every_interval_and_stops_with_the_store() -> Result<(), fdbvfs::Error> {
+    common::init_tracing();
+    let clock = ManualClock::new();
+    let store = Store::builder()
+        .in_memory()
+        .clock(clock.clone())
+        .gc_interval(Duration::from_millis(10))
+        .build()?;
+    let name = common::name("bg-gc");
+    let h = write_history(&store, &clock, &name, 10);
+    store.set_retention(&name, Duration::from_secs(1))?;
+    clock.advance_secs(5);
+    // The background thread collects everything outside the window.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = store.gc(Some(&name), true)?;
+        if r[0].horizon > 0 && r[0].page_versions == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background GC: {r:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(rows(&store.open(&name)?)?, h.states[9].2);
+    // The thread holds only a weak link: dropping the store stops it (it
+    // would otherwise keep the page store, and so its backend, alive).
+    let weak = Arc::downgrade(store.page_store().kv());
+    drop(store);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while weak.upgrade().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the GC thread outlived its store"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
     Ok(())
 }
 
