@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use pagestore::clock::ManualClock;
 use pagestore::kv::contract;
 use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
-use pagestore::kv::remote::{open_shared, RemoteKv, RemoteServer, SOCKET_FILE};
+use pagestore::kv::remote::{
+    open_shared, owned, RemoteKv, RemoteServer, LOST_CONNECTION, SOCKET_FILE,
+};
 use pagestore::kv::{
     ConflictKind, Kv, KvError, KvResult, MutationType, RangeOption, ReadRequest,
     INCOMPLETE_VERSIONSTAMP,
@@ -367,10 +369,17 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 fn spawn_helper(mode: &str, store: &Path, sync: &Path, vars: &[(&str, String)]) -> Child {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
-    cmd.args([HELPER, "--exact", "--ignored", "--test-threads=1"])
-        .env("SHARED_HELPER_MODE", mode)
-        .env("SHARED_HELPER_STORE", store)
-        .env("SHARED_HELPER_SYNC", sync);
+    // --nocapture: a failing helper's panic message reaches stderr.
+    cmd.args([
+        HELPER,
+        "--exact",
+        "--ignored",
+        "--test-threads=1",
+        "--nocapture",
+    ])
+    .env("SHARED_HELPER_MODE", mode)
+    .env("SHARED_HELPER_STORE", store)
+    .env("SHARED_HELPER_SYNC", sync);
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -461,6 +470,7 @@ fn helper_process() {
             std::fs::write(sync.join("ready"), kv.backend_name()).unwrap();
             std::thread::sleep(Duration::from_secs(600));
         }
+        "first" | "survivor" | "late" => node(&mode, kv, &store, &sync),
         other => panic!("unknown helper mode {other}"),
     }
 }
@@ -563,4 +573,308 @@ fn killed_client_leaves_the_owner_intact() {
     wait_child(child, Duration::from_secs(120));
     assert_eq!(reports(&sync), vec![("remote".to_string(), 5)]);
     assert_eq!(counter(kv.as_ref()), 10);
+}
+
+// ---------------------------------------------------------------------------
+// Failover: the owner exits while clients are connected.
+
+const LOG: &[u8] = b"log/";
+
+/// One increment of [`COUNTER`], logged as `entry` under `log/<stamp>`
+/// (a versionstamped key, so the log is in commit-version order).
+fn logged_increment(kv: &dyn Kv, entry: &str) -> KvResult<u64> {
+    let mut t = kv.begin()?;
+    let v = t
+        .get(COUNTER, false)?
+        .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()));
+    t.set(COUNTER, &(v + 1).to_le_bytes());
+    let mut key = LOG.to_vec();
+    key.extend_from_slice(&INCOMPLETE_VERSIONSTAMP);
+    key.extend_from_slice(&(LOG.len() as u32).to_le_bytes());
+    t.atomic_op(&key, entry.as_bytes(), MutationType::SetVersionstampedKey);
+    Ok(t.commit()?.version)
+}
+
+/// `n` logged increments in phase `phase`, retrying conflicts only; each
+/// commit version is above `last`.
+fn logged_increments(kv: &dyn Kv, tag: &str, phase: &str, n: usize, last: &mut u64) {
+    for i in 0..n {
+        loop {
+            match logged_increment(kv, &format!("{tag} {phase} {i}")) {
+                Ok(v) => {
+                    assert!(v > *last, "version {v} after {last}");
+                    *last = v;
+                    break;
+                }
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => panic!("{tag}: {phase} increment {i} failed: {e}"),
+            }
+        }
+    }
+}
+
+/// The roles of the failover tests (`SHARED_HELPER_TAG` names the process):
+///
+/// * `first`: owns the store, commits, then waits for `<sync>/release` and
+///   exits normally (or is killed);
+/// * `survivor`: a client; commits, leaves a transaction open, waits for
+///   `<sync>/owner-gone`, checks that the open transaction fails retryably
+///   and that its next transactions succeed (after at most one retryable
+///   failure), reports `recovered-<tag>` ("<backend> <owned>"), commits
+///   more, and reports `done-<tag>`;
+/// * `late`: a client started after the takeover; commits and reports.
+///
+/// Every process but `first` keeps running until `SHARED_HELPER_EXPECT`
+/// processes have reported `done-*` (whoever owns the store serves it).
+fn node(mode: &str, kv: Arc<dyn Kv>, store: &Path, sync: &Path) {
+    let tag = std::env::var("SHARED_HELPER_TAG").unwrap();
+    let n = env_num("SHARED_HELPER_N");
+    let mut last = 0;
+    let report = |name: &str, text: String| {
+        let tmp = sync.join(format!("tmp-{name}"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, sync.join(name)).unwrap();
+    };
+    match mode {
+        "first" => {
+            assert_eq!(kv.backend_name(), "embedded");
+            logged_increments(kv.as_ref(), &tag, "before", n, &mut last);
+            report(&format!("ready-{tag}"), String::new());
+            let release = sync.join("release");
+            wait_for("release", Duration::from_secs(120), || release.exists());
+            return;
+        }
+        "survivor" => {
+            assert_eq!(kv.backend_name(), "remote");
+            assert!(owned(store).is_none());
+            logged_increments(kv.as_ref(), &tag, "before", n, &mut last);
+            let m0 = kv.metrics();
+            assert!(m0.commits >= n as u64, "{m0:?}");
+            // A transaction in flight when the owner goes.
+            let mut pending = kv.begin().unwrap();
+            pending.get(COUNTER, false).unwrap();
+            pending.set(format!("pending/{tag}").as_bytes(), b"1");
+            report(&format!("ready-{tag}"), String::new());
+            let gone = sync.join("owner-gone");
+            wait_for("the owner to go", Duration::from_secs(120), || {
+                gone.exists()
+            });
+
+            let err = pending.get(b"other", false).unwrap_err();
+            assert_eq!(err.code, LOST_CONNECTION, "{err}");
+            assert!(err.is_retryable_not_committed(), "{err}");
+            let err = pending.commit().unwrap_err();
+            assert_eq!(err.code, LOST_CONNECTION, "{err}");
+
+            let mut failures = Vec::new();
+            loop {
+                match logged_increment(kv.as_ref(), &format!("{tag} recover 0")) {
+                    Ok(v) => {
+                        assert!(v > last, "version {v} after {last}");
+                        last = v;
+                        break;
+                    }
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => {
+                        assert!(e.is_retryable_not_committed(), "{e}");
+                        failures.push(e.to_string());
+                        assert!(failures.len() <= 1, "{failures:?}");
+                    }
+                }
+            }
+            let backend = kv.backend_name();
+            let is_owner = owned(store).is_some();
+            assert_eq!(is_owner, backend == "embedded");
+            logged_increments(kv.as_ref(), &tag, "after", n, &mut last);
+            // Metrics are cumulative across the failover.
+            let m = kv.metrics();
+            assert!(m.commits > 2 * n as u64, "{m:?}");
+            assert!(m.reads > m0.reads + n as u64, "{m:?}");
+            report(
+                &format!("recovered-{tag}"),
+                format!("{backend} {is_owner} {}", failures.len()),
+            );
+        }
+        "late" => {
+            assert_eq!(kv.backend_name(), "remote");
+            logged_increments(kv.as_ref(), &tag, "after", n, &mut last);
+        }
+        other => panic!("unknown node mode {other}"),
+    }
+    report(&format!("done-{tag}"), format!("{} {n}", kv.backend_name()));
+    let expect = env_num("SHARED_HELPER_EXPECT");
+    wait_for("the other processes", Duration::from_secs(120), || {
+        reports(sync).len() >= expect
+    });
+}
+
+fn node_vars(tag: &str, n: usize, expect: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("SHARED_HELPER_TAG", tag.to_string()),
+        ("SHARED_HELPER_N", n.to_string()),
+        ("SHARED_HELPER_EXPECT", expect.to_string()),
+    ]
+}
+
+fn wait_file(sync: &Path, name: &str) -> String {
+    let path = sync.join(name);
+    wait_for(name, Duration::from_secs(120), || path.exists());
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// Ends the owner process: a normal exit, or SIGKILL.
+fn end_owner(mut owner: Child, sync: &Path, kill: bool) {
+    if kill {
+        owner.kill().unwrap();
+        owner.wait().unwrap();
+    } else {
+        std::fs::write(sync.join("release"), "").unwrap();
+        wait_child(owner, Duration::from_secs(60));
+    }
+    std::fs::write(sync.join("owner-gone"), "").unwrap();
+}
+
+/// Checks the store after every process exited: the log has one entry per
+/// acknowledged increment, in strictly increasing versions, each process's
+/// entries in its own order, every entry committed before the owner went
+/// below every entry committed after; no stray transaction was applied.
+/// Returns the entries (tag, phase) in version order.
+fn check_log(store: &Path) -> Vec<(String, String)> {
+    let kv = EmbeddedKv::open(EmbeddedOptions::dir(store)).unwrap();
+    let mut t = kv.begin().unwrap();
+    let counter = t
+        .get(COUNTER, false)
+        .unwrap()
+        .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()));
+    let log = t
+        .get_range(&RangeOption::new(LOG.to_vec(), b"log0".to_vec()), false)
+        .unwrap();
+    assert!(!log.more);
+    let pending = t
+        .get_range(
+            &RangeOption::new(b"pending/".to_vec(), b"pending0".to_vec()),
+            false,
+        )
+        .unwrap();
+    assert!(pending.kvs.is_empty(), "{pending:?}");
+    assert_eq!(log.kvs.len() as u64, counter);
+    let mut entries = Vec::new();
+    let mut last_version = 0;
+    let mut seen: std::collections::HashMap<String, (usize, usize)> = Default::default();
+    let mut after_started = false;
+    for kv in &log.kvs {
+        let version = u64::from_be_bytes(kv.key[LOG.len()..LOG.len() + 8].try_into().unwrap());
+        assert!(version > last_version, "{version} after {last_version}");
+        last_version = version;
+        let text = String::from_utf8(kv.value.clone()).unwrap();
+        let mut parts = text.split(' ');
+        let (tag, phase, i) = (
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().parse::<usize>().unwrap(),
+        );
+        let rank = ["before", "recover", "after"]
+            .iter()
+            .position(|p| *p == phase)
+            .unwrap();
+        if rank > 0 {
+            after_started = true;
+        } else {
+            assert!(!after_started, "{text} committed after the takeover");
+        }
+        if let Some(prev) = seen.insert(tag.clone(), (rank, i)) {
+            assert!(prev < (rank, i), "{text} after {prev:?}");
+        }
+        entries.push((tag, phase));
+    }
+    entries
+}
+
+fn count(entries: &[(String, String)], tag: &str, phase: &str) -> usize {
+    entries
+        .iter()
+        .filter(|(t, p)| t == tag && p == phase)
+        .count()
+}
+
+/// Owner A and client B; A exits; B takes over; C then connects to B.
+fn survivor_takes_over(kill: bool) {
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    let sync = root.path().join("sync");
+    std::fs::create_dir(&sync).unwrap();
+    let n = 5;
+    let a = spawn_helper("first", &store, &sync, &node_vars("A", n, 0));
+    wait_file(&sync, "ready-A");
+    let b = spawn_helper("survivor", &store, &sync, &node_vars("B", n, 2));
+    wait_file(&sync, "ready-B");
+    end_owner(a, &sync, kill);
+    let recovered = wait_file(&sync, "recovered-B");
+    assert!(recovered.starts_with("embedded true "), "{recovered}");
+    let c = spawn_helper("late", &store, &sync, &node_vars("C", n, 2));
+    wait_child(c, Duration::from_secs(120));
+    wait_child(b, Duration::from_secs(120));
+    let mut reports = reports(&sync);
+    reports.sort();
+    assert_eq!(
+        reports,
+        vec![
+            ("embedded".to_string(), n as u64),
+            ("remote".to_string(), n as u64)
+        ]
+    );
+    let entries = check_log(&store);
+    assert_eq!(entries.len(), 4 * n + 1);
+    assert_eq!(count(&entries, "A", "before"), n);
+    assert_eq!(count(&entries, "B", "before"), n);
+    assert_eq!(count(&entries, "B", "recover"), 1);
+    assert_eq!(count(&entries, "B", "after"), n);
+    assert_eq!(count(&entries, "C", "after"), n);
+}
+
+#[test]
+fn survivor_takes_over_when_the_owner_exits() {
+    survivor_takes_over(false);
+}
+
+#[test]
+fn survivor_takes_over_when_the_owner_is_killed() {
+    survivor_takes_over(true);
+}
+
+/// Owner A is killed while B and C are connected: exactly one of them
+/// becomes the owner, the other connects to it, and both carry on.
+#[test]
+fn two_survivors_agree_on_one_new_owner() {
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    let sync = root.path().join("sync");
+    std::fs::create_dir(&sync).unwrap();
+    let n = 5;
+    let a = spawn_helper("first", &store, &sync, &node_vars("A", n, 0));
+    wait_file(&sync, "ready-A");
+    let survivors: Vec<Child> = ["B", "C"]
+        .iter()
+        .map(|tag| spawn_helper("survivor", &store, &sync, &node_vars(tag, n, 2)))
+        .collect();
+    wait_file(&sync, "ready-B");
+    wait_file(&sync, "ready-C");
+    end_owner(a, &sync, true);
+    for c in survivors {
+        wait_child(c, Duration::from_secs(120));
+    }
+    let mut recovered = vec![
+        wait_file(&sync, "recovered-B"),
+        wait_file(&sync, "recovered-C"),
+    ];
+    recovered.sort();
+    assert!(recovered[0].starts_with("embedded true "), "{recovered:?}");
+    assert!(recovered[1].starts_with("remote false "), "{recovered:?}");
+    let entries = check_log(&store);
+    assert_eq!(entries.len(), 5 * n + 2);
+    for tag in ["B", "C"] {
+        assert_eq!(count(&entries, tag, "before"), n);
+        assert_eq!(count(&entries, tag, "recover"), 1);
+        assert_eq!(count(&entries, tag, "after"), n);
+    }
 }

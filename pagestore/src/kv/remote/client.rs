@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -39,6 +39,29 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept for reuse.
 const MAX_IDLE_CONNECTIONS: usize = 64;
 
+/// The code of a transaction that lost its connection to the store server
+/// before commit, when the client fails over ([`super::open_shared`]):
+/// `process_behind` (1037).
+///
+/// The server discards a connection's transactions when it closes, so
+/// nothing of the transaction was applied and running it again from the
+/// start is safe: the error must be in FDB's `retryable_not_committed`
+/// class, like a conflict, and not 1510 (`io_error`), which no retry loop
+/// retries. Of that class:
+///
+/// * 1020 (`not_committed`) means a read-write conflict; callers count and
+///   report conflicts (SQLite's `BUSY_SNAPSHOT`), which this is not.
+/// * 1007 (`transaction_too_old`) blames the read version's age; pagestore
+///   retries it at once, without backoff, because a fresh read version
+///   fixes it. A takeover may still be under way: a backoff is wanted.
+/// * 1037 (`process_behind`) says "a server process cannot serve this
+///   transaction right now; retry": FDB's `on_error` retries it with
+///   exponential backoff, and no caller gives it another meaning.
+///
+/// A commit whose request was sent but whose answer was lost stays 1021
+/// (`commit_unknown_result`): the owner may have applied it before exiting.
+pub const LOST_CONNECTION: i32 = KvError::PROCESS_BEHIND;
+
 /// A store served by another process (or thread) over a Unix socket.
 pub struct RemoteKv {
     client: Arc<Client>,
@@ -60,6 +83,13 @@ struct Client {
     pool: Mutex<Vec<Conn>>,
     next_txn: AtomicU64,
     counters: Counters,
+    /// Opened by [`super::open_shared`], which fails over to a new owner:
+    /// a lost connection is then reported as retryable (see
+    /// [`LOST_CONNECTION`]) instead of 1510.
+    failover: bool,
+    /// A request failed on the transport (or the owner was seen to exit):
+    /// this client's server is presumed gone.
+    lost: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -172,22 +202,48 @@ impl Conn {
 
 impl Client {
     fn connect(&self) -> KvResult<Conn> {
-        Conn::open(&self.path, self.timeout)
-            .map_err(|e| transport_error(&self.path, self.timeout, &e))
+        Conn::open(&self.path, self.timeout).map_err(|e| self.lost_error(&e))
     }
 
     fn take_conn(&self) -> KvResult<Conn> {
-        match lock(&self.pool).pop() {
+        let idle = lock(&self.pool).pop();
+        match idle {
             Some(c) => Ok(c),
             None => self.connect(),
         }
     }
 
     fn give_back(&self, conn: Conn) {
+        if self.lost.load(Ordering::SeqCst) {
+            return;
+        }
         let mut pool = lock(&self.pool);
         if pool.len() < MAX_IDLE_CONNECTIONS {
             pool.push(conn);
         }
+    }
+
+    /// Marks the server gone and closes the idle connections.
+    fn mark_lost(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        lock(&self.pool).clear();
+    }
+
+    /// The error for a failed exchange or connect; marks the server gone.
+    fn lost_error(&self, e: &io::Error) -> KvError {
+        self.mark_lost();
+        let error = transport_error(&self.path, self.timeout, e);
+        if !self.failover {
+            return error;
+        }
+        KvError::new(
+            LOST_CONNECTION,
+            format!(
+                "{}; nothing of the transaction was applied: retry it (this process \
+                 reconnects to the store's new owner or takes the store over)",
+                error.message
+            ),
+        )
     }
 }
 
@@ -200,14 +256,17 @@ impl RemoteKv {
 
     /// [`RemoteKv::connect`] with another per-request timeout.
     pub fn connect_with_timeout(socket: &Path, timeout: Duration) -> KvResult<Arc<RemoteKv>> {
-        Self::connect_with_handshake(socket, timeout, timeout)
+        Self::connect_with_handshake(socket, timeout, timeout, false)
     }
 
     /// Connects, waiting at most `handshake` for the server's greeting.
+    /// `failover`: lost connections are reported as retryable
+    /// ([`LOST_CONNECTION`]), for a caller that then reconnects.
     pub(crate) fn connect_with_handshake(
         socket: &Path,
         handshake: Duration,
         timeout: Duration,
+        failover: bool,
     ) -> KvResult<Arc<RemoteKv>> {
         let path = socket.to_path_buf();
         let mut conn =
@@ -251,6 +310,8 @@ impl RemoteKv {
                 pool: Mutex::new(vec![conn]),
                 next_txn: AtomicU64::new(1),
                 counters: Counters::default(),
+                failover,
+                lost: AtomicBool::new(false),
             }),
         }))
     }
@@ -263,6 +324,18 @@ impl RemoteKv {
     /// The backend name of the store behind the server ("embedded", ...).
     pub fn server_backend(&self) -> &str {
         &self.client.server_backend
+    }
+
+    /// Whether a request failed on the transport (the server is presumed
+    /// gone; a timeout counts too).
+    pub fn is_lost(&self) -> bool {
+        self.client.lost.load(Ordering::SeqCst)
+    }
+
+    /// Presumes the server gone (its process was seen to exit) and closes
+    /// the idle connections; transactions already open keep theirs.
+    pub(crate) fn mark_lost(&self) {
+        self.client.mark_lost();
     }
 }
 
@@ -530,7 +603,7 @@ impl RemoteTxn {
                 response.map_err(|e| Failure::Store(e.into()))
             }
             Err((sent, e)) => {
-                let error = transport_error(&self.client.path, self.client.timeout, &e);
+                let error = self.client.lost_error(&e);
                 if self.on_server || sent {
                     self.dead = Some(error.clone());
                 }

@@ -25,18 +25,39 @@
 //!
 //! # Failure behaviour
 //!
-//! * A client whose server went away gets error 1510 (`io_error`) naming the
-//!   socket, never a panic or a hang: every answer is awaited at most
-//!   [`REQUEST_TIMEOUT`]. A commit whose request was sent but whose answer
-//!   never came is reported as 1021 (`commit_unknown_result`), as FDB does,
-//!   because the owner may have applied it.
+//! * A [`RemoteKv`] whose server went away gets error 1510 (`io_error`)
+//!   naming the socket, never a panic or a hang: every answer is awaited at
+//!   most [`REQUEST_TIMEOUT`]. A commit whose request was sent but whose
+//!   answer never came is reported as 1021 (`commit_unknown_result`), as FDB
+//!   does, because the owner may have applied it.
 //! * A client process that dies mid-transaction closes its connection; the
 //!   server discards that connection's transactions. Nothing it had not
 //!   committed is applied.
-//! * If the owner process exits, its clients' requests fail with 1510; they
-//!   do not take over the store (open the store again with [`open_shared`]:
-//!   the first process to do so becomes the new owner).
 //!
+//! # Failover: the owner exits
+//!
+//! [`open_shared`] gives a client process a [`SharedKv`], which survives the
+//! owner. When the owner process exits (normally or killed), every client
+//! tries to take the store over: the first to take the directory's lock
+//! (free as soon as the owner's process is gone) opens the
+//! [`EmbeddedKv`], serves it on the socket and registers it for [`owned`];
+//! the others connect to it, retrying for up to 2 s. A watcher thread per
+//! client notices the exit at once (it blocks reading an idle connection);
+//! a request that fails on the transport also triggers the failover at the
+//! next [`Kv::begin`].
+//!
+//! * Transactions open on the old owner fail: before commit with
+//!   [`LOST_CONNECTION`] (1037 `process_behind`, retryable and nothing
+//!   applied; why this code: see its documentation), a commit whose answer
+//!   was lost with 1021. Retrying runs on the new backend.
+//! * Versions stay strictly increasing: the new owner starts from the last
+//!   committed version persisted in the directory, and versions are the
+//!   clock's microseconds above it.
+//! * [`Kv::metrics`] of a [`SharedKv`] are cumulative over its backends.
+//! * When no one can take over or answer within 2 s (the lock is held by a
+//!   process that opened the store unshared, or hangs), `begin` fails with
+//!   1000 and the next `begin` tries again.
+
 //! # Limitations
 //!
 //! * Unix only (Unix domain sockets); the socket path `<dir>/kv.sock` must
@@ -47,19 +68,26 @@
 //!   ignored, and the owner's faults apply to every process.
 //! * The owner's [`Kv::metrics`] are the embedded store's, counting the
 //!   round trips of every process; a client's count only its own.
+//! * A process that takes a store over opens it with its own
+//!   [`EmbeddedOptions`] (clock, faults): the previous owner's runtime
+//!   fault changes are not carried over. A handle that looked up [`owned`]
+//!   before the takeover keeps its `None`.
+//! * In-memory stores (`dir == None`) are never shared.
 
 mod client;
 mod protocol;
 mod server;
+mod shared;
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-pub use client::{RemoteKv, REQUEST_TIMEOUT};
+pub use client::{RemoteKv, LOST_CONNECTION, REQUEST_TIMEOUT};
 pub use server::RemoteServer;
+pub use shared::SharedKv;
 
 use crate::kv::embedded::{EmbeddedKv, EmbeddedOptions};
 use crate::kv::{Kv, KvError, KvResult};
@@ -71,6 +99,10 @@ pub const SOCKET_FILE: &str = "kv.sock";
 /// directory is held (the owner may be starting right now).
 const CONNECT_WINDOW: Duration = Duration::from_secs(2);
 
+/// How long a client whose owner exited keeps trying to take the store over
+/// or to reach the process that did.
+const TAKEOVER_WINDOW: Duration = Duration::from_secs(2);
+
 /// Pause between attempts within [`CONNECT_WINDOW`].
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
@@ -81,47 +113,58 @@ static OWNED: Mutex<Vec<(PathBuf, Arc<EmbeddedKv>)>> = Mutex::new(Vec::new());
 /// The embedded store this process owns for `dir` (opened with
 /// [`open_shared`]), so that its owner can change faults at runtime; `None`
 /// when another process owns it (this process is a client).
-pub fn owned(dir: &std::path::Path) -> Option<Arc<EmbeddedKv>> {
+pub fn owned(dir: &Path) -> Option<Arc<EmbeddedKv>> {
     let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let owned = OWNED.lock().unwrap_or_else(PoisonError::into_inner);
-    owned
+    lock_owned()
         .iter()
         .find(|(p, _)| *p == canonical)
         .map(|(_, kv)| kv.clone())
 }
 
-/// Opens an embedded store that several processes may use at once.
-///
-/// * Directory free: opens it ([`EmbeddedKv`], with `opts`' clock and
-///   faults) and serves it to other processes on `<dir>/kv.sock` for the
-///   rest of this process's life (a stale socket file left by a previous
-///   owner is replaced).
-/// * Directory already opened with `open_shared` in this process: the same
-///   handle.
-/// * Directory held by another live process: a [`RemoteKv`] connected to its
-///   socket, retrying for up to 2 s while the owner starts. When nothing
-///   answers there (the holder opened the store unshared, or hangs), error
-///   1000 naming the holder's pid and the socket.
-/// * `opts.dir == None`: an unshared in-memory store.
-pub fn open_shared(opts: EmbeddedOptions) -> KvResult<Arc<dyn Kv>> {
-    let Some(dir) = opts.dir.clone() else {
-        let kv: Arc<dyn Kv> = EmbeddedKv::open(opts)?;
-        return Ok(kv);
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        KvError::new(
-            KvError::IO_ERROR,
-            format!("cannot create store directory {}: {e}", dir.display()),
-        )
-    })?;
-    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
-    let mut owned = OWNED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, kv)) = owned.iter().find(|(p, _)| *p == canonical) {
-        let kv: Arc<dyn Kv> = kv.clone();
-        return Ok(kv);
+/// What [`acquire`] got: the store itself, or a client of its owner.
+#[derive(Clone, Debug)]
+pub(crate) enum Backend {
+    /// This process owns the store (and serves it, when the socket binds).
+    Owner(Arc<EmbeddedKv>),
+    /// Another process owns it.
+    Client(Arc<RemoteKv>),
+}
+
+impl Backend {
+    pub(crate) fn kv(&self) -> &dyn Kv {
+        match self {
+            Backend::Owner(kv) => kv.as_ref(),
+            Backend::Client(kv) => kv.as_ref(),
+        }
     }
+}
+
+/// The stores this process owns, locked.
+pub(crate) type Owned = MutexGuard<'static, Vec<(PathBuf, Arc<EmbeddedKv>)>>;
+
+pub(crate) fn lock_owned() -> Owned {
+    OWNED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Becomes the owner of the store in `opts.dir` (`canonical` is its
+/// canonical path) or connects to its owner, trying for `window`.
+///
+/// Returns the backend and whether it was opened just now (`false`: the
+/// store this process already owns). A new owner is registered in
+/// `owned` and serves the store on `<dir>/kv.sock`; a client is opened with
+/// `failover` (lost connections are retryable, [`LOST_CONNECTION`]).
+pub(crate) fn acquire(
+    opts: &EmbeddedOptions,
+    canonical: &Path,
+    owned: &mut Owned,
+    window: Duration,
+) -> KvResult<(Backend, bool)> {
+    if let Some((_, kv)) = owned.iter().find(|(p, _)| p == canonical) {
+        return Ok((Backend::Owner(kv.clone()), false));
+    }
+    let dir = opts.dir.clone().unwrap_or_else(|| canonical.to_path_buf());
     let socket = dir.join(SOCKET_FILE);
-    let deadline = Instant::now() + CONNECT_WINDOW;
+    let deadline = Instant::now() + window;
     loop {
         let held = match EmbeddedKv::open(opts.clone()) {
             Ok(kv) => {
@@ -142,21 +185,19 @@ pub fn open_shared(opts: EmbeddedOptions) -> KvResult<Arc<dyn Kv>> {
                         "store opened unshared: other processes cannot connect"
                     ),
                 }
-                owned.push((canonical, kv.clone()));
+                owned.push((canonical.to_path_buf(), kv.clone()));
                 debug!(store = %dir.display(), "shared store opened as owner");
-                let kv: Arc<dyn Kv> = kv;
-                return Ok(kv);
+                return Ok((Backend::Owner(kv), true));
             }
             Err(e) if e.code == KvError::OPERATION_FAILED => e,
             Err(e) => return Err(e),
         };
         let left = deadline.saturating_duration_since(Instant::now());
         let handshake = left.max(Duration::from_millis(200));
-        match RemoteKv::connect_with_handshake(&socket, handshake, REQUEST_TIMEOUT) {
+        match RemoteKv::connect_with_handshake(&socket, handshake, REQUEST_TIMEOUT, true) {
             Ok(remote) => {
                 debug!(store = %dir.display(), "shared store opened as client");
-                let kv: Arc<dyn Kv> = remote;
-                return Ok(kv);
+                return Ok((Backend::Client(remote), true));
             }
             Err(e) if Instant::now() >= deadline => {
                 return Err(KvError::new(
@@ -170,6 +211,48 @@ pub fn open_shared(opts: EmbeddedOptions) -> KvResult<Arc<dyn Kv>> {
                 ));
             }
             Err(_) => std::thread::sleep(RETRY_PAUSE),
+        }
+    }
+}
+
+/// Opens an embedded store that several processes may use at once.
+///
+/// * Directory free: opens it ([`EmbeddedKv`], with `opts`' clock and
+///   faults) and serves it to other processes on `<dir>/kv.sock` for the
+///   rest of this process's life (a stale socket file left by a previous
+///   owner is replaced).
+/// * Directory already owned by this process (opened with `open_shared`,
+///   or taken over): the same [`EmbeddedKv`] handle.
+/// * Directory held by another live process: a [`SharedKv`] connected to its
+///   socket, retrying for up to 2 s while the owner starts. When nothing
+///   answers there (the holder opened the store unshared, or hangs), error
+///   1000 naming the holder's pid and the socket. When the owner exits, the
+///   [`SharedKv`] takes the store over or connects to whoever did (see the
+///   module documentation).
+/// * `opts.dir == None`: an unshared in-memory store.
+pub fn open_shared(opts: EmbeddedOptions) -> KvResult<Arc<dyn Kv>> {
+    let Some(dir) = opts.dir.clone() else {
+        let kv: Arc<dyn Kv> = EmbeddedKv::open(opts)?;
+        return Ok(kv);
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        KvError::new(
+            KvError::IO_ERROR,
+            format!("cannot create store directory {}: {e}", dir.display()),
+        )
+    })?;
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+    let mut owned = lock_owned();
+    let (backend, _) = acquire(&opts, &canonical, &mut owned, CONNECT_WINDOW)?;
+    drop(owned);
+    match backend {
+        Backend::Owner(kv) => {
+            let kv: Arc<dyn Kv> = kv;
+            Ok(kv)
+        }
+        Backend::Client(remote) => {
+            let kv: Arc<dyn Kv> = SharedKv::new(opts, canonical, remote);
+            Ok(kv)
         }
     }
 }
