@@ -173,6 +173,47 @@ fn a_conflict_on_one_database_fails_the_whole_commit() {
     assert_eq!(fdbvfs_panics(), 0);
 }
 
+/// A failed group commit while a read statement keeps both databases
+/// locked: SQLite rolls each database back from its journal only if the
+/// super-journal the journal names still exists, so the VFS must report it
+/// until the rollback is over; otherwise SQLite's page cache (kept, since
+/// the lock is held) would still show the rolled-back writes.
+#[test]
+fn a_failed_group_commit_is_rolled_back_from_the_journals() {
+    let store = common::store();
+    let (a, b) = (common::name("pb-a"), common::name("pb-b"));
+    let c = open_pair(&store, &a, &b);
+    setup(&c);
+    let other = store.open(&b).expect("open b alone");
+    c.execute_batch(
+        "BEGIN;
+         UPDATE main.t SET v = 1000 WHERE id = 1;
+         UPDATE b.t SET v = 1000 WHERE id = 1;",
+    )
+    .expect("writes");
+    let mut pending = c
+        .prepare("SELECT id FROM main.t UNION ALL SELECT id FROM b.t")
+        .expect("prepare");
+    let mut rows = pending.query([]).expect("query");
+    assert!(rows.next().expect("step").is_some());
+    other
+        .execute("UPDATE t SET v = 7 WHERE id = 1", [])
+        .expect("concurrent update of b");
+    let e = c.execute_batch("COMMIT").expect_err("conflict");
+    assert!(fdbvfs::is_busy(&e), "{e}");
+    // Still inside the read transaction the pending statement holds: the
+    // snapshot's values, not the rolled-back writes.
+    assert_eq!(value(&c, "SELECT v FROM main.t WHERE id = 1"), 10);
+    assert_eq!(value(&c, "SELECT v FROM b.t WHERE id = 1"), 100);
+    while rows.next().expect("step").is_some() {}
+    drop(rows);
+    drop(pending);
+    assert_eq!(value(&c, "SELECT v FROM main.t WHERE id = 1"), 10);
+    assert_eq!(value(&c, "SELECT v FROM b.t WHERE id = 1"), 7);
+    assert_eq!(text(&c, "PRAGMA main.integrity_check"), "ok");
+    assert_eq!(text(&c, "PRAGMA b.integrity_check"), "ok");
+}
+
 #[test]
 fn a_conflict_on_main_fails_the_write_to_the_attached_database_too() {
     let store = common::store();
@@ -240,6 +281,36 @@ fn a_read_transaction_sees_one_snapshot_across_databases() {
     // The next transaction sees the write in both.
     assert_eq!(value(&reader, "SELECT v FROM b.t WHERE id = 1"), 101);
     assert_eq!(value(&reader, "SELECT v FROM main.t WHERE id = 1"), 11);
+}
+
+/// Write skew across databases: T1 reads main and writes b, T2 reads b and
+/// writes main, both from one snapshot. Serializable execution lets only
+/// one commit. Today both do: a commit validates the read sets of the
+/// databases it writes only; `pagestore::commit_group` ignores transactions
+/// without writes, so the reads of a database the transaction only read
+/// are never checked.
+#[test]
+#[ignore = "needs pagestore: validate the read sets of read-only sibling transactions at commit (e.g. commit_group taking &Transaction readers as read-conflict ranges); the VFS would pass its connection's read-only siblings"]
+fn write_skew_across_databases_is_refused() {
+    let store = common::store();
+    let (a, b) = (common::name("ws-a"), common::name("ws-b"));
+    let t1 = open_pair(&store, &a, &b);
+    let t2 = open_pair(&store, &a, &b);
+    setup(&t1);
+    t1.execute_batch("BEGIN").expect("begin 1");
+    t2.execute_batch("BEGIN").expect("begin 2");
+    assert_eq!(value(&t1, "SELECT v FROM main.t WHERE id = 1"), 10);
+    assert_eq!(value(&t2, "SELECT v FROM b.t WHERE id = 1"), 100);
+    t1.execute("UPDATE b.t SET v = 0 WHERE id = 1", [])
+        .expect("t1 writes b");
+    t2.execute("UPDATE main.t SET v = 0 WHERE id = 1", [])
+        .expect("t2 writes main");
+    let r1 = t1.execute_batch("COMMIT");
+    let r2 = t2.execute_batch("COMMIT");
+    assert!(
+        r1.is_err() || r2.is_err(),
+        "both committed: not serializable across databases"
+    );
 }
 
 #[test]

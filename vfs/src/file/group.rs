@@ -49,6 +49,25 @@
 //! the thread that created it begins its next transaction: SQLite runs
 //! the commit and the whole rollback on one thread without returning to
 //! the application in between.
+//!
+//! Lock order: registry → group; a file's state → group. Nothing else
+//! nests.
+//!
+//! Limits (also logged as warnings where they apply):
+//! * Atomic within one store: databases of different stores written by one
+//!   transaction commit one store after the other (a failure of a later
+//!   store after an earlier one committed is not undone).
+//! * Only fdb databases take part: a database of another VFS in the same
+//!   transaction commits on its own (and if the super-journal is not ours,
+//!   every fdb database commits alone).
+//! * SQLite uses a super-journal only with journal_mode DELETE, TRUNCATE or
+//!   PERSIST on at least two written databases and synchronous != OFF
+//!   (`aMJNeeded` in vdbeCommit); otherwise each database commits alone at
+//!   its own sync (`Store::open` sets DELETE, SQLite's default).
+//! * Reads are validated only in the databases a transaction writes:
+//!   `pagestore::commit_group` ignores transactions without writes, so a
+//!   transaction that reads database A and writes only B can form a write
+//!   skew with one that reads B and writes A.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -113,9 +132,7 @@ thread_local! {
 /// True when `name` is a super-journal that exists (created through this
 /// VFS, not committed).
 pub fn exists(name: &str) -> bool {
-    registry()
-        .get(name)
-        .is_some_and(|s| s.decided() != Some(true))
+    lookup(name).is_some_and(|s| s.decided() != Some(true))
 }
 
 /// `xOpen(SQLITE_OPEN_SUPER_JOURNAL | CREATE)`: a new super-journal, or
@@ -175,11 +192,15 @@ pub fn delete(name: &str, dir_sync: bool) -> Result<()> {
         return Ok(());
     };
     let out = s.commit(dir_sync);
-    match (&out, s.decided()) {
+    let (decided, empty) = {
+        let g = lock(&s.group);
+        (g.decided, g.members.is_empty())
+    };
+    match (&out, decided) {
         (Ok(()), Some(true)) => remove(&s),
         // Nothing was prepared (an error path of vdbeCommit before phase
         // one): no journal names it.
-        (Ok(()), None) if lock(&s.group).members.is_empty() => remove(&s),
+        (Ok(()), None) if empty => remove(&s),
         _ => {}
     }
     out
