@@ -214,6 +214,54 @@ fn a_failed_group_commit_is_rolled_back_from_the_journals() {
     assert_eq!(text(&c, "PRAGMA b.integrity_check"), "ok");
 }
 
+/// TRUNCATE and PERSIST journals also carry the super-journal: the same
+/// all-or-nothing commits.
+#[test]
+fn truncate_and_persist_journals_commit_atomically_too() {
+    for mode in ["truncate", "persist"] {
+        let store = common::store();
+        let (a, b) = (common::name("jt-a"), common::name("jt-b"));
+        let c = open_pair(&store, &a, &b);
+        assert_eq!(text(&c, &format!("PRAGMA journal_mode={mode}")), mode);
+        assert_eq!(text(&c, "PRAGMA b.journal_mode"), mode);
+        setup(&c);
+        let before = store.page_store().stats();
+        c.execute_batch(
+            "BEGIN;
+             UPDATE main.t SET v = v + 1 WHERE id = 1;
+             UPDATE b.t SET v = v + 1 WHERE id = 1;
+             COMMIT;",
+        )
+        .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(
+            store.page_store().stats().kv.commits - before.kv.commits,
+            1,
+            "{mode}"
+        );
+        let other = store.open(&b).expect("open b alone");
+        c.execute_batch(
+            "BEGIN;
+             UPDATE main.t SET v = 1000 WHERE id = 1;
+             UPDATE b.t SET v = 1000 WHERE id = 1;",
+        )
+        .expect("writes");
+        other
+            .execute("UPDATE t SET v = 7 WHERE id = 1", [])
+            .expect("concurrent update of b");
+        let e = c.execute_batch("COMMIT").expect_err("conflict");
+        assert!(fdbvfs::is_busy(&e), "{mode}: {e}");
+        let fresh = open_pair(&store, &a, &b);
+        assert_eq!(
+            value(&fresh, "SELECT v FROM main.t WHERE id = 1"),
+            11,
+            "{mode}"
+        );
+        assert_eq!(value(&fresh, "SELECT v FROM b.t WHERE id = 1"), 7, "{mode}");
+        assert_eq!(text(&c, "PRAGMA main.integrity_check"), "ok");
+        assert_eq!(text(&c, "PRAGMA b.integrity_check"), "ok");
+    }
+}
+
 #[test]
 fn a_conflict_on_main_fails_the_write_to_the_attached_database_too() {
     let store = common::store();
