@@ -595,10 +595,16 @@ fn logged_increment(kv: &dyn Kv, entry: &str) -> KvResult<u64> {
     Ok(t.commit()?.version)
 }
 
-/// `n` logged increments in phase `phase`, retrying conflicts only; each
+/// Logged increments number `seqs` in phase `phase`, retrying conflicts only; each
 /// commit version is above `last`.
-fn logged_increments(kv: &dyn Kv, tag: &str, phase: &str, n: usize, last: &mut u64) {
-    for i in 0..n {
+fn logged_increments(
+    kv: &dyn Kv,
+    tag: &str,
+    phase: &str,
+    seqs: std::ops::Range<usize>,
+    last: &mut u64,
+) {
+    for i in seqs {
         loop {
             match logged_increment(kv, &format!("{tag} {phase} {i}")) {
                 Ok(v) => {
@@ -638,7 +644,7 @@ fn node(mode: &str, kv: Arc<dyn Kv>, store: &Path, sync: &Path) {
     match mode {
         "first" => {
             assert_eq!(kv.backend_name(), "embedded");
-            logged_increments(kv.as_ref(), &tag, "before", n, &mut last);
+            logged_increments(kv.as_ref(), &tag, "before", 0..n, &mut last);
             report(&format!("ready-{tag}"), String::new());
             let release = sync.join("release");
             wait_for("release", Duration::from_secs(120), || release.exists());
@@ -647,7 +653,10 @@ fn node(mode: &str, kv: Arc<dyn Kv>, store: &Path, sync: &Path) {
         "survivor" => {
             assert_eq!(kv.backend_name(), "remote");
             assert!(owned(store).is_none());
-            logged_increments(kv.as_ref(), &tag, "before", n, &mut last);
+            logged_increments(kv.as_ref(), &tag, "before", 0..n - 1, &mut last);
+            // A read version from the old owner, older than a later commit.
+            let old_rv = kv.begin().unwrap().read_version().unwrap();
+            logged_increments(kv.as_ref(), &tag, "before", n - 1..n, &mut last);
             let m0 = kv.metrics();
             assert!(m0.commits >= n as u64, "{m0:?}");
             // A transaction in flight when the owner goes.
@@ -682,10 +691,22 @@ fn node(mode: &str, kv: Arc<dyn Kv>, store: &Path, sync: &Path) {
                     }
                 }
             }
+            // The new owner cannot serve a read version from before the
+            // takeover exactly: refused, retryably, and nothing applied.
+            let mut t = kv.begin().unwrap();
+            t.set_read_version(old_rv);
+            let err = t.get(COUNTER, false).unwrap_err();
+            assert_eq!(err.code, KvError::TRANSACTION_TOO_OLD, "{err}");
+            let mut t = kv.begin().unwrap();
+            t.set_read_version(old_rv);
+            t.set(format!("pending/{tag}/stale").as_bytes(), b"1");
+            let err = t.commit().unwrap_err();
+            assert!(err.is_retryable_not_committed(), "{err}");
+
             let backend = kv.backend_name();
             let is_owner = owned(store).is_some();
             assert_eq!(is_owner, backend == "embedded");
-            logged_increments(kv.as_ref(), &tag, "after", n, &mut last);
+            logged_increments(kv.as_ref(), &tag, "after", 0..n, &mut last);
             // Metrics are cumulative across the failover.
             let m = kv.metrics();
             assert!(m.commits > 2 * n as u64, "{m:?}");
@@ -697,7 +718,7 @@ fn node(mode: &str, kv: Arc<dyn Kv>, store: &Path, sync: &Path) {
         }
         "late" => {
             assert_eq!(kv.backend_name(), "remote");
-            logged_increments(kv.as_ref(), &tag, "after", n, &mut last);
+            logged_increments(kv.as_ref(), &tag, "after", 0..n, &mut last);
         }
         other => panic!("unknown node mode {other}"),
     }

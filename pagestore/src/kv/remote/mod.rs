@@ -53,6 +53,11 @@
 //! * Versions stay strictly increasing: the new owner starts from the last
 //!   committed version persisted in the directory, and versions are the
 //!   clock's microseconds above it.
+//! * The new owner has no MVCC history or conflict record of the old
+//!   owner's last seconds, so a read version from before the failover
+//!   (set with [`crate::kv::KvTxn::set_read_version`]) is refused with 1007
+//!   (`transaction_too_old`, retryable), as FDB refuses read versions from
+//!   before a recovery; see `shared.rs`.
 //! * [`Kv::metrics`] of a [`SharedKv`] are cumulative over its backends.
 //! * When no one can take over or answer within 2 s (the lock is held by a
 //!   process that opened the store unshared, or hangs), `begin` fails with

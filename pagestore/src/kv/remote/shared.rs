@@ -21,6 +21,18 @@
 //! does nothing. A transaction that was open on the old backend keeps
 //! failing ([`super::LOST_CONNECTION`], retryable, or 1021 for a commit
 //! whose answer was lost); a new one uses the new backend.
+//!
+//! # Read versions from before a failover
+//!
+//! A new owner knows the store's data and last committed version, not the
+//! writes of the old owner's last seconds: its MVCC history and its record
+//! of recent writes (conflict detection) start empty. A transaction set to
+//! read at a version below the new owner's start would read newer data and
+//! miss conflicts, so after a failover [`SharedKv`] refuses such read
+//! versions with 1007 (`transaction_too_old`, retryable), as FDB does for
+//! read versions from before a recovery: the caller retries with a fresh
+//! one (pagestore's commit takes its slow path, which reads the change log
+//! since the snapshot).
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -32,7 +44,10 @@ use tracing::{debug, info, warn};
 
 use super::{acquire, lock_owned, Backend, RemoteKv, TAKEOVER_WINDOW};
 use crate::kv::embedded::EmbeddedOptions;
-use crate::kv::{Kv, KvError, KvMetrics, KvResult, KvTxn};
+use crate::kv::{
+    CommitInfo, ConflictKind, Kv, KvError, KvMetrics, KvResult, KvTxn, MutationType, RangeOption,
+    RangeResult, ReadRequest, ReadResult, Version,
+};
 
 /// A store directory shared with other processes, which keeps working when
 /// the process that owns the directory exits (see the module
@@ -78,6 +93,9 @@ struct Slot {
     current: Counted,
     /// Failovers so far.
     generation: u64,
+    /// Read versions below this one are refused (1007): the current
+    /// backend cannot serve them exactly (0 before any failover).
+    floor: Version,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,6 +132,7 @@ impl SharedKv {
                     start: KvMetrics::default(),
                 },
                 generation: 0,
+                floor: 0,
             }),
             failover: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
@@ -188,7 +207,19 @@ impl Inner {
                 ),
             )
         })?;
-        let start = if fresh {
+        let floor = self.floor_of(&next).map_err(|e| {
+            KvError::new(
+                e.code,
+                format!(
+                    "the owner of store {} went away, and the new one did not answer: {}",
+                    self.canonical.display(),
+                    e.message
+                ),
+            )
+        })?;
+        // A new client's only round trip so far is the floor's read version,
+        // which is this handle's business, not the application's.
+        let start = if fresh && matches!(next, Backend::Owner(_)) {
             KvMetrics::default()
         } else {
             next.kv().metrics()
@@ -205,6 +236,7 @@ impl Inner {
             );
             retired.push(old);
             slot.generation += 1;
+            slot.floor = floor;
             slot.generation
         };
         // The previous watcher (if it is not the caller) has nothing left
@@ -228,6 +260,18 @@ impl Inner {
             }
         }
         Ok(next)
+    }
+
+    /// The lowest read version `next` serves exactly: at least the last
+    /// version committed before it took over (see the module documentation).
+    fn floor_of(&self, next: &Backend) -> KvResult<Version> {
+        match next {
+            // At or above the version the store was opened at.
+            Backend::Owner(kv) => Ok(kv.committed_version()),
+            // A fresh read version of the new owner: at or above the
+            // version it opened the store at.
+            Backend::Client(remote) => remote.begin()?.read_version(),
+        }
     }
 
     /// Starts a thread that fails over as soon as the owner behind
@@ -280,11 +324,28 @@ impl Inner {
 impl Kv for SharedKv {
     fn begin(&self) -> KvResult<Box<dyn KvTxn>> {
         let (backend, generation) = self.inner.current();
-        let backend = match &backend {
-            Backend::Client(remote) if remote.is_lost() => self.inner.fail_over(generation)?,
-            _ => backend,
+        if let Backend::Client(remote) = &backend {
+            if remote.is_lost() {
+                self.inner.fail_over(generation)?;
+            }
+        }
+        let (backend, floor) = {
+            let slot = self
+                .inner
+                .slot
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            (slot.current.backend.clone(), slot.floor)
         };
-        backend.kv().begin()
+        let txn = backend.kv().begin()?;
+        if floor == 0 {
+            return Ok(txn);
+        }
+        Ok(Box::new(FloorTxn {
+            txn,
+            floor,
+            stale: None,
+        }))
     }
 
     /// Cumulative over every backend this handle used: a client's own
@@ -305,5 +366,90 @@ impl Kv for SharedKv {
 
     fn backend_name(&self) -> &'static str {
         self.inner.current().0.kv().backend_name()
+    }
+}
+
+/// A transaction after a failover: refuses read versions below `floor`
+/// with 1007 (see the module documentation).
+struct FloorTxn {
+    txn: Box<dyn KvTxn>,
+    floor: Version,
+    /// A read version below the floor was set.
+    stale: Option<Version>,
+}
+
+impl FloorTxn {
+    fn check(&self) -> KvResult<()> {
+        match self.stale {
+            Some(v) => Err(KvError::new(
+                KvError::TRANSACTION_TOO_OLD,
+                format!(
+                    "read version {v} is from before the store changed owner (the new \
+                     owner serves versions from {}): retry with a fresh read version",
+                    self.floor
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl KvTxn for FloorTxn {
+    fn read_version(&mut self) -> KvResult<Version> {
+        self.check()?;
+        self.txn.read_version()
+    }
+
+    fn set_read_version(&mut self, version: Version) {
+        if version < self.floor {
+            self.stale = Some(version);
+        } else {
+            self.stale = None;
+            self.txn.set_read_version(version);
+        }
+    }
+
+    fn get(&mut self, key: &[u8], snapshot: bool) -> KvResult<Option<Vec<u8>>> {
+        self.check()?;
+        self.txn.get(key, snapshot)
+    }
+
+    fn get_range(&mut self, range: &RangeOption, snapshot: bool) -> KvResult<RangeResult> {
+        self.check()?;
+        self.txn.get_range(range, snapshot)
+    }
+
+    fn get_batch(&mut self, requests: &[ReadRequest], snapshot: bool) -> KvResult<Vec<ReadResult>> {
+        self.check()?;
+        self.txn.get_batch(requests, snapshot)
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) {
+        self.txn.set(key, value);
+    }
+
+    fn clear(&mut self, key: &[u8]) {
+        self.txn.clear(key);
+    }
+
+    fn clear_range(&mut self, begin: &[u8], end: &[u8]) {
+        self.txn.clear_range(begin, end);
+    }
+
+    fn atomic_op(&mut self, key: &[u8], param: &[u8], op: MutationType) {
+        self.txn.atomic_op(key, param, op);
+    }
+
+    fn add_conflict_range(&mut self, begin: &[u8], end: &[u8], kind: ConflictKind) {
+        self.txn.add_conflict_range(begin, end, kind);
+    }
+
+    fn approximate_size(&self) -> usize {
+        self.txn.approximate_size()
+    }
+
+    fn commit(self: Box<Self>) -> KvResult<CommitInfo> {
+        self.check()?;
+        self.txn.commit()
     }
 }
