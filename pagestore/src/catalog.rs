@@ -213,7 +213,7 @@ impl PageStore {
     /// Removes database `id` (whose name is already gone) in `t`: all its
     /// keys when no fork reads from it, else it is only marked dropped. A
     /// fork's removal may free a dropped origin in turn.
-    fn drop_id(&self, t: &mut dyn crate::kv::KvTxn, id: u64) -> Result<()> {
+    pub(crate) fn drop_id(&self, t: &mut dyn crate::kv::KvTxn, id: u64) -> Result<()> {
         let keys = &self.inner.keys;
         let meta_key = keys.meta(id);
         let Some(mv) = t.get(&meta_key, false)? else {

@@ -17,6 +17,7 @@ mod encoding;
 mod error;
 mod gc;
 mod history;
+mod rename;
 mod store;
 mod txn;
 mod upload;

@@ -6,8 +6,12 @@
 //! line on stderr (`error: …`); logs go to stderr, filtered by `RUST_LOG`
 //! (default `warn`).
 
+mod export;
 mod history;
+mod import;
+mod shell;
 mod sql;
+mod stats;
 mod store;
 mod table;
 
@@ -79,6 +83,50 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Copy an SQLite file into a new database NAME, page by page, with a
+    /// progress bar; checked with PRAGMA integrity_check, then made visible
+    /// under NAME in one step (an interrupted import leaves no NAME).
+    Import {
+        /// The new database.
+        name: String,
+        /// The SQLite file to read (rollback-journal or WAL mode).
+        file: std::path::PathBuf,
+        /// Replace NAME if it exists (in the same step that makes the import
+        /// visible).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write a consistent snapshot of NAME (now, or as of --at) to a plain
+    /// SQLite file, with a progress bar (written to OUT.part, checked, then
+    /// renamed).
+    Export {
+        /// Database name.
+        name: String,
+        /// The SQLite file to write.
+        out: std::path::PathBuf,
+        /// Export NAME as it was at this point: an RFC 3339 time or v:VERSION.
+        #[arg(long, value_name = "TIME|v:VERSION")]
+        at: Option<fdbvfs::At>,
+        /// Overwrite OUT if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Interactive SQL shell on NAME (line editing, history, dot-commands:
+    /// .help); reads a script from standard input when it is not a terminal.
+    Shell {
+        /// Database name (created on first use).
+        name: String,
+    },
+    /// Size, history (versions kept, oldest readable time) and this
+    /// process's counters (cache hit rate, round trips, conflicts), for
+    /// NAME or every database.
+    Stats {
+        /// Database name (default: every database).
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the databases in the store.
     List,
     /// Drop a database and all of its pages.
@@ -130,11 +178,28 @@ fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), Error> {
             history::retention(&cli.store.open()?, &name, duration.as_deref(), stdout)
         }
         Command::Gc { name, dry_run } => {
-            history::gc(&cli.store.open()?, name.as_deref(), dry_run, stdout)
+            let store = cli.store.open()?;
+            if !dry_run {
+                import::sweep_stale(store.page_store())?;
+            }
+            history::gc(&store, name.as_deref(), dry_run, stdout)
+        }
+        Command::Import { name, file, force } => {
+            import::import(&cli.store.open()?, &name, &file, force, stdout)
+        }
+        Command::Export {
+            name,
+            out,
+            at,
+            force,
+        } => export::export(&cli.store.open()?, &name, &out, at, force, stdout),
+        Command::Shell { name } => shell::shell(&cli.store.open()?, &name, stdout),
+        Command::Stats { name, json } => {
+            stats::stats(&cli.store.open()?, name.as_deref(), json, stdout)
         }
         Command::List => {
             let store = cli.store.open()?;
-            for name in store.list()? {
+            for name in import::visible_names(&store)? {
                 writeln!(stdout, "{name}")?;
             }
             Ok(stdout.flush()?)

@@ -1,0 +1,351 @@
+//! `fdbvfs stats [NAME] [--json]`: size, history and counters.
+//!
+//! Per database (NAME, or every database):
+//! * `pages`, `page_size`, `bytes`: the size at the latest version;
+//! * `version`: the latest store version;
+//! * `commits` and `page_versions`: commits kept in the change log (the
+//!   readable history, back to the GC horizon) and the page versions they
+//!   wrote. Counted from the change log, not by scanning page keys (a scan
+//!   would read every page's bytes): the cost is one range read per
+//!   ~100 KB of change log, proportional to the commits in the retention
+//!   window. GC also keeps, per page, the newest version at or below the
+//!   horizon (at most one per page, not counted here);
+//! * `retention`, `created`, `oldest_readable` (the later of creation and
+//!   now minus the retention: time travel is guaranteed back to there) and
+//!   `gc_horizon` (versions before it were garbage-collected; 0: none yet).
+//!
+//! Then the counters of **this process** (a one-shot CLI counts only what
+//! it did itself, including reading these statistics; the shell's `.stats`
+//! counts its whole session): page-cache hits, misses and hit rate, store
+//! round trips (read versions, reads, commits), commits and conflicts.
+
+use std::io::Write;
+use std::time::Duration;
+
+use fdbvfs::Store;
+use pagestore::keys::Keyspace;
+use pagestore::{Database, DbMeta, StoreStats};
+use serde_json::{json, Value};
+use vfs::at::format_micros;
+
+use super::import::{human_bytes, is_temporary};
+use super::table::{Cell, Table};
+use super::Error;
+
+/// What `stats` reports about one database.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DbStats {
+    pub name: String,
+    pub id: u64,
+    pub pages: u64,
+    pub page_size: u32,
+    pub version: u64,
+    pub commits: u64,
+    pub page_versions: u64,
+    pub retention: Duration,
+    pub created_micros: u64,
+    pub oldest_readable_micros: u64,
+    pub gc_horizon: u64,
+    /// For a fork: (origin id, version forked at).
+    pub fork_of: Option<(u64, u64)>,
+}
+
+impl DbStats {
+    pub fn bytes(&self) -> u64 {
+        self.pages * u64::from(self.page_size)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "id": self.id,
+            "pages": self.pages,
+            "page_size": self.page_size,
+            "bytes": self.bytes(),
+            "version": self.version,
+            "commits": self.commits,
+            "page_versions": self.page_versions,
+            "retention_secs": self.retention.as_secs(),
+            "created": format_micros(self.created_micros),
+            "oldest_readable": format_micros(self.oldest_readable_micros),
+            "gc_horizon": self.gc_horizon,
+            "fork_of": self.fork_of.map(|(id, v)| json!({"id": id, "version": v})),
+        })
+    }
+}
+
+fn store_err(e: pagestore::Error) -> Error {
+    Error::from(fdbvfs::Error::from(e))
+}
+
+/// Reads one key of the store at a fresh read version.
+fn get(store: &Store, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    let kv = store.page_store().kv();
+    let mut t = kv.begin().map_err(|e| store_err(e.into()))?;
+    t.get(key, true).map_err(|e| store_err(e.into()))
+}
+
+fn be_u64(v: &[u8]) -> Result<u64, Error> {
+    v.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| store_err(pagestore::Error::Corrupt("GC horizon value".into())))
+}
+
+/// Statistics of one database.
+pub fn db_stats(store: &Store, db: &Database) -> Result<DbStats, Error> {
+    let pages = store.page_store();
+    let mut txn = db.begin().map_err(store_err)?;
+    let version = txn.snapshot();
+    let count = txn.page_count();
+    let page_size = txn.page_size().unwrap_or(0);
+    txn.rollback();
+    let keys = Keyspace::new(pages.options().prefix.clone());
+    let meta = match get(store, &keys.meta(db.id()))? {
+        Some(v) => DbMeta::decode(&v).map_err(store_err)?,
+        None => return Err(store_err(pagestore::Error::Dropped(db.name().to_string()))),
+    };
+    let horizon = get(store, &keys.db(db.id()).horizon())?
+        .map(|v| be_u64(&v))
+        .transpose()?
+        .unwrap_or(0);
+    let changes = db
+        .changes_between(horizon.saturating_sub(1), version)
+        .map_err(store_err)?;
+    let page_versions = changes
+        .iter()
+        .map(|c| (c.record.pages.len() + c.record.absent.len()) as u64)
+        .sum();
+    let retention = db.retention().map_err(store_err)?;
+    let now = pages.options().clock.now_micros();
+    let window = retention.as_micros().min(u64::MAX as u128) as u64;
+    Ok(DbStats {
+        name: db.name().to_string(),
+        id: db.id(),
+        pages: count,
+        page_size,
+        version,
+        commits: changes.len() as u64,
+        page_versions,
+        retention,
+        created_micros: meta.created_micros,
+        oldest_readable_micros: meta.created_micros.max(now.saturating_sub(window)),
+        gc_horizon: horizon,
+        fork_of: db.fork_origin(),
+    })
+}
+
+fn process_json(s: &StoreStats) -> Value {
+    json!({
+        "note": "counters of this process since it started",
+        "cache": {
+            "hits": s.cache.hits,
+            "misses": s.cache.misses,
+            "hit_rate": s.cache.hit_rate(),
+            "bytes": s.cache.bytes,
+            "capacity": s.cache.capacity,
+        },
+        "round_trips": s.kv.round_trips(),
+        "read_versions": s.kv.read_versions,
+        "reads": s.kv.reads,
+        "store_commits": s.kv.commits,
+        "store_conflicts": s.kv.conflicts,
+        "commits": s.commits,
+        "conflicts": s.conflicts,
+        "bytes_read": s.kv.bytes_read,
+        "bytes_written": s.kv.bytes_written,
+    })
+}
+
+/// Text lines about this process's counters; `whose` names the process.
+pub fn process_text(s: &StoreStats, whose: &str) -> String {
+    format!(
+        "{whose}: cache hit rate {:.1}% ({} hits, {} misses; {} cached of {}), {} store round trips ({} read versions, {} reads, {} commits), {} commits, {} conflicts\n",
+        100.0 * s.cache.hit_rate(),
+        s.cache.hits,
+        s.cache.misses,
+        human_bytes(s.cache.bytes),
+        human_bytes(s.cache.capacity),
+        s.kv.round_trips(),
+        s.kv.read_versions,
+        s.kv.reads,
+        s.kv.commits,
+        s.commits,
+        s.conflicts + s.kv.conflicts,
+    )
+}
+
+fn humanize(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+/// One database, as `field: value` lines.
+pub fn db_text(s: &DbStats) -> String {
+    let mut lines = vec![
+        format!("database: {}", s.name),
+        format!(
+            "size: {} pages of {} bytes ({})",
+            s.pages,
+            s.page_size,
+            human_bytes(s.bytes())
+        ),
+        format!("version: {}", s.version),
+        format!(
+            "history: {} commits, {} page versions (since the GC horizon)",
+            s.commits, s.page_versions
+        ),
+        format!(
+            "retention: {} s ({})",
+            s.retention.as_secs(),
+            humanize(s.retention)
+        ),
+        format!("created: {}", format_micros(s.created_micros)),
+        format!(
+            "oldest readable: {}",
+            format_micros(s.oldest_readable_micros)
+        ),
+        format!(
+            "gc horizon: {}",
+            if s.gc_horizon == 0 {
+                "none (nothing collected yet)".to_string()
+            } else {
+                format!("v:{} (older versions collected)", s.gc_horizon)
+            }
+        ),
+    ];
+    if let Some((id, v)) = s.fork_of {
+        lines.push(format!("fork of: database id {id} at v:{v}"));
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// Several databases as one table.
+pub fn table(all: &[DbStats]) -> Table {
+    let mut t = Table::new(
+        [
+            "database",
+            "pages",
+            "page_size",
+            "bytes",
+            "version",
+            "commits",
+            "page_versions",
+            "retention",
+            "oldest_readable",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let num = |n: u64| Cell {
+        text: n.to_string(),
+        right: true,
+    };
+    let text = |s: String| Cell {
+        text: s,
+        right: false,
+    };
+    for s in all {
+        t.rows.push(vec![
+            text(s.name.clone()),
+            num(s.pages),
+            num(u64::from(s.page_size)),
+            num(s.bytes()),
+            num(s.version),
+            num(s.commits),
+            num(s.page_versions),
+            text(humanize(s.retention)),
+            text(format_micros(s.oldest_readable_micros)),
+        ]);
+    }
+    t
+}
+
+/// `fdbvfs stats [NAME] [--json]`.
+pub fn stats(
+    store: &Store,
+    name: Option<&str>,
+    as_json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let pages = store.page_store();
+    let mut all = Vec::new();
+    match name {
+        Some(n) => all.push(db_stats(store, &pages.open(n).map_err(store_err)?)?),
+        None => {
+            for info in pages.list().map_err(store_err)? {
+                if is_temporary(&info.name) {
+                    continue;
+                }
+                match pages.open(&info.name) {
+                    Ok(db) => all.push(db_stats(store, &db)?),
+                    // Dropped between the listing and now.
+                    Err(pagestore::Error::NotFound(_)) => {}
+                    Err(e) => return Err(store_err(e)),
+                }
+            }
+        }
+    }
+    let process = pages.stats();
+    if as_json {
+        let doc = json!({
+            "databases": all.iter().map(DbStats::to_json).collect::<Vec<_>>(),
+            "process": process_json(&process),
+        });
+        let text = serde_json::to_string_pretty(&doc)
+            .map_err(|e| Error::Usage(format!("cannot encode JSON: {e}")))?;
+        writeln!(out, "{text}")?;
+    } else {
+        match (name, all.as_slice()) {
+            (Some(_), [one]) => out.write_all(db_text(one).as_bytes())?,
+            _ => out.write_all(table(&all).render().as_bytes())?,
+        }
+        out.write_all(
+            process_text(&process, "this process (the stats command itself)").as_bytes(),
+        )?;
+    }
+    Ok(out.flush()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(store: &Store, name: Option<&str>, as_json: bool) -> String {
+        let mut out = Vec::new();
+        stats(store, name, as_json, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn reports_size_history_and_counters() {
+        let store = Store::in_memory().unwrap();
+        let conn = store.open("a").unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t(x); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);",
+        )
+        .unwrap();
+        store.open("b").unwrap();
+        let doc: Value = serde_json::from_str(&run(&store, Some("a"), true)).unwrap();
+        let a = &doc["databases"][0];
+        assert_eq!(a["name"], "a");
+        assert_eq!(a["page_size"], 4096);
+        assert_eq!(a["pages"], 2);
+        assert_eq!(a["bytes"], 8192);
+        assert_eq!(a["commits"], 3);
+        assert_eq!(a["retention_secs"], 7 * 24 * 3600);
+        assert!(a["page_versions"].as_u64().unwrap() >= 3);
+        assert!(doc["process"]["round_trips"].as_u64().unwrap() > 0);
+        assert!(doc["process"]["cache"]["hit_rate"].is_number());
+
+        let all: Value = serde_json::from_str(&run(&store, None, true)).unwrap();
+        assert_eq!(all["databases"].as_array().unwrap().len(), 2);
+
+        let text = run(&store, Some("a"), false);
+        assert!(text.contains("size: 2 pages of 4096 bytes"), "{text}");
+        assert!(text.contains("history: 3 commits"), "{text}");
+        assert!(text.contains("this process"), "{text}");
+        let text = run(&store, None, false);
+        assert!(text.contains("(2 rows)"), "{text}");
+    }
+}
