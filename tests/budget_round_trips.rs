@@ -208,19 +208,11 @@ fn cold_scan_is_prefetched() {
 }
 
 /// The same, for a table written by one transaction larger than the inline
-/// commit limit (pages uploaded ahead, then referenced by the commit).
-///
-/// MISSED by the current code (43 reads for 560 pages, budget 20): a page
-/// of a large commit is an index entry pointing at content uploaded under
-/// the commit's token, and `Transaction::snapshot_pages` reads the index
-/// entries in one batch and then the content in a second one, so every
-/// prefetch batch costs 2 round trips. Fix (pagestore/src/txn.rs): remember
-/// the token of the last uploaded page read and ask for
-/// `blob(token, p)` of every missing page in the same batch as the index
-/// entries (speculatively; pages of one large commit share the token), and
-/// fall back to the second read only for pages whose token differs.
+/// commit limit (pages uploaded ahead, then referenced by the commit): the
+/// page index entries and the uploaded content arrive in the same round
+/// trip (pagestore guesses the upload token from the change log and the
+/// pages read before), so the budget is the same.
 #[test]
-#[ignore = "budget missed: uploaded pages cost a second read per prefetch batch (see the doc comment)"]
 fn cold_scan_of_a_large_commit_is_prefetched() {
     let store = Store::in_memory().expect("store");
     let conn = store.open("budget_scan_large").expect("open");

@@ -42,6 +42,11 @@ pub struct DbView {
     /// Newest version of each page as of `known`, for pages this process
     /// has seen.
     pub latest: HashMap<u32, Latest>,
+    /// The upload token (and its database) of the last page read whose
+    /// content was uploaded by a large commit: pages near it usually come
+    /// from the same commit, so their content is requested in the same
+    /// round trip as their index entries.
+    pub last_token: Option<(u64, crate::keys::Token)>,
 }
 
 impl DbView {

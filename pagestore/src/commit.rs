@@ -97,8 +97,9 @@ impl Plan {
         }
     }
 
-    /// Every mutation and conflict range of the final commit.
-    fn apply(&self, t: &mut dyn KvTxn, keys: &DbKeys, txn: &Transaction) {
+    /// The read-conflict ranges of what the transaction read: a write to
+    /// any of them after the snapshot makes the store refuse the commit.
+    fn apply_reads(&self, t: &mut dyn KvTxn, keys: &DbKeys) {
         for &(first, len) in &self.read_runs {
             let (b, e) = keys.page_run(first, first + (len - 1));
             t.add_conflict_range(&b, &e, ConflictKind::Read);
@@ -107,6 +108,11 @@ impl Plan {
             let (b, e) = keys.sizes();
             t.add_conflict_range(&b, &e, ConflictKind::Read);
         }
+    }
+
+    /// Every mutation and conflict range of the final commit.
+    fn apply(&self, t: &mut dyn KvTxn, keys: &DbKeys, txn: &Transaction) {
+        self.apply_reads(t, keys);
         if let Some(s) = self.header {
             let h = keys.header();
             let mut he = h.clone();
@@ -206,13 +212,18 @@ enum Path {
 }
 
 pub(crate) fn commit(txn: &mut Transaction) -> Result<Committed> {
-    commit_group(&mut [txn])
+    commit_group(&mut [txn], &[])
 }
 
 /// Commits several transactions (of one store, possibly of different
 /// databases) in one store commit: all or none, one versionstamp. A
-/// conflict on any of them fails all.
-pub(crate) fn commit_group(txns: &mut [&mut Transaction]) -> Result<Committed> {
+/// conflict on any of them fails all. The read sets of `readers` (sibling
+/// transactions without writes, e.g. other databases one SQL transaction
+/// only read) are validated too, so the group is serializable as a whole.
+pub(crate) fn commit_group(
+    txns: &mut [&mut Transaction],
+    readers: &[&Transaction],
+) -> Result<Committed> {
     let Some(first) = txns.first() else {
         return Err(Error::Other("empty commit group".into()));
     };
@@ -221,6 +232,9 @@ pub(crate) fn commit_group(txns: &mut [&mut Transaction]) -> Result<Committed> {
     if txns
         .iter()
         .any(|t| !std::sync::Arc::ptr_eq(&t.db.store.inner, &inner))
+        || readers
+            .iter()
+            .any(|t| !std::sync::Arc::ptr_eq(&t.db.store.inner, &inner))
     {
         return Err(Error::Other(
             "a commit group spans several stores; only databases of one store commit atomically"
@@ -233,13 +247,14 @@ pub(crate) fn commit_group(txns: &mut [&mut Transaction]) -> Result<Committed> {
         writes = txns.iter().map(|t| t.writes.len()).sum::<usize>());
     let _g = span.enter();
     let plans: Vec<Plan> = txns.iter().map(|t| Plan::new(t)).collect();
+    let reader_plans: Vec<Plan> = readers.iter().map(|t| Plan::new(t)).collect();
     for (txn, plan) in txns.iter_mut().zip(&plans) {
         if plan.large {
             upload::upload_all(txn)?;
         }
     }
     // The fast path needs one read version for all: the shared snapshot.
-    let fresh = txns.iter().all(|t| {
+    let fresh = txns.iter().map(|t| &**t).chain(readers.iter().copied()).all(|t| {
         t.snapshot == snapshot
             && matches!(t.rv, Some((rv, at)) if rv == t.snapshot && at.elapsed() < READ_VERSION_REUSE)
     });
@@ -261,7 +276,14 @@ pub(crate) fn commit_group(txns: &mut [&mut Transaction]) -> Result<Committed> {
             Path::Slow { after_unknown } => {
                 let mut landed = None;
                 let mut out = Ok(());
-                for (txn, plan) in txns.iter().zip(&plans) {
+                let all = txns
+                    .iter()
+                    .map(|t| &**t)
+                    .zip(&plans)
+                    .chain(readers.iter().copied().zip(&reader_plans));
+                for (i, (txn, plan)) in all.enumerate() {
+                    // Only a writer's token tells whether the group landed.
+                    let after_unknown = after_unknown && i == 0;
                     match slow_check(t.as_mut(), txn, plan, &txn.db.keys, after_unknown) {
                         Ok(Some(vs)) => {
                             landed = Some(vs);
@@ -286,6 +308,9 @@ pub(crate) fn commit_group(txns: &mut [&mut Transaction]) -> Result<Committed> {
             Ok(None) => {
                 for (txn, plan) in txns.iter().zip(&plans) {
                     plan.apply(t.as_mut(), &txn.db.keys, txn);
+                }
+                for (txn, plan) in readers.iter().zip(&reader_plans) {
+                    plan.apply_reads(t.as_mut(), &txn.db.keys);
                 }
                 debug!(bytes = t.approximate_size(), "committing");
                 t.commit().map_err(Error::from).and_then(|info| {

@@ -292,16 +292,25 @@ impl Database {
         got_at: Instant,
     ) -> Result<()> {
         let (mb, me) = self.keys.materialize_upto(v);
-        let mut reqs = vec![ReadRequest::Range(RangeOption::new(mb, me))];
+        let (lb, le) = self.keys.log_between(0, v);
+        let mut reqs = vec![
+            ReadRequest::Range(RangeOption::new(mb, me)),
+            // The last few commits: if one was large, pages read next are
+            // likely its uploaded content (see `DbView::last_token`).
+            ReadRequest::Range(RangeOption::new(lb, le).limit(RECENT_LOG_ROWS).reverse()),
+        ];
         reqs.extend(self.size_requests(v));
         let mut res = t.get_batch(&reqs, true)?.into_iter();
-        let Some(ReadResult::Range(m)) = res.next() else {
+        let (Some(ReadResult::Range(m)), Some(ReadResult::Range(recent))) =
+            (res.next(), res.next())
+        else {
             return Err(Error::corrupt("batch answer"));
         };
         let (count, size, _horizon) = self.sizes_from(&mut res)?;
         view.reset();
         view.page_count = count;
         view.page_size = size;
+        view.last_token = recent_large_token(&self.keys, self.id, recent.kvs);
         for kv in &m.kvs {
             self.finish_large(&kv.key, &kv.value)?;
         }
@@ -344,6 +353,9 @@ impl Database {
             self.finish_large(&kv.key, &kv.value)?;
         }
         for (vs, rec) in group_log(&self.keys, log.kvs.into_iter().map(|kv| (kv.key, kv.value)))? {
+            if rec.large {
+                view.last_token = Some((self.id, rec.token));
+            }
             for &p in rec.pages.iter().chain(rec.absent.iter()) {
                 view.latest.insert(p, Latest::At(self.id, vs));
             }
@@ -410,6 +422,26 @@ impl Database {
             })
             .collect())
     }
+}
+
+/// Change-log rows read at first sight of a database to find a recent
+/// large commit.
+const RECENT_LOG_ROWS: usize = 16;
+
+/// The token of the newest large commit among `rows` (change-log rows,
+/// newest first; a record's parts may be cut off at the limit, so only the
+/// first part, which holds the token and flags, is decoded).
+fn recent_large_token(
+    keys: &DbKeys,
+    id: u64,
+    rows: Vec<crate::kv::KeyValue>,
+) -> Option<(u64, crate::keys::Token)> {
+    rows.into_iter()
+        .filter(|kv| matches!(keys.parse_log(&kv.key), Some((_, 0))))
+        .find_map(|kv| {
+            let rec = LogRecord::decode_head(&kv.value)?;
+            rec.large.then_some((id, rec.token))
+        })
 }
 
 /// Joins the parts of each change-log record and decodes them.

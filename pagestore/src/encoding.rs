@@ -119,6 +119,20 @@ impl LogRecord {
             .collect()
     }
 
+    /// Decodes only the token and flags at the start of a record's first
+    /// part (enough to know whether it was a large commit).
+    pub fn decode_head(b: &[u8]) -> Option<LogRecord> {
+        if b.first() != Some(&LOG_FORMAT) {
+            return None;
+        }
+        let flags = *b.get(1)?;
+        Some(LogRecord {
+            token: b.get(2..18)?.try_into().ok()?,
+            large: flags & F_LARGE != 0,
+            ..Default::default()
+        })
+    }
+
     /// Decodes a record (all its parts concatenated).
     pub fn decode(b: &[u8]) -> Result<Self> {
         let bad = || Error::corrupt("change-log record truncated");

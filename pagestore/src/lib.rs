@@ -30,4 +30,4 @@ pub use error::{Error, Result};
 pub use gc::GcReport;
 pub use history::{CLOCK_SKEW_WINDOW, DEFAULT_RETENTION};
 pub use store::{PageStore, StoreOptions, StoreStats};
-pub use txn::{commit_group, Committed, Transaction};
+pub use txn::{commit_group, commit_group_checked, Committed, Transaction};

@@ -193,9 +193,11 @@ impl Transaction {
         let mut out: Vec<Option<Arc<[u8]>>> = vec![None; pgnos.len()];
         // (index in out, pgno, known (owner, version) if any)
         let mut missing: Vec<(usize, u32, Option<Owned>)> = Vec::new();
+        let guess;
         {
             let view = inner.cache.view(id);
             let view = lock(&view);
+            guess = view.last_token;
             for (i, &p) in pgnos.iter().enumerate() {
                 let known = if view.known >= snap {
                     view.latest.get(&p).copied()
@@ -242,6 +244,16 @@ impl Transaction {
                         ));
                     }
                 }
+            }
+        }
+        // Speculative content reads: if these pages come from the same large
+        // commit as the last such page, their content arrives in this same
+        // round trip (a wrong guess costs an empty answer per page).
+        let guessed_keys =
+            guess.and_then(|(owner, tok)| layer_keys(owner).map(|k| (owner, tok, k)));
+        if let Some((_, tok, keys)) = &guessed_keys {
+            for &(_, p, _) in &missing {
+                requests.push(ReadRequest::Get(keys.blob(tok, p)));
             }
         }
         let mut answers = self
@@ -299,10 +311,27 @@ impl Transaction {
                 }
             }
         }
-        // Content uploaded ahead by large commits: one more batched read.
+        let mut guessed: Vec<Option<Vec<u8>>> = Vec::new();
+        if guessed_keys.is_some() {
+            for _ in &missing {
+                match answers.next() {
+                    Some(ReadResult::Value(v)) => guessed.push(v),
+                    _ => return Err(Error::corrupt("batch answer")),
+                }
+            }
+        }
+        // Content uploaded ahead by large commits and not guessed: one more
+        // batched read.
         let mut blob_requests: Vec<ReadRequest> = Vec::new();
-        for (_, p, k, v) in &found {
-            if let (Some((owner, _)), Some(PageValue::Uploaded(tok))) = (k, v) {
+        let mut seen_token = None;
+        for (j, (_, p, k, v)) in found.iter_mut().enumerate() {
+            if let (Some((owner, _)), Some(PageValue::Uploaded(tok))) = (&k, &v) {
+                seen_token = Some((*owner, *tok));
+                let hit = matches!(&guessed_keys, Some((o, t, _)) if o == owner && t == tok);
+                if let Some(content) = guessed.get_mut(j).and_then(Option::take).filter(|_| hit) {
+                    *v = Some(PageValue::Inline(content));
+                    continue;
+                }
                 let keys = layer_keys(*owner).ok_or_else(|| Error::corrupt("unknown layer"))?;
                 blob_requests.push(ReadRequest::Get(keys.blob(tok, *p)));
             }
@@ -315,6 +344,9 @@ impl Transaction {
         .into_iter();
         let view = inner.cache.view(id);
         let mut view = lock(&view);
+        if seen_token.is_some() {
+            view.last_token = seen_token;
+        }
         let learn = view.known == snap;
         for (i, p, k, v) in found {
             let data: Arc<[u8]> = match v {
@@ -344,6 +376,13 @@ impl Transaction {
 
     fn read_uploaded(&mut self, pgno: u32) -> Result<Arc<[u8]>> {
         let key = self.db.keys.blob(&self.token, pgno);
+        if let Some(b) = self.with_reader(|t| t.get(&key, true))? {
+            return Ok(Arc::from(b));
+        }
+        // The reused read version may predate the upload of this page (it
+        // was committed by our own chunk after we took that version): read
+        // again at a fresh one.
+        self.rv = None;
         self.with_reader(|t| t.get(&key, true))?
             .map(Arc::from)
             .ok_or_else(|| Error::corrupt("own uploaded page missing"))
@@ -498,6 +537,14 @@ impl Transaction {
 /// # Ok(()) }
 /// ```
 pub fn commit_group(txns: Vec<Transaction>) -> Result<Committed> {
+    commit_group_checked(txns, &[])
+}
+
+/// [`commit_group`], also validating the read sets of `readers`: sibling
+/// transactions of the same SQL transaction that only read (they stay
+/// open and usable). Without this, a transaction that reads database A and
+/// writes B could form a write skew with one that reads B and writes A.
+pub fn commit_group_checked(txns: Vec<Transaction>, readers: &[&Transaction]) -> Result<Committed> {
     let mut txns: Vec<Transaction> = txns;
     for t in txns.iter_mut() {
         t.finished = true;
@@ -508,14 +555,18 @@ pub fn commit_group(txns: Vec<Transaction>) -> Result<Committed> {
         }
     }
     let snapshot = txns.first().map(|t| t.snapshot).unwrap_or(0);
-    let mut writers: Vec<&mut Transaction> = txns.iter_mut().filter(|t| t.has_writes()).collect();
+    let (mut writers, idle): (Vec<&mut Transaction>, Vec<&mut Transaction>) =
+        txns.iter_mut().partition(|t| t.has_writes());
     if writers.is_empty() {
         return Ok(Committed {
             version: snapshot,
             versionstamp: None,
         });
     }
-    let out = commit::commit_group(&mut writers);
+    // Members without writes are readers too.
+    let mut all_readers: Vec<&Transaction> = readers.to_vec();
+    all_readers.extend(idle.iter().map(|t| &**t));
+    let out = commit::commit_group(&mut writers, &all_readers);
     if out.is_err() {
         for t in writers {
             if t.uploaded {

@@ -471,3 +471,61 @@ fn commit_groups_are_atomic_across_databases() {
     let mut tb = b.begin_sibling(&ta).unwrap();
     assert_eq!(value(&tb.read_page(0).unwrap().unwrap()), 50);
 }
+
+#[test]
+fn spilled_pages_read_back_within_the_transaction() {
+    let e = env_with(
+        StoreOptions {
+            spill_bytes: 64 << 10,
+            ..StoreOptions::default()
+        },
+        Faults::default(),
+    );
+    let db = e.store.create("spill").unwrap();
+    let mut t = db.begin().unwrap();
+    // Read first so the transaction holds a reused read version that
+    // predates every upload.
+    assert!(t.read_page(0).unwrap().is_none());
+    for p in 0..300u32 {
+        t.write_page(p, &page(p as u64)).unwrap();
+    }
+    for p in [0u32, 150, 299] {
+        assert_eq!(value(&t.read_page(p).unwrap().unwrap()), p as u64);
+    }
+    t.commit().unwrap();
+}
+
+#[test]
+fn read_only_siblings_are_validated_no_write_skew() {
+    let e = env();
+    let a = e.store.create("wa").unwrap();
+    let b = e.store.create("wb").unwrap();
+    for db in [&a, &b] {
+        let mut t = db.begin().unwrap();
+        t.write_page(0, &page(1)).unwrap();
+        t.commit().unwrap();
+    }
+    // T1 reads a, writes b. T2 reads b, writes a. Both at one snapshot.
+    let mut t1a = a.begin().unwrap();
+    let mut t1b = b.begin_sibling(&t1a).unwrap();
+    let mut t2b = b.begin_sibling(&t1a).unwrap();
+    let mut t2a = a.begin_sibling(&t1a).unwrap();
+    t1a.read_page(0).unwrap();
+    t1b.write_page(0, &page(2)).unwrap();
+    t2b.read_page(0).unwrap();
+    t2a.write_page(0, &page(2)).unwrap();
+    pagestore::commit_group_checked(vec![t1b], &[&t1a]).unwrap();
+    let err = pagestore::commit_group_checked(vec![t2a], &[&t2b]).unwrap_err();
+    assert!(err.is_conflict(), "write skew across databases: {err}");
+    // Members without writes count as readers as well.
+    let mut r = b.begin().unwrap();
+    let mut w = a.begin_sibling(&r).unwrap();
+    r.read_page(0).unwrap();
+    w.write_page(0, &page(3)).unwrap();
+    let mut other = b.begin().unwrap();
+    other.write_page(0, &page(9)).unwrap();
+    other.commit().unwrap();
+    assert!(pagestore::commit_group(vec![w, r])
+        .unwrap_err()
+        .is_conflict());
+}

@@ -27,6 +27,9 @@ use crate::registry::StoreHandle;
 /// pages then costs about N/32 store round trips.
 pub const PREFETCH_PAGES: u32 = 32;
 
+/// Largest read-ahead window, in bytes of pages.
+pub const PREFETCH_MAX_BYTES: u32 = 4 << 20;
+
 /// The store transaction of a file, by phase.
 enum State {
     Idle,
@@ -105,6 +108,8 @@ struct Hold {
     /// Sequential-read detection.
     last_read: Option<u32>,
     prefetched_to: u32,
+    /// Current read-ahead window, in pages.
+    window: u32,
 }
 
 /// Result of a PRAGMA handed to the file.
@@ -1054,13 +1059,27 @@ fn read_at(t: &mut Transaction, hold: &mut Hold, buf: &mut [u8], offset: u64) ->
     Ok(full)
 }
 
-/// Sequential reads (page p right after p-1) fetch the next
-/// [`PREFETCH_PAGES`] pages in one store round trip.
+/// Read-ahead. A read of page p right after p-1, or of the first page past
+/// the last read-ahead window (a scan resuming after SQLite visited an
+/// interior page elsewhere), fetches the next pages in one store round
+/// trip. The window starts at [`PREFETCH_PAGES`] and doubles while the scan
+/// goes on, up to [`PREFETCH_MAX_BYTES`] of pages, so a long scan costs
+/// ever fewer round trips per page.
 fn maybe_prefetch(t: &mut Transaction, hold: &mut Hold, pgno: u32, count: u64) -> Result<()> {
     let sequential = pgno > 0 && hold.last_read == Some(pgno - 1);
+    let resumes = hold.prefetched_to > 0
+        && pgno >= hold.prefetched_to
+        && pgno < hold.prefetched_to.saturating_add(PREFETCH_PAGES);
     hold.last_read = Some(pgno);
-    if sequential && pgno >= hold.prefetched_to {
-        let end = (pgno as u64 + PREFETCH_PAGES as u64).min(count) as u32;
+    if (sequential || resumes) && pgno >= hold.prefetched_to {
+        let page_size = t.page_size().unwrap_or(4096).max(512);
+        let max_pages = (PREFETCH_MAX_BYTES / page_size).max(PREFETCH_PAGES);
+        hold.window = if resumes {
+            (hold.window.max(PREFETCH_PAGES) * 2).min(max_pages)
+        } else {
+            PREFETCH_PAGES
+        };
+        let end = (pgno as u64 + hold.window as u64).min(count) as u32;
         if end > pgno {
             let pages: Vec<u32> = (pgno..end).collect();
             t.prefetch(&pages)?;

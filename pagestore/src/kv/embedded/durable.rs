@@ -31,6 +31,12 @@ use crate::kv::{KvError, KvResult, Version};
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const VERSION_KEY: &str = "version";
+/// redb's own cache of B-tree pages. Its default is 1 GiB, which a bulk
+/// load fills with pages nobody reads again (the page store keeps hot pages
+/// in its own cache): keep it small so memory stays near the page cache's
+/// budget.
+const REDB_CACHE_BYTES: usize = 64 << 20;
+
 /// The redb file inside a store directory.
 pub(crate) const DATA_FILE: &str = "data.redb";
 
@@ -71,22 +77,26 @@ impl Durable {
                 tracing::debug!(lock = %lock.path().display(), "store directory locked");
                 let path: PathBuf = dir.join(DATA_FILE);
                 let location = format!("store {}", dir.display());
-                let db = Database::builder().create(&path).map_err(|e| match e {
-                    DatabaseError::DatabaseAlreadyOpen => KvError::new(
-                        KvError::OPERATION_FAILED,
-                        format!(
-                            "store directory {} is in use ({})",
-                            dir.display(),
-                            path.display()
+                let db = Database::builder()
+                    .set_cache_size(REDB_CACHE_BYTES)
+                    .create(&path)
+                    .map_err(|e| match e {
+                        DatabaseError::DatabaseAlreadyOpen => KvError::new(
+                            KvError::OPERATION_FAILED,
+                            format!(
+                                "store directory {} is in use ({})",
+                                dir.display(),
+                                path.display()
+                            ),
                         ),
-                    ),
-                    other => io(&location, "cannot open", other),
-                })?;
+                        other => io(&location, "cannot open", other),
+                    })?;
                 (db, location, Some(lock))
             }
             None => {
                 let location = "in-memory store".to_string();
                 let db = Database::builder()
+                    .set_cache_size(REDB_CACHE_BYTES)
                     .create_with_backend(InMemoryBackend::new())
                     .map_err(|e| io(&location, "cannot create", e))?;
                 (db, location, None)
