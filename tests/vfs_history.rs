@@ -287,6 +287,12 @@ fn forks_are_isolated_both_ways_forks_of_forks_and_forks_at_a_time() -> Result<(
     let got: String = old.query_row(&format!("PRAGMA fdb_fork = '{d}'"), [], |r| r.get(0))?;
     assert_eq!(got, v3.to_string());
     assert_eq!(&rows(&store.open(&d)?)?, rows3);
+    // At a time after it was made but before its first commit, a fork is
+    // its origin's state at the fork version.
+    clock.advance_secs(1);
+    let now = time_of(clock.now_micros());
+    assert_eq!(&rows(&store.open_at(&d, At::Time(now))?)?, rows3);
+    assert_eq!(store.version_at(&d, At::Time(now))?, v3);
 
     // A fork outlives its dropped origin.
     assert!(store.drop_database(&src)?);

@@ -130,7 +130,7 @@ pub fn format_micros(micros: u64) -> String {
 impl At {
     /// The store version this point names in `db`: a version as is, a
     /// time through the time index (the last version committed at or
-    /// before it). Fails for a time in the future (by the store's clock) or
+    /// before it; for a fork, at least the version it was forked at). Fails for a time in the future (by the store's clock) or
     /// before the database was created.
     pub fn resolve(&self, db: &Database) -> Result<Version> {
         match *self {
@@ -145,12 +145,18 @@ impl At {
                         format_micros(now)
                     )));
                 }
-                db.version_at(micros)?.ok_or_else(|| {
+                let v = db.version_at(micros)?.ok_or_else(|| {
                     Error::Unsupported(format!(
                         "database {:?} did not exist at {}",
                         db.name(),
                         format_micros(micros)
                     ))
+                })?;
+                // A fork that existed then but had not committed yet was
+                // its origin's state at the fork version.
+                Ok(match db.fork_origin() {
+                    Some((_, origin)) => v.max(origin),
+                    None => v,
                 })
             }
         }
