@@ -100,11 +100,20 @@ fn split_offset(t: &str) -> Option<(&str, i64)> {
     Some((t, 0))
 }
 
+/// 9999-12-31T23:59:59.999999Z, after the Unix epoch.
+const MAX_RFC3339: Duration = Duration::from_micros(253_402_300_799_999_999);
+
 impl fmt::Display for At {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             At::Version(v) => write!(f, "v:{v}"),
-            At::Time(t) => write!(f, "{}", humantime::format_rfc3339_micros(*t)),
+            // RFC 3339 covers years 1970..=9999 here; times outside are
+            // shown clamped (both mean the same to a database: before it
+            // existed, or in the future).
+            At::Time(t) => {
+                let t = (*t).clamp(UNIX_EPOCH, UNIX_EPOCH + MAX_RFC3339);
+                write!(f, "{}", humantime::format_rfc3339_micros(t))
+            }
         }
     }
 }
@@ -124,7 +133,7 @@ pub fn micros_of(t: SystemTime) -> u64 {
 
 /// The time `micros` (since the Unix epoch) in RFC 3339.
 pub fn format_micros(micros: u64) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(micros)).to_string()
+    At::Time(UNIX_EPOCH + Duration::from_micros(micros)).to_string()
 }
 
 impl At {
@@ -204,6 +213,15 @@ mod tests {
         assert!(at("yesterday").is_err());
         assert!(at("2026-11-21T10:00:00+1:00").is_err());
         assert!(at("").is_err());
+    }
+
+    #[test]
+    fn display_of_out_of_range_times_is_clamped_not_a_panic() {
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(At::Time(before).to_string(), "1970-01-01T00:00:00.000000Z");
+        let after = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(At::Time(after).to_string(), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(format_micros(u64::MAX), "9999-12-31T23:59:59.999999Z");
     }
 
     #[test]
