@@ -333,12 +333,9 @@ fn a_read_transaction_sees_one_snapshot_across_databases() {
 
 /// Write skew across databases: T1 reads main and writes b, T2 reads b and
 /// writes main, both from one snapshot. Serializable execution lets only
-/// one commit. Today both do: a commit validates the read sets of the
-/// databases it writes only; `pagestore::commit_group` ignores transactions
-/// without writes, so the reads of a database the transaction only read
-/// are never checked.
+/// one commit: a commit also validates the read sets of the databases the
+/// transaction only read (`pagestore::commit_group_checked`).
 #[test]
-#[ignore = "needs pagestore: validate the read sets of read-only sibling transactions at commit (e.g. commit_group taking &Transaction readers as read-conflict ranges); the VFS would pass its connection's read-only siblings"]
 fn write_skew_across_databases_is_refused() {
     let store = common::store();
     let (a, b) = (common::name("ws-a"), common::name("ws-b"));
@@ -537,10 +534,13 @@ fn cross_database_bank() {
     assert_eq!(fdbvfs_panics(), 0);
 }
 
-/// The limitation the default journal mode avoids: with
-/// `journal_mode=MEMORY` SQLite uses no super-journal, so each database
-/// commits alone at its own sync; a conflict on `b` fails the COMMIT after
-/// `main` already committed.
+/// With `journal_mode=MEMORY` SQLite uses no super-journal, so each
+/// database commits alone at its own sync (not atomic: `b` can still fail
+/// after `main` committed if another writer changes `b` in between). But
+/// `main`'s commit validates what the transaction read in `b` (its pages
+/// reach the VFS only at `b`'s own sync, so at `main`'s commit `b` is a
+/// read-only sibling): a conflict on `b` already known then fails the
+/// COMMIT before anything is written.
 #[test]
 fn with_memory_journals_each_database_commits_alone() {
     let store = common::store();
@@ -564,8 +564,8 @@ fn with_memory_journals_each_database_commits_alone() {
     let fresh = open_pair(&store, &a, &b);
     assert_eq!(
         value(&fresh, "SELECT v FROM main.t WHERE id = 1"),
-        1000,
-        "main committed alone"
+        10,
+        "main's commit validated b's read set and refused"
     );
     assert_eq!(value(&fresh, "SELECT v FROM b.t WHERE id = 1"), 7);
     assert_eq!(text(&c, "PRAGMA main.integrity_check"), "ok");

@@ -783,7 +783,22 @@ impl MainFile {
     fn commit(&mut self) -> Result<()> {
         let t = self.take_for_commit()?;
         let snapshot = t.snapshot();
-        match t.commit() {
+        // Other databases of this SQL transaction that it only read: their
+        // read sets are validated with this commit (no write skew across
+        // attached databases).
+        let siblings = self.siblings();
+        let guards: Vec<MutexGuard<'_, State>> = siblings.iter().map(|s| locked(s)).collect();
+        let readers: Vec<&Transaction> = guards
+            .iter()
+            .filter_map(|st| match &**st {
+                State::Active(r) if !r.has_writes() => Some(r),
+                _ => None,
+            })
+            .collect();
+        let result = pagestore::commit_group_checked(vec![t], &readers);
+        drop(readers);
+        drop(guards);
+        match result {
             Ok(c) => {
                 info!(database = %self.name, snapshot, version = c.version, "committed");
                 self.last_version = Some(c.version);
@@ -818,7 +833,7 @@ impl MainFile {
         };
         let t = self.take_for_commit()?;
         let snapshot = t.snapshot();
-        match g.prepare(&self.name, t) {
+        match g.prepare(&self.name, t, self.siblings()) {
             Some(id) => {
                 *locked(&self.state) = State::Prepared {
                     snapshot,

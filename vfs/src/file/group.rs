@@ -105,6 +105,10 @@ struct Group {
     next_id: u64,
     /// Set once: committed (Some(true)), failed or aborted (Some(false)).
     decided: Option<bool>,
+    /// File states of the members' connections: those still holding a
+    /// transaction without writes at commit time are databases the SQL
+    /// transaction only read; their read sets are validated with the group.
+    observers: Vec<Arc<Mutex<super::State>>>,
 }
 
 /// One super-journal: its bytes (the child journal names SQLite writes and
@@ -244,8 +248,18 @@ impl SuperJournal {
     /// Hands over a member's store transaction (at its `xSync`). Returns
     /// the member's ticket, or None (the transaction rolled back) when the
     /// group was already decided: it can no longer join.
-    pub fn prepare(&self, database: &str, txn: Transaction) -> Option<u64> {
+    pub(super) fn prepare(
+        &self,
+        database: &str,
+        txn: Transaction,
+        observers: Vec<Arc<Mutex<super::State>>>,
+    ) -> Option<u64> {
         let mut g = lock(&self.group);
+        for o in observers {
+            if !g.observers.iter().any(|x| Arc::ptr_eq(x, &o)) {
+                g.observers.push(o);
+            }
+        }
         if g.decided.is_some() {
             drop(g);
             txn.rollback();
@@ -324,7 +338,7 @@ impl SuperJournal {
         }
         let mut first_err = None;
         let mut all_ok = true;
-        for (_, part) in parts {
+        for (key, part) in parts {
             let names: Vec<String> = part.iter().map(|m| m.database.clone()).collect();
             let ids: Vec<u64> = part.iter().map(|m| m.id).collect();
             let txns: Vec<Transaction> = part.into_iter().map(|m| m.txn).collect();
@@ -338,7 +352,21 @@ impl SuperJournal {
                 all_ok = false;
                 continue;
             }
-            match pagestore::commit_group(txns) {
+            // Databases the transaction only read (same store): validated,
+            // not committed. Members are `Prepared`, so they never match.
+            let guards: Vec<MutexGuard<'_, super::State>> =
+                g.observers.iter().map(|o| lock(o)).collect();
+            let readers: Vec<&Transaction> = guards
+                .iter()
+                .filter_map(|st| match &**st {
+                    super::State::Active(t) if !t.has_writes() && store_key(t) == key => Some(t),
+                    _ => None,
+                })
+                .collect();
+            let result = pagestore::commit_group_checked(txns, &readers);
+            drop(readers);
+            drop(guards);
+            match result {
                 Ok(c) => {
                     info!(super_journal = %self.name, databases = ?names, version = c.version, "committed together");
                     for id in ids {
