@@ -285,6 +285,60 @@ fn killed_import_leaves_no_visible_name() {
     );
 }
 
+/// Spawns a slow import (20 ms per store round trip) and returns once its
+/// hidden temporary exists (the log line of its creation).
+fn spawn_slow_import(store: &Path, name: &str, src: &Path) -> std::process::Child {
+    let mut child = fdbvfs(store)
+        .args(["import", name, src.to_str().unwrap_or("")])
+        .env("FDBVFS_IMPORT_TEST_LATENCY_MS", "20")
+        .env("RUST_LOG", "pagestore=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        seen.push(line.clone());
+        if line.contains("created database") && line.contains(&format!(".import/{name}/")) {
+            // Keep draining stderr so the child never blocks on it.
+            let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+            std::mem::forget(rest);
+            return child;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no temporary created: {seen:?}");
+}
+
+#[test]
+fn ctrl_c_stops_an_import_and_drops_its_temporary() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = tmp.path().join("store");
+    let src = tmp.path().join("source.db");
+    make_source(&src, 10);
+    let mut child = spawn_slow_import(&store, "stopped", &src);
+    std::thread::sleep(Duration::from_millis(300));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    assert!(kill.success());
+    let status = child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert_eq!(ok(&store, &["list"]), "");
+    // Cleaned up at once, not an hour later.
+    let lib = fdbvfs::Store::embedded(&store).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        lib.list().unwrap_or_else(|e| panic!("{e}")),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn shell_runs_a_stdin_script() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

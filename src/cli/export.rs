@@ -21,7 +21,7 @@ use fdbvfs::{At, Store};
 use rusqlite::{Connection, OpenFlags};
 
 use super::import::{byte_bar, human_bytes, integrity_check, spinner};
-use super::Error;
+use super::{interrupt, Error};
 
 /// Pages fetched from the store per round trip.
 pub const PREFETCH: usize = 256;
@@ -85,6 +85,12 @@ pub fn export(
         let zeros = vec![0u8; size as usize];
         let mut first = 0u64;
         while first < count {
+            if interrupt::interrupted() {
+                return Err(Error::Usage(format!(
+                    "interrupted; {} was not written",
+                    path.display()
+                )));
+            }
             let last = (first + PREFETCH as u64).min(count);
             let batch: Vec<u32> = (first..last)
                 .map(|p| u32::try_from(p).map_err(|_| Error::Usage("too many pages".into())))
@@ -126,9 +132,19 @@ pub fn export(
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| Error::Usage(format!("cannot open {}: {e}", part.display())))?;
-        let problems = integrity_check(&conn).map_err(|e| Error::Sql { n: 1, source: e })?;
+        let verdict = {
+            let _watch = interrupt::watch(&conn);
+            integrity_check(&conn)
+        };
         drop(conn);
         check.finish_and_clear();
+        if interrupt::interrupted() {
+            return Err(Error::Usage(format!(
+                "interrupted; {} was not written",
+                path.display()
+            )));
+        }
+        let problems = verdict.map_err(|e| Error::Sql { n: 1, source: e })?;
         if !problems.is_empty() {
             return Err(Error::Usage(format!(
                 "the exported copy of {name:?} does not pass PRAGMA integrity_check: {}",

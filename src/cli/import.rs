@@ -36,7 +36,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pagestore::{Database, PageStore};
 use rusqlite::{Connection, OpenFlags};
 
-use super::Error;
+use super::{interrupt, Error};
 
 /// Names of databases being imported start with this; they are hidden from
 /// `fdbvfs list` and cannot be imported into directly.
@@ -107,6 +107,11 @@ pub fn human_bytes(n: u64) -> String {
     indicatif::BinaryBytes(n).to_string()
 }
 
+/// The error of an import stopped by Ctrl-C (its temporary is dropped).
+fn interrupted() -> Error {
+    Error::Usage("interrupted; nothing was imported".into())
+}
+
 /// `fdbvfs import NAME FILE [--force]`.
 pub fn import(
     store: &Store,
@@ -152,15 +157,30 @@ pub fn import(
         name: temp_name.clone(),
         armed: true,
     };
-    let _heartbeat = Heartbeat::start(db.clone());
+    let heartbeat = Heartbeat::start(db.clone());
 
     let page_count = copy_pages(&db, &mut source, file)?;
     let bytes = page_count * u64::from(source.page_size);
     drop(source);
 
+    // Ctrl-C during the commit: stop before verifying (an interrupt only
+    // stops a statement that is running when it comes).
+    if interrupt::interrupted() {
+        return Err(interrupted());
+    }
     let check = spinner("verifying (PRAGMA integrity_check)");
-    let verdict = integrity_check(&store.open(&temp_name)?);
+    let verdict = {
+        let conn = store.open(&temp_name)?;
+        let _watch = interrupt::watch(&conn);
+        if interrupt::interrupted() {
+            return Err(interrupted());
+        }
+        integrity_check(&conn)
+    };
     check.finish_and_clear();
+    if interrupt::interrupted() {
+        return Err(interrupted());
+    }
     let problems = verdict.map_err(|e| Error::Sql { n: 1, source: e })?;
     if !problems.is_empty() {
         return Err(Error::Usage(format!(
@@ -170,6 +190,8 @@ pub fn import(
         )));
     }
 
+    // No heartbeat into the database once it is visible.
+    drop(heartbeat);
     match pages.rename(&temp_name, name, force) {
         Ok(_) => temp.armed = false,
         Err(pagestore::Error::AlreadyExists(_)) => {
@@ -480,6 +502,9 @@ fn backup(conn: &Connection, copy: &Path, path: &Path) -> Result<(), Error> {
         loop {
             match b.step(4096).map_err(err)? {
                 rusqlite::backup::StepResult::Done => break,
+                rusqlite::backup::StepResult::More if interrupt::interrupted() => {
+                    return Err(interrupted())
+                }
                 rusqlite::backup::StepResult::More => {
                     let p = b.progress();
                     bar.set_message(format!(
@@ -507,6 +532,9 @@ fn copy_pages(db: &Database, source: &mut Source, file: &Path) -> Result<u64, Er
     let mut txn = db.begin().map_err(store_err)?;
     let mut in_txn = 0u64;
     for pgno in 0..count {
+        if interrupt::interrupted() {
+            return Err(interrupted());
+        }
         let pgno = u32::try_from(pgno)
             .map_err(|_| Error::Usage(format!("{} has too many pages", file.display())))?;
         source

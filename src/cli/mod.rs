@@ -9,6 +9,7 @@
 mod export;
 mod history;
 mod import;
+mod interrupt;
 mod shell;
 mod sql;
 mod stats;
@@ -185,6 +186,7 @@ fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), Error> {
             history::gc(&store, name.as_deref(), dry_run, stdout)
         }
         Command::Import { name, file, force } => {
+            interrupt::install();
             import::import(&cli.store.open()?, &name, &file, force, stdout)
         }
         Command::Export {
@@ -192,7 +194,10 @@ fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), Error> {
             out,
             at,
             force,
-        } => export::export(&cli.store.open()?, &name, &out, at, force, stdout),
+        } => {
+            interrupt::install();
+            export::export(&cli.store.open()?, &name, &out, at, force, stdout)
+        }
         Command::Shell { name } => shell::shell(&cli.store.open()?, &name, stdout),
         Command::Stats { name, json } => {
             stats::stats(&cli.store.open()?, name.as_deref(), json, stdout)

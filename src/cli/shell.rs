@@ -18,7 +18,7 @@ use fdbvfs::{At, Store};
 use rusqlite::Connection;
 
 use super::import::visible_names;
-use super::{history, sql, stats, Error};
+use super::{history, interrupt, sql, stats, Error};
 
 const HELP: &str = "\
 SQL statements end with ';' and may span lines. Dot-commands:
@@ -114,6 +114,8 @@ impl<'a> Session<'a> {
     }
 
     fn run_sql(&self, text: &str, out: &mut dyn Write) -> Result<(), Error> {
+        interrupt::clear();
+        let _watch = interrupt::watch(&self.conn);
         match sql::run(&self.conn, text, out) {
             Err(Error::Sql { n, source })
                 if self.at.is_some()
@@ -312,6 +314,10 @@ fn editor() -> Result<Input, Error> {
 /// script from standard input.
 pub fn shell(store: &Store, name: &str, out: &mut dyn Write) -> Result<(), Error> {
     let input = if std::io::stdin().is_terminal() {
+        // Ctrl-C at the prompt drops the statement being typed (rustyline
+        // reads it as a key); while a statement runs, it interrupts that
+        // statement. A script on stdin keeps the default: Ctrl-C ends it.
+        interrupt::install();
         editor()?
     } else {
         Input::Script(Box::new(std::io::stdin().lock()))
