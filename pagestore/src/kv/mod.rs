@@ -26,7 +26,11 @@
 //!   10,000,000 B (2101), 5 s between read version and the last read or the
 //!   commit (1007). Size errors surface at commit, as in FDB's C client.
 
+mod counters;
 mod error;
+mod overlay;
+mod ranges;
+mod size;
 mod types;
 
 pub use error::{KvError, KvResult};

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// A store version: FDB's 64-bit read/commit version (about 1,000,000 per
 /// second). The embedded backend uses microseconds since the Unix epoch,
 /// kept strictly increasing, so the same arithmetic holds.
@@ -137,7 +139,11 @@ pub enum ReadResult {
 }
 
 /// FDB's atomic mutation types that fdbvfs uses or a backend must honour.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Shared mode's wire protocol carries this type as is, by variant index:
+/// add new variants at the end (and bump its `PROTOCOL_VERSION` when one
+/// is removed or the order changes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MutationType {
     /// Little-endian integer addition.
     Add,

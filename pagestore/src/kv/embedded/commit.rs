@@ -6,7 +6,6 @@ use tracing::debug;
 
 use super::atomic;
 use super::faults::UnknownOutcome;
-use super::metrics::bump;
 use super::ranges::{normalize, single_key_range, KeyRange};
 use super::writes::Mutation;
 use super::{lock, write, Inner};
@@ -109,7 +108,7 @@ impl Inner {
     /// One commit round trip.
     pub(crate) fn commit(&self, req: CommitRequest) -> KvResult<CommitInfo> {
         self.faults.commit_round_trip_latency();
-        bump(&self.counters.commits, 1);
+        self.counters.commit();
         // Serialises commits; also guards the recent-writes history.
         let mut recent = lock(&self.recent);
         let now = self.clock.now_micros();
@@ -129,7 +128,7 @@ impl Inner {
                 ));
             }
             if let Some(v) = recent.first_conflict(rv, &reads) {
-                bump(&self.counters.conflicts, 1);
+                self.counters.conflict();
                 debug!(
                     op = "commit",
                     read_version = rv,
@@ -142,7 +141,7 @@ impl Inner {
             }
         }
         if self.faults.spurious_conflict() {
-            bump(&self.counters.conflicts, 1);
+            self.counters.conflict();
             debug!(op = "commit", "injected conflict");
             return Err(not_committed("injected conflict (fault injection)".into()));
         }
@@ -159,7 +158,7 @@ impl Inner {
         };
         if unknown == Some(UnknownOutcome::Dropped) {
             self.versions.finish_commit(version, false);
-            bump(&self.counters.unknown_results, 1);
+            self.counters.unknown_result();
             debug!(
                 op = "commit",
                 version,
@@ -197,7 +196,7 @@ impl Inner {
             "kv round trip"
         );
         if unknown == Some(UnknownOutcome::Applied) {
-            bump(&self.counters.unknown_results, 1);
+            self.counters.unknown_result();
             return Err(unknown_result());
         }
         Ok(CommitInfo {

@@ -28,7 +28,6 @@ mod conflicts;
 mod dir_lock;
 mod durable;
 mod faults;
-mod metrics;
 mod mvcc;
 mod ranges;
 mod txn;
@@ -42,6 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockWriteGuard};
 use tracing::debug;
 
 use crate::clock::{Clock, SystemClock};
+use crate::kv::counters::Counters;
 use crate::kv::{Kv, KvMetrics, KvResult, KvTxn, Version};
 
 pub use faults::Faults;
@@ -49,7 +49,6 @@ pub use faults::Faults;
 use conflicts::RecentWrites;
 use durable::Durable;
 use faults::FaultInjector;
-use metrics::{bump, Counters};
 use mvcc::History;
 use versions::Versions;
 use view::View;
@@ -137,7 +136,7 @@ impl Inner {
     /// One GRV round trip.
     fn get_read_version(&self) -> Version {
         self.faults.round_trip_latency();
-        bump(&self.counters.read_versions, 1);
+        self.counters.read_version();
         let v = self.versions.read_version(self.clock.now_micros());
         debug!(op = "get_read_version", version = v, "kv round trip");
         v

@@ -8,12 +8,15 @@ use tracing::debug;
 
 use super::commit::CommitRequest;
 use super::durable::Rows;
-use super::ranges::{key_after, single_key_range, KeyRange};
+use super::ranges::{single_key_range, KeyRange};
 use super::view::{next_side, Side, View};
 use super::writes::{apply_ops, Lookup, Pending, WriteBuffer};
 use super::Inner;
-use crate::kv::embedded::metrics::bump;
-use crate::kv::limits::{MAX_KEY_SIZE, MVCC_WINDOW_MICROS};
+use crate::kv::limits::MVCC_WINDOW_MICROS;
+use crate::kv::size::{
+    check_batch_keys, check_read_key, clear_range_size, covered_range, mutation_size, range_size,
+    value_bytes,
+};
 use crate::kv::{
     CommitInfo, ConflictKind, KeyValue, KvError, KvResult, KvTxn, MutationType, RangeOption,
     RangeResult, ReadRequest, ReadResult, Version,
@@ -59,21 +62,6 @@ fn show(key: &[u8]) -> String {
     } else {
         format!("\"{shown}\"")
     }
-}
-
-fn check_read_key(key: &[u8]) -> KvResult<()> {
-    if key.len() > MAX_KEY_SIZE {
-        return Err(KvError::new(
-            KvError::KEY_TOO_LARGE,
-            format!("read of a {}-byte key (limit {MAX_KEY_SIZE})", key.len()),
-        ));
-    }
-    Ok(())
-}
-
-/// The conflict cost of a range, as FDB counts it.
-fn range_bytes(b: &[u8], e: &[u8]) -> usize {
-    b.len() + e.len()
 }
 
 impl EmbeddedTxn {
@@ -132,7 +120,7 @@ impl EmbeddedTxn {
         let rv = self.ensure_read_version()?;
         self.check_not_too_old(rv)?;
         self.inner.faults.round_trip_latency();
-        bump(&self.inner.counters.reads, 1);
+        self.inner.counters.read();
         Ok(rv)
     }
 
@@ -140,18 +128,18 @@ impl EmbeddedTxn {
     /// in which case the read version is out of the window by now.
     fn end_read(&mut self, rv: Version, value_bytes: usize) -> KvResult<()> {
         self.check_not_too_old(rv)?;
-        bump(&self.inner.counters.bytes_read, value_bytes as u64);
+        self.inner.counters.bytes_read(value_bytes as u64);
         Ok(())
     }
 
     fn add_read_conflict(&mut self, range: KeyRange) {
-        self.size += range_bytes(&range.0, &range.1);
+        self.size += range_size(&range.0, &range.1);
         self.read_conflicts.push(range);
     }
 
     /// Adds the size of a mutation and its implicit write-conflict range.
     fn count_write(&mut self, key: &[u8], param_len: usize) {
-        self.size += key.len() + param_len + 2 * key.len() + 1;
+        self.size += mutation_size(key, param_len);
     }
 }
 
@@ -235,9 +223,8 @@ fn range(
     writes: &WriteBuffer,
     opt: &RangeOption,
 ) -> KvResult<(RangeResult, KeyRange)> {
-    let whole = (opt.begin.clone(), opt.end.clone());
     if opt.begin >= opt.end {
-        return Ok((RangeResult::default(), whole));
+        return Ok((RangeResult::default(), (opt.begin.clone(), opt.end.clone())));
     }
     let mut merged = Merged {
         base: view.range(&opt.begin, &opt.end, opt.reverse)?.peekable(),
@@ -256,11 +243,9 @@ fn range(
     let mut kvs = Vec::new();
     let mut bytes = 0usize;
     let mut more = false;
-    let mut stopped = false;
     while kvs.len() < limit {
         if bytes >= RANGE_BYTE_BUDGET {
             more = merged.next_row()?.is_some();
-            stopped = more;
             break;
         }
         match merged.next_row()? {
@@ -271,19 +256,9 @@ fn range(
             None => break,
         }
     }
-    if kvs.len() == limit {
-        stopped = true;
-    }
-    let covered = match (stopped, kvs.last()) {
-        (true, Some(last)) if opt.reverse => (last.key.clone(), opt.end.clone()),
-        (true, Some(last)) => (opt.begin.clone(), key_after(&last.key)),
-        _ => whole,
-    };
-    Ok((RangeResult { kvs, more }, covered))
-}
-
-fn value_bytes(r: &RangeResult) -> usize {
-    r.kvs.iter().map(|kv| kv.value.len()).sum()
+    let result = RangeResult { kvs, more };
+    let covered = covered_range(opt, &result);
+    Ok((result, covered))
 }
 
 impl KvTxn for EmbeddedTxn {
@@ -355,11 +330,7 @@ impl KvTxn for EmbeddedTxn {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        for r in requests {
-            if let ReadRequest::Get(key) = r {
-                check_read_key(key)?;
-            }
-        }
+        check_batch_keys(requests)?;
         let rv = self.read_round_trip()?;
         let view = self.inner.view(rv)?;
         let mut out = Vec::with_capacity(requests.len());
@@ -417,7 +388,7 @@ impl KvTxn for EmbeddedTxn {
         if begin >= end {
             return;
         }
-        self.size += 2 * range_bytes(begin, end);
+        self.size += clear_range_size(begin, end);
         self.writes.clear_range(begin, end);
     }
 
@@ -434,7 +405,7 @@ impl KvTxn for EmbeddedTxn {
         match kind {
             ConflictKind::Read => self.add_read_conflict(r),
             ConflictKind::Write => {
-                self.size += range_bytes(begin, end);
+                self.size += range_size(begin, end);
                 self.write_conflicts.push(r);
             }
         }

@@ -1,9 +1,7 @@
 //! A transaction's buffered writes and their read-your-writes view.
 
-use std::collections::BTreeMap;
-
 use super::atomic;
-use super::ranges::RangeSet;
+use crate::kv::overlay::{KeyOverlay, Seen};
 use crate::kv::{KvError, MutationType};
 
 /// One buffered mutation, applied at commit in order.
@@ -49,8 +47,7 @@ pub(crate) enum Lookup<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct WriteBuffer {
     mutations: Vec<Mutation>,
-    overlay: BTreeMap<Vec<u8>, Pending>,
-    cleared: RangeSet,
+    overlay: KeyOverlay<Pending>,
     /// A parameter error found when an op was added, reported at commit
     /// (as FDB's client does).
     deferred: Option<KvError>,
@@ -61,12 +58,12 @@ impl WriteBuffer {
         self.mutations
             .push(Mutation::Set(key.to_vec(), value.to_vec()));
         self.overlay
-            .insert(key.to_vec(), Pending::Value(Some(value.to_vec())));
+            .insert(key, Pending::Value(Some(value.to_vec())));
     }
 
     pub(crate) fn clear(&mut self, key: &[u8]) {
         self.mutations.push(Mutation::Clear(key.to_vec()));
-        self.overlay.insert(key.to_vec(), Pending::Value(None));
+        self.overlay.insert(key, Pending::Value(None));
     }
 
     pub(crate) fn clear_range(&mut self, begin: &[u8], end: &[u8]) {
@@ -75,18 +72,7 @@ impl WriteBuffer {
         }
         self.mutations
             .push(Mutation::ClearRange(begin.to_vec(), end.to_vec()));
-        let doomed: Vec<Vec<u8>> = self
-            .overlay
-            .range::<[u8], _>((
-                std::ops::Bound::Included(begin),
-                std::ops::Bound::Excluded(end),
-            ))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in doomed {
-            self.overlay.remove(&k);
-        }
-        self.cleared.insert(begin, end);
+        self.overlay.clear_range(begin, end);
     }
 
     pub(crate) fn atomic_op(&mut self, key: &[u8], param: &[u8], op: MutationType) {
@@ -100,24 +86,22 @@ impl WriteBuffer {
                 if let Err(e) = atomic::placeholder_offset(param) {
                     self.defer(e);
                 }
-                self.overlay.insert(key.to_vec(), Pending::Unreadable);
+                self.overlay.insert(key, Pending::Unreadable);
             }
             _ => {
-                let next = match self.overlay.remove(key) {
-                    Some(Pending::Value(v)) => {
+                let next = match self.overlay.take(key) {
+                    Seen::Written(Pending::Value(v)) => {
                         Pending::Value(atomic::apply(op, v.as_deref(), param))
                     }
-                    Some(Pending::Ops(mut ops)) => {
+                    Seen::Written(Pending::Ops(mut ops)) => {
                         ops.push((op, param.to_vec()));
                         Pending::Ops(ops)
                     }
-                    Some(Pending::Unreadable) => Pending::Unreadable,
-                    None if self.cleared.contains(key) => {
-                        Pending::Value(atomic::apply(op, None, param))
-                    }
-                    None => Pending::Ops(vec![(op, param.to_vec())]),
+                    Seen::Written(Pending::Unreadable) => Pending::Unreadable,
+                    Seen::Cleared => Pending::Value(atomic::apply(op, None, param)),
+                    Seen::Untouched => Pending::Ops(vec![(op, param.to_vec())]),
                 };
-                self.overlay.insert(key.to_vec(), next);
+                self.overlay.insert(key, next);
             }
         }
         self.mutations
@@ -133,11 +117,11 @@ impl WriteBuffer {
     /// What the transaction's own writes say about `key`.
     pub(crate) fn lookup(&self, key: &[u8]) -> Lookup<'_> {
         match self.overlay.get(key) {
-            Some(Pending::Value(v)) => Lookup::Known(v.clone()),
-            Some(Pending::Ops(ops)) => Lookup::Ops(ops),
-            Some(Pending::Unreadable) => Lookup::Unreadable,
-            None if self.cleared.contains(key) => Lookup::Known(None),
-            None => Lookup::Unmodified,
+            Seen::Written(Pending::Value(v)) => Lookup::Known(v.clone()),
+            Seen::Written(Pending::Ops(ops)) => Lookup::Ops(ops),
+            Seen::Written(Pending::Unreadable) => Lookup::Unreadable,
+            Seen::Cleared => Lookup::Known(None),
+            Seen::Untouched => Lookup::Unmodified,
         }
     }
 
@@ -150,10 +134,7 @@ impl WriteBuffer {
     ) -> Vec<(Vec<u8>, Pending)> {
         let it = self
             .overlay
-            .range::<[u8], _>((
-                std::ops::Bound::Included(begin),
-                std::ops::Bound::Excluded(end),
-            ))
+            .written(begin, end)
             .map(|(k, p)| (k.clone(), p.clone()));
         if reverse {
             it.rev().collect()
@@ -164,7 +145,7 @@ impl WriteBuffer {
 
     /// Whether `key` lies in a range this transaction cleared.
     pub(crate) fn is_cleared(&self, key: &[u8]) -> bool {
-        self.cleared.contains(key)
+        self.overlay.is_cleared(key)
     }
 
     pub(crate) fn mutations(&self) -> &[Mutation] {

@@ -42,13 +42,13 @@ mod txn;
 mod tests;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use foundationdb::options::TransactionOption;
 use foundationdb::{Database, FdbError};
 
+use crate::kv::counters::Counters;
 use crate::kv::{strinc, Kv, KvError, KvMetrics, KvResult, KvTxn};
 
 pub use network::shutdown;
@@ -129,39 +129,6 @@ impl FdbOptions {
                     foundationdb::default_config_path()
                 ),
             ),
-        }
-    }
-}
-
-/// Round-trip counters, same meaning as the embedded backend's.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) read_versions: AtomicU64,
-    pub(crate) reads: AtomicU64,
-    pub(crate) commits: AtomicU64,
-    pub(crate) conflicts: AtomicU64,
-    pub(crate) unknown_results: AtomicU64,
-    pub(crate) bytes_read: AtomicU64,
-    pub(crate) bytes_written: AtomicU64,
-    pub(crate) max_commit_bytes: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> KvMetrics {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        KvMetrics {
-            read_versions: get(&self.read_versions),
-            reads: get(&self.reads),
-            commits: get(&self.commits),
-            conflicts: get(&self.conflicts),
-            unknown_results: get(&self.unknown_results),
-            bytes_read: get(&self.bytes_read),
-            bytes_written: get(&self.bytes_written),
-            max_commit_bytes: get(&self.max_commit_bytes),
         }
     }
 }

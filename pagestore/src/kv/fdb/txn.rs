@@ -11,7 +11,8 @@ use foundationdb::{FdbError, FdbResult, KeySelector, Transaction};
 use futures::executor::block_on;
 use futures::future::{self, try_join_all, FutureExt, TryFutureExt};
 
-use super::{Counters, Shared};
+use super::Shared;
+use crate::kv::counters::Counters;
 use crate::kv::{
     CommitInfo, ConflictKind, KeyValue, KvError, KvResult, KvTxn, MutationType, RangeOption,
     RangeResult, ReadRequest, ReadResult, Version, Versionstamp,
@@ -207,7 +208,7 @@ impl FdbTxn {
     fn note_implicit_grv(&mut self) {
         if !self.has_read_version {
             self.has_read_version = true;
-            Counters::add(&self.shared.counters.read_versions, 1);
+            self.shared.counters.read_version();
         }
     }
 
@@ -238,7 +239,7 @@ impl FdbTxn {
                     let r = traced("get_range", || {
                         block_on(fut).map_err(|e| shared.error("get_range", e))
                     });
-                    Counters::add(&self.counters().reads, 1);
+                    self.counters().read();
                     r?
                 }
             };
@@ -258,7 +259,7 @@ impl FdbTxn {
         acc: RangeAcc,
         more: bool,
     ) -> RangeResult {
-        Counters::add(&self.counters().bytes_read, acc.value_bytes);
+        self.counters().bytes_read(acc.value_bytes);
         if !snapshot {
             // FDB's read-conflict range covers the requested range (it is
             // trimmed to the rows read when a limit stops it: this is an
@@ -283,7 +284,7 @@ impl FdbTxn {
             // This call is the GRV round trip (otherwise FDB answers from
             // the version an earlier read already fetched).
             self.has_read_version = true;
-            Counters::add(&self.shared.counters.read_versions, 1);
+            self.shared.counters.read_version();
         }
         let v = v?;
         let v = Version::try_from(v).map_err(|_| {
@@ -332,10 +333,10 @@ impl KvTxn for FdbTxn {
         let fut = self.trx.get(key, snapshot);
         let shared = &self.shared;
         let r = traced("get", || block_on(fut).map_err(|e| shared.error("get", e)));
-        Counters::add(&self.counters().reads, 1);
+        self.counters().read();
         let value = r?.map(|v| v.to_vec());
         if let Some(v) = &value {
-            Counters::add(&self.counters().bytes_read, v.len() as u64);
+            self.counters().bytes_read(v.len() as u64);
         }
         if !snapshot {
             self.size += point_range_size(key);
@@ -393,7 +394,7 @@ impl KvTxn for FdbTxn {
         let answers = traced("get_batch", || {
             block_on(try_join_all(futures)).map_err(|e| shared.error("get_batch", e))
         });
-        Counters::add(&self.counters().reads, 1);
+        self.counters().read();
         let answers = answers?;
         let mut out = Vec::with_capacity(requests.len());
         for (request, answer) in requests.iter().zip(answers) {
@@ -401,7 +402,7 @@ impl KvTxn for FdbTxn {
                 (ReadRequest::Get(key), Answer::Value(v)) => {
                     let v = v.map(|s| s.to_vec());
                     if let Some(v) = &v {
-                        Counters::add(&self.counters().bytes_read, v.len() as u64);
+                        self.counters().bytes_read(v.len() as u64);
                     }
                     if !snapshot {
                         self.size += point_range_size(key);
@@ -508,17 +509,15 @@ impl KvTxn for FdbTxn {
         // Asked before the commit, as FDB requires; it resolves when the
         // commit succeeds.
         let stamp_future = trx.get_versionstamp();
-        Counters::add(&counters.commits, 1);
+        counters.commit();
         traced("commit", || {
             let committed = match block_on(trx.commit()) {
                 Ok(c) => c,
                 Err(e) => {
                     let e = FdbError::from(e);
                     match e.code() {
-                        KvError::NOT_COMMITTED => Counters::add(&counters.conflicts, 1),
-                        KvError::COMMIT_UNKNOWN_RESULT => {
-                            Counters::add(&counters.unknown_results, 1)
-                        }
+                        KvError::NOT_COMMITTED => counters.conflict(),
+                        KvError::COMMIT_UNKNOWN_RESULT => counters.unknown_result(),
                         KvError::TRANSACTION_TIMED_OUT => {
                             // The timeout cancelled our wait, not a commit
                             // request already at the proxies: it may have
@@ -526,7 +525,7 @@ impl KvTxn for FdbTxn {
                             // (1031 is neither retryable nor maybe-committed)
                             // but treating it as "not applied" could apply
                             // a retried transaction twice.
-                            Counters::add(&counters.unknown_results, 1);
+                            counters.unknown_result();
                             let timed_out = shared.error("commit", e);
                             return Err(KvError::new(
                                 KvError::COMMIT_UNKNOWN_RESULT,
@@ -546,7 +545,7 @@ impl KvTxn for FdbTxn {
             // makes callers check idempotently whether it landed (it did)
             // instead of assuming nothing was written.
             let unknown = |what: &str, e: KvError| {
-                Counters::add(&counters.unknown_results, 1);
+                counters.unknown_result();
                 KvError::new(
                     KvError::COMMIT_UNKNOWN_RESULT,
                     format!("commit succeeded but {what} is unavailable: {e}"),
@@ -582,10 +581,7 @@ impl KvTxn for FdbTxn {
                 )
             })?;
             drop(committed);
-            Counters::add(&counters.bytes_written, mutation_bytes as u64);
-            counters
-                .max_commit_bytes
-                .fetch_max(size as u64, std::sync::atomic::Ordering::Relaxed);
+            counters.committed(size as u64, mutation_bytes as u64);
             Ok(CommitInfo {
                 version: version as Version,
                 versionstamp: Some(versionstamp),
@@ -607,7 +603,7 @@ fn batch_size_error(deferred: &mut Option<KvError>) {
 /// A read version from a new transaction (one counted GRV).
 fn fresh_read_version(shared: &Shared) -> KvResult<Version> {
     let trx = shared.create_trx()?;
-    Counters::add(&shared.counters.read_versions, 1);
+    shared.counters.read_version();
     let v = block_on(trx.get_read_version()).map_err(|e| shared.error("get_read_version", e))?;
     Version::try_from(v).map_err(|_| {
         KvError::new(

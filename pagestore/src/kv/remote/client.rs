@@ -12,7 +12,6 @@
 //! store, and it computes [`KvTxn::approximate_size`] by the embedded
 //! backend's rule.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -26,7 +25,13 @@ use super::protocol::{
     commit_info, decode, encode, no_sigpipe, read_frame, write_frame, Call, Op, Reply, Request,
     Response, WireRange, WireRead, PROTOCOL_VERSION,
 };
-use crate::kv::limits::{MAX_KEY_SIZE, MAX_TRANSACTION_SIZE};
+use crate::kv::counters::Counters;
+use crate::kv::limits::MAX_TRANSACTION_SIZE;
+use crate::kv::overlay::{KeyOverlay, Seen};
+use crate::kv::size::{
+    check_batch_keys, check_read_key, clear_range_size, covered_range, mutation_size, point_size,
+    range_size, value_bytes,
+};
 use crate::kv::Kv;
 use crate::kv::{
     CommitInfo, ConflictKind, KvError, KvMetrics, KvResult, KvTxn, MutationType, RangeOption,
@@ -94,39 +99,6 @@ struct Client {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The client's own round-trip counters.
-#[derive(Debug, Default)]
-struct Counters {
-    read_versions: AtomicU64,
-    reads: AtomicU64,
-    commits: AtomicU64,
-    conflicts: AtomicU64,
-    unknown_results: AtomicU64,
-    bytes_read: AtomicU64,
-    bytes_written: AtomicU64,
-    max_commit_bytes: AtomicU64,
-}
-
-fn bump(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
-}
-
-impl Counters {
-    fn snapshot(&self) -> KvMetrics {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        KvMetrics {
-            read_versions: get(&self.read_versions),
-            reads: get(&self.reads),
-            commits: get(&self.commits),
-            conflicts: get(&self.conflicts),
-            unknown_results: get(&self.unknown_results),
-            bytes_read: get(&self.bytes_read),
-            bytes_written: get(&self.bytes_written),
-            max_commit_bytes: get(&self.max_commit_bytes),
-        }
-    }
 }
 
 /// One connection to the server.
@@ -380,126 +352,45 @@ enum Answer {
     Store,
 }
 
-/// A set of disjoint, non-touching key ranges.
-#[derive(Debug, Default)]
-struct RangeSet {
-    ranges: BTreeMap<Vec<u8>, Vec<u8>>,
-}
-
-impl RangeSet {
-    fn insert(&mut self, begin: &[u8], end: &[u8]) {
-        if begin >= end {
-            return;
-        }
-        let mut b = begin.to_vec();
-        let mut e = end.to_vec();
-        if let Some((pb, pe)) = self.ranges.range(..=b.clone()).next_back() {
-            if pe.as_slice() >= begin {
-                b = pb.clone();
-                if pe > &e {
-                    e = pe.clone();
-                }
-            }
-        }
-        let doomed: Vec<Vec<u8>> = self
-            .ranges
-            .range(b.clone()..=e.clone())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in doomed {
-            if let Some(old_end) = self.ranges.remove(&k) {
-                if old_end > e {
-                    e = old_end;
-                }
-            }
-        }
-        self.ranges.insert(b, e);
-    }
-
-    fn contains(&self, key: &[u8]) -> bool {
-        self.ranges
-            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
-            .next_back()
-            .is_some_and(|(_, e)| key < e.as_slice())
-    }
-}
-
 /// The client's mirror of the transaction's writes.
 #[derive(Debug, Default)]
-struct Overlay {
-    keys: BTreeMap<Vec<u8>, Local>,
-    cleared: RangeSet,
-}
+struct Overlay(KeyOverlay<Local>);
 
 impl Overlay {
     fn answer(&self, key: &[u8]) -> Answer {
-        match self.keys.get(key) {
-            Some(Local::Value(v)) => Answer::Here(v.clone()),
-            Some(Local::Derived | Local::Unreadable) => Answer::Server,
-            Some(Local::Ops) => Answer::Store,
-            None if self.cleared.contains(key) => Answer::Here(None),
-            None => Answer::Store,
+        match self.0.get(key) {
+            Seen::Written(Local::Value(v)) => Answer::Here(v.clone()),
+            Seen::Written(Local::Derived | Local::Unreadable) => Answer::Server,
+            Seen::Written(Local::Ops) => Answer::Store,
+            Seen::Cleared => Answer::Here(None),
+            Seen::Untouched => Answer::Store,
         }
-    }
-
-    fn clear_range(&mut self, begin: &[u8], end: &[u8]) {
-        let doomed: Vec<Vec<u8>> = self
-            .keys
-            .range::<[u8], _>((
-                std::ops::Bound::Included(begin),
-                std::ops::Bound::Excluded(end),
-            ))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in doomed {
-            self.keys.remove(&k);
-        }
-        self.cleared.insert(begin, end);
     }
 
     fn atomic_op(&mut self, key: &[u8], op: MutationType) {
         match op {
             MutationType::SetVersionstampedKey => {}
             MutationType::SetVersionstampedValue => {
-                self.keys.insert(key.to_vec(), Local::Unreadable);
+                self.0.insert(key, Local::Unreadable);
             }
             _ => {
-                let next = match self.keys.remove(key) {
-                    Some(Local::Value(_) | Local::Derived) => Local::Derived,
-                    Some(Local::Ops) => Local::Ops,
-                    Some(Local::Unreadable) => Local::Unreadable,
-                    None if self.cleared.contains(key) => Local::Derived,
-                    None => Local::Ops,
+                let next = match self.0.take(key) {
+                    Seen::Written(Local::Value(_) | Local::Derived) | Seen::Cleared => {
+                        Local::Derived
+                    }
+                    Seen::Written(Local::Ops) | Seen::Untouched => Local::Ops,
+                    Seen::Written(Local::Unreadable) => Local::Unreadable,
                 };
-                self.keys.insert(key.to_vec(), next);
+                self.0.insert(key, next);
             }
         }
     }
 }
 
-/// The conflict bytes of the range a range read covered (the embedded
-/// backend's rule: up to the last row when the read stopped early).
-fn covered_bytes(opt: &RangeOption, r: &RangeResult) -> usize {
-    let stopped = r.more || (opt.limit != 0 && r.kvs.len() == opt.limit);
-    match (stopped, r.kvs.last()) {
-        (true, Some(last)) if opt.reverse => last.key.len() + opt.end.len(),
-        (true, Some(last)) => opt.begin.len() + last.key.len() + 1,
-        _ => opt.begin.len() + opt.end.len(),
-    }
-}
-
-fn value_bytes(r: &RangeResult) -> usize {
-    r.kvs.iter().map(|kv| kv.value.len()).sum()
-}
-
-fn check_read_key(key: &[u8]) -> KvResult<()> {
-    if key.len() > MAX_KEY_SIZE {
-        return Err(KvError::new(
-            KvError::KEY_TOO_LARGE,
-            format!("read of a {}-byte key (limit {MAX_KEY_SIZE})", key.len()),
-        ));
-    }
-    Ok(())
+/// The conflict bytes of the range a range read covered.
+fn covered_size(opt: &RangeOption, r: &RangeResult) -> usize {
+    let (begin, end) = covered_range(opt, r);
+    range_size(&begin, &end)
 }
 
 fn unexpected(reply: &Reply) -> KvError {
@@ -615,7 +506,7 @@ impl RemoteTxn {
     /// Counts a read round trip's read version (GRV if none yet).
     fn count_read_version(&mut self) {
         if self.read_version.is_none() && !self.read_version_unknown {
-            bump(&self.client.counters.read_versions, 1);
+            self.client.counters.read_version();
             self.read_version_unknown = true;
         }
     }
@@ -628,8 +519,8 @@ impl RemoteTxn {
             self.read_version_unknown = false;
         }
         self.read_version_ok = true;
-        bump(&self.counters().reads, 1);
-        bump(&self.counters().bytes_read, value_bytes as u64);
+        self.counters().read();
+        self.counters().bytes_read(value_bytes as u64);
     }
 
     /// Accounting after a read that was meant to reach the store but failed.
@@ -642,7 +533,7 @@ impl RemoteTxn {
                 }
                 if read_counted(e.code, had) {
                     self.read_version_ok = true;
-                    bump(&self.counters().reads, 1);
+                    self.counters().read();
                 }
                 e
             }
@@ -656,7 +547,7 @@ impl RemoteTxn {
     }
 
     fn count_write(&mut self, key: &[u8], param_len: usize) {
-        self.size += key.len() + param_len + 2 * key.len() + 1;
+        self.size += mutation_size(key, param_len);
         self.has_mutations = true;
     }
 
@@ -694,7 +585,7 @@ impl KvTxn for RemoteTxn {
         match self.exchange(Call::ReadVersion, false) {
             Ok(Reply::Version(v)) => {
                 if counted {
-                    bump(&self.counters().read_versions, 1);
+                    self.counters().read_version();
                 }
                 self.read_version = Some(v);
                 self.read_version_ok = true;
@@ -735,7 +626,7 @@ impl KvTxn for RemoteTxn {
                     }) => {
                         self.read_done(read_version, value.as_ref().map_or(0, Vec::len));
                         if !snapshot {
-                            self.add_read_conflict(2 * key.len() + 1);
+                            self.add_read_conflict(point_size(key));
                         }
                         Ok(value)
                     }
@@ -763,7 +654,7 @@ impl KvTxn for RemoteTxn {
                 let result = RangeResult::from(result);
                 self.read_done(read_version, value_bytes(&result));
                 if !snapshot {
-                    self.add_read_conflict(covered_bytes(range, &result));
+                    self.add_read_conflict(covered_size(range, &result));
                 }
                 Ok(result)
             }
@@ -776,11 +667,7 @@ impl KvTxn for RemoteTxn {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        for r in requests {
-            if let ReadRequest::Get(key) = r {
-                check_read_key(key)?;
-            }
-        }
+        check_batch_keys(requests)?;
         let want = self.read_version.is_none();
         let call = Call::GetBatch {
             requests: requests.iter().map(WireRead::from).collect(),
@@ -819,10 +706,10 @@ impl KvTxn for RemoteTxn {
             for (req, res) in requests.iter().zip(&results) {
                 match (req, res) {
                     (ReadRequest::Get(key), _) if self.overlay.answer(key) == Answer::Store => {
-                        self.add_read_conflict(2 * key.len() + 1);
+                        self.add_read_conflict(point_size(key));
                     }
                     (ReadRequest::Range(opt), ReadResult::Range(r)) if opt.begin < opt.end => {
-                        self.add_read_conflict(covered_bytes(opt, r));
+                        self.add_read_conflict(covered_size(opt, r));
                     }
                     _ => {}
                 }
@@ -835,15 +722,15 @@ impl KvTxn for RemoteTxn {
         self.count_write(key, value.len());
         self.written += (key.len() + value.len()) as u64;
         self.overlay
-            .keys
-            .insert(key.to_vec(), Local::Value(Some(value.to_vec())));
+            .0
+            .insert(key, Local::Value(Some(value.to_vec())));
         self.ops.push(Op::Set(key.to_vec(), value.to_vec()));
     }
 
     fn clear(&mut self, key: &[u8]) {
         self.count_write(key, 0);
         self.written += key.len() as u64;
-        self.overlay.keys.insert(key.to_vec(), Local::Value(None));
+        self.overlay.0.insert(key, Local::Value(None));
         self.ops.push(Op::Clear(key.to_vec()));
     }
 
@@ -851,10 +738,10 @@ impl KvTxn for RemoteTxn {
         if begin >= end {
             return;
         }
-        self.size += 2 * (begin.len() + end.len());
+        self.size += clear_range_size(begin, end);
         self.has_mutations = true;
         self.written += (begin.len() + end.len()) as u64;
-        self.overlay.clear_range(begin, end);
+        self.overlay.0.clear_range(begin, end);
         self.ops.push(Op::ClearRange(begin.to_vec(), end.to_vec()));
     }
 
@@ -866,8 +753,7 @@ impl KvTxn for RemoteTxn {
             _ => key.len() + param.len(),
         } as u64;
         self.overlay.atomic_op(key, op);
-        self.ops
-            .push(Op::Atomic(key.to_vec(), param.to_vec(), op.into()));
+        self.ops.push(Op::Atomic(key.to_vec(), param.to_vec(), op));
     }
 
     fn add_conflict_range(&mut self, begin: &[u8], end: &[u8], kind: ConflictKind) {
@@ -875,9 +761,9 @@ impl KvTxn for RemoteTxn {
             return;
         }
         match kind {
-            ConflictKind::Read => self.add_read_conflict(begin.len() + end.len()),
+            ConflictKind::Read => self.add_read_conflict(range_size(begin, end)),
             ConflictKind::Write => {
-                self.size += begin.len() + end.len();
+                self.size += range_size(begin, end);
                 self.has_write_conflicts = true;
             }
         }
@@ -919,13 +805,10 @@ impl KvTxn for RemoteTxn {
                 versionstamp,
             }) => {
                 if grv {
-                    bump(&counters.read_versions, 1);
+                    counters.read_version();
                 }
-                bump(&counters.commits, 1);
-                bump(&counters.bytes_written, self.written);
-                counters
-                    .max_commit_bytes
-                    .fetch_max(self.size as u64, Ordering::Relaxed);
+                counters.commit();
+                counters.committed(self.size as u64, self.written);
                 Ok(commit_info(version, versionstamp))
             }
             Ok(other) => Err(unexpected(&other)),
@@ -940,14 +823,14 @@ impl KvTxn for RemoteTxn {
                         ));
                 if !before_round_trip {
                     if grv {
-                        bump(&counters.read_versions, 1);
+                        counters.read_version();
                     }
-                    bump(&counters.commits, 1);
+                    counters.commit();
                     if e.is_conflict() {
-                        bump(&counters.conflicts, 1);
+                        counters.conflict();
                     }
                     if e.code == KvError::COMMIT_UNKNOWN_RESULT {
-                        bump(&counters.unknown_results, 1);
+                        counters.unknown_result();
                     }
                 }
                 Err(e)
@@ -956,8 +839,8 @@ impl KvTxn for RemoteTxn {
             Err(Failure::Transport { sent: true, error }) => {
                 // The server may have committed before the connection went:
                 // exactly FDB's commit_unknown_result.
-                bump(&counters.commits, 1);
-                bump(&counters.unknown_results, 1);
+                counters.commit();
+                counters.unknown_result();
                 Err(KvError::new(
                     KvError::COMMIT_UNKNOWN_RESULT,
                     format!(
@@ -1035,26 +918,10 @@ mod tests {
     }
 
     #[test]
-    fn range_set_merges_and_contains() {
-        let mut s = RangeSet::default();
-        s.insert(b"b", b"d");
-        s.insert(b"f", b"h");
-        assert!(s.contains(b"b") && s.contains(b"c") && !s.contains(b"d"));
-        assert!(!s.contains(b"a") && !s.contains(b"e") && s.contains(b"g"));
-        s.insert(b"c", b"g");
-        assert!(s.contains(b"e"));
-        assert_eq!(s.ranges.len(), 1);
-        s.insert(b"a", b"b");
-        assert_eq!(s.ranges.len(), 1);
-        assert!(s.contains(b"a") && !s.contains(b"h"));
-    }
-
-    #[test]
     fn overlay_mirrors_the_write_buffer() {
         let mut o = Overlay::default();
-        o.keys
-            .insert(b"a".to_vec(), Local::Value(Some(b"1".to_vec())));
-        o.clear_range(b"a", b"c");
+        o.0.insert(b"a", Local::Value(Some(b"1".to_vec())));
+        o.0.clear_range(b"a", b"c");
         assert_eq!(o.answer(b"a"), Answer::Here(None));
         assert_eq!(o.answer(b"b"), Answer::Here(None));
         assert_eq!(o.answer(b"c"), Answer::Store);

@@ -51,7 +51,7 @@ pub(crate) enum Op {
     Atomic(
         #[serde(with = "serde_bytes")] Vec<u8>,
         #[serde(with = "serde_bytes")] Vec<u8>,
-        WireMutation,
+        MutationType,
     ),
     /// `add_conflict_range`; `true` for a write-conflict range.
     Conflict(
@@ -59,61 +59,6 @@ pub(crate) enum Op {
         #[serde(with = "serde_bytes")] Vec<u8>,
         bool,
     ),
-}
-
-/// [`MutationType`] on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum WireMutation {
-    Add,
-    BitAnd,
-    BitOr,
-    BitXor,
-    Max,
-    Min,
-    ByteMax,
-    ByteMin,
-    SetVersionstampedKey,
-    SetVersionstampedValue,
-    CompareAndClear,
-    AppendIfFits,
-}
-
-impl From<MutationType> for WireMutation {
-    fn from(m: MutationType) -> Self {
-        match m {
-            MutationType::Add => WireMutation::Add,
-            MutationType::BitAnd => WireMutation::BitAnd,
-            MutationType::BitOr => WireMutation::BitOr,
-            MutationType::BitXor => WireMutation::BitXor,
-            MutationType::Max => WireMutation::Max,
-            MutationType::Min => WireMutation::Min,
-            MutationType::ByteMax => WireMutation::ByteMax,
-            MutationType::ByteMin => WireMutation::ByteMin,
-            MutationType::SetVersionstampedKey => WireMutation::SetVersionstampedKey,
-            MutationType::SetVersionstampedValue => WireMutation::SetVersionstampedValue,
-            MutationType::CompareAndClear => WireMutation::CompareAndClear,
-            MutationType::AppendIfFits => WireMutation::AppendIfFits,
-        }
-    }
-}
-
-impl From<WireMutation> for MutationType {
-    fn from(m: WireMutation) -> Self {
-        match m {
-            WireMutation::Add => MutationType::Add,
-            WireMutation::BitAnd => MutationType::BitAnd,
-            WireMutation::BitOr => MutationType::BitOr,
-            WireMutation::BitXor => MutationType::BitXor,
-            WireMutation::Max => MutationType::Max,
-            WireMutation::Min => MutationType::Min,
-            WireMutation::ByteMax => MutationType::ByteMax,
-            WireMutation::ByteMin => MutationType::ByteMin,
-            WireMutation::SetVersionstampedKey => MutationType::SetVersionstampedKey,
-            WireMutation::SetVersionstampedValue => MutationType::SetVersionstampedValue,
-            WireMutation::CompareAndClear => MutationType::CompareAndClear,
-            WireMutation::AppendIfFits => MutationType::AppendIfFits,
-        }
-    }
 }
 
 impl Op {
@@ -510,7 +455,7 @@ mod tests {
             txn: 7,
             ops: vec![
                 Op::Set(b"k".to_vec(), vec![0u8; 1000]),
-                Op::Atomic(b"a".to_vec(), vec![1], MutationType::Add.into()),
+                Op::Atomic(b"a".to_vec(), vec![1], MutationType::Add),
                 Op::conflict(b"a", b"b", ConflictKind::Write),
                 Op::SetReadVersion(42),
             ],

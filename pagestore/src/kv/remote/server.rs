@@ -228,7 +228,7 @@ fn apply(txn: &mut dyn KvTxn, op: Op) {
         Op::Set(k, v) => txn.set(&k, &v),
         Op::Clear(k) => txn.clear(&k),
         Op::ClearRange(b, e) => txn.clear_range(&b, &e),
-        Op::Atomic(k, p, m) => txn.atomic_op(&k, &p, m.into()),
+        Op::Atomic(k, p, m) => txn.atomic_op(&k, &p, m),
         Op::Conflict(b, e, write) => txn.add_conflict_range(
             &b,
             &e,
