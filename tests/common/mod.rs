@@ -1,16 +1,64 @@
 //! Test harness: every test gets its own store and unique database names,
 //! so tests run in parallel.
+//!
+//! [`store`] is a fresh in-memory embedded store; built with `--features fdb`
+//! and with `FDB_CLUSTER_FILE` set, it is the FoundationDB cluster under a
+//! random key prefix, cleared when the test's store is dropped.
 #![allow(dead_code)]
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fdbvfs::Store;
 
-/// A fresh in-memory store.
-pub fn store() -> Store {
+/// A store for one test (derefs to [`Store`]).
+pub struct TestStore {
+    store: Store,
+    /// The key prefix to clear afterwards (FDB only).
+    fdb_prefix: Option<Vec<u8>>,
+}
+
+impl Deref for TestStore {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        #[cfg(feature = "fdb")]
+        if let Some(prefix) = &self.fdb_prefix {
+            if let Ok(kv) = pagestore::kv::fdb::FdbKv::open_default() {
+                let _ = kv.clear_prefix(prefix);
+            }
+        }
+        let _ = &self.fdb_prefix;
+    }
+}
+
+/// A fresh store: in memory, or FoundationDB under a random prefix (see the
+/// module docs).
+pub fn store() -> TestStore {
     init_tracing();
+    #[cfg(feature = "fdb")]
+    if let Some(cluster) = std::env::var_os("FDB_CLUSTER_FILE").filter(|c| !c.is_empty()) {
+        let prefix = format!("fdbvfs-test/{:016x}/", rand::random::<u64>()).into_bytes();
+        let store = Store::builder()
+            .cluster_file(std::path::PathBuf::from(cluster))
+            .prefix(prefix.clone())
+            .build()
+            .unwrap_or_else(|e| panic!("FDB store: {e}"));
+        return TestStore {
+            store,
+            fdb_prefix: Some(prefix),
+        };
+    }
     match Store::in_memory() {
-        Ok(s) => s,
+        Ok(store) => TestStore {
+            store,
+            fdb_prefix: None,
+        },
         Err(e) => panic!("in-memory store: {e}"),
     }
 }
