@@ -105,12 +105,17 @@ impl PageStore {
     pub fn open(&self, name: &str) -> Result<Database> {
         validate(name)?;
         let key = self.inner.keys.name(name);
-        let id = self
-            .inner
-            .run("open", |t| t.get(&key, true).map_err(Error::from))?
-            .ok_or_else(|| Error::NotFound(name.to_string()))?;
-        let id = decode_id(&id)?;
-        let meta = self.meta(id)?;
+        // Name and catalog entry in one store transaction (one read version).
+        let (id, meta) = self.inner.run("open", |t| {
+            let id = t
+                .get(&key, true)?
+                .ok_or_else(|| Error::NotFound(name.to_string()))?;
+            let id = decode_id(&id)?;
+            let meta = t
+                .get(&self.inner.keys.meta(id), true)?
+                .ok_or_else(|| Error::corrupt(format!("catalog entry of database {id} missing")))?;
+            Ok((id, DbMeta::decode(&meta)?))
+        })?;
         let ancestors = self.ancestors(meta.parent)?;
         Ok(Database::new(self.clone(), name, id, &ancestors))
     }

@@ -172,14 +172,7 @@ impl Database {
             } else {
                 // The view is ahead: read the size as of the snapshot.
                 let (count, size, horizon) = self.read_size_at(t.as_mut(), snap)?;
-                if horizon > snap {
-                    return Err(Error::SnapshotTooOld {
-                        database: self.name.to_string(),
-                        snapshot: snap,
-                        horizon,
-                        time_travel: false,
-                    });
-                }
+                self.check_horizon(snap, horizon, false)?;
                 return Ok(Transaction::new(self.clone(), snap, rv, count, size, false));
             }
         }
@@ -205,14 +198,7 @@ impl Database {
             )));
         }
         let (count, size, horizon) = self.read_size_at(t.as_mut(), version)?;
-        if horizon > version {
-            return Err(Error::SnapshotTooOld {
-                database: self.name.to_string(),
-                snapshot: version,
-                horizon,
-                time_travel: true,
-            });
-        }
+        self.check_horizon(version, horizon, true)?;
         Ok(Transaction::new(
             self.clone(),
             version,
@@ -221,6 +207,25 @@ impl Database {
             size,
             true,
         ))
+    }
+
+    /// Fails with [`Error::SnapshotTooOld`] when GC's `horizon` is past
+    /// `snapshot`: versions the snapshot needs may be gone.
+    pub(crate) fn check_horizon(
+        &self,
+        snapshot: Version,
+        horizon: Version,
+        time_travel: bool,
+    ) -> Result<()> {
+        if horizon > snapshot {
+            return Err(Error::SnapshotTooOld {
+                database: self.name.to_string(),
+                snapshot,
+                horizon,
+                time_travel,
+            });
+        }
+        Ok(())
     }
 
     /// The latest committed version (one read-version round trip).
@@ -250,7 +255,7 @@ impl Database {
         res: &mut impl Iterator<Item = ReadResult>,
     ) -> Result<(u64, Option<u32>, Version)> {
         let horizon = match res.next() {
-            Some(ReadResult::Value(v)) => v.as_deref().map(decode_u64).transpose()?.unwrap_or(0),
+            Some(ReadResult::Value(v)) => decode_horizon(v.as_deref())?,
             _ => return Err(Error::corrupt("batch answer")),
         };
         let (mut count, mut size) = (None, None);
@@ -342,7 +347,7 @@ impl Database {
         else {
             return Err(Error::corrupt("batch answer"));
         };
-        let horizon = h.as_deref().map(decode_u64).transpose()?.unwrap_or(0);
+        let horizon = decode_horizon(h.as_deref())?;
         // GC removes change-log records below its horizon: a view older
         // than that cannot be replayed and starts afresh.
         if log.more || log.kvs.len() >= LOG_CATCH_UP_ROWS || horizon > view.known {
@@ -467,6 +472,11 @@ pub(crate) fn decode_u64(b: &[u8]) -> Result<u64> {
     b.try_into()
         .map(u64::from_be_bytes)
         .map_err(|_| Error::corrupt("u64 value"))
+}
+
+/// The GC horizon stored at `D 'g'` (0: never collected).
+pub(crate) fn decode_horizon(v: Option<&[u8]>) -> Result<Version> {
+    Ok(v.map(decode_u64).transpose()?.unwrap_or(0))
 }
 
 pub(crate) fn decode_u32(b: &[u8]) -> Result<u32> {

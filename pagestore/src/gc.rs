@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 
 use tracing::{debug, info};
 
-use crate::database::{decode_u64, Database};
+use crate::database::{decode_horizon, Database};
 use crate::encoding::{DbMeta, PageValue};
 use crate::error::{Error, Result};
 use crate::keys::DbKeys;
@@ -156,8 +156,7 @@ fn gc_one(store: &PageStore, id: u64, meta: &DbMeta, dry_run: bool) -> Result<Gc
     if !dry_run {
         // Published first: from here on, snapshots below it fail cleanly.
         inner.run("gc-horizon", |t| {
-            let old = t.get(&keys.horizon(), false)?;
-            let old = old.as_deref().map(decode_u64).transpose()?.unwrap_or(0);
+            let old = decode_horizon(t.get(&keys.horizon(), false)?.as_deref())?;
             if horizon > old {
                 t.set(&keys.horizon(), &horizon.to_be_bytes());
             }

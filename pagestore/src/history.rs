@@ -44,16 +44,15 @@ impl Database {
     ///
     /// Monotone in `micros`: a later time never maps to an earlier version.
     pub fn version_at(&self, micros: u64) -> Result<Option<Version>> {
-        let meta = self.store.meta(self.id)?;
-        if micros < meta.created_micros {
-            return Ok(None);
-        }
         let window = CLOCK_SKEW_WINDOW.as_micros() as u64;
         let (wb, we) = self.keys.times(micros.saturating_sub(window), micros);
         let (ab, ae) = self.keys.times(0, micros);
+        let meta_key = self.store.inner.keys.meta(self.id);
+        // The catalog entry (creation time) rides in the same batch.
         let res = self.store.inner.run("time-index", |t| {
             t.get_batch(
                 &[
+                    ReadRequest::Get(meta_key.clone()),
                     ReadRequest::Range(
                         RangeOption::new(wb.clone(), we.clone())
                             .limit(SKEW_WINDOW_ROWS)
@@ -65,6 +64,20 @@ impl Database {
             )
             .map_err(Error::from)
         })?;
+        let mut res = res.into_iter();
+        let meta = match res.next() {
+            Some(ReadResult::Value(Some(v))) => DbMeta::decode(&v)?,
+            Some(ReadResult::Value(None)) => {
+                return Err(Error::corrupt(format!(
+                    "catalog entry of database {} missing",
+                    self.id
+                )))
+            }
+            _ => return Err(Error::corrupt("batch answer")),
+        };
+        if micros < meta.created_micros {
+            return Ok(None);
+        }
         let mut best: Option<Version> = None;
         for r in res {
             let ReadResult::Range(r) = r else {

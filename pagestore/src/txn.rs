@@ -260,21 +260,10 @@ impl Transaction {
             .with_reader(|t| t.get_batch(&requests, true))?
             .into_iter();
         let horizon = match answers.next() {
-            Some(ReadResult::Value(v)) => v
-                .as_deref()
-                .map(crate::database::decode_u64)
-                .transpose()?
-                .unwrap_or(0),
+            Some(ReadResult::Value(v)) => crate::database::decode_horizon(v.as_deref())?,
             _ => return Err(Error::corrupt("batch answer")),
         };
-        if horizon > snap {
-            return Err(Error::SnapshotTooOld {
-                database: self.db.name.to_string(),
-                snapshot: snap,
-                horizon,
-                time_travel: self.read_only,
-            });
-        }
+        self.db.check_horizon(snap, horizon, self.read_only)?;
         // (index, pgno, (owner, version) found, value)
         let mut found: Vec<(usize, u32, Option<Owned>, Option<PageValue>)> = Vec::new();
         for &(i, p, known) in &missing {

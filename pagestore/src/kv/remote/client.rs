@@ -470,7 +470,7 @@ impl RemoteTxn {
                 .take_conn()
                 .map_err(|error| Failure::Transport { sent: false, error })?,
         };
-        let name = call_name(&call);
+        let name = call.name();
         let req = Request {
             discard: std::mem::take(&mut conn.discards),
             txn: self.id,
@@ -562,17 +562,6 @@ impl RemoteTxn {
                 Err(f) => Err(f.into_error()),
             },
         }
-    }
-}
-
-fn call_name(call: &Call) -> &'static str {
-    match call {
-        Call::Hello { .. } => "hello",
-        Call::ReadVersion => "read_version",
-        Call::Get { .. } => "get",
-        Call::GetRange { .. } => "get_range",
-        Call::GetBatch { .. } => "get_batch",
-        Call::Commit => "commit",
     }
 }
 

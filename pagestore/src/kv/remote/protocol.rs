@@ -223,6 +223,20 @@ pub(crate) enum Call {
     Commit,
 }
 
+impl Call {
+    /// A short name for logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Call::Hello { .. } => "hello",
+            Call::ReadVersion => "read_version",
+            Call::Get { .. } => "get",
+            Call::GetRange { .. } => "get_range",
+            Call::GetBatch { .. } => "get_batch",
+            Call::Commit => "commit",
+        }
+    }
+}
+
 /// One request frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Request {

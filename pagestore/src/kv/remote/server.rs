@@ -178,7 +178,7 @@ fn serve_connection(kv: &dyn Kv, mut stream: UnixStream, conn: u64) {
         };
         let response: Response = match decode::<Request>(&payload) {
             Ok(req) => {
-                let (txn, call, ops) = (req.txn, call_name(&req.call), req.ops.len());
+                let (txn, call, ops) = (req.txn, req.call.name(), req.ops.len());
                 let r = handle(kv, &mut txns, req).map_err(WireError::from);
                 debug!(
                     conn,
@@ -209,17 +209,6 @@ fn serve_connection(kv: &dyn Kv, mut stream: UnixStream, conn: u64) {
         }
     }
     debug!(conn, discarded = txns.len(), "kv remote connection closed");
-}
-
-fn call_name(call: &Call) -> &'static str {
-    match call {
-        Call::Hello { .. } => "hello",
-        Call::ReadVersion => "read_version",
-        Call::Get { .. } => "get",
-        Call::GetRange { .. } => "get_range",
-        Call::GetBatch { .. } => "get_batch",
-        Call::Commit => "commit",
-    }
 }
 
 fn apply(txn: &mut dyn KvTxn, op: Op) {
