@@ -250,3 +250,329 @@ fn blind_write_with_old_read_version_commits_like_fdb() {
     t.commit().unwrap();
     assert_eq!(get(&kv, b"k"), Some(b"v".to_vec()));
 }
+
+// --- FoundationDB behaviours the backend models (issue 10) ---
+
+use pagestore::kv::embedded::{LateDelivery, LateOutcome, ModelCounts};
+use pagestore::kv::{CommitInfo, KvTxn, Versionstamp, INCOMPLETE_VERSIONSTAMP};
+
+fn with_faults(faults: Faults) -> Arc<EmbeddedKv> {
+    EmbeddedKv::open(EmbeddedOptions::in_memory().with_faults(faults)).unwrap()
+}
+
+/// Always joins the open batch.
+fn batching() -> Faults {
+    Faults {
+        batch_join_probability: 1.0,
+        ..Faults::default()
+    }
+}
+
+/// `prefix` + placeholder + `suffix` + offset: a SetVersionstampedKey key.
+fn stamped_key(prefix: &[u8], suffix: &[u8]) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&INCOMPLETE_VERSIONSTAMP);
+    key.extend_from_slice(suffix);
+    key.extend_from_slice(&(prefix.len() as u32).to_le_bytes());
+    key
+}
+
+/// A blind commit (no read version asked) of one versionstamped log key.
+fn blind_log(kv: &EmbeddedKv, tag: u8) -> CommitInfo {
+    let mut t = kv.begin().unwrap();
+    t.atomic_op(
+        &stamped_key(b"log/", &[tag]),
+        &[tag],
+        MutationType::SetVersionstampedKey,
+    );
+    t.commit().unwrap()
+}
+
+fn u64_at(kv: &EmbeddedKv, key: &[u8]) -> u64 {
+    get(kv, key).map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()))
+}
+
+/// Reads `key` (serializable) and writes it + 1: not idempotent.
+fn increment(t: &mut Box<dyn KvTxn>, key: &[u8]) {
+    let n = t
+        .get(key, false)
+        .unwrap()
+        .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()));
+    t.set(key, &(n + 1).to_le_bytes());
+}
+
+#[test]
+fn commits_of_one_batch_share_a_version_and_order_by_versionstamp() {
+    let kv = with_faults(batching());
+    let infos: Vec<CommitInfo> = (0..3).map(|i| blind_log(&kv, i)).collect();
+    let v = infos[0].version;
+    for (i, info) in infos.iter().enumerate() {
+        assert_eq!(
+            info.version, v,
+            "commit {i} did not join the batch: {infos:?}"
+        );
+        assert_eq!(
+            info.versionstamp,
+            Some(Versionstamp::new(v, i as u16)),
+            "batch order of commit {i}"
+        );
+    }
+    // Byte order of the versionstamped keys is commit order.
+    let mut t = kv.begin().unwrap();
+    let rv = t.read_version().unwrap();
+    assert!(rv >= v, "read version {rv} below the batch {v}");
+    let rows = t
+        .get_range(&RangeOption::new(b"log/".to_vec(), b"log0".to_vec()), false)
+        .unwrap()
+        .kvs;
+    let values: Vec<Vec<u8>> = rows.iter().map(|r| r.value.clone()).collect();
+    assert_eq!(values, vec![vec![0], vec![1], vec![2]]);
+    // The read version closed the batch: the next commit has a new version.
+    let next = blind_log(&kv, 3);
+    assert!(
+        next.version > rv,
+        "{next:?} joined a batch a reader observed"
+    );
+    assert_eq!(next.versionstamp.map(|s| s.order()), Some(0));
+    assert_eq!(kv.model_counts().batch_joins, 2);
+    // Without the fault, versions are distinct.
+    let plain = mem();
+    let a = blind_log(&plain, 0);
+    let b = blind_log(&plain, 1);
+    assert!(b.version > a.version);
+}
+
+#[test]
+fn a_later_batch_member_conflicts_with_an_earlier_ones_writes() {
+    let kv = with_faults(batching());
+    put(&kv, b"k", b"0");
+    put(&kv, b"j", b"0");
+    // Both read before the batch.
+    let mut reads_k = kv.begin().unwrap();
+    reads_k.get(b"k", false).unwrap();
+    let mut reads_j = kv.begin().unwrap();
+    reads_j.get(b"j", false).unwrap();
+    // First member of a new batch writes k.
+    let mut w = kv.begin().unwrap();
+    w.set(b"k", b"1");
+    let first = w.commit().unwrap();
+    // A member reading j joins the batch; one reading k conflicts with the
+    // first member, although both would share its version.
+    reads_j.set(b"out-j", b"x");
+    let joined = reads_j.commit().unwrap();
+    assert_eq!(joined.version, first.version);
+    assert_eq!(joined.versionstamp.map(|s| s.order()), Some(1));
+    reads_k.set(b"out-k", b"x");
+    let e = reads_k.commit().unwrap_err();
+    assert_eq!(e.code, KvError::NOT_COMMITTED, "{e}");
+    assert_eq!(get(&kv, b"out-k"), None);
+}
+
+#[test]
+fn a_read_version_never_splits_a_batch() {
+    let kv = with_faults(batching());
+    let first = blind_log(&kv, 0);
+    // A version set explicitly at the batch closes it too.
+    let mut at = kv.begin().unwrap();
+    at.set_read_version(first.version);
+    assert_eq!(at.get(b"log/", false).unwrap(), None);
+    let second = blind_log(&kv, 1);
+    assert!(second.version > first.version);
+    // Reads at the first version see exactly the first commit.
+    let mut old = kv.begin().unwrap();
+    old.set_read_version(first.version);
+    let rows = old
+        .get_range(&RangeOption::new(b"log/".to_vec(), b"log0".to_vec()), true)
+        .unwrap()
+        .kvs;
+    assert_eq!(rows.len(), 1);
+    // Many threads: every read sees whole batches (a batch's keys all or
+    // none), and a client always reads its own acknowledged commit.
+    let kv2 = kv.clone();
+    let writers: Vec<_> = (0..4u8)
+        .map(|w| {
+            let kv = kv2.clone();
+            std::thread::spawn(move || {
+                for i in 0..50u8 {
+                    let mut t = kv.begin().unwrap();
+                    let key = [b'w', w, i];
+                    t.set(&key, b"x");
+                    t.atomic_op(b"count", &1u64.to_le_bytes(), MutationType::Add);
+                    t.commit().unwrap();
+                    // Read-your-commits: the acknowledged write is visible.
+                    assert_eq!(
+                        get(&kv, &key),
+                        Some(b"x".to_vec()),
+                        "own commit not visible"
+                    );
+                }
+            })
+        })
+        .collect();
+    for _ in 0..200 {
+        let mut t = kv.begin().unwrap();
+        let count = t
+            .get(b"count", true)
+            .unwrap()
+            .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()));
+        let rows = t
+            .get_range(&RangeOption::new(b"w".to_vec(), b"x".to_vec()), true)
+            .unwrap()
+            .kvs;
+        assert_eq!(rows.len() as u64, count, "a read saw part of a commit");
+    }
+    for h in writers {
+        h.join().unwrap();
+    }
+    assert_eq!(u64_at(&kv, b"count"), 200);
+    assert!(kv.model_counts().batch_joins > 0);
+}
+
+#[test]
+fn late_unknown_result_lands_before_the_retry_and_conflicts_with_it() {
+    let kv = with_faults(Faults {
+        late_unknown_probability: 1.0,
+        ..Faults::default()
+    });
+    let mut first = kv.begin().unwrap();
+    increment(&mut first, b"n");
+    let e = first.commit().unwrap_err();
+    assert_eq!(e.code, KvError::COMMIT_UNKNOWN_RESULT);
+    assert_eq!(u64_at(&kv, b"n"), 0, "a held commit was applied at once");
+    assert_eq!(kv.model_counts().late_pending, 1);
+    kv.set_faults(Faults::default());
+    // The retry starts, reads the old value...
+    let mut retry = kv.begin().unwrap();
+    increment(&mut retry, b"n");
+    // ...and the first attempt lands when the retry's commit arrives: the
+    // retry is told "conflict", though the first attempt committed.
+    let e = retry.commit().unwrap_err();
+    assert_eq!(e.code, KvError::NOT_COMMITTED, "{e}");
+    assert_eq!(u64_at(&kv, b"n"), 1);
+    let c = kv.model_counts();
+    assert_eq!(
+        (c.late_held, c.late_applied, c.late_refused, c.late_pending),
+        (1, 1, 0, 0)
+    );
+    assert_eq!(kv.metrics().unknown_results, 1);
+}
+
+#[test]
+fn late_unknown_result_doubles_a_blind_retry() {
+    // The hazard FDB documents: a non-idempotent retry after 1021.
+    let kv = with_faults(Faults {
+        late_unknown_probability: 1.0,
+        ..Faults::default()
+    });
+    let mut first = kv.begin().unwrap();
+    first.atomic_op(b"n", &1u64.to_le_bytes(), MutationType::Add);
+    assert_eq!(
+        first.commit().unwrap_err().code,
+        KvError::COMMIT_UNKNOWN_RESULT
+    );
+    kv.set_faults(Faults::default());
+    let mut retry = kv.begin().unwrap();
+    retry.atomic_op(b"n", &1u64.to_le_bytes(), MutationType::Add);
+    let info = retry.commit().unwrap();
+    assert_eq!(u64_at(&kv, b"n"), 2, "the late first attempt did not land");
+    assert_eq!(kv.model_counts().late_applied, 1);
+    assert!(info.version > 0);
+}
+
+#[test]
+fn late_commit_is_resolved_when_it_lands() {
+    let kv = with_faults(Faults {
+        late_unknown_probability: 1.0,
+        late_delivery: LateDelivery::Manual,
+        ..Faults::default()
+    });
+    // Refused: a key it read changed after its read version.
+    let mut t = kv.begin().unwrap();
+    increment(&mut t, b"n");
+    assert_eq!(t.commit().unwrap_err().code, KvError::COMMIT_UNKNOWN_RESULT);
+    kv.set_faults(Faults {
+        late_delivery: LateDelivery::Manual,
+        ..Faults::default()
+    });
+    put(&kv, b"n", &5u64.to_le_bytes());
+    assert_eq!(
+        kv.model_counts().late_pending,
+        1,
+        "delivered by a commit in manual mode"
+    );
+    assert_eq!(
+        kv.deliver_late_commits(),
+        LateOutcome {
+            applied: 0,
+            refused: 1
+        }
+    );
+    assert_eq!(u64_at(&kv, b"n"), 5);
+    // Applied: a new version above every read version handed out so far.
+    kv.set_faults(Faults {
+        late_unknown_probability: 1.0,
+        late_delivery: LateDelivery::Manual,
+        ..Faults::default()
+    });
+    let mut t = kv.begin().unwrap();
+    increment(&mut t, b"n");
+    assert_eq!(t.commit().unwrap_err().code, KvError::COMMIT_UNKNOWN_RESULT);
+    let mut reader = kv.begin().unwrap();
+    let rv = reader.read_version().unwrap();
+    assert_eq!(
+        kv.deliver_late_commits(),
+        LateOutcome {
+            applied: 1,
+            refused: 0
+        }
+    );
+    assert!(kv.committed_version() > rv);
+    assert_eq!(
+        reader.get(b"n", true).unwrap(),
+        Some(5u64.to_le_bytes().to_vec())
+    );
+    assert_eq!(u64_at(&kv, b"n"), 6);
+    assert_eq!(kv.deliver_late_commits(), LateOutcome::default());
+    let c: ModelCounts = kv.model_counts();
+    assert_eq!(
+        (c.late_held, c.late_applied, c.late_refused, c.late_pending),
+        (2, 1, 1, 0)
+    );
+}
+
+#[test]
+fn late_commit_is_refused_after_the_window() {
+    let clock = ManualClock::new();
+    let kv = EmbeddedKv::open(
+        EmbeddedOptions::in_memory()
+            .with_clock(clock.clone())
+            .with_faults(Faults {
+                late_unknown_probability: 1.0,
+                late_delivery: LateDelivery::Manual,
+                ..Faults::default()
+            }),
+    )
+    .unwrap();
+    // One with reads (too old at its read version), one blind (held too
+    // long): neither lands after 6 s.
+    let mut reads = kv.begin().unwrap();
+    increment(&mut reads, b"n");
+    assert_eq!(
+        reads.commit().unwrap_err().code,
+        KvError::COMMIT_UNKNOWN_RESULT
+    );
+    let mut blind = kv.begin().unwrap();
+    blind.set(b"b", b"1");
+    assert_eq!(
+        blind.commit().unwrap_err().code,
+        KvError::COMMIT_UNKNOWN_RESULT
+    );
+    kv.set_faults(Faults::default());
+    clock.advance_secs(6);
+    // Delivered by the next commit (the default), 6 s later.
+    put(&kv, b"other", b"x");
+    let c = kv.model_counts();
+    assert_eq!((c.late_applied, c.late_refused, c.late_pending), (0, 2, 0));
+    assert_eq!(get(&kv, b"n"), None);
+    assert_eq!(get(&kv, b"b"), None);
+}

@@ -7,6 +7,13 @@
 //! a fresh store. These are test helpers: a violated property panics with a
 //! message saying what broke.
 //!
+//! Every property holds on FoundationDB 7.3 (`tests/fdb_contract.rs`).
+//! What FDB does that no property can force on a real cluster (commits
+//! sharing a batch version, a commit landing after its client heard 1021)
+//! is modelled by the embedded backend and tested in
+//! `tests/embedded_backend.rs`; differences the embedded backend keeps are
+//! listed in `tests/kv_contract.rs`.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use pagestore::kv::{contract, embedded::{EmbeddedKv, EmbeddedOptions}, Kv};
@@ -65,6 +72,22 @@ pub const PROPERTIES: &[(&str, Property)] = &[
     ),
     ("read_only_commit", read_only_commit),
     ("round_trips_are_counted", round_trips_are_counted),
+    (
+        "concurrent_commits_have_distinct_ordered_versionstamps",
+        concurrent_commits_have_distinct_ordered_versionstamps,
+    ),
+    (
+        "reads_answered_by_own_writes_add_no_conflicts",
+        reads_answered_by_own_writes_add_no_conflicts,
+    ),
+    (
+        "versionstamped_key_range_is_unreadable",
+        versionstamped_key_range_is_unreadable,
+    ),
+    (
+        "versionstamped_key_conflicts_on_its_whole_range",
+        versionstamped_key_conflicts_on_its_whole_range,
+    ),
 ];
 
 /// Runs every property, each on a fresh store from `make`; the properties
@@ -841,4 +864,224 @@ pub fn transaction_too_old_after_window(kv: &dyn Kv, p: &[u8], advance: AdvanceC
     );
     fresh.set(&k(p, "b"), b"y");
     ok(fresh.commit(), "fresh commit");
+}
+
+/// Commits running concurrently (which FDB may put in one proxy batch,
+/// with one commit version) get distinct versionstamps whose version part
+/// is their commit version; versionstamped keys sort in versionstamp
+/// order, and each client's successive commits have increasing stamps.
+pub fn concurrent_commits_have_distinct_ordered_versionstamps(kv: &dyn Kv, p: &[u8]) {
+    let log = k(p, "log/");
+    let threads = 4u8;
+    let per_thread = 8u8;
+    let stamps: Vec<Vec<(Versionstamp, u8, u8)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let log = &log;
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    for i in 0..per_thread {
+                        let mut txn = begin(kv);
+                        txn.atomic_op(
+                            &stamped(log, &[t, i]),
+                            &[t, i],
+                            MutationType::SetVersionstampedKey,
+                        );
+                        let info = ok(txn.commit(), "concurrent versionstamped commit");
+                        let vs = info
+                            .versionstamp
+                            .unwrap_or_else(|| panic!("commit with writes has no versionstamp"));
+                        assert_eq!(
+                            vs.version(),
+                            info.version,
+                            "stamp version != commit version"
+                        );
+                        mine.push((vs, t, i));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("committer thread panicked"))
+            })
+            .collect()
+    });
+    for mine in &stamps {
+        for w in mine.windows(2) {
+            assert!(
+                w[0].0 < w[1].0,
+                "one client's later commit has a smaller versionstamp: {:?} then {:?}",
+                w[0].0,
+                w[1].0
+            );
+        }
+    }
+    let mut all: Vec<(Versionstamp, u8, u8)> = stamps.into_iter().flatten().collect();
+    all.sort();
+    for w in all.windows(2) {
+        assert!(
+            w[0].0 != w[1].0,
+            "two commits share versionstamp {:?}",
+            w[0].0
+        );
+    }
+    let mut t = begin(kv);
+    let end = crate::kv::strinc(&log).unwrap_or_default();
+    let rows = scan(t.as_mut(), &log, &end);
+    assert_eq!(rows.len(), all.len(), "versionstamped keys missing");
+    for (row, (vs, th, i)) in rows.iter().zip(&all) {
+        assert_eq!(
+            Versionstamp::from_slice(&row.key[log.len()..log.len() + 10]),
+            Some(*vs),
+            "keys do not sort in versionstamp order"
+        );
+        assert_eq!(
+            row.value,
+            vec![*th, *i],
+            "key at {vs:?} holds another commit's value"
+        );
+    }
+}
+
+/// FDB adds no read-conflict range for what a transaction's own writes
+/// answer: a key it set, a range it cleared. Keys whose value comes from
+/// the store (untouched, or atomic ops over the stored value) conflict.
+pub fn reads_answered_by_own_writes_add_no_conflicts(kv: &dyn Kv, p: &[u8]) {
+    let (a, n, out) = (k(p, "a"), k(p, "n"), k(p, "out"));
+    put(kv, &[(&a, b"0"), (&n, &1u64.to_le_bytes())]);
+    // A key set, then read (serializable): no conflict on it.
+    let mut t = begin(kv);
+    ok(t.read_version(), "read version");
+    t.set(&a, b"mine");
+    assert_eq!(ok(t.get(&a, false), "get"), Some(b"mine".to_vec()));
+    put(kv, &[(&a, b"theirs")]);
+    t.set(&out, b"1");
+    ok(t.commit(), "read of an own set key conflicted");
+    assert_eq!(read(kv, &a), Some(b"mine".to_vec()), "last commit wins");
+    // A range cleared, then read: no conflict on it.
+    let (rb, re) = (k(p, "r/"), k(p, "r0"));
+    put(kv, &[(&k(p, "r/1"), b"x")]);
+    let mut t = begin(kv);
+    ok(t.read_version(), "read version");
+    t.clear_range(&rb, &re);
+    let r = ok(
+        t.get_range(&RangeOption::new(rb.clone(), re.clone()), false),
+        "range",
+    );
+    assert!(r.kvs.is_empty(), "cleared range read back rows");
+    put(kv, &[(&k(p, "r/2"), b"x")]);
+    t.set(&out, b"2");
+    ok(t.commit(), "range read of an own cleared range conflicted");
+    assert_eq!(
+        read(kv, &k(p, "r/2")),
+        None,
+        "the clear committed after the insert"
+    );
+    // The same range read, but reaching one untouched key: conflict.
+    let mut t = begin(kv);
+    ok(t.read_version(), "read version");
+    t.clear_range(&rb, &k(p, "r/5"));
+    ok(
+        t.get_range(&RangeOption::new(rb.clone(), re.clone()), false),
+        "range",
+    );
+    put(kv, &[(&k(p, "r/7"), b"x")]);
+    t.set(&out, b"3");
+    expect_code(
+        t.commit(),
+        KvError::NOT_COMMITTED,
+        "range read beyond the cleared part",
+    );
+    // An atomic op over the stored value, then read: conflict.
+    let mut t = begin(kv);
+    t.atomic_op(&n, &1u64.to_le_bytes(), MutationType::Add);
+    assert_eq!(
+        ok(t.get(&n, false), "get"),
+        Some(2u64.to_le_bytes().to_vec())
+    );
+    put(kv, &[(&n, &10u64.to_le_bytes())]);
+    expect_code(
+        t.commit(),
+        KvError::NOT_COMMITTED,
+        "read of an atomic op over the stored value",
+    );
+    // Snapshot reads see own writes too.
+    let mut t = begin(kv);
+    t.set(&a, b"snap");
+    assert_eq!(ok(t.get(&a, true), "snapshot get"), Some(b"snap".to_vec()));
+}
+
+/// A versionstamp with version `v`, batch order 0, as key bytes.
+fn stamp_bytes(v: u64) -> [u8; 10] {
+    Versionstamp::new(v, 0).0
+}
+
+/// FDB: every key a versionstamped key may land on (its stamp from the
+/// read version + 1 up to all-0xff) is unreadable (1036) in the
+/// transaction that wrote it, in point and range reads; keys below that
+/// range, and the range once cleared, are readable.
+pub fn versionstamped_key_range_is_unreadable(kv: &dyn Kv, p: &[u8]) {
+    let log = k(p, "log/");
+    let mut t = begin(kv);
+    let rv = ok(t.read_version(), "read version");
+    let mut old = log.clone();
+    old.extend_from_slice(&stamp_bytes(rv));
+    put(kv, &[(&old, b"old")]);
+    t.atomic_op(
+        &stamped(&log, b""),
+        b"v",
+        MutationType::SetVersionstampedKey,
+    );
+    let mut future = log.clone();
+    future.extend_from_slice(&stamp_bytes(rv + 1_000_000));
+    expect_code(
+        t.get(&future, false),
+        KvError::ACCESSED_UNREADABLE,
+        "read of a key a versionstamped key may land on",
+    );
+    expect_code(
+        t.get_range(&RangeOption::new(log.clone(), k(p, "log0")), false),
+        KvError::ACCESSED_UNREADABLE,
+        "range read over keys a versionstamped key may land on",
+    );
+    assert_eq!(
+        ok(t.get(&old, true), "read below the range"),
+        None,
+        "a key below the versionstamp range is readable (at the read version)"
+    );
+    let other = k(p, "other");
+    assert_eq!(ok(t.get(&other, false), "read elsewhere"), None);
+    ok(t.commit(), "commit");
+}
+
+/// FDB's write-conflict range of a versionstamped key is every key it may
+/// land on: a reader of any key in that range (not only the key finally
+/// written) conflicts with the commit.
+pub fn versionstamped_key_conflicts_on_its_whole_range(kv: &dyn Kv, p: &[u8]) {
+    let log = k(p, "log/");
+    let mut reader = begin(kv);
+    let rv = ok(reader.read_version(), "read version");
+    // A key far above any stamp the writer can get, inside its range.
+    let mut far = log.clone();
+    far.extend_from_slice(&[0xfe; 10]);
+    assert_eq!(ok(reader.get(&far, false), "get"), None);
+    let mut w = begin(kv);
+    ok(w.read_version(), "read version");
+    w.atomic_op(
+        &stamped(&log, b""),
+        b"v",
+        MutationType::SetVersionstampedKey,
+    );
+    let info = ok(w.commit(), "versionstamped commit");
+    assert!(info.version > rv);
+    reader.set(&k(p, "out"), b"x");
+    expect_code(
+        reader.commit(),
+        KvError::NOT_COMMITTED,
+        "read of a key in a versionstamped key's range, written after the read version",
+    );
 }

@@ -160,6 +160,25 @@ pub(crate) fn substitute(with_offset: &[u8], stamp: &Versionstamp) -> KvResult<V
     Ok(out)
 }
 
+/// FDB's `getVersionstampKeyRange`: the keys a versionstamped key may land
+/// on, from its stamp at `read_version + 1` (batch order 0; stamp 0 when
+/// no read version is known yet) to its stamp of all `0xff`, inclusive.
+/// `None` for a malformed key (its error is deferred to commit).
+pub(crate) fn versionstamp_key_range(
+    with_offset: &[u8],
+    read_version: Option<crate::kv::Version>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    let offset = placeholder_offset(with_offset).ok()?;
+    let key = &with_offset[..with_offset.len() - 4];
+    let low = Versionstamp::new(read_version.map_or(0, |v| v.saturating_add(1)), 0);
+    let mut begin = key.to_vec();
+    begin[offset..offset + 10].copy_from_slice(&low.0);
+    let mut end = key.to_vec();
+    end[offset..offset + 10].fill(0xff);
+    end.push(0);
+    Some((begin, end))
+}
+
 /// The length a versionstamp parameter has once substituted.
 pub(crate) fn substituted_len(with_offset: &[u8]) -> usize {
     with_offset.len().saturating_sub(4)

@@ -1,25 +1,72 @@
 //! The commit pipeline: serialised, checks the 5 s window and read-write
 //! conflicts against recent commits, injects faults, substitutes
 //! versionstamps, writes redb durably and publishes the new version.
+//!
+//! Two FoundationDB behaviours an idealised store would not have are
+//! modelled here (see [`super::faults::Faults`] to turn them on):
+//!
+//! * **Batches.** A commit may join the previous commit's version with the
+//!   next batch order (see [`super::versions`]). Conflicts within a batch
+//!   are resolved as FDB's resolver does: a later member whose read
+//!   version precedes the batch conflicts with an earlier member's writes,
+//!   because those are recorded at a version above its read version.
+//! * **Late unknown results.** A held commit answers 1021 and lands later
+//!   (at the next commit, or when a test delivers it): it is resolved at
+//!   that moment exactly like a fresh commit of the same transaction, with
+//!   a new version.
+
+use std::collections::VecDeque;
 
 use tracing::debug;
 
 use super::atomic;
-use super::faults::UnknownOutcome;
+use super::faults::{ModelCounters, UnknownOutcome};
 use super::ranges::{normalize, single_key_range, KeyRange};
 use super::writes::Mutation;
 use super::{lock, write, Inner};
 use crate::kv::limits::{MAX_KEY_SIZE, MAX_VALUE_SIZE, MVCC_WINDOW_MICROS};
 use crate::kv::{CommitInfo, KvError, KvResult, MutationType, Version, Versionstamp};
 
+use super::conflicts::RecentWrites;
+
 /// What a transaction sends to commit.
 pub(crate) struct CommitRequest {
     /// Needed when there are read-conflict ranges.
     pub(crate) read_version: Option<Version>,
     pub(crate) reads: Vec<KeyRange>,
+    /// Explicit write-conflict ranges, and the ranges FDB gives
+    /// versionstamped keys (see `txn.rs`).
     pub(crate) explicit_writes: Vec<KeyRange>,
     pub(crate) mutations: Vec<Mutation>,
     pub(crate) size: usize,
+}
+
+/// A commit that answered 1021 and has not landed yet.
+pub(crate) struct Held {
+    req: CommitRequest,
+    /// Clock time when it was held.
+    held_at: Version,
+}
+
+/// Commits held for a late apply, oldest first.
+#[derive(Default)]
+pub(crate) struct LateCommits {
+    held: VecDeque<Held>,
+}
+
+impl LateCommits {
+    pub(crate) fn len(&self) -> usize {
+        self.held.len()
+    }
+}
+
+/// What delivering held commits did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LateOutcome {
+    /// Held commits applied now.
+    pub applied: u64,
+    /// Held commits refused now (conflict, too old, or held too long).
+    pub refused: u64,
 }
 
 /// FDB's key and value limits over buffered mutations (2102 / 2103).
@@ -75,11 +122,14 @@ fn resolve(mutations: Vec<Mutation>, stamp: &Versionstamp) -> KvResult<Vec<Mutat
         .collect()
 }
 
-/// The write-conflict ranges of resolved mutations plus explicit ones.
+/// The write-conflict ranges of (unresolved) mutations plus explicit ones.
+/// A versionstamped key adds none of its own: as in FDB, its transaction
+/// added the range of keys it may land on to the explicit ranges.
 fn write_ranges(mutations: &[Mutation], explicit: Vec<KeyRange>) -> Vec<KeyRange> {
     let mut out = explicit;
     for m in mutations {
         match m {
+            Mutation::Atomic(_, _, MutationType::SetVersionstampedKey) => {}
             Mutation::Set(k, _) | Mutation::Clear(k) | Mutation::Atomic(k, _, _) => {
                 out.push(single_key_range(k))
             }
@@ -104,39 +154,83 @@ fn not_committed(message: String) -> KvError {
     KvError::new(KvError::NOT_COMMITTED, message)
 }
 
+/// The commit version chosen and not yet published: dropped before
+/// [`InFlight::published`], it forgets the commit's history entries and
+/// gives the version up.
+struct InFlight<'a> {
+    inner: &'a Inner,
+    version: Version,
+    recorded: bool,
+    published: bool,
+}
+
+impl InFlight<'_> {
+    fn published(mut self) {
+        self.inner.versions.finish_commit(self.version, true);
+        self.published = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.published {
+            return;
+        }
+        if self.recorded {
+            write(&self.inner.history).forget(self.version);
+        }
+        self.inner.versions.finish_commit(self.version, false);
+    }
+}
+
+/// Why the resolver refuses a commit (before any fault is injected).
+enum Refusal {
+    TooOld(KvError),
+    Conflict {
+        read_version: Version,
+        with: Version,
+    },
+}
+
 impl Inner {
     /// One commit round trip.
-    pub(crate) fn commit(&self, req: CommitRequest) -> KvResult<CommitInfo> {
+    pub(crate) fn commit(&self, mut req: CommitRequest) -> KvResult<CommitInfo> {
         self.faults.commit_round_trip_latency();
         self.counters.commit();
         // Serialises commits; also guards the recent-writes history.
         let mut recent = lock(&self.recent);
         let now = self.clock.now_micros();
-        let cutoff = now.saturating_sub(MVCC_WINDOW_MICROS);
-        recent.prune(cutoff);
-        write(&self.history).prune(cutoff);
-
-        let reads = normalize(req.reads);
-        if let (Some(rv), false) = (req.read_version, reads.is_empty()) {
-            if now.saturating_sub(rv) > MVCC_WINDOW_MICROS || recent.is_beyond_horizon(rv) {
-                return Err(KvError::new(
-                    KvError::TRANSACTION_TOO_OLD,
-                    format!(
-                        "commit of a transaction whose read version {rv} is {:.3} s old",
-                        now.saturating_sub(rv) as f64 / 1e6
-                    ),
-                ));
-            }
-            if let Some(v) = recent.first_conflict(rv, &reads) {
+        self.prune(&mut recent, now);
+        if self.faults.deliver_at_commit() {
+            // A commit in flight since an earlier 1021 reaches the
+            // resolver before this one.
+            self.deliver_late(&mut recent, now);
+        }
+        req.reads = normalize(req.reads);
+        if self.faults.late_unknown() {
+            self.counters.unknown_result();
+            ModelCounters::bump(&self.model.late_held);
+            debug!(
+                op = "commit",
+                applied = "later",
+                "injected unknown result, commit held"
+            );
+            lock(&self.late).held.push_back(Held { req, held_at: now });
+            return Err(unknown_result());
+        }
+        match self.resolve_read_set(&recent, &req, now) {
+            Ok(()) => {}
+            Err(Refusal::TooOld(e)) => return Err(e),
+            Err(Refusal::Conflict { read_version, with }) => {
                 self.counters.conflict();
                 debug!(
                     op = "commit",
-                    read_version = rv,
-                    conflict_with = v,
+                    read_version,
+                    conflict_with = with,
                     "kv conflict"
                 );
                 return Err(not_committed(format!(
-                    "a key read at version {rv} was written by the commit at version {v}"
+                    "a key read at version {read_version} was written by the commit at version {with}"
                 )));
             }
         }
@@ -146,63 +240,174 @@ impl Inner {
             return Err(not_committed("injected conflict (fault injection)".into()));
         }
         let unknown = self.faults.unknown_result();
-
-        let version = self.versions.begin_commit(now);
-        let stamp = Versionstamp::new(version, 0);
-        let mutations = match resolve(req.mutations, &stamp) {
-            Ok(m) => m,
-            Err(e) => {
-                self.versions.finish_commit(version, false);
-                return Err(e);
-            }
-        };
         if unknown == Some(UnknownOutcome::Dropped) {
-            self.versions.finish_commit(version, false);
             self.counters.unknown_result();
-            debug!(
-                op = "commit",
-                version,
-                applied = false,
-                "injected unknown result"
-            );
+            debug!(op = "commit", applied = false, "injected unknown result");
             return Err(unknown_result());
         }
-        let writes = write_ranges(&mutations, req.explicit_writes);
-        let applied = self.durable.commit(version, &mutations, |before| {
-            write(&self.history).record(version, before);
-        });
-        if let Err(e) = applied {
-            write(&self.history).forget(version);
-            self.versions.finish_commit(version, false);
-            return Err(e);
-        }
-        recent.record(version, writes);
-        self.versions.finish_commit(version, true);
-        let (history_commits, history_bytes) = write(&self.history).stats();
-        let recent_commits = recent.len();
+        let size = req.size;
+        let info = self.apply(&mut recent, now, req)?;
         drop(recent);
-
-        let bytes = written_bytes(&mutations);
-        self.counters.committed(req.size as u64, bytes);
         debug!(
             op = "commit",
-            version,
-            mutations = mutations.len(),
-            bytes,
-            size = req.size,
-            history_commits,
-            history_bytes,
-            recent_commits,
+            version = info.version,
+            versionstamp = ?info.versionstamp,
+            size,
             "kv round trip"
         );
         if unknown == Some(UnknownOutcome::Applied) {
             self.counters.unknown_result();
+            debug!(
+                op = "commit",
+                version = info.version,
+                applied = true,
+                "injected unknown result"
+            );
             return Err(unknown_result());
         }
+        Ok(info)
+    }
+
+    /// Forgets what the 5 s window no longer needs.
+    fn prune(&self, recent: &mut RecentWrites, now: Version) {
+        let cutoff = now.saturating_sub(MVCC_WINDOW_MICROS);
+        recent.prune(cutoff);
+        write(&self.history).prune(cutoff);
+    }
+
+    /// FDB's resolver: a transaction with read-conflict ranges is too old
+    /// when its read version left the window, and conflicts when a commit
+    /// after its read version wrote a key it read.
+    fn resolve_read_set(
+        &self,
+        recent: &RecentWrites,
+        req: &CommitRequest,
+        now: Version,
+    ) -> Result<(), Refusal> {
+        let Some(rv) = req.read_version else {
+            return Ok(());
+        };
+        if req.reads.is_empty() {
+            return Ok(());
+        }
+        if now.saturating_sub(rv) > MVCC_WINDOW_MICROS || recent.is_beyond_horizon(rv) {
+            return Err(Refusal::TooOld(KvError::new(
+                KvError::TRANSACTION_TOO_OLD,
+                format!(
+                    "commit of a transaction whose read version {rv} is {:.3} s old",
+                    now.saturating_sub(rv) as f64 / 1e6
+                ),
+            )));
+        }
+        match recent.first_conflict(rv, &req.reads) {
+            Some(with) => Err(Refusal::Conflict {
+                read_version: rv,
+                with,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies a resolved commit: chooses its version (possibly joining the
+    /// open batch), substitutes versionstamps, writes redb and publishes.
+    fn apply(
+        &self,
+        recent: &mut RecentWrites,
+        now: Version,
+        req: CommitRequest,
+    ) -> KvResult<CommitInfo> {
+        let join = self.faults.batch_join();
+        let (version, order) = self.versions.begin_commit(now, join);
+        // Gives the version up if anything below fails or panics, so that
+        // read versions waiting for it never hang.
+        let mut in_flight = InFlight {
+            inner: self,
+            version,
+            recorded: false,
+            published: false,
+        };
+        let stamp = Versionstamp::new(version, order);
+        let writes = write_ranges(&req.mutations, req.explicit_writes);
+        let mutations = resolve(req.mutations, &stamp)?;
+        self.durable.commit(version, &mutations, |before| {
+            write(&self.history).record(version, before);
+            in_flight.recorded = true;
+        })?;
+        recent.record(version, writes);
+        in_flight.published();
+        if order > 0 {
+            ModelCounters::bump(&self.model.batch_joins);
+        }
+        let bytes = written_bytes(&mutations);
+        self.counters.committed(req.size as u64, bytes);
+        let (history_commits, history_bytes) = write(&self.history).stats();
+        debug!(
+            op = "apply",
+            version,
+            order,
+            mutations = mutations.len(),
+            bytes,
+            history_commits,
+            history_bytes,
+            recent_commits = recent.len(),
+            "kv commit applied"
+        );
         Ok(CommitInfo {
             version,
             versionstamp: Some(stamp),
         })
+    }
+
+    /// Lands every held commit, oldest first, each resolved now as FDB's
+    /// resolver would resolve it at its new version. Callers hold the
+    /// commit lock (`recent`).
+    pub(crate) fn deliver_late(&self, recent: &mut RecentWrites, now: Version) -> LateOutcome {
+        let held: Vec<Held> = lock(&self.late).held.drain(..).collect();
+        let mut out = LateOutcome::default();
+        for h in held {
+            let refused = if now.saturating_sub(h.held_at) > MVCC_WINDOW_MICROS {
+                Some("held longer than the 5 s window".to_string())
+            } else {
+                match self.resolve_read_set(recent, &h.req, now) {
+                    Err(Refusal::TooOld(e)) => Some(e.to_string()),
+                    Err(Refusal::Conflict { with, .. }) => {
+                        Some(format!("conflict with the commit at version {with}"))
+                    }
+                    Ok(()) => match self.apply(recent, now, h.req) {
+                        Ok(info) => {
+                            debug!(
+                                op = "late_commit",
+                                version = info.version,
+                                versionstamp = ?info.versionstamp,
+                                "held commit applied late"
+                            );
+                            None
+                        }
+                        Err(e) => Some(e.to_string()),
+                    },
+                }
+            };
+            match refused {
+                Some(why) => {
+                    out.refused += 1;
+                    ModelCounters::bump(&self.model.late_refused);
+                    debug!(op = "late_commit", reason = %why, "held commit refused");
+                }
+                None => {
+                    out.applied += 1;
+                    ModelCounters::bump(&self.model.late_applied);
+                }
+            }
+        }
+        out
+    }
+
+    /// [`Inner::deliver_late`] under the commit lock, for tests.
+    pub(crate) fn deliver_late_now(&self) -> LateOutcome {
+        let mut recent = lock(&self.recent);
+        let now = self.clock.now_micros();
+        self.prune(&mut recent, now);
+        self.deliver_late(&mut recent, now)
     }
 }
 
@@ -257,6 +462,22 @@ mod tests {
         assert_eq!(err.code, 2103);
         // A clear range may span any keys.
         check_mutation_sizes(&[Mutation::ClearRange(vec![], big_key)]).unwrap();
+    }
+
+    #[test]
+    fn versionstamped_keys_add_no_write_range_of_their_own() {
+        let mut key = b"k".to_vec();
+        key.extend_from_slice(&[0xff; 10]);
+        key.extend_from_slice(&1u32.to_le_bytes());
+        let r = write_ranges(
+            &[Mutation::Atomic(
+                key,
+                b"v".to_vec(),
+                MutationType::SetVersionstampedKey,
+            )],
+            vec![],
+        );
+        assert!(r.is_empty());
     }
 
     #[test]

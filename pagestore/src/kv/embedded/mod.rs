@@ -16,6 +16,25 @@
 //! * [`txn`] buffers writes ([`writes`]) and reads through them; [`commit`]
 //!   serialises commits, substitutes versionstamps ([`atomic`]) and injects
 //!   [`faults`].
+//!
+//! # How close to FoundationDB
+//!
+//! The backend models what FDB 7.3 does that changes what a client can
+//! observe, so that the page store's protocol is tested against it:
+//!
+//! * commits of one batch sharing a version, told apart by the
+//!   versionstamp's batch order ([`Faults::batch_join_probability`]);
+//! * a `commit_unknown_result` whose commit lands *after* the client heard
+//!   it ([`Faults::late_unknown_probability`], [`LateDelivery`],
+//!   [`EmbeddedKv::deliver_late_commits`]);
+//! * `transaction_too_old` at read and commit; read-your-writes with FDB's
+//!   conflict ranges (reads answered by the transaction's own writes add
+//!   none) and `accessed_unreadable` for versionstamped keys and values;
+//!   the write-conflict range of a versionstamped key covers every key it
+//!   may land on.
+//!
+//! What it does not model is listed by the contract tests
+//! ([`crate::kv::contract`]) that say so.
 //! * [`dir_lock`]: one process per store directory, with a clear error
 //!   naming the holder.
 //!
@@ -44,11 +63,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::kv::counters::Counters;
 use crate::kv::{Kv, KvMetrics, KvResult, KvTxn, Version};
 
-pub use faults::Faults;
+pub use commit::LateOutcome;
+pub use faults::{Faults, LateDelivery, ModelCounts};
 
+use commit::LateCommits;
 use conflicts::RecentWrites;
 use durable::Durable;
-use faults::FaultInjector;
+use faults::{FaultInjector, ModelCounters};
 use mvcc::History;
 use versions::Versions;
 use view::View;
@@ -118,7 +139,11 @@ pub(crate) struct Inner {
     history: RwLock<History>,
     /// Recent commits' write ranges; its mutex also serialises commits.
     recent: Mutex<RecentWrites>,
+    /// Commits that answered 1021 and land later. Locked after `recent`.
+    late: Mutex<LateCommits>,
     counters: Counters,
+    /// What the FDB model did (batch joins, late commits).
+    model: ModelCounters,
 }
 
 /// Locks a mutex, recovering from poisoning (our critical sections leave
@@ -172,7 +197,9 @@ impl EmbeddedKv {
                 versions: Versions::new(committed),
                 history: RwLock::new(History::default()),
                 recent: Mutex::new(RecentWrites::default()),
+                late: Mutex::new(LateCommits::default()),
                 counters: Counters::default(),
+                model: ModelCounters::default(),
             }),
         }))
     }
@@ -190,6 +217,22 @@ impl EmbeddedKv {
     /// The newest committed version (no round trip; for tests and tools).
     pub fn committed_version(&self) -> Version {
         self.inner.versions.committed()
+    }
+
+    /// Lands every commit held by [`Faults::late_unknown_probability`] now,
+    /// oldest first, each resolved as a fresh commit at a new version
+    /// (conflicts and the 5 s window checked now). Tests call this to make
+    /// a late apply happen at an exact moment (with
+    /// [`LateDelivery::Manual`]); a history checker calls it at quiescence.
+    pub fn deliver_late_commits(&self) -> LateOutcome {
+        self.inner.deliver_late_now()
+    }
+
+    /// What the FDB model did since the store was opened: batch joins and
+    /// late commits held, applied, refused and pending.
+    pub fn model_counts(&self) -> ModelCounts {
+        let pending = lock(&self.inner.late).len() as u64;
+        self.inner.model.snapshot(pending)
     }
 }
 

@@ -44,13 +44,28 @@ impl History {
         self.commits.push_back((version, written));
     }
 
-    /// Removes the entries of `version` (a commit that did not happen).
+    /// Removes the entries of the last recorded commit, at `version` (a
+    /// commit that did not happen). Only that commit's: others of its batch
+    /// share the version.
     pub(crate) fn forget(&mut self, version: Version) {
-        if let Some(pos) = self.commits.iter().rposition(|(v, _)| *v == version) {
-            if let Some((_, keys)) = self.commits.remove(pos) {
-                for key in keys {
-                    self.drop_entries(&key, |v| v == version);
+        if !self.commits.back().is_some_and(|(v, _)| *v == version) {
+            return;
+        }
+        let Some((_, keys)) = self.commits.pop_back() else {
+            return;
+        };
+        for key in keys {
+            let Some(entries) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            if entries.back().is_some_and(|(v, _)| *v == version) {
+                if let Some((_, old)) = entries.pop_back() {
+                    let freed = key.len() + old.as_ref().map_or(0, Vec::len);
+                    self.bytes = self.bytes.saturating_sub(freed);
                 }
+            }
+            if entries.is_empty() {
+                self.keys.remove(&key);
             }
         }
     }
@@ -191,6 +206,25 @@ mod tests {
         h.prune(21);
         assert_eq!(h.stats(), (0, 0));
         assert!(h.keys.is_empty());
+    }
+
+    #[test]
+    fn batch_members_share_a_version() {
+        let mut h = History::default();
+        // Two commits of one batch at version 10: k written by both.
+        h.record(10, before(&[("k", None), ("a", Some("a0"))]));
+        h.record(10, before(&[("k", Some("first")), ("b", None)]));
+        // Before the batch: the value before its first commit.
+        assert_eq!(h.value_at(b"k", 5, 10), Some(None));
+        assert_eq!(h.value_at(b"a", 5, 10), Some(s("a0")));
+        assert_eq!(h.value_at(b"b", 5, 10), Some(None));
+        assert_eq!(h.value_at(b"k", 10, 10), None);
+        // Forgetting the second leaves the first whole.
+        h.forget(10);
+        assert_eq!(h.stats().0, 1);
+        assert_eq!(h.value_at(b"k", 5, 10), Some(None));
+        assert_eq!(h.value_at(b"a", 5, 10), Some(s("a0")));
+        assert_eq!(h.value_at(b"b", 5, 10), None);
     }
 
     #[test]

@@ -22,6 +22,35 @@ pub(crate) fn normalize(mut ranges: Vec<KeyRange>) -> Vec<KeyRange> {
     out
 }
 
+/// The keys of `ranges` not in `holes` (both normalised), normalised.
+pub(crate) fn subtract(ranges: &[KeyRange], holes: &[KeyRange]) -> Vec<KeyRange> {
+    let mut out = Vec::with_capacity(ranges.len());
+    let mut j = 0;
+    for (b, e) in ranges {
+        let mut from = b.clone();
+        // Holes ending at or before this range's start cannot meet it or
+        // any later range.
+        while j < holes.len() && holes[j].1 <= *b {
+            j += 1;
+        }
+        let mut k = j;
+        while k < holes.len() && holes[k].0 < *e {
+            let (hb, he) = &holes[k];
+            if *hb > from {
+                out.push((from.clone(), hb.clone()));
+            }
+            if *he > from {
+                from = he.clone();
+            }
+            k += 1;
+        }
+        if from < *e {
+            out.push((from, e.clone()));
+        }
+    }
+    out
+}
+
 /// Whether two normalised (disjoint, ascending) range lists share a key.
 /// Linear in the total number of ranges.
 pub(crate) fn intersects(a: &[KeyRange], b: &[KeyRange]) -> bool {
@@ -53,6 +82,21 @@ mod tests {
         assert_eq!(n, vec![r("a", "f")]);
         let n = normalize(vec![r("a", "b"), r("c", "d")]);
         assert_eq!(n, vec![r("a", "b"), r("c", "d")]);
+    }
+
+    #[test]
+    fn subtract_cuts_holes() {
+        assert_eq!(subtract(&[r("a", "z")], &[]), vec![r("a", "z")]);
+        assert_eq!(
+            subtract(&[r("a", "z")], &[r("c", "d"), r("x", "zz")]),
+            vec![r("a", "c"), r("d", "x")]
+        );
+        assert_eq!(subtract(&[r("b", "c")], &[r("a", "z")]), vec![]);
+        assert_eq!(
+            subtract(&[r("a", "c"), r("e", "g")], &[r("b", "f")]),
+            vec![r("a", "b"), r("f", "g")]
+        );
+        assert_eq!(subtract(&[r("m", "n")], &[r("a", "b")]), vec![r("m", "n")]);
     }
 
     #[test]

@@ -1,11 +1,20 @@
 //! One transaction of the embedded store: lazy read version, reads through
 //! the transaction's own writes, read-conflict ranges, size accounting.
+//!
+//! Read-your-writes follows FDB's client (`ReadYourWrites.actor.cpp`):
+//! reads see the transaction's sets, clears and atomic ops (snapshot reads
+//! too); a read answered entirely by its own writes adds no read-conflict
+//! range, and a range read adds ranges only for the keys whose value came
+//! from the store. A key written with a versionstamped value, and every key
+//! a versionstamped key may land on, is unreadable (1036) until commit; the
+//! write-conflict range of a versionstamped key is that whole range.
 
 use std::iter::Peekable;
 use std::sync::Arc;
 
 use tracing::debug;
 
+use super::atomic::versionstamp_key_range;
 use super::commit::CommitRequest;
 use super::durable::Rows;
 use super::ranges::{single_key_range, KeyRange};
@@ -137,6 +146,14 @@ impl EmbeddedTxn {
         self.read_conflicts.push(range);
     }
 
+    /// The read-conflict ranges of a range read that covered `covered`
+    /// (sized as the whole covered range, the rule the remote client
+    /// mirrors).
+    fn add_range_read_conflict(&mut self, covered: KeyRange, ranges: Vec<KeyRange>) {
+        self.size += range_size(&covered.0, &covered.1);
+        self.read_conflicts.extend(ranges);
+    }
+
     /// Adds the size of a mutation and its implicit write-conflict range.
     fn count_write(&mut self, key: &[u8], param_len: usize) {
         self.size += mutation_size(key, param_len);
@@ -216,15 +233,18 @@ impl Merged<'_> {
     }
 }
 
-/// A range read through the transaction's writes: the rows and the range
-/// actually covered (for the read-conflict range).
-fn range(
-    view: &View<'_>,
-    writes: &WriteBuffer,
-    opt: &RangeOption,
-) -> KvResult<(RangeResult, KeyRange)> {
+/// What a range read returns and what it read: the rows, the range
+/// covered, and the read-conflict ranges within it.
+type RangeRead = (RangeResult, KeyRange, Vec<KeyRange>);
+
+/// A range read through the transaction's writes.
+fn range(view: &View<'_>, writes: &WriteBuffer, opt: &RangeOption) -> KvResult<RangeRead> {
     if opt.begin >= opt.end {
-        return Ok((RangeResult::default(), (opt.begin.clone(), opt.end.clone())));
+        return Ok((
+            RangeResult::default(),
+            (opt.begin.clone(), opt.end.clone()),
+            Vec::new(),
+        ));
     }
     let mut merged = Merged {
         base: view.range(&opt.begin, &opt.end, opt.reverse)?.peekable(),
@@ -258,7 +278,18 @@ fn range(
     }
     let result = RangeResult { kvs, more };
     let covered = covered_range(opt, &result);
-    Ok((result, covered))
+    if writes.meets_stamped_range(&covered.0, &covered.1) {
+        return Err(KvError::new(
+            KvError::ACCESSED_UNREADABLE,
+            format!(
+                "range read of [{}, {}) reaches keys a versionstamped key of this transaction may land on",
+                show(&covered.0),
+                show(&covered.1)
+            ),
+        ));
+    }
+    let conflicts = writes.read_conflicts(covered.clone());
+    Ok((result, covered, conflicts))
 }
 
 impl KvTxn for EmbeddedTxn {
@@ -307,12 +338,12 @@ impl KvTxn for EmbeddedTxn {
         }
         let rv = self.read_round_trip()?;
         let view = self.inner.view(rv)?;
-        let (result, covered) = range(&view, &self.writes, opt)?;
+        let (result, covered, conflicts) = range(&view, &self.writes, opt)?;
         drop(view);
         let n = value_bytes(&result);
         self.end_read(rv, n)?;
         if !snapshot {
-            self.add_read_conflict(covered);
+            self.add_range_read_conflict(covered, conflicts);
         }
         debug!(
             op = "get_range",
@@ -334,7 +365,8 @@ impl KvTxn for EmbeddedTxn {
         let rv = self.read_round_trip()?;
         let view = self.inner.view(rv)?;
         let mut out = Vec::with_capacity(requests.len());
-        let mut conflicts = Vec::new();
+        // (range covered, its read-conflict ranges)
+        let mut conflicts: Vec<(KeyRange, Vec<KeyRange>)> = Vec::new();
         let mut n = 0usize;
         for r in requests {
             match r {
@@ -342,15 +374,16 @@ impl KvTxn for EmbeddedTxn {
                     let (value, from_store) = point(&view, &self.writes, key)?;
                     n += value.as_ref().map_or(0, Vec::len);
                     if from_store {
-                        conflicts.push(single_key_range(key));
+                        let k = single_key_range(key);
+                        conflicts.push((k.clone(), vec![k]));
                     }
                     out.push(ReadResult::Value(value));
                 }
                 ReadRequest::Range(opt) => {
-                    let (result, covered) = range(&view, &self.writes, opt)?;
+                    let (result, covered, ranges) = range(&view, &self.writes, opt)?;
                     n += value_bytes(&result);
                     if opt.begin < opt.end {
-                        conflicts.push(covered);
+                        conflicts.push((covered, ranges));
                     }
                     out.push(ReadResult::Range(result));
                 }
@@ -359,8 +392,8 @@ impl KvTxn for EmbeddedTxn {
         drop(view);
         self.end_read(rv, n)?;
         if !snapshot {
-            for c in conflicts {
-                self.add_read_conflict(c);
+            for (covered, ranges) in conflicts {
+                self.add_range_read_conflict(covered, ranges);
             }
         }
         debug!(
@@ -394,6 +427,15 @@ impl KvTxn for EmbeddedTxn {
 
     fn atomic_op(&mut self, key: &[u8], param: &[u8], op: MutationType) {
         self.count_write(key, param.len());
+        if op == MutationType::SetVersionstampedKey {
+            // FDB: the key may land anywhere from the stamp of the read
+            // version + 1 (0 when none is known yet) to all-0xff; that
+            // range is the write-conflict range and is unreadable.
+            if let Some(r) = versionstamp_key_range(key, self.read_version) {
+                self.write_conflicts.push(r.clone());
+                self.writes.stamped_range(r);
+            }
+        }
         self.writes.atomic_op(key, param, op);
     }
 

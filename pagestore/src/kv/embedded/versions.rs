@@ -1,12 +1,30 @@
 //! Version allocation: read versions (GRV) and commit versions, both in
-//! microseconds of the injected clock and strictly increasing.
+//! microseconds of the injected clock.
+//!
+//! # Invariants other code relies on
+//!
+//! * Read versions handed out never decrease.
+//! * Commit *versions* never decrease, and (version, batch order) — the
+//!   commit's [`crate::kv::Versionstamp`] — strictly increases: byte order
+//!   of versionstamps is commit order.
+//! * Every commit version is above every read version handed out before
+//!   the commit chose it, so a read at `rv` sees exactly the commits with
+//!   versions `<= rv`, and none is ever added at or below `rv` later.
+//!
+//! # Batches
+//!
+//! FoundationDB gives every commit of a proxy batch the same version; only
+//! the versionstamp's 2-byte batch order tells them apart. A commit here may
+//! *join* the previous commit's version (`begin_commit(.., join = true)`)
+//! as long as that version is still open: no read version at or above it
+//! has been handed out (nor accepted by `set_read_version`), and no commit
+//! failed at it. A read version handed out while a joining commit is in
+//! flight waits for it, so a batch is only ever seen whole, and a client
+//! whose earlier commit in the batch was acknowledged never reads below it.
 //!
 //! Commits are serialised, so at most one commit version is *in flight*
 //! (chosen, being written to disk, not yet visible). A read version handed
-//! out while a commit is in flight is just below that commit's version, and
-//! every commit version is above every read version handed out so far
-//! (`floor`): a read at version `rv` therefore sees exactly the commits with
-//! versions `<= rv`, and none is ever added below it later.
+//! out while a new (non-joining) commit is in flight is just below it.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -17,11 +35,22 @@ use crate::kv::{KvError, KvResult, Version};
 struct State {
     /// The newest visible commit.
     committed: Version,
+    /// Batch order of the newest visible commit within `committed`.
+    order: u16,
     /// The highest version handed out as a read version (or a commit
-    /// version that was given up).
+    /// version that was given up). A batch at `committed` is open while
+    /// `floor < committed`.
     floor: Version,
-    /// A commit chosen but not yet visible.
-    in_flight: Option<Version>,
+    /// A commit chosen but not yet visible: (version, batch order).
+    in_flight: Option<(Version, u16)>,
+}
+
+impl State {
+    /// Whether an in-flight commit joins the visible batch: reading at its
+    /// version now would see part of a batch.
+    fn joining_in_flight(&self) -> bool {
+        matches!(self.in_flight, Some((v, _)) if v <= self.committed)
+    }
 }
 
 /// The version authority of one store.
@@ -35,11 +64,13 @@ pub(crate) struct Versions {
 const FUTURE_WAIT: Duration = Duration::from_secs(1);
 
 impl Versions {
-    /// Starts from the last committed version found on disk.
+    /// Starts from the last committed version found on disk. The batch of
+    /// that version is closed: a reopened store never joins it.
     pub(crate) fn new(committed: Version) -> Self {
         Versions {
             state: Mutex::new(State {
                 committed,
+                order: 0,
                 floor: committed,
                 in_flight: None,
             }),
@@ -51,17 +82,26 @@ impl Versions {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn wait<'a>(&self, s: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.visible.wait(s).unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The newest visible commit version.
     pub(crate) fn committed(&self) -> Version {
         self.lock().committed
     }
 
     /// A fresh read version (GRV): the current time, or just below the
-    /// in-flight commit, never below an earlier read version.
+    /// in-flight commit, never below an earlier read version. Waits while a
+    /// commit joining the visible batch is in flight (the batch is then
+    /// closed: no later commit joins it).
     pub(crate) fn read_version(&self, now: Version) -> Version {
         let mut s = self.lock();
+        while s.joining_in_flight() {
+            s = self.wait(s);
+        }
         let rv = match s.in_flight {
-            Some(v) => v - 1,
+            Some((v, _)) => v - 1,
             None => now.max(s.committed).max(s.floor),
         };
         s.floor = s.floor.max(rv);
@@ -86,7 +126,7 @@ impl Versions {
                 ));
             }
             match s.in_flight {
-                Some(v) if version >= v => {
+                Some((v, _)) if version >= v => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Err(KvError::new(
@@ -107,22 +147,38 @@ impl Versions {
         }
     }
 
-    /// Chooses the version of the next commit: `max(last + 1, now)`, above
-    /// every read version handed out. Callers serialise commits.
-    pub(crate) fn begin_commit(&self, now: Version) -> Version {
+    /// Chooses the version and batch order of the next commit. With `join`
+    /// and an open batch (see the module docs) it is the visible commit's
+    /// version with the next batch order; otherwise a new version,
+    /// `max(last + 1, now)`, above every read version handed out, with
+    /// order 0. Callers serialise commits.
+    pub(crate) fn begin_commit(&self, now: Version, join: bool) -> (Version, u16) {
         let mut s = self.lock();
-        let v = now.max(s.committed + 1).max(s.floor + 1);
-        s.in_flight = Some(v);
-        v
+        let open = s.committed > s.floor && s.order < u16::MAX;
+        let chosen = if join && open {
+            (s.committed, s.order + 1)
+        } else {
+            (now.max(s.committed + 1).max(s.floor + 1), 0)
+        };
+        s.in_flight = Some(chosen);
+        chosen
     }
 
     /// Ends the in-flight commit: visible when `applied`, otherwise its
-    /// version is never used again.
+    /// version is never used again (which also closes its batch).
     pub(crate) fn finish_commit(&self, version: Version, applied: bool) {
         let mut s = self.lock();
-        s.in_flight = None;
+        let order = match s.in_flight.take() {
+            Some((v, o)) if v == version => o,
+            _ => 0,
+        };
         if applied {
-            s.committed = s.committed.max(version);
+            if version > s.committed {
+                s.committed = version;
+                s.order = order;
+            } else if version == s.committed {
+                s.order = s.order.max(order);
+            }
         } else {
             s.floor = s.floor.max(version);
         }
@@ -141,16 +197,16 @@ mod tests {
         assert_eq!(v.read_version(50), 100);
         assert_eq!(v.read_version(200), 200);
         // Clock went backwards: still above every read version.
-        let c = v.begin_commit(150);
+        let (c, _) = v.begin_commit(150, false);
         assert_eq!(c, 201);
         // While in flight, reads see just below it.
         assert_eq!(v.read_version(300), 200);
         v.finish_commit(c, true);
         assert_eq!(v.committed(), 201);
-        assert_eq!(v.begin_commit(0), 202);
+        assert_eq!(v.begin_commit(0, false), (202, 0));
         v.finish_commit(202, false);
         assert_eq!(v.committed(), 201);
-        assert_eq!(v.begin_commit(0), 203);
+        assert_eq!(v.begin_commit(0, false), (203, 0));
     }
 
     #[test]
@@ -159,8 +215,54 @@ mod tests {
         assert!(v.accept_read_version(90, 95).is_ok());
         assert!(v.accept_read_version(120, 130).is_ok());
         // The accepted version raises the floor: the next commit is above it.
-        assert_eq!(v.begin_commit(0), 121);
+        assert_eq!(v.begin_commit(0, false), (121, 0));
         v.finish_commit(121, true);
         assert_eq!(v.accept_read_version(10_000, 130).unwrap_err().code, 1009);
+    }
+
+    #[test]
+    fn commits_join_an_open_batch_until_a_read_version_observes_it() {
+        let v = Versions::new(100);
+        // A reopened store's last version is closed.
+        assert_eq!(v.begin_commit(0, true), (101, 0));
+        v.finish_commit(101, true);
+        assert_eq!(v.begin_commit(0, true), (101, 1));
+        v.finish_commit(101, true);
+        assert_eq!(v.begin_commit(0, true), (101, 2));
+        v.finish_commit(101, true);
+        // Not asked to join: a new version.
+        assert_eq!(v.begin_commit(0, false), (102, 0));
+        v.finish_commit(102, true);
+        // A read version at the batch closes it.
+        assert_eq!(v.read_version(0), 102);
+        assert_eq!(v.begin_commit(0, true), (103, 0));
+        v.finish_commit(103, true);
+        // So does an accepted one, and a joining commit that failed.
+        v.accept_read_version(103, 0).unwrap();
+        assert_eq!(v.begin_commit(0, true), (104, 0));
+        v.finish_commit(104, true);
+        assert_eq!(v.begin_commit(0, true), (104, 1));
+        v.finish_commit(104, false);
+        assert_eq!(v.begin_commit(0, true), (105, 0));
+        v.finish_commit(105, true);
+    }
+
+    #[test]
+    fn read_version_waits_for_a_joining_commit() {
+        let v = std::sync::Arc::new(Versions::new(100));
+        assert_eq!(v.begin_commit(0, true), (101, 0));
+        v.finish_commit(101, true);
+        assert_eq!(v.begin_commit(0, true), (101, 1));
+        let reader = {
+            let v = v.clone();
+            std::thread::spawn(move || v.read_version(0))
+        };
+        // The reader cannot answer 100 (it would miss the first commit of
+        // the batch) nor 101 (half a batch): it waits for the joiner.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!reader.is_finished());
+        v.finish_commit(101, true);
+        assert_eq!(reader.join().unwrap(), 101);
+        assert_eq!(v.begin_commit(0, true), (102, 0));
     }
 }

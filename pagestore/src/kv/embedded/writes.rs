@@ -1,6 +1,9 @@
-//! A transaction's buffered writes and their read-your-writes view.
+//! A transaction's buffered writes and their read-your-writes view, with
+//! FDB's rules for which reads they answer, which reads still need a
+//! read-conflict range, and which keys are unreadable until commit.
 
 use super::atomic;
+use super::ranges::{intersects, normalize, single_key_range, subtract, KeyRange};
 use crate::kv::overlay::{KeyOverlay, Seen};
 use crate::kv::{KvError, MutationType};
 
@@ -51,6 +54,13 @@ pub(crate) struct WriteBuffer {
     /// A parameter error found when an op was added, reported at commit
     /// (as FDB's client does).
     deferred: Option<KvError>,
+    /// Every range cleared (normalised on use): reads there are answered
+    /// here and need no read-conflict range.
+    cleared: Vec<KeyRange>,
+    /// The ranges versionstamped keys may land on (FDB's
+    /// `getVersionstampKeyRange`), minus what was cleared since: reads
+    /// there fail with 1036, as in FDB's read-your-writes map.
+    stamped_ranges: Vec<KeyRange>,
 }
 
 impl WriteBuffer {
@@ -64,6 +74,7 @@ impl WriteBuffer {
     pub(crate) fn clear(&mut self, key: &[u8]) {
         self.mutations.push(Mutation::Clear(key.to_vec()));
         self.overlay.insert(key, Pending::Value(None));
+        self.unstamp(&[single_key_range(key)]);
     }
 
     pub(crate) fn clear_range(&mut self, begin: &[u8], end: &[u8]) {
@@ -73,6 +84,55 @@ impl WriteBuffer {
         self.mutations
             .push(Mutation::ClearRange(begin.to_vec(), end.to_vec()));
         self.overlay.clear_range(begin, end);
+        let r = (begin.to_vec(), end.to_vec());
+        self.unstamp(std::slice::from_ref(&r));
+        self.cleared.push(r);
+    }
+
+    /// Records the range a versionstamped key may land on as unreadable.
+    pub(crate) fn stamped_range(&mut self, range: KeyRange) {
+        self.stamped_ranges.push(range);
+        self.stamped_ranges = normalize(std::mem::take(&mut self.stamped_ranges));
+    }
+
+    /// A clear makes keys readable again: their value is known (absent).
+    fn unstamp(&mut self, cleared: &[KeyRange]) {
+        if !self.stamped_ranges.is_empty() {
+            self.stamped_ranges = subtract(&self.stamped_ranges, cleared);
+        }
+    }
+
+    /// Whether `[begin, end)` meets a range a versionstamped key may land on.
+    pub(crate) fn meets_stamped_range(&self, begin: &[u8], end: &[u8]) -> bool {
+        !self.stamped_ranges.is_empty()
+            && intersects(&self.stamped_ranges, &[(begin.to_vec(), end.to_vec())])
+    }
+
+    /// The read-conflict ranges of a read that covered `covered`: FDB adds
+    /// none for keys the transaction's own writes fully determine (set,
+    /// cleared, or an atomic op on such a value), only for keys whose value
+    /// came from the store (untouched, or atomic ops over the store's).
+    pub(crate) fn read_conflicts(&self, covered: KeyRange) -> Vec<KeyRange> {
+        let (begin, end) = (&covered.0, &covered.1);
+        if begin >= end {
+            return Vec::new();
+        }
+        let mut known: Vec<KeyRange> = self
+            .cleared
+            .iter()
+            .filter(|(b, e)| b < end && e > begin)
+            .cloned()
+            .collect();
+        known.extend(
+            self.overlay
+                .written(begin, end)
+                .filter(|(_, p)| !matches!(p, Pending::Ops(_)))
+                .map(|(k, _)| single_key_range(k)),
+        );
+        if known.is_empty() {
+            return vec![covered];
+        }
+        subtract(&[covered], &normalize(known))
     }
 
     pub(crate) fn atomic_op(&mut self, key: &[u8], param: &[u8], op: MutationType) {
@@ -116,6 +176,11 @@ impl WriteBuffer {
 
     /// What the transaction's own writes say about `key`.
     pub(crate) fn lookup(&self, key: &[u8]) -> Lookup<'_> {
+        if !self.stamped_ranges.is_empty()
+            && intersects(&self.stamped_ranges, &[single_key_range(key)])
+        {
+            return Lookup::Unreadable;
+        }
         match self.overlay.get(key) {
             Seen::Written(Pending::Value(v)) => Lookup::Known(v.clone()),
             Seen::Written(Pending::Ops(ops)) => Lookup::Ops(ops),
