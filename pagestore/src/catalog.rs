@@ -206,6 +206,7 @@ impl PageStore {
             let id = decode_id(&v)?;
             t.clear(&key);
             self.drop_id(t, id)?;
+            failpoint!("drop::before");
             Ok(Some(id))
         })?;
         if let Some(id) = dropped {

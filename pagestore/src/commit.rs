@@ -9,33 +9,48 @@
 //!   own conflict detection then refuses the commit if any of those pages was
 //!   written after `V`. One round trip: the commit.
 //! * **slow path** (older snapshot, or retry after an unknown result): a
-//!   fresh read version `R`, a (snapshot) read of the change log over
-//!   `(V, R]` to find pages changed in between, and the same conflict ranges
-//!   to catch writes after `R`.
+//!   fresh read version `R`, and for each page read one probe "is there a
+//!   version newer than `V`?" (cost proportional to the read set, not to
+//!   the history since `V`), plus the same conflict ranges to catch writes
+//!   after `R`. A read set too large for one store transaction is probed in
+//!   several short ones; the commit's own transaction then reads the change
+//!   log only over the time the probing took. The snapshot must not be
+//!   older than GC's horizon (read in the same transaction): such a
+//!   transaction fails with the retryable `SnapshotTooOld`.
 //!
 //! Writes are versionstamped keys, so the commit needs no version counter
 //! that every writer would conflict on. Pages written but not read add no
-//! conflict range: blind writes never conflict.
+//! conflict range: blind writes never conflict. Every commit also
+//! read-conflicts on its database's catalog entry, so a concurrent drop
+//! fails it.
 //!
-//! Each commit records a random token (`D 'k' token`): after
-//! `commit_unknown_result` the slow path reads it to learn whether the first
-//! attempt landed, and since it reads the token key serializably, a first
-//! attempt that lands late makes the retry conflict instead of applying twice.
+//! **Unknown results.** Each commit writes a random token (`D 'k' token`)
+//! and read-conflicts on it. After `commit_unknown_result` the first attempt
+//! may still land later. The retry reads the token serializably: present
+//! means the first attempt landed. The retry writes the token itself, so
+//! once it commits the first attempt can never land (it would conflict on
+//! its own token). When the retry fails, the token is *fenced* (a store
+//! transaction writes a "fenced" value there, with the same effect) before
+//! anything is reported: only a fenced "definitely not committed" becomes a
+//! conflict; if even the fence cannot run, the caller gets the unknown
+//! result, never a conflict.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use tracing::{debug, debug_span, info};
 
-use crate::encoding::{runs, LogRecord, PageValue};
+use crate::changelog::{self, after_version, decode_horizon};
+use crate::encoding::{runs, DbMeta, LogRecord, PageValue};
 use crate::error::{Error, Result};
-use crate::keys::DbKeys;
+use crate::keys::{DbKeys, Token};
 use crate::kv::{
-    ConflictKind, KvTxn, MutationType, RangeOption, Version, Versionstamp, INCOMPLETE_VERSIONSTAMP,
+    ConflictKind, KvError, KvTxn, MutationType, RangeOption, ReadRequest, ReadResult, Version,
+    Versionstamp, INCOMPLETE_VERSIONSTAMP,
 };
 use crate::store::backoff;
 use crate::txn::{Committed, Dirty, Transaction, READ_VERSION_REUSE};
-use crate::{database, upload};
+use crate::upload;
 
 /// Most conflict ranges one commit carries: beyond it, nearby ranges are
 /// merged (a coarser read set can only add conflicts, never miss one), which
@@ -49,6 +64,8 @@ const ENTRY_OVERHEAD: usize = 64;
 pub(crate) struct Plan {
     pub record: LogRecord,
     pub large: bool,
+    /// Bytes the commit would write inline (page content and entries).
+    pub inline_bytes: usize,
     pub read_runs: Vec<(u32, u32)>,
     pub size_conflict: bool,
     pub header: Option<u32>,
@@ -90,6 +107,7 @@ impl Plan {
                 absent,
             },
             large,
+            inline_bytes,
             read_runs: coalesce(runs(&txn.reads.iter().copied().collect::<Vec<_>>())),
             size_conflict: txn.size_read || page_count.is_some(),
             header,
@@ -99,7 +117,18 @@ impl Plan {
 
     /// The read-conflict ranges of what the transaction read: a write to
     /// any of them after the snapshot makes the store refuse the commit.
-    fn apply_reads(&self, t: &mut dyn KvTxn, keys: &DbKeys) {
+    fn apply_reads(&self, t: &mut dyn KvTxn, txn: &Transaction) {
+        let keys = &txn.db.keys;
+        // A drop (or drop and re-create) of the database after the
+        // snapshot changes its catalog entry: the commit must fail rather
+        // than write into a keyspace nobody can reach.
+        let meta = txn.db.store.inner.keys.meta(txn.db.id);
+        let mut meta_end = meta.clone();
+        meta_end.push(0);
+        t.add_conflict_range(&meta, &meta_end, ConflictKind::Read);
+        if planted!("plant::skip_read_conflicts") {
+            return;
+        }
         for &(first, len) in &self.read_runs {
             let (b, e) = keys.page_run(first, first + (len - 1));
             t.add_conflict_range(&b, &e, ConflictKind::Read);
@@ -111,8 +140,9 @@ impl Plan {
     }
 
     /// Every mutation and conflict range of the final commit.
-    fn apply(&self, t: &mut dyn KvTxn, keys: &DbKeys, txn: &Transaction) {
-        self.apply_reads(t, keys);
+    fn apply(&self, t: &mut dyn KvTxn, txn: &Transaction) {
+        let keys = &txn.db.keys;
+        self.apply_reads(t, txn);
         if let Some(s) = self.header {
             let h = keys.header();
             let mut he = h.clone();
@@ -175,13 +205,16 @@ impl Plan {
             &[],
             MutationType::SetVersionstampedKey,
         );
+        // The token: a retry after an unknown result reads it; the
+        // read-conflict range on it lets a retry or a fence that writes it
+        // stop this attempt from landing late.
+        let token = keys.token(&txn.token);
+        let mut token_end = token.clone();
+        token_end.push(0);
+        t.add_conflict_range(&token, &token_end, ConflictKind::Read);
         let mut stamp = INCOMPLETE_VERSIONSTAMP.to_vec();
         stamp.extend_from_slice(&0u32.to_le_bytes());
-        t.atomic_op(
-            &keys.token(&txn.token),
-            &stamp,
-            MutationType::SetVersionstampedValue,
-        );
+        t.atomic_op(&token, &stamp, MutationType::SetVersionstampedValue);
     }
 }
 
@@ -211,6 +244,10 @@ enum Path {
     Slow { after_unknown: bool },
 }
 
+/// Page probes issued in one store transaction by the slow path (each a
+/// limit-1 range read; well inside FDB's 5 s).
+const PROBES_PER_TXN: usize = 5_000;
+
 pub(crate) fn commit(txn: &mut Transaction) -> Result<Committed> {
     commit_group(&mut [txn], &[])
 }
@@ -229,6 +266,8 @@ pub(crate) fn commit_group(
     };
     let inner = first.db.store.inner.clone();
     let snapshot = first.snapshot;
+    let token = first.token;
+    let first_keys = first.db.keys.clone();
     if txns
         .iter()
         .any(|t| !std::sync::Arc::ptr_eq(&t.db.store.inner, &inner))
@@ -246,7 +285,8 @@ pub(crate) fn commit_group(
         reads = txns.iter().map(|t| t.reads.len()).sum::<usize>(),
         writes = txns.iter().map(|t| t.writes.len()).sum::<usize>());
     let _g = span.enter();
-    let plans: Vec<Plan> = txns.iter().map(|t| Plan::new(t)).collect();
+    let mut plans: Vec<Plan> = txns.iter().map(|t| Plan::new(t)).collect();
+    make_group_fit(&mut plans, inner.opts.inline_commit_bytes);
     let reader_plans: Vec<Plan> = readers.iter().map(|t| Plan::new(t)).collect();
     for (txn, plan) in txns.iter_mut().zip(&plans) {
         if plan.large {
@@ -267,62 +307,33 @@ pub(crate) fn commit_group(
     };
     let mut attempt = 0u32;
     loop {
-        let mut t = inner.kv.begin()?;
-        let prepared = match path {
-            Path::Fast => {
-                t.set_read_version(snapshot);
-                Ok(None)
-            }
-            Path::Slow { after_unknown } => {
-                let mut landed = None;
-                let mut out = Ok(());
-                let all = txns
+        let members: Vec<(&Transaction, &Plan, bool)> = txns
+            .iter()
+            .map(|t| &**t)
+            .zip(&plans)
+            .map(|(t, p)| (t, p, true))
+            .chain(
+                readers
                     .iter()
-                    .map(|t| &**t)
-                    .zip(&plans)
-                    .chain(readers.iter().copied().zip(&reader_plans));
-                for (i, (txn, plan)) in all.enumerate() {
-                    // Only a writer's token tells whether the group landed.
-                    let after_unknown = after_unknown && i == 0;
-                    match slow_check(t.as_mut(), txn, plan, &txn.db.keys, after_unknown) {
-                        Ok(Some(vs)) => {
-                            landed = Some(vs);
-                            break;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            out = Err(e);
-                            break;
-                        }
-                    }
-                }
-                out.map(|_| landed)
+                    .copied()
+                    .zip(&reader_plans)
+                    .map(|(t, p)| (t, p, false)),
+            )
+            .collect();
+        let after_unknown = matches!(
+            path,
+            Path::Slow {
+                after_unknown: true
             }
-        };
-        let outcome = match prepared {
-            Ok(Some(landed)) => {
-                inner.recovered_unknown.fetch_add(1, Ordering::Relaxed);
-                info!(commit = %landed, "earlier attempt had landed after an unknown result");
-                Ok(landed)
-            }
-            Ok(None) => {
-                for (txn, plan) in txns.iter().zip(&plans) {
-                    plan.apply(t.as_mut(), &txn.db.keys, txn);
-                }
-                for (txn, plan) in readers.iter().zip(&reader_plans) {
-                    plan.apply_reads(t.as_mut(), &txn.db.keys);
-                }
-                debug!(bytes = t.approximate_size(), "committing");
-                t.commit().map_err(Error::from).and_then(|info| {
-                    info.versionstamp.ok_or_else(|| {
-                        Error::corrupt("commit with writes returned no versionstamp")
-                    })
-                })
-            }
-            Err(e) => Err(e),
-        };
+        );
+        let outcome = attempt_commit(&inner, path, snapshot, &members);
+        drop(members);
         match outcome {
-            Ok(vs) => {
+            Ok(Attempt::Committed(vs)) | Ok(Attempt::Landed(vs)) => {
+                if matches!(outcome, Ok(Attempt::Landed(_))) {
+                    inner.recovered_unknown.fetch_add(1, Ordering::Relaxed);
+                    info!(commit = %vs, "earlier attempt had landed after an unknown result");
+                }
                 inner.commits.fetch_add(1, Ordering::Relaxed);
                 for (txn, plan) in txns.iter_mut().zip(&plans) {
                     finish(txn, plan, vs);
@@ -332,58 +343,274 @@ pub(crate) fn commit_group(
                     versionstamp: Some(vs),
                 });
             }
-            Err(Error::Kv(e)) if e.is_conflict() => {
-                inner.conflicts.fetch_add(1, Ordering::Relaxed);
-                return Err(Error::Conflict {
-                    database: names.join(", "),
-                    snapshot,
-                    detail: "the store refused the commit (not_committed)".into(),
-                });
-            }
-            Err(e @ Error::Conflict { .. }) => {
-                inner.conflicts.fetch_add(1, Ordering::Relaxed);
-                return Err(e);
-            }
-            Err(Error::Kv(e)) if e.is_retryable() && attempt < inner.opts.max_retries => {
-                attempt += 1;
-                let after_unknown = e.is_maybe_committed()
-                    || matches!(
-                        path,
-                        Path::Slow {
-                            after_unknown: true
+            Err(e) => {
+                let retry = matches!(&e, Error::Kv(k) if k.is_retryable() && !k.is_conflict())
+                    && attempt < inner.opts.max_retries;
+                if retry {
+                    attempt += 1;
+                    let after_unknown = after_unknown || e.is_maybe_committed();
+                    debug!(error = %e, attempt, after_unknown, "commit retried on the slow path");
+                    path = Path::Slow { after_unknown };
+                    if !matches!(&e, Error::Kv(k) if k.is_too_old()) {
+                        backoff(attempt);
+                    }
+                    continue;
+                }
+                if !after_unknown && !e.is_maybe_committed() {
+                    if e.is_conflict() {
+                        inner.conflicts.fetch_add(1, Ordering::Relaxed);
+                        return Err(conflict_error(&names, snapshot, e));
+                    }
+                    return Err(e);
+                }
+                // An earlier attempt's result was unknown and it may still
+                // land: only a fenced token makes "not committed" true.
+                if planted!("plant::unknown_as_conflict") {
+                    inner.conflicts.fetch_add(1, Ordering::Relaxed);
+                    return Err(conflict_error(&names, snapshot, e));
+                }
+                match fence(&inner, &first_keys, &token) {
+                    Ok(Some(vs)) => {
+                        inner.recovered_unknown.fetch_add(1, Ordering::Relaxed);
+                        inner.commits.fetch_add(1, Ordering::Relaxed);
+                        info!(commit = %vs, "earlier attempt had landed after an unknown result");
+                        for (txn, plan) in txns.iter_mut().zip(&plans) {
+                            finish(txn, plan, vs);
                         }
-                    );
-                debug!(
-                    code = e.code,
-                    attempt, after_unknown, "commit retried on the slow path"
-                );
-                path = Path::Slow { after_unknown };
-                if !e.is_too_old() {
-                    backoff(attempt);
+                        return Ok(Committed {
+                            version: vs.version(),
+                            versionstamp: Some(vs),
+                        });
+                    }
+                    Ok(None) => {
+                        debug!(error = %e, "earlier attempt fenced: definitely not committed");
+                        if e.is_conflict() || e.is_maybe_committed() {
+                            inner.conflicts.fetch_add(1, Ordering::Relaxed);
+                            return Err(conflict_error(&names, snapshot, e));
+                        }
+                        return Err(e);
+                    }
+                    Err(fence_err) => {
+                        tracing::warn!(error = %e, fence = %fence_err,
+                            "could not fence a commit after an unknown result; its outcome stays unknown");
+                        return Err(Error::Kv(KvError::new(
+                            KvError::COMMIT_UNKNOWN_RESULT,
+                            format!("the commit may or may not have been applied ({e}; fencing it failed: {fence_err})"),
+                        )));
+                    }
                 }
             }
-            Err(e) => return Err(e),
         }
     }
 }
 
-/// The slow path's checks, in store transaction `t`. Returns the commit
-/// that already landed (after an unknown result), or None to go on.
-fn slow_check(
-    t: &mut dyn KvTxn,
-    txn: &Transaction,
-    plan: &Plan,
-    keys: &DbKeys,
-    after_unknown: bool,
-) -> Result<Option<Versionstamp>> {
-    let r = t.read_version()?;
-    if after_unknown {
-        if let Some(v) = t.get(&keys.token(&txn.token), false)? {
-            let vs = Versionstamp::from_slice(&v).ok_or_else(|| Error::corrupt("token value"))?;
-            return Ok(Some(vs));
+/// A conflict as reported to the caller (a store-level 1020 gets the names).
+fn conflict_error(names: &[String], snapshot: Version, e: Error) -> Error {
+    match e {
+        e @ Error::Conflict { .. } => e,
+        other => Error::Conflict {
+            database: names.join(", "),
+            snapshot,
+            detail: format!("the store refused the commit ({other})"),
+        },
+    }
+}
+
+/// How one attempt ended well.
+enum Attempt {
+    /// This attempt committed.
+    Committed(Versionstamp),
+    /// An earlier attempt (whose result was unknown) had landed.
+    Landed(Versionstamp),
+}
+
+/// One attempt of a group commit. `members`: (transaction, plan, writes?).
+fn attempt_commit(
+    inner: &crate::store::Inner,
+    path: Path,
+    snapshot: Version,
+    members: &[(&Transaction, &Plan, bool)],
+) -> Result<Attempt> {
+    let mut t = inner.kv.begin()?;
+    match path {
+        Path::Fast => t.set_read_version(snapshot),
+        Path::Slow { after_unknown } => {
+            if let Some(vs) = slow_check(inner, t.as_mut(), members, after_unknown)? {
+                return Ok(Attempt::Landed(vs));
+            }
         }
     }
-    let changed = changes_since(t, keys, txn.snapshot, r)?;
+    for (txn, plan, writes) in members {
+        if *writes {
+            plan.apply(t.as_mut(), txn);
+        } else {
+            plan.apply_reads(t.as_mut(), txn);
+        }
+    }
+    debug!(bytes = t.approximate_size(), "committing");
+    failpoint!("commit::before");
+    let info = t.commit()?;
+    failpoint!("commit::after");
+    let vs = info
+        .versionstamp
+        .ok_or_else(|| Error::corrupt("commit with writes returned no versionstamp"))?;
+    Ok(Attempt::Committed(vs))
+}
+
+/// The slow path's checks for every member, with `t` as the commit's store
+/// transaction. Returns the commit that already landed (after an unknown
+/// result), or None to go on and commit in `t`.
+fn slow_check(
+    inner: &crate::store::Inner,
+    t: &mut dyn KvTxn,
+    members: &[(&Transaction, &Plan, bool)],
+    after_unknown: bool,
+) -> Result<Option<Versionstamp>> {
+    let probes: usize = members.iter().map(|(txn, _, _)| txn.reads.len()).sum();
+    // A read set too large for one store transaction is probed ahead in
+    // short ones; the commit transaction then checks the change log from
+    // the first of them on (a short span of history).
+    let log_from = if probes > PROBES_PER_TXN {
+        let mut first_rv = None;
+        for (txn, _, _) in members {
+            let pages: Vec<u32> = txn.reads.iter().copied().collect();
+            for chunk in pages.chunks(PROBES_PER_TXN) {
+                let mut pt = inner.kv.begin()?;
+                let rv = pt.read_version()?;
+                first_rv.get_or_insert(rv);
+                probe_pages(pt.as_mut(), txn, chunk)?;
+            }
+        }
+        first_rv
+    } else {
+        None
+    };
+    let r = t.read_version()?;
+    // Token, horizon and catalog entry of each member, in one round trip.
+    let mut reqs = Vec::new();
+    if after_unknown {
+        let (txn, _, _) = members
+            .first()
+            .ok_or_else(|| Error::Other("empty commit group".into()))?;
+        reqs.push(ReadRequest::Get(txn.db.keys.token(&txn.token)));
+    }
+    for (txn, _, _) in members {
+        reqs.push(ReadRequest::Get(txn.db.keys.horizon()));
+        reqs.push(ReadRequest::Get(txn.db.store.inner.keys.meta(txn.db.id)));
+    }
+    // The token is read serializably: a first attempt landing between now
+    // and this commit makes this one conflict instead of applying twice.
+    let mut res = t.get_batch(&reqs, false)?.into_iter();
+    if after_unknown {
+        match res.next() {
+            Some(ReadResult::Value(Some(v))) => {
+                if let TokenState::Landed(vs) = TokenState::decode(&v)? {
+                    return Ok(Some(vs));
+                }
+                return Err(Error::Other(
+                    "commit token already fenced; the transaction did not commit".into(),
+                ));
+            }
+            Some(ReadResult::Value(None)) => {}
+            _ => return Err(Error::corrupt("batch answer")),
+        }
+    }
+    for (txn, _, _) in members {
+        let (Some(ReadResult::Value(h)), Some(ReadResult::Value(meta))) = (res.next(), res.next())
+        else {
+            return Err(Error::corrupt("batch answer"));
+        };
+        let horizon = decode_horizon(h.as_deref())?;
+        if !planted!("plant::skip_horizon_check") {
+            txn.db.check_horizon(txn.snapshot, horizon, false)?;
+        }
+        match meta {
+            Some(m) if !DbMeta::decode(&m)?.dropped => {}
+            _ => return Err(Error::Dropped(txn.db.name.to_string())),
+        }
+    }
+    match log_from {
+        None => {
+            for (txn, plan, _) in members {
+                let pages: Vec<u32> = txn.reads.iter().copied().collect();
+                probe_pages(t, txn, &pages)?;
+                probe_size(t, txn, plan)?;
+            }
+        }
+        Some(from) => {
+            for (txn, plan, _) in members {
+                probe_size(t, txn, plan)?;
+                let changed =
+                    changelog::read_after(t, &txn.db.name, &txn.db.keys, after_version(from), r)?;
+                check_records(txn, plan, &changed)?;
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Fails with a conflict when one of `pages` (read by `txn`) has a version
+/// newer than the snapshot, as of `t`'s read version. GC never removes the
+/// newest version of a page at or below its horizon, so the answer holds
+/// even for a snapshot older than the horizon.
+fn probe_pages(t: &mut dyn KvTxn, txn: &Transaction, pages: &[u32]) -> Result<()> {
+    if pages.is_empty() || planted!("plant::skip_read_conflicts") {
+        return Ok(());
+    }
+    let keys = &txn.db.keys;
+    let reqs: Vec<ReadRequest> = pages
+        .iter()
+        .map(|&p| {
+            let (b, e) = keys.page_after(p, txn.snapshot);
+            ReadRequest::Range(RangeOption::new(b, e).limit(1))
+        })
+        .collect();
+    let res = t.get_batch(&reqs, true)?;
+    let hit: Vec<u32> = pages
+        .iter()
+        .zip(res)
+        .filter(|(_, r)| matches!(r, ReadResult::Range(r) if !r.kvs.is_empty()))
+        .map(|(p, _)| *p)
+        .take(8)
+        .collect();
+    if hit.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Conflict {
+        database: txn.db.name.to_string(),
+        snapshot: txn.snapshot,
+        detail: format!("pages {hit:?} changed after the snapshot"),
+    })
+}
+
+/// The size and page-size checks of the slow path: a newer size record (if
+/// the size was observed or changed) or a page size set meanwhile.
+fn probe_size(t: &mut dyn KvTxn, txn: &Transaction, plan: &Plan) -> Result<()> {
+    let keys = &txn.db.keys;
+    let (_, zend) = keys.sizes();
+    let newer_size =
+        ReadRequest::Range(RangeOption::new(keys.size_at(txn.snapshot).1, zend).limit(1));
+    let res = t.get_batch(&[newer_size, ReadRequest::Get(keys.header())], true)?;
+    let (size_changed, header_set) = match res.as_slice() {
+        [ReadResult::Range(z), ReadResult::Value(h)] => (!z.kvs.is_empty(), h.is_some()),
+        _ => return Err(Error::corrupt("batch answer")),
+    };
+    if (plan.size_conflict && size_changed) || (plan.header.is_some() && header_set) {
+        return Err(Error::Conflict {
+            database: txn.db.name.to_string(),
+            snapshot: txn.snapshot,
+            detail: "a later commit changed the database size or page size".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Fails with a conflict when one of `changed` touched what `txn` read.
+fn check_records(
+    txn: &Transaction,
+    plan: &Plan,
+    changed: &[(Versionstamp, LogRecord)],
+) -> Result<()> {
     for (vs, rec) in changed {
         let hit: Vec<u32> = rec
             .changed()
@@ -405,31 +632,88 @@ fn slow_check(
             });
         }
     }
-    Ok(None)
+    Ok(())
 }
 
-/// Change-log records in `(after, upto]`, read in `t` without conflicts.
-fn changes_since(
-    t: &mut dyn KvTxn,
-    keys: &DbKeys,
-    after: Version,
-    upto: Version,
-) -> Result<Vec<(Versionstamp, LogRecord)>> {
-    let (mut b, e) = keys.log_between(after, upto);
-    let mut rows = Vec::new();
-    loop {
-        let r = t.get_range(&RangeOption::new(b.clone(), e.clone()), true)?;
-        if let Some(last) = r.kvs.last() {
-            b = last.key.clone();
-            b.push(0);
-        }
-        let more = r.more;
-        rows.extend(r.kvs.into_iter().map(|kv| (kv.key, kv.value)));
-        if !more {
-            break;
+/// What a commit token key holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TokenState {
+    /// The commit with this token landed as this versionstamp.
+    Landed(Versionstamp),
+    /// A fence wrote it (at this versionstamp): the commit never lands.
+    Fenced(Versionstamp),
+}
+
+/// The byte after a fence's versionstamp in a token value.
+const FENCED: u8 = b'F';
+
+impl TokenState {
+    pub(crate) fn decode(v: &[u8]) -> Result<TokenState> {
+        let bad = || Error::corrupt("token value");
+        let vs = Versionstamp::from_slice(v.get(..10).ok_or_else(bad)?).ok_or_else(bad)?;
+        match v.get(10..) {
+            Some([]) => Ok(TokenState::Landed(vs)),
+            Some([FENCED]) => Ok(TokenState::Fenced(vs)),
+            _ => Err(bad()),
         }
     }
-    database::group_log(keys, rows.into_iter())
+
+    /// The versionstamp either way (GC ages tokens by it).
+    pub(crate) fn versionstamp(&self) -> Versionstamp {
+        match self {
+            TokenState::Landed(vs) | TokenState::Fenced(vs) => *vs,
+        }
+    }
+}
+
+/// Makes sure the commit carrying `token` can never land if it has not
+/// already: reads the token key serializably and, when absent, writes a
+/// fenced value there (the commit read-conflicts on its token, so it can no
+/// longer commit after this). Returns the landed commit, or None when it
+/// definitely did not commit. Idempotent, so retried like any store
+/// transaction (also after its own unknown result).
+fn fence(
+    inner: &crate::store::Inner,
+    keys: &DbKeys,
+    token: &Token,
+) -> Result<Option<Versionstamp>> {
+    let key = keys.token(token);
+    let mut param = INCOMPLETE_VERSIONSTAMP.to_vec();
+    param.push(FENCED);
+    param.extend_from_slice(&0u32.to_le_bytes());
+    inner.run("fence", |t| match t.get(&key, false)? {
+        Some(v) => match TokenState::decode(&v)? {
+            TokenState::Landed(vs) => Ok(Some(vs)),
+            TokenState::Fenced(_) => Ok(None),
+        },
+        None => {
+            t.atomic_op(&key, &param, MutationType::SetVersionstampedValue);
+            Ok(None)
+        }
+    })
+}
+
+/// Decides which members of a group are large so that the inline part of
+/// the whole group stays under `limit` (FDB's 10 MB is per store
+/// transaction, not per database): the biggest go large first.
+fn make_group_fit(plans: &mut [Plan], limit: usize) {
+    let mut total: usize = plans
+        .iter()
+        .filter(|p| !p.large)
+        .map(|p| p.inline_bytes)
+        .fold(0, usize::saturating_add);
+    while total > limit {
+        let Some(biggest) = plans
+            .iter_mut()
+            .filter(|p| !p.large && p.inline_bytes > 0)
+            .max_by_key(|p| p.inline_bytes)
+        else {
+            return;
+        };
+        total -= biggest.inline_bytes;
+        biggest.large = true;
+        biggest.record.large = true;
+    }
 }
 
 /// After a successful commit: cache what was written, finish a large

@@ -1,17 +1,18 @@
 //! [`Database`]: one named database; starts transactions and keeps this
 //! process's view of it current through the change log.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{debug, debug_span, warn};
 
 use crate::cache::{lock, DbView, Latest};
+use crate::changelog::{self, after_version, decode_horizon, Change};
+use crate::encoding::DbMeta;
 use crate::encoding::LogRecord;
 use crate::error::{Error, Result};
 use crate::keys::DbKeys;
-use crate::kv::{KvTxn, RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
+use crate::kv::{KeyValue, KvTxn, RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
 use crate::store::PageStore;
 use crate::txn::Transaction;
 use crate::upload;
@@ -50,15 +51,6 @@ impl std::fmt::Debug for Database {
             .field("layers", &self.layers.len())
             .finish()
     }
-}
-
-/// One commit as listed by [`Database::changes_between`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    /// The commit.
-    pub versionstamp: Versionstamp,
-    /// What it changed.
-    pub record: LogRecord,
 }
 
 impl Database {
@@ -118,6 +110,7 @@ impl Database {
         let mut t = self.store.inner.kv.begin()?;
         let v = t.read_version()?;
         let got_at = Instant::now();
+        failpoint!("begin::after_read_version");
         let view = self.store.inner.cache.view(self.id);
         let mut view = lock(&view);
         if view.known == 0 {
@@ -148,12 +141,15 @@ impl Database {
     /// of the database is at that snapshot, else one.
     pub fn begin_sibling(&self, other: &Transaction) -> Result<Transaction> {
         let snap = other.snapshot;
-        let rv = other.rv;
         let view = self.store.inner.cache.view(self.id);
         let mut view = lock(&view);
-        let fresh_at = rv.and_then(|(v, at)| {
+        let fresh_at = other.rv.and_then(|(v, at)| {
             (v == snap && at.elapsed() < crate::txn::READ_VERSION_REUSE).then_some(at)
         });
+        // The other transaction's read version is only good for this
+        // database's pages if no large commit of it was still being indexed
+        // at that version: each path below says whether one was.
+        let mut rv = fresh_at.map(|at| (snap, at));
         if view.known != snap {
             let mut t = self.store.inner.kv.begin()?;
             match fresh_at {
@@ -161,7 +157,8 @@ impl Database {
                 // Any read version at or past the snapshot gives the same
                 // answers: keys carry their versions.
                 None => {
-                    t.read_version()?;
+                    let r = t.read_version()?;
+                    rv = Some((r, Instant::now()));
                 }
             }
             let at = fresh_at.unwrap_or_else(Instant::now);
@@ -171,10 +168,23 @@ impl Database {
                 self.advance_view(&mut view, t.as_mut(), snap, at)?;
             } else {
                 // The view is ahead: read the size as of the snapshot.
-                let (count, size, horizon) = self.read_size_at(t.as_mut(), snap)?;
-                self.check_horizon(snap, horizon, false)?;
-                return Ok(Transaction::new(self.clone(), snap, rv, count, size, false));
+                let (size, finished) = self.read_size_at(t.as_mut(), snap)?;
+                self.check_horizon(snap, size.horizon, false)?;
+                let rv = if finished { None } else { rv };
+                return Ok(Transaction::new(
+                    self.clone(),
+                    snap,
+                    rv,
+                    size.count,
+                    size.page_size,
+                    false,
+                ));
             }
+            if view.known_at.is_none() {
+                rv = None;
+            }
+        } else if view.known_at.is_none() {
+            rv = None;
         }
         Ok(Transaction::new(
             self.clone(),
@@ -197,14 +207,14 @@ impl Database {
                 "version {version} is in the future (latest is {rv})"
             )));
         }
-        let (count, size, horizon) = self.read_size_at(t.as_mut(), version)?;
-        self.check_horizon(version, horizon, true)?;
+        let (size, finished) = self.read_size_at(t.as_mut(), version)?;
+        self.check_horizon(version, size.horizon, true)?;
         Ok(Transaction::new(
             self.clone(),
             version,
-            Some((rv, Instant::now())),
-            count,
-            size,
+            (!finished).then(|| (rv, Instant::now())),
+            size.count,
+            size.page_size,
             true,
         ))
     }
@@ -233,10 +243,14 @@ impl Database {
         Ok(self.store.inner.kv.begin()?.read_version()?)
     }
 
-    /// The requests that give (page count, page size, GC horizon) at
-    /// `version`: for each layer its newest size record and its header.
+    /// The requests that give a [`SizeAt`] at `version`: GC's horizon, the
+    /// catalog entry (a dropped database must not be read or written), and
+    /// for each layer its newest size record and its header.
     fn size_requests(&self, version: Version) -> Vec<ReadRequest> {
-        let mut reqs = vec![ReadRequest::Get(self.keys.horizon())];
+        let mut reqs = vec![
+            ReadRequest::Get(self.keys.horizon()),
+            ReadRequest::Get(self.store.inner.keys.meta(self.id)),
+        ];
         for l in self.layers.iter() {
             let (zb, ze) = l.keys.size_at(version.min(l.cap));
             reqs.push(ReadRequest::Range(
@@ -249,15 +263,19 @@ impl Database {
 
     /// Decodes the answers to [`Self::size_requests`]: the nearest layer
     /// with a size record gives the size (a fork that never changed its
-    /// size has its origin's), likewise for the page size.
-    fn sizes_from(
-        &self,
-        res: &mut impl Iterator<Item = ReadResult>,
-    ) -> Result<(u64, Option<u32>, Version)> {
+    /// size has its origin's), likewise for the page size. Fails with
+    /// [`Error::Dropped`] when the database is gone (dropped, or dropped and
+    /// its name reused) under this handle.
+    fn sizes_from(&self, res: &mut impl Iterator<Item = ReadResult>) -> Result<SizeAt> {
         let horizon = match res.next() {
             Some(ReadResult::Value(v)) => decode_horizon(v.as_deref())?,
             _ => return Err(Error::corrupt("batch answer")),
         };
+        match res.next() {
+            Some(ReadResult::Value(Some(m))) if !DbMeta::decode(&m)?.dropped => {}
+            Some(ReadResult::Value(_)) => return Err(Error::Dropped(self.name.to_string())),
+            _ => return Err(Error::corrupt("batch answer")),
+        }
         let (mut count, mut size) = (None, None);
         for _ in self.layers.iter() {
             match (res.next(), res.next()) {
@@ -274,17 +292,28 @@ impl Database {
                 _ => return Err(Error::corrupt("batch answer")),
             }
         }
-        Ok((count.unwrap_or(0), size, horizon))
+        Ok(SizeAt {
+            count: count.unwrap_or(0),
+            page_size: size,
+            horizon,
+        })
     }
 
-    /// Reads (page count, page size, GC horizon) at `version`.
-    fn read_size_at(
-        &self,
-        t: &mut dyn KvTxn,
-        version: Version,
-    ) -> Result<(u64, Option<u32>, Version)> {
-        let res = t.get_batch(&self.size_requests(version), true)?;
-        self.sizes_from(&mut res.into_iter())
+    /// Reads the [`SizeAt`] `version`, and finishes large commits up to
+    /// `version` still being indexed; returns whether there were any (then
+    /// `t`'s read version predates their page index: page reads need a
+    /// newer one).
+    fn read_size_at(&self, t: &mut dyn KvTxn, version: Version) -> Result<(SizeAt, bool)> {
+        let (mb, me) = self.keys.materialize_upto(version);
+        let mut reqs = vec![ReadRequest::Range(RangeOption::new(mb, me))];
+        reqs.extend(self.size_requests(version));
+        let mut res = t.get_batch(&reqs, true)?.into_iter();
+        let Some(ReadResult::Range(m)) = res.next() else {
+            return Err(Error::corrupt("batch answer"));
+        };
+        let size = self.sizes_from(&mut res)?;
+        let finished = self.finish_pending(&m.kvs)?;
+        Ok((size, finished))
     }
 
     /// First sight of the database in this process: its size, page size and
@@ -311,16 +340,15 @@ impl Database {
         else {
             return Err(Error::corrupt("batch answer"));
         };
-        let (count, size, _horizon) = self.sizes_from(&mut res)?;
+        let size = self.sizes_from(&mut res)?;
+        let finished = self.finish_pending(&m.kvs)?;
         view.reset();
-        view.page_count = count;
-        view.page_size = size;
+        view.page_count = size.count;
+        view.page_size = size.page_size;
         view.last_token = recent_large_token(&self.keys, self.id, recent.kvs);
-        for kv in &m.kvs {
-            self.finish_large(&kv.key, &kv.value)?;
-        }
         view.known = v;
-        view.known_at = Some(got_at);
+        // After finishing a page index, `v` predates it: no reuse.
+        view.known_at = (!finished).then_some(got_at);
         Ok(())
     }
 
@@ -339,14 +367,19 @@ impl Database {
                 ReadRequest::Range(RangeOption::new(lb, le).limit(LOG_CATCH_UP_ROWS)),
                 ReadRequest::Range(RangeOption::new(mb, me)),
                 ReadRequest::Get(self.keys.horizon()),
+                ReadRequest::Get(self.store.inner.keys.meta(self.id)),
             ],
             true,
         )?;
-        let [ReadResult::Range(log), ReadResult::Range(m), ReadResult::Value(h)] =
-            <[ReadResult; 3]>::try_from(res).map_err(|_| Error::corrupt("batch answer"))?
+        let [ReadResult::Range(log), ReadResult::Range(m), ReadResult::Value(h), ReadResult::Value(meta)] =
+            <[ReadResult; 4]>::try_from(res).map_err(|_| Error::corrupt("batch answer"))?
         else {
             return Err(Error::corrupt("batch answer"));
         };
+        match meta {
+            Some(m) if !DbMeta::decode(&m)?.dropped => {}
+            _ => return Err(Error::Dropped(self.name.to_string())),
+        }
         let horizon = decode_horizon(h.as_deref())?;
         // GC removes change-log records below its horizon: a view older
         // than that cannot be replayed and starts afresh.
@@ -354,10 +387,10 @@ impl Database {
             debug!(database = %self.name, "change log cannot be replayed; reloading view");
             return self.load_view(view, t, v, got_at);
         }
-        for kv in &m.kvs {
-            self.finish_large(&kv.key, &kv.value)?;
-        }
-        for (vs, rec) in group_log(&self.keys, log.kvs.into_iter().map(|kv| (kv.key, kv.value)))? {
+        let finished = self.finish_pending(&m.kvs)?;
+        for (vs, rec) in
+            changelog::group(&self.keys, log.kvs.into_iter().map(|kv| (kv.key, kv.value)))?
+        {
             if rec.large {
                 view.last_token = Some((self.id, rec.token));
             }
@@ -372,8 +405,31 @@ impl Database {
             }
         }
         view.known = v;
-        view.known_at = Some(got_at);
+        // After finishing a page index, `v` predates it: no reuse.
+        view.known_at = (!finished).then_some(got_at);
         Ok(())
+    }
+
+    /// Finishes the large commits whose `D 'm'` markers are `markers`.
+    /// Returns whether there were any: the read version they were seen at
+    /// then predates their page index, and must not serve page reads (the
+    /// defect where a reader remembered pre-commit pages).
+    fn finish_pending(&self, markers: &[KeyValue]) -> Result<bool> {
+        for kv in markers {
+            self.finish_large(&kv.key, &kv.value)?;
+        }
+        Ok(!markers.is_empty())
+    }
+
+    /// Finishes every large commit up to version `upto` still being
+    /// indexed (GC does this before its horizon passes them).
+    pub(crate) fn finish_large_upto(&self, upto: Version) -> Result<()> {
+        let (mb, me) = self.keys.materialize_upto(upto);
+        let markers = self.store.inner.run("large-pending", |t| {
+            t.get_range(&RangeOption::new(mb.clone(), me.clone()), true)
+                .map_err(Error::from)
+        })?;
+        self.finish_pending(&markers.kvs).map(|_| ())
     }
 
     /// Completes a large commit's page index (idempotent; any process may
@@ -386,40 +442,32 @@ impl Database {
         let token = token
             .try_into()
             .map_err(|_| Error::corrupt("materialize token"))?;
-        let changes = self.changes_in(vs)?;
-        let rec = changes
-            .into_iter()
-            .find(|c| c.versionstamp == vs)
+        let rec = self
+            .store
+            .inner
+            .run("large-record", |t| {
+                changelog::read_record(t, &self.keys, &vs)
+            })?
             .ok_or_else(|| Error::corrupt("large commit without its change-log record"))?;
         warn!(database = %self.name, commit = %vs, "finishing a large commit's page index");
-        upload::materialize(self, vs, &token, &rec.record)
+        upload::materialize(self, vs, &token, &rec)
     }
 
-    fn changes_in(&self, vs: Versionstamp) -> Result<Vec<Change>> {
-        let v = vs.version();
-        self.changes_between(v.saturating_sub(1), v)
-    }
-
-    /// Commits in `(after, upto]` and what each changed, oldest first.
+    /// Commits in `(after, upto]` (versions) and what each changed, oldest
+    /// first. Fails with the retryable [`Error::SnapshotTooOld`] when GC
+    /// may have removed records of that range.
     pub fn changes_between(&self, after: Version, upto: Version) -> Result<Vec<Change>> {
-        let (mut b, e) = self.keys.log_between(after, upto);
-        let mut rows = Vec::new();
-        loop {
-            let r = self.store.inner.run("changes", |t| {
-                t.get_range(&RangeOption::new(b.clone(), e.clone()), true)
-                    .map_err(Error::from)
-            })?;
-            let more = r.more;
-            if let Some(last) = r.kvs.last() {
-                b = last.key.clone();
-                b.push(0);
-            }
-            rows.extend(r.kvs.into_iter().map(|kv| (kv.key, kv.value)));
-            if !more {
-                break;
-            }
-        }
-        Ok(group_log(&self.keys, rows.into_iter())?
+        self.changes_after(after_version(after), upto)
+    }
+
+    /// Commits with a versionstamp after `after` and a version up to `upto`,
+    /// oldest first. Comparing versionstamps, not versions, matters:
+    /// FoundationDB gives every commit of one batch the same version.
+    /// Fails with the retryable [`Error::SnapshotTooOld`] when GC may have
+    /// removed records of that range.
+    pub fn changes_after(&self, after: Versionstamp, upto: Version) -> Result<Vec<Change>> {
+        let rows = changelog::read_all(&self.store.inner, &self.name, &self.keys, after, upto)?;
+        Ok(rows
             .into_iter()
             .map(|(versionstamp, record)| Change {
                 versionstamp,
@@ -427,6 +475,14 @@ impl Database {
             })
             .collect())
     }
+}
+
+/// Page count, page size and GC horizon of a database at one version.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SizeAt {
+    pub count: u64,
+    pub page_size: Option<u32>,
+    pub horizon: Version,
 }
 
 /// Change-log rows read at first sight of a database to find a recent
@@ -449,34 +505,10 @@ fn recent_large_token(
         })
 }
 
-/// Joins the parts of each change-log record and decodes them.
-pub(crate) fn group_log(
-    keys: &DbKeys,
-    rows: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
-) -> Result<Vec<(Versionstamp, LogRecord)>> {
-    let mut parts: BTreeMap<Versionstamp, Vec<u8>> = BTreeMap::new();
-    for (k, v) in rows {
-        let (vs, _seq) = keys
-            .parse_log(&k)
-            .ok_or_else(|| Error::corrupt("change-log key"))?;
-        // Rows arrive in key order, so parts of one record arrive in `seq` order.
-        parts.entry(vs).or_default().extend_from_slice(&v);
-    }
-    parts
-        .into_iter()
-        .map(|(vs, b)| Ok((vs, LogRecord::decode(&b)?)))
-        .collect()
-}
-
 pub(crate) fn decode_u64(b: &[u8]) -> Result<u64> {
     b.try_into()
         .map(u64::from_be_bytes)
         .map_err(|_| Error::corrupt("u64 value"))
-}
-
-/// The GC horizon stored at `D 'g'` (0: never collected).
-pub(crate) fn decode_horizon(v: Option<&[u8]>) -> Result<Version> {
-    Ok(v.map(decode_u64).transpose()?.unwrap_or(0))
 }
 
 pub(crate) fn decode_u32(b: &[u8]) -> Result<u32> {

@@ -72,6 +72,10 @@ pub enum Error {
     #[error("corrupt store data: {0}")]
     Corrupt(String),
 
+    /// A test's failpoint made this step fail (test builds only).
+    #[error("failpoint {0} fired")]
+    Injected(String),
+
     /// An internal limit of the engine (retries exhausted and similar).
     #[error("{0}")]
     Other(String),
@@ -96,6 +100,12 @@ impl Error {
             Error::Kv(e) => e.is_retryable(),
             _ => false,
         }
+    }
+
+    /// The store could not say whether a commit was applied
+    /// (`commit_unknown_result`): re-running could apply it twice.
+    pub fn is_maybe_committed(&self) -> bool {
+        matches!(self, Error::Kv(e) if e.is_maybe_committed())
     }
 
     /// The database does not exist.

@@ -22,7 +22,8 @@ use std::collections::BTreeSet;
 
 use tracing::{debug, info};
 
-use crate::database::{decode_horizon, Database};
+use crate::changelog::decode_horizon;
+use crate::database::Database;
 use crate::encoding::{DbMeta, PageValue};
 use crate::error::{Error, Result};
 use crate::keys::DbKeys;
@@ -148,11 +149,15 @@ fn gc_one(store: &PageStore, id: u64, meta: &DbMeta, dry_run: bool) -> Result<Gc
         let db = Database::new(store.clone(), &meta.name, id, &[]);
         db.version_at(now.saturating_sub(retention))?.unwrap_or(0)
     };
-    let horizon = report.horizon;
-    let pins = report.fork_pins.clone();
-    if horizon == 0 {
+    if report.horizon == 0 {
         return Ok(report);
     }
+    // A large commit still being indexed needs its change-log record (and
+    // every reader of it needs its index): finish those the horizon would
+    // pass first. Nothing GC does may make a database unopenable.
+    Database::new(store.clone(), &meta.name, id, &[]).finish_large_upto(report.horizon)?;
+    let horizon = report.horizon;
+    let pins = report.fork_pins.clone();
     if !dry_run {
         // Published first: from here on, snapshots below it fail cleanly.
         inner.run("gc-horizon", |t| {
@@ -163,6 +168,7 @@ fn gc_one(store: &PageStore, id: u64, meta: &DbMeta, dry_run: bool) -> Result<Gc
             Ok(())
         })?;
         report.transactions += 1;
+        failpoint!("gc::after_horizon");
     }
     if !dry_run {
         // Content of transactions whose process died before commit.
@@ -178,6 +184,7 @@ fn gc_one(store: &PageStore, id: u64, meta: &DbMeta, dry_run: bool) -> Result<Gc
         dry_run,
         &mut report,
     )?;
+    failpoint!("gc::after_pages");
     collect_metadata(store, &keys, horizon, &pins, latest, dry_run, &mut report)?;
     info!(database = %meta.name, horizon, removed = report.page_versions,
         bytes = report.page_bytes, dry_run, "gc pass");
@@ -419,7 +426,9 @@ fn collect_metadata(
     let token_limit = horizon.min(latest.saturating_sub(TOKEN_KEEP_VERSIONS));
     let (kb, ke) = keys.tokens();
     scan_keys(store, &kb, &ke, |k, v| {
-        if Versionstamp::from_slice(v).is_some_and(|vs| vs.version() < token_limit) {
+        // Landed and fenced tokens alike, once old enough.
+        let state = crate::commit::TokenState::decode(v)?;
+        if state.versionstamp().version() < token_limit {
             doomed.push(k.to_vec());
         }
         Ok(())

@@ -145,6 +145,7 @@ impl Database {
         if count > old_count {
             txn.truncate(old_count)?;
         }
+        failpoint!("restore::before_commit");
         let out = txn.commit()?;
         info!(database = %self.name, to = version, pages = changed.len(), "restored");
         Ok(out)

@@ -256,6 +256,23 @@ impl DbKeys {
         (self.with(LOG, &[&b.0]), self.with(LOG, &[&e.0]))
     }
 
+    /// Change-log records of commits after `after` (a versionstamp; see
+    /// [`crate::changelog::after_version`] for "after every commit of a
+    /// version") up to version `upto`.
+    pub fn log_after(&self, after: &Versionstamp, upto: Version) -> (Vec<u8>, Vec<u8>) {
+        let b = self.with(LOG, &[&after.0]);
+        let b = strinc(&b).unwrap_or_else(|| self.with(LOG + 1, &[]));
+        let e = Versionstamp::at_version(upto.saturating_add(1));
+        (b, self.with(LOG, &[&e.0]))
+    }
+
+    /// Every part of the change-log record of commit `vs`.
+    pub fn log_of(&self, vs: &Versionstamp) -> (Vec<u8>, Vec<u8>) {
+        let b = self.with(LOG, &[&vs.0]);
+        let e = strinc(&b).unwrap_or_else(|| self.with(LOG + 1, &[]));
+        (b, e)
+    }
+
     /// `D 'l' <placeholder> seq`.
     pub fn log_stamped(&self, seq: u16) -> Vec<u8> {
         self.stamped(LOG, &[], &seq.to_be_bytes())

@@ -5,12 +5,15 @@
 //! fixed size per database, keeps every version, and commits transactions
 //! optimistically with page-level conflict detection.
 
+#[macro_use]
+mod failpoints;
 pub mod clock;
 pub mod keys;
 pub mod kv;
 
 mod cache;
 mod catalog;
+mod changelog;
 mod commit;
 mod database;
 mod encoding;
@@ -24,7 +27,8 @@ mod upload;
 
 pub use cache::{CacheStats, PageCache};
 pub use catalog::{DatabaseInfo, MAX_NAME_BYTES};
-pub use database::{Change, Database};
+pub use changelog::{after_version, Change};
+pub use database::Database;
 pub use encoding::{DbMeta, LogRecord, PageValue};
 pub use error::{Error, Result};
 pub use gc::GcReport;

@@ -83,6 +83,7 @@ pub(crate) fn upload_all(txn: &mut Transaction) -> Result<()> {
             pages = chunk.len(),
             bytes, "uploaded a chunk ahead of commit"
         );
+        failpoint!("upload::after_chunk");
         start = end;
     }
     Ok(())
@@ -113,6 +114,7 @@ pub(crate) fn materialize(
             }
             Ok(())
         })?;
+        failpoint!("materialize::after_chunk");
     }
     inner.run("materialize-done", |t| {
         t.clear(&keys.materialize(&vs));
