@@ -28,11 +28,13 @@
 
 mod error;
 mod extension;
+pub mod metrics;
 mod retry;
 mod store;
 
 pub use error::{Error, Result};
 pub use extension::sqlite3_fdbvfs_init;
+pub use metrics::Metrics;
 pub use pagestore::kv::embedded::Faults;
 pub use pagestore::GcReport;
 pub use retry::{is_busy, retry, retry_with, RetryOptions};

@@ -531,6 +531,15 @@ impl Store {
     pub fn drop_database(&self, name: &str) -> Result<bool> {
         Ok(self.page_store().drop_database(name)?)
     }
+
+    /// This process's counters (page cache, store round trips by kind,
+    /// commits, conflicts, unknown results), without a round trip;
+    /// [`crate::Metrics::to_prometheus`] renders them for a scraper.
+    pub fn metrics(&self) -> crate::Metrics {
+        crate::Metrics {
+            stats: self.page_store().stats(),
+        }
+    }
 }
 
 /// Opens database `name` in the default store of the environment:

@@ -7,6 +7,7 @@
 //! (default `warn`).
 
 mod export;
+mod generate;
 mod history;
 mod import;
 mod interrupt;
@@ -125,8 +126,13 @@ enum Command {
         /// Database name (default: every database).
         name: Option<String>,
         /// Print JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "prometheus")]
         json: bool,
+        /// Print the Prometheus text format (per-database gauges, then
+        /// this process's counters), e.g. for node_exporter's textfile
+        /// collector.
+        #[arg(long)]
+        prometheus: bool,
     },
     /// List the databases in the store.
     List,
@@ -134,6 +140,20 @@ enum Command {
     Drop {
         /// Database name.
         name: String,
+    },
+    /// Print a shell completion script: `fdbvfs completions bash >
+    /// /usr/share/bash-completion/completions/fdbvfs` (zsh: a file `_fdbvfs`
+    /// in $fpath; fish: ~/.config/fish/completions/fdbvfs.fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `fdbvfs man > fdbvfs.1; man -l
+    /// fdbvfs.1`; with --out-dir, write one page per command there.
+    Man {
+        /// Write fdbvfs.1, fdbvfs-sql.1, … into this directory.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -199,8 +219,17 @@ fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), Error> {
             export::export(&cli.store.open()?, &name, &out, at, force, stdout)
         }
         Command::Shell { name } => shell::shell(&cli.store.open()?, &name, stdout),
-        Command::Stats { name, json } => {
-            stats::stats(&cli.store.open()?, name.as_deref(), json, stdout)
+        Command::Stats {
+            name,
+            json,
+            prometheus,
+        } => {
+            let format = match (json, prometheus) {
+                (true, _) => stats::Format::Json,
+                (_, true) => stats::Format::Prometheus,
+                _ => stats::Format::Text,
+            };
+            stats::stats(&cli.store.open()?, name.as_deref(), format, stdout)
         }
         Command::List => {
             let store = cli.store.open()?;
@@ -209,6 +238,8 @@ fn run(cli: Cli, stdout: &mut dyn Write) -> Result<(), Error> {
             }
             Ok(stdout.flush()?)
         }
+        Command::Completions { shell } => generate::completions(shell, stdout),
+        Command::Man { out_dir } => generate::man(out_dir.as_deref(), stdout),
         Command::Drop { name } => {
             let store = cli.store.open()?;
             if store.drop_database(&name)? {

@@ -1,4 +1,4 @@
-//! `fdbvfs stats [NAME] [--json]`: size, history and counters.
+//! `fdbvfs stats [NAME] [--json|--prometheus]`: size, history and counters.
 //!
 //! Per database (NAME, or every database):
 //! * `pages`, `page_size`, `bytes`: the size at the latest version;
@@ -18,10 +18,18 @@
 //! it did itself, including reading these statistics; the shell's `.stats`
 //! counts its whole session): page-cache hits, misses and hit rate, store
 //! round trips (read versions, reads, commits), commits and conflicts.
+//!
+//! `--prometheus` prints the same in the Prometheus text format: one gauge
+//! family per database field, labelled `database` (`fdbvfs_database_…`;
+//! `fdbvfs_database_gc_horizon_version` is GC's progress), then
+//! [`fdbvfs::Metrics`] of this process. A service that embeds the library
+//! serves `Store::metrics().to_prometheus()` instead, whose counters cover
+//! its whole life.
 
 use std::io::Write;
 use std::time::Duration;
 
+use fdbvfs::metrics::{render, MetricFamily, MetricKind, Value as Sample};
 use fdbvfs::Store;
 use pagestore::keys::Keyspace;
 use pagestore::{Database, DbMeta, StoreStats};
@@ -261,11 +269,96 @@ pub fn table(all: &[DbStats]) -> Table {
     t
 }
 
-/// `fdbvfs stats [NAME] [--json]`.
+/// How `stats` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `field: value` lines or a table, then one line of counters.
+    Text,
+    /// One JSON document.
+    Json,
+    /// The Prometheus text exposition format.
+    Prometheus,
+}
+
+/// Seconds since the Unix epoch, from microseconds.
+fn seconds(micros: u64) -> Sample {
+    Sample::Float(micros as f64 / 1e6)
+}
+
+/// The databases' fields as Prometheus gauge families, one sample per
+/// database (label `database`).
+pub fn database_families(all: &[DbStats]) -> Vec<MetricFamily> {
+    type Field = fn(&DbStats) -> Sample;
+    let fields: [(&str, &str, Field); 10] = [
+        (
+            "fdbvfs_database_pages",
+            "Pages at the latest version.",
+            |s| Sample::Int(s.pages),
+        ),
+        ("fdbvfs_database_page_size_bytes", "Page size.", |s| {
+            Sample::Int(u64::from(s.page_size))
+        }),
+        (
+            "fdbvfs_database_size_bytes",
+            "Size at the latest version (pages times page size).",
+            |s| Sample::Int(s.bytes()),
+        ),
+        (
+            "fdbvfs_database_version",
+            "Latest store version the database was read at.",
+            |s| Sample::Int(s.version),
+        ),
+        (
+            "fdbvfs_database_history_commits",
+            "Commits kept in the change log (readable history since the GC horizon).",
+            |s| Sample::Int(s.commits),
+        ),
+        (
+            "fdbvfs_database_history_page_versions",
+            "Page versions written by the commits kept in the change log.",
+            |s| Sample::Int(s.page_versions),
+        ),
+        (
+            "fdbvfs_database_retention_seconds",
+            "How long old versions stay readable.",
+            |s| Sample::Int(s.retention.as_secs()),
+        ),
+        (
+            "fdbvfs_database_created_timestamp_seconds",
+            "Creation time, seconds since the Unix epoch.",
+            |s| seconds(s.created_micros),
+        ),
+        (
+            "fdbvfs_database_oldest_readable_timestamp_seconds",
+            "Oldest time the database can be read as of (time travel, forks, \
+             restores), seconds since the Unix epoch.",
+            |s| seconds(s.oldest_readable_micros),
+        ),
+        (
+            "fdbvfs_database_gc_horizon_version",
+            "GC progress: versions below this one were garbage-collected (0: none yet).",
+            |s| Sample::Int(s.gc_horizon),
+        ),
+    ];
+    fields
+        .into_iter()
+        .map(|(name, help, get)| {
+            MetricFamily::labelled(
+                name,
+                MetricKind::Gauge,
+                help,
+                "database",
+                all.iter().map(|s| (s.name.clone(), get(s))),
+            )
+        })
+        .collect()
+}
+
+/// `fdbvfs stats [NAME] [--json|--prometheus]`.
 pub fn stats(
     store: &Store,
     name: Option<&str>,
-    as_json: bool,
+    format: Format,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let pages = store.page_store();
@@ -287,7 +380,11 @@ pub fn stats(
         }
     }
     let process = pages.stats();
-    if as_json {
+    if format == Format::Prometheus {
+        let mut families = database_families(&all);
+        families.extend(store.metrics().families());
+        out.write_all(render(&families).as_bytes())?;
+    } else if format == Format::Json {
         let doc = json!({
             "databases": all.iter().map(DbStats::to_json).collect::<Vec<_>>(),
             "process": process_json(&process),
@@ -312,8 +409,13 @@ mod tests {
     use super::*;
 
     fn run(store: &Store, name: Option<&str>, as_json: bool) -> String {
+        let format = if as_json { Format::Json } else { Format::Text };
+        render_with(store, name, format)
+    }
+
+    fn render_with(store: &Store, name: Option<&str>, format: Format) -> String {
         let mut out = Vec::new();
-        stats(store, name, as_json, &mut out).unwrap();
+        stats(store, name, format, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -347,5 +449,44 @@ mod tests {
         assert!(text.contains("this process"), "{text}");
         let text = run(&store, None, false);
         assert!(text.contains("(2 rows)"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod prometheus_tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_has_a_sample_per_database_and_the_process_counters() {
+        let store = Store::in_memory().unwrap();
+        store
+            .open("a\"b")
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        store.open("c").unwrap();
+        let mut out = Vec::new();
+        stats(&store, None, Format::Prometheus, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("fdbvfs_database_size_bytes{database=\"a\\\"b\"} 8192\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fdbvfs_database_history_commits{database=\"a\\\"b\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fdbvfs_database_pages{database=\"c\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE fdbvfs_store_round_trips_total counter\n"));
+        // Every family once, its samples right after its TYPE line.
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let mut names: Vec<&str> = types.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "a family appears twice:\n{text}");
     }
 }
