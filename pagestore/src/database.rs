@@ -114,9 +114,9 @@ impl Database {
         let view = self.store.inner.cache.view(self.id);
         let mut view = lock(&view);
         if view.known == 0 {
-            self.load_view(&mut view, t.as_mut(), v, got_at)?;
+            self.load_view(&mut view, t.as_mut(), v, got_at, false)?;
         } else if view.known < v {
-            self.advance_view(&mut view, t.as_mut(), v, got_at)?;
+            self.advance_view(&mut view, t.as_mut(), v, got_at, false)?;
         }
         // The view may be ahead of `v` (another connection began later):
         // every commit up to `known` is durable, so reading there is as
@@ -162,13 +162,17 @@ impl Database {
                 }
             }
             let at = fresh_at.unwrap_or_else(Instant::now);
+            // Read at the other transaction's snapshot, this database may
+            // not exist yet (created, e.g. ATTACHed, after that snapshot):
+            // it is then empty there, not dropped.
+            let young = fresh_at.is_some();
             if view.known == 0 {
-                self.load_view(&mut view, t.as_mut(), snap, at)?;
+                self.load_view(&mut view, t.as_mut(), snap, at, young)?;
             } else if view.known < snap {
-                self.advance_view(&mut view, t.as_mut(), snap, at)?;
+                self.advance_view(&mut view, t.as_mut(), snap, at, young)?;
             } else {
                 // The view is ahead: read the size as of the snapshot.
-                let (size, finished) = self.read_size_at(t.as_mut(), snap)?;
+                let (size, finished) = self.read_size_at(t.as_mut(), snap, young)?;
                 self.check_horizon(snap, size.horizon, false)?;
                 let rv = if finished { None } else { rv };
                 return Ok(Transaction::new(
@@ -207,7 +211,7 @@ impl Database {
                 "version {version} is in the future (latest is {rv})"
             )));
         }
-        let (size, finished) = self.read_size_at(t.as_mut(), version)?;
+        let (size, finished) = self.read_size_at(t.as_mut(), version, false)?;
         self.check_horizon(version, size.horizon, true)?;
         Ok(Transaction::new(
             self.clone(),
@@ -266,14 +270,21 @@ impl Database {
     /// size has its origin's), likewise for the page size. Fails with
     /// [`Error::Dropped`] when the database is gone (dropped, or dropped and
     /// its name reused) under this handle.
-    fn sizes_from(&self, res: &mut impl Iterator<Item = ReadResult>) -> Result<SizeAt> {
+    /// `created_later_ok`: the answers are at an older read version, at
+    /// which a missing catalog entry may mean "not created yet".
+    fn sizes_from(
+        &self,
+        res: &mut impl Iterator<Item = ReadResult>,
+        created_later_ok: bool,
+    ) -> Result<SizeAt> {
         let horizon = match res.next() {
             Some(ReadResult::Value(v)) => decode_horizon(v.as_deref())?,
             _ => return Err(Error::corrupt("batch answer")),
         };
         match res.next() {
-            Some(ReadResult::Value(Some(m))) if !DbMeta::decode(&m)?.dropped => {}
-            Some(ReadResult::Value(_)) => return Err(Error::Dropped(self.name.to_string())),
+            Some(ReadResult::Value(meta)) => {
+                self.check_exists(meta.as_deref(), created_later_ok)?
+            }
             _ => return Err(Error::corrupt("batch answer")),
         }
         let (mut count, mut size) = (None, None);
@@ -303,7 +314,12 @@ impl Database {
     /// `version` still being indexed; returns whether there were any (then
     /// `t`'s read version predates their page index: page reads need a
     /// newer one).
-    fn read_size_at(&self, t: &mut dyn KvTxn, version: Version) -> Result<(SizeAt, bool)> {
+    fn read_size_at(
+        &self,
+        t: &mut dyn KvTxn,
+        version: Version,
+        created_later_ok: bool,
+    ) -> Result<(SizeAt, bool)> {
         let (mb, me) = self.keys.materialize_upto(version);
         let mut reqs = vec![ReadRequest::Range(RangeOption::new(mb, me))];
         reqs.extend(self.size_requests(version));
@@ -311,7 +327,7 @@ impl Database {
         let Some(ReadResult::Range(m)) = res.next() else {
             return Err(Error::corrupt("batch answer"));
         };
-        let size = self.sizes_from(&mut res)?;
+        let size = self.sizes_from(&mut res, created_later_ok)?;
         let finished = self.finish_pending(&m.kvs)?;
         Ok((size, finished))
     }
@@ -324,6 +340,7 @@ impl Database {
         t: &mut dyn KvTxn,
         v: Version,
         got_at: Instant,
+        created_later_ok: bool,
     ) -> Result<()> {
         let (mb, me) = self.keys.materialize_upto(v);
         let (lb, le) = self.keys.log_between(0, v);
@@ -340,7 +357,7 @@ impl Database {
         else {
             return Err(Error::corrupt("batch answer"));
         };
-        let size = self.sizes_from(&mut res)?;
+        let size = self.sizes_from(&mut res, created_later_ok)?;
         let finished = self.finish_pending(&m.kvs)?;
         view.reset();
         view.page_count = size.count;
@@ -359,6 +376,7 @@ impl Database {
         t: &mut dyn KvTxn,
         v: Version,
         got_at: Instant,
+        created_later_ok: bool,
     ) -> Result<()> {
         let (lb, le) = self.keys.log_between(view.known, v);
         let (mb, me) = self.keys.materialize_upto(v);
@@ -376,16 +394,13 @@ impl Database {
         else {
             return Err(Error::corrupt("batch answer"));
         };
-        match meta {
-            Some(m) if !DbMeta::decode(&m)?.dropped => {}
-            _ => return Err(Error::Dropped(self.name.to_string())),
-        }
+        self.check_exists(meta.as_deref(), created_later_ok)?;
         let horizon = decode_horizon(h.as_deref())?;
         // GC removes change-log records below its horizon: a view older
         // than that cannot be replayed and starts afresh.
         if log.more || log.kvs.len() >= LOG_CATCH_UP_ROWS || horizon > view.known {
             debug!(database = %self.name, "change log cannot be replayed; reloading view");
-            return self.load_view(view, t, v, got_at);
+            return self.load_view(view, t, v, got_at, created_later_ok);
         }
         let finished = self.finish_pending(&m.kvs)?;
         for (vs, rec) in
@@ -408,6 +423,18 @@ impl Database {
         // After finishing a page index, `v` predates it: no reuse.
         view.known_at = (!finished).then_some(got_at);
         Ok(())
+    }
+
+    /// Fails with [`Error::Dropped`] unless `meta` (this database's catalog
+    /// entry, read now) shows it still exists: a handle must not read or
+    /// write a database another process dropped (or dropped and
+    /// re-created under the same name).
+    fn check_exists(&self, meta: Option<&[u8]>, created_later_ok: bool) -> Result<()> {
+        match meta {
+            Some(m) if !DbMeta::decode(m)?.dropped => Ok(()),
+            None if created_later_ok => Ok(()),
+            _ => Err(Error::Dropped(self.name.to_string())),
+        }
     }
 
     /// Finishes the large commits whose `D 'm'` markers are `markers`.

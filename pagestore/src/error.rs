@@ -108,6 +108,15 @@ impl Error {
         matches!(self, Error::Kv(e) if e.is_maybe_committed())
     }
 
+    /// A failed commit certainly wrote nothing, so content it uploaded
+    /// ahead may be removed. Not so after an unknown result (it may still
+    /// be the content of a landed commit: GC's sweep removes it later if
+    /// not), nor after an injected failure (tests use those to stand for a
+    /// crash, after which nothing more happens).
+    pub fn definitely_not_committed(&self) -> bool {
+        !self.is_maybe_committed() && !matches!(self, Error::Injected(_))
+    }
+
     /// The database does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound(_) | Error::Dropped(_))

@@ -485,7 +485,7 @@ impl Transaction {
             ));
         }
         let out = commit::commit(&mut self);
-        if out.is_err() && self.uploaded {
+        if matches!(&out, Err(e) if e.definitely_not_committed()) && self.uploaded {
             upload::discard(&self.db, &self.token);
         }
         out
@@ -556,7 +556,7 @@ pub fn commit_group_checked(txns: Vec<Transaction>, readers: &[&Transaction]) ->
     let mut all_readers: Vec<&Transaction> = readers.to_vec();
     all_readers.extend(idle.iter().map(|t| &**t));
     let out = commit::commit_group(&mut writers, &all_readers);
-    if out.is_err() {
+    if matches!(&out, Err(e) if e.definitely_not_committed()) {
         for t in writers {
             if t.uploaded {
                 upload::discard(&t.db, &t.token);
