@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use libsqlite3_sys as ffi;
@@ -161,15 +162,15 @@ unsafe extern "C" fn x_open(
         let mut result_flags = flags;
         let kind = if is_main {
             // SAFETY: a main-db name is NUL-terminated (with URI parameters after it).
-            let raw = unsafe { CStr::from_ptr(name) };
-            let display = raw.to_string_lossy().into_owned();
+            let raw = name_of_pathname(unsafe { CStr::from_ptr(name) }.to_bytes());
+            let display = String::from_utf8_lossy(raw).into_owned();
             let opened = (|| {
-                let n = raw
-                    .to_str()
+                let n = std::str::from_utf8(raw)
                     .map_err(|_| Error::BadName("the name is not UTF-8".into()))?;
                 crate::file::validate_name(n)?;
                 // SAFETY: name is a main-db filename from SQLite.
                 let params = unsafe { ctx.api.uri_params(name) };
+                refuse_unsupported(&params)?;
                 let p = OpenParams::parse(&params)?;
                 let store = registry::resolve(&p.spec)?;
                 let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
@@ -275,6 +276,50 @@ unsafe extern "C" fn x_access(
     })
 }
 
+/// Full pathnames: `fdb:<n>:<name>`, `n` new for every call.
+///
+/// SQLite keys state by full pathname: a shared cache (`BtShared`, found
+/// by `strcmp` of full pathnames in `sqlite3BtreeOpen`) serves every
+/// connection whose file has the same one, whatever its URI parameters.
+/// The bare name let a connection to one store read another store's pages
+/// of a database of the same name, and a time-travel connection read the
+/// current database. A VFS cannot refuse a shared cache asked for by open
+/// flag (`SQLITE_OPEN_SHAREDCACHE` never reaches `xOpen`) or by
+/// `sqlite3_enable_shared_cache`; with a pathname of its own for every
+/// open, no two connections ever share one, so each keeps its own
+/// snapshot and commits (`cache=shared` in the URI is refused outright).
+/// Journal names (`<pathname>-journal`) and super-journal names
+/// (`<pathname>-mjXXXXXXXX9XX`) derive from it and stay unique too.
+/// `xOpen` takes the name back out. A pathname is a handle, not a name: a
+/// database opened by it (as given by `sqlite3_db_filename`) is the one
+/// whose name is the whole string.
+const PATH_PREFIX: &[u8] = b"fdb:";
+
+static NEXT_PATH: AtomicU64 = AtomicU64::new(1);
+
+/// The full pathname for database `name` (a fresh one on every call).
+fn full_pathname(name: &[u8]) -> Vec<u8> {
+    let n = NEXT_PATH.fetch_add(1, Ordering::Relaxed);
+    let mut p = PATH_PREFIX.to_vec();
+    p.extend_from_slice(n.to_string().as_bytes());
+    p.push(b':');
+    p.extend_from_slice(name);
+    p
+}
+
+/// The database name inside a full pathname made by [`full_pathname`] (a
+/// string that is not one is a name already: test hooks open by name).
+fn name_of_pathname(path: &[u8]) -> &[u8] {
+    let Some(rest) = path.strip_prefix(PATH_PREFIX) else {
+        return path;
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    match rest.get(digits) {
+        Some(b':') if digits > 0 => &rest[digits + 1..],
+        _ => path,
+    }
+}
+
 unsafe extern "C" fn x_full_pathname(
     _: *mut ffi::sqlite3_vfs,
     name: *const c_char,
@@ -285,15 +330,55 @@ unsafe extern "C" fn x_full_pathname(
         if name.is_null() || out.is_null() || n_out <= 0 {
             return ffi::SQLITE_CANTOPEN;
         }
-        // Database names are names, not paths: keep them as given.
         // SAFETY: SQLite passes a NUL-terminated name and nOut bytes of output.
-        let bytes = unsafe { CStr::from_ptr(name) }.to_bytes_with_nul();
+        let mut bytes = full_pathname(unsafe { CStr::from_ptr(name) }.to_bytes());
+        bytes.push(0);
         if bytes.len() > n_out as usize {
             return ffi::SQLITE_CANTOPEN;
         }
         unsafe { ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, out, bytes.len()) };
         ffi::SQLITE_OK
     })
+}
+
+/// True unless `v` is one of the values SQLite reads as false for a
+/// boolean URI parameter (`sqlite3_uri_boolean`: `0`, `no`, `off`,
+/// `false`; empty). Numbers are true when non-zero (SQLite keeps only
+/// their low byte: `256` counts as true here, which only refuses more).
+fn uri_true(v: &str) -> bool {
+    let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if !digits.is_empty() {
+        return digits.bytes().any(|b| b != b'0');
+    }
+    !(v.is_empty()
+        || ["no", "off", "false"]
+            .iter()
+            .any(|f| v.eq_ignore_ascii_case(f)))
+}
+
+/// URI parameters SQLite acts on that this VFS cannot honour: refused at
+/// open, with the reason.
+fn refuse_unsupported(params: &[(String, String)]) -> Result<(), Error> {
+    for (k, v) in params {
+        let why = match k.as_str() {
+            "cache" if v.eq_ignore_ascii_case("shared") => {
+                "a shared cache gives several connections one page cache and one transaction; the fdb VFS gives every connection its own snapshot and commits (use cache=private, the default)"
+            }
+            "immutable" if uri_true(v) => {
+                "immutable=1 tells SQLite the database never changes, so it would read stale pages for ever while others commit; open it read-only (mode=ro) or as of a point in history (version= or at=) instead"
+            }
+            "nolock" if uri_true(v) => {
+                "nolock=1 makes SQLite skip the locks that begin and commit the fdb VFS's transactions: reads would not see one snapshot and writes could not commit"
+            }
+            _ => continue,
+        };
+        return Err(Error::BadParam {
+            name: k.clone(),
+            value: v.clone(),
+            why: why.into(),
+        });
+    }
+    Ok(())
 }
 
 fn parent(vfs: *mut ffi::sqlite3_vfs) -> Option<&'static ffi::sqlite3_vfs> {
@@ -684,12 +769,15 @@ unsafe extern "C" fn x_file_control(
                         .to_string_lossy()
                         .into_owned()
                 });
-                m.announce_sync(sj);
-                ffi::SQLITE_OK
+                // It is the commit point (see `MainFile::sync_point`).
+                match m.sync_point(sj) {
+                    Ok(()) => ffi::SQLITE_OK,
+                    Err(e) => report(Some(ctx), &e, Op::Sync, m.name()),
+                }
             }
             ffi::SQLITE_FCNTL_COMMIT_PHASETWO => match m.commit_phase_two() {
                 Ok(()) => ffi::SQLITE_OK,
-                Err(e) => report(Some(ctx), &e, Op::Sync, m.name()),
+                Err(e) => report(Some(ctx), &e, Op::PhaseTwo, m.name()),
             },
             ffi::SQLITE_FCNTL_VFSNAME => {
                 if !arg.is_null() {
@@ -914,6 +1002,16 @@ pub mod testing {
         pub fn sync(&mut self) -> c_int {
             unsafe { x_sync(self.ptr(), 0) }
         }
+        /// xFileControl(SQLITE_FCNTL_COMMIT_PHASETWO).
+        pub fn commit_phase_two(&mut self) -> c_int {
+            unsafe {
+                x_file_control(
+                    self.ptr(),
+                    ffi::SQLITE_FCNTL_COMMIT_PHASETWO,
+                    ptr::null_mut(),
+                )
+            }
+        }
         /// xFileSize.
         pub fn size(&mut self) -> (c_int, i64) {
             let mut s = 0;
@@ -965,6 +1063,52 @@ pub mod testing {
                     x_close(p);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pathnames_are_unique_and_give_the_name_back() {
+        let a = full_pathname(b"orders");
+        let b = full_pathname(b"orders");
+        assert_ne!(a, b);
+        assert_eq!(name_of_pathname(&a), b"orders");
+        // A name that looks like a pathname survives one round trip.
+        let tricky = full_pathname(b"fdb:7:x");
+        assert_eq!(name_of_pathname(&tricky), b"fdb:7:x");
+        for plain in [&b"orders"[..], b"fdb:", b"fdb::x", b"fdb:1x:y", b""] {
+            assert_eq!(name_of_pathname(plain), plain);
+        }
+    }
+
+    #[test]
+    fn boolean_uri_values() {
+        for t in ["1", "yes", "TRUE", "on", "2", "256", "x"] {
+            assert!(uri_true(t), "{t}");
+        }
+        for f in ["0", "00", "no", "Off", "false", ""] {
+            assert!(!uri_true(f), "{f}");
+        }
+    }
+
+    #[test]
+    fn unsupported_parameters_are_refused() {
+        let p = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        for (k, v) in [("cache", "shared"), ("immutable", "1"), ("nolock", "yes")] {
+            let e = refuse_unsupported(&p(k, v)).map_err(|e| e.to_string());
+            assert!(e.as_ref().is_err_and(|m| m.contains(k)), "{k}={v}: {e:?}");
+        }
+        for (k, v) in [
+            ("cache", "private"),
+            ("immutable", "0"),
+            ("nolock", "0"),
+            ("mode", "ro"),
+        ] {
+            assert!(refuse_unsupported(&p(k, v)).is_ok(), "{k}={v}");
         }
     }
 }

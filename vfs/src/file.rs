@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
+use pagestore::kv::Versionstamp;
 use pagestore::{Database, Transaction};
 use tracing::{debug, debug_span, info, warn};
 
@@ -35,17 +36,21 @@ enum State {
     Idle,
     /// SHARED or RESERVED+: see `phase`.
     Active(Transaction),
-    /// Committed at `version`; `reader` serves reads SQLite still makes in
-    /// the same lock hold (opened lazily at `version`).
+    /// Committed at `version` (`versionstamp`: its place within the
+    /// version's batch); `reader` serves reads SQLite still makes in the
+    /// same lock hold (opened lazily at `version`).
     Committed {
         version: u64,
+        versionstamp: Option<Versionstamp>,
         reader: Option<Transaction>,
     },
     /// The commit failed; SQLite is rolling back. Writes are dropped; reads
-    /// come from `reader` at `snapshot`.
+    /// come from `reader` at `snapshot`. Nothing of it is ever acknowledged
+    /// as committed (see [`Restore`]).
     Doomed {
         snapshot: u64,
         reader: Option<Transaction>,
+        restore: Restore,
     },
     /// Commit phase one of a multi-database transaction is done: the
     /// transaction waits in `group` (member `id`) for the super-journal's
@@ -55,6 +60,24 @@ enum State {
         group: Arc<SuperJournal>,
         id: u64,
     },
+}
+
+/// What a doomed file expects of SQLite: a rollback, which writes the
+/// original pages back from the journal and then syncs. Anything else (a
+/// sync that restored nothing, as a retried COMMIT sends; pages with new
+/// content) would be SQLite committing a transaction whose commit failed,
+/// and fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Restore {
+    /// Nothing restored yet: a sync now is not a rollback's.
+    Expected,
+    /// The rollback restored pages (or cut the file back): its sync is
+    /// accepted.
+    Seen,
+    /// Not checked: the transaction did commit, but SQLite rolls back
+    /// because another store of the same SQL transaction failed; its
+    /// restoring writes (the pre-commit pages) are dropped.
+    Unchecked,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,6 +90,8 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct ConnFile {
     file: u64,
     store: usize,
+    /// The database's id in its store (identity across handles).
+    db_id: u64,
     state: Weak<Mutex<State>>,
 }
 
@@ -142,6 +167,12 @@ pub struct MainFile {
     sync_super: Option<String>,
     /// The super-journal a `GroupSync` event prepares into.
     joining: Option<Arc<SuperJournal>>,
+    /// The commit point of this sync was handled at `SQLITE_FCNTL_SYNC`:
+    /// the `xSync` that follows has nothing more to do.
+    synced_at_fcntl: bool,
+    /// The database is already open in this handle's connection (another
+    /// schema): every use of this handle fails.
+    duplicate: bool,
     phase: Phase,
     level: Level,
     salt: u32,
@@ -227,6 +258,8 @@ impl MainFile {
             conn: None,
             sync_super: None,
             joining: None,
+            synced_at_fcntl: false,
+            duplicate: false,
             phase: Phase::Idle,
             level: Level::None,
             salt: rand::random::<u32>() | 1,
@@ -300,9 +333,27 @@ impl MainFile {
         if let Some(old) = self.conn.take() {
             remove_file(&mut c, old, self.file_id);
         }
+        let store = store_key(&self.store);
+        let db_id = self.db.id();
+        let open_already = c.get(&conn).is_some_and(|files| {
+            files.iter().any(|f| {
+                f.file != self.file_id
+                    && f.store == store
+                    && f.db_id == db_id
+                    && f.state.strong_count() > 0
+            })
+        });
+        if open_already {
+            // SQLite learns of it at this handle's first lock (ATTACH reads
+            // the schema then, and fails): SQLITE_FCNTL_PDB is only a hint.
+            warn!(database = %self.name, conn = format_args!("{conn:#x}"), "database opened twice in one connection: the second handle is refused");
+            self.duplicate = true;
+            return;
+        }
         c.entry(conn).or_default().push(ConnFile {
             file: self.file_id,
-            store: store_key(&self.store),
+            store,
+            db_id,
             state: Arc::downgrade(&self.state),
         });
         self.conn = Some(conn);
@@ -312,7 +363,13 @@ impl MainFile {
     /// SQLITE_FCNTL_SYNC: `super_journal` is the super-journal of a
     /// multi-database commit whose phase one syncs this file next (None:
     /// a single-database commit, or a rollback syncing restored pages).
-    pub fn announce_sync(&mut self, super_journal: Option<String>) {
+    ///
+    /// This is the commit point: `sqlite3PagerSync` sends it right before
+    /// `xSync`, and also with `synchronous=OFF`, where no `xSync` follows;
+    /// its error fails commit phase one exactly as an `xSync` error does,
+    /// so SQLite rolls back from its journal. Committing later, in phase
+    /// two, would be too late: SQLite has finalized its journal by then.
+    pub fn sync_point(&mut self, super_journal: Option<String>) -> Result<()> {
         self.settle();
         let pending_elsewhere = match &*locked(&self.state) {
             State::Prepared { group, .. } => super_journal.as_deref() != Some(group.name()),
@@ -324,6 +381,10 @@ impl MainFile {
             self.abort_group("sync during rollback");
         }
         self.sync_super = super_journal;
+        let out = self.sync_now();
+        // On an error SQLite sends no xSync.
+        self.synced_at_fcntl = out.is_ok();
+        out
     }
 
     /// Resolves a prepared transaction once its group is decided.
@@ -339,14 +400,15 @@ impl MainFile {
         };
         match group.outcome(id) {
             Outcome::Pending => {}
-            Outcome::Committed(version) => {
-                self.last_version = Some(version);
+            Outcome::Committed(c) => {
+                self.last_version = Some(c.version);
                 if let Some(w) = self.hold.page1_written.take() {
                     self.hold.pager_counter = w;
                 }
                 if group.fully_committed() {
                     *st = State::Committed {
-                        version,
+                        version: c.version,
+                        versionstamp: c.versionstamp,
                         reader: None,
                     };
                     self.phase = Phase::Committed;
@@ -355,8 +417,9 @@ impl MainFile {
                     // failed and SQLite rolls back: drop its restoring
                     // writes; reads see what was committed.
                     *st = State::Doomed {
-                        snapshot: version,
+                        snapshot: c.version,
                         reader: None,
+                        restore: Restore::Unchecked,
                     };
                     self.phase = Phase::Doomed;
                 }
@@ -365,6 +428,7 @@ impl MainFile {
                 *st = State::Doomed {
                     snapshot,
                     reader: None,
+                    restore: Restore::Expected,
                 };
                 self.phase = Phase::Doomed;
             }
@@ -394,10 +458,13 @@ impl MainFile {
         let mut st = locked(&self.state);
         match &mut *st {
             State::Active(t) => f(t, &mut self.hold),
-            State::Committed { version: v, reader }
+            State::Committed {
+                version: v, reader, ..
+            }
             | State::Doomed {
                 snapshot: v,
                 reader,
+                ..
             } => {
                 if reader.is_none() {
                     *reader = Some(db.begin_at(*v)?);
@@ -430,7 +497,17 @@ impl MainFile {
     /// xRead: fills `buf` from file offset `offset`. Returns false for a
     /// short read (the rest of `buf` is zero-filled).
     pub fn read(&mut self, buf: &mut [u8], offset: u64) -> Result<bool> {
+        self.refuse_duplicate()?;
         self.with_reader(|t, hold| read_at(t, hold, buf, offset))
+    }
+
+    /// Fails when this handle is a second one of a database already open
+    /// in its connection.
+    fn refuse_duplicate(&self) -> Result<()> {
+        if self.duplicate {
+            return Err(Error::AlreadyOpen(self.name.clone()));
+        }
+        Ok(())
     }
 
     /// xWrite: whole pages at page boundaries, as SQLite writes them.
@@ -451,10 +528,37 @@ impl MainFile {
         let mut st = locked(&self.state);
         let t = match (&mut *st, self.phase) {
             (State::Active(t), Phase::Reserved) => t,
-            (State::Doomed { .. }, _) => {
+            (
+                State::Doomed {
+                    snapshot,
+                    reader,
+                    restore,
+                },
+                _,
+            ) => {
                 // SQLite restoring pages from its journal after a failed
                 // commit: nothing of this transaction reaches the store.
-                return Ok(());
+                // Only restoring: new content would be SQLite committing
+                // a doomed transaction (it never does after the codes the
+                // commit point returns; this is the last line).
+                if *restore == Restore::Unchecked {
+                    return Ok(());
+                }
+                if reader.is_none() {
+                    *reader = Some(self.db.begin_at(*snapshot)?);
+                }
+                let Some(r) = reader.as_mut() else {
+                    return Err(Error::BadIo("no reader".into()));
+                };
+                let mut original = vec![0u8; buf.len()];
+                let mut scratch = Hold::default();
+                read_at(r, &mut scratch, &mut original, offset)?;
+                if header::same_but_counters(&original, buf, offset) {
+                    *restore = Restore::Seen;
+                    return Ok(());
+                }
+                warn!(database = %self.name, offset, len = buf.len(), "new content written into a transaction whose commit failed: refused (SQLite must roll back)");
+                return Err(Error::Doomed);
             }
             _ => {
                 return Err(Error::BadIo(format!(
@@ -555,9 +659,17 @@ impl MainFile {
             }
             // After a commit the store was already cut to the in-header size
             // at commit (SQLite truncates only in commit phase two); after a
-            // failed commit nothing is to be changed.
-            (State::Committed { .. } | State::Doomed { .. }, _) => {
+            // failed commit nothing is to be changed (the rollback cuts the
+            // file back to its original size).
+            (State::Committed { .. }, _) => {
                 debug!(database = %self.name, size, "truncate after commit: already applied");
+                Ok(())
+            }
+            (State::Doomed { restore, .. }, _) => {
+                if *restore == Restore::Expected {
+                    *restore = Restore::Seen;
+                }
+                debug!(database = %self.name, size, "truncate during the rollback of a failed commit: dropped");
                 Ok(())
             }
             _ if read_only => Err(Error::ReadOnly("time-travel connection".into())),
@@ -588,12 +700,21 @@ impl MainFile {
                 || t.page_count() != self.hold.base_count)
     }
 
-    /// xSync: the commit point of a single-database commit; for a
-    /// multi-database commit (announced by `SQLITE_FCNTL_SYNC` with a
-    /// super-journal of this VFS), the end of phase one: the transaction
-    /// is prepared and commits with the others when SQLite deletes the
-    /// super-journal.
+    /// xSync: nothing more when `SQLITE_FCNTL_SYNC` came first (it did
+    /// the work, see [`MainFile::sync_point`]); otherwise the commit point.
     pub fn sync(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.synced_at_fcntl) {
+            return Ok(());
+        }
+        self.sync_now()
+    }
+
+    /// The commit point of a single-database commit; for a multi-database
+    /// commit (announced by `SQLITE_FCNTL_SYNC` with a super-journal of
+    /// this VFS), the end of phase one: the transaction is prepared and
+    /// commits with the others when SQLite deletes the super-journal.
+    fn sync_now(&mut self) -> Result<()> {
+        self.refuse_duplicate()?;
         self.settle();
         let announced = self.sync_super.take();
         let wants_commit = self.wants_commit();
@@ -633,9 +754,14 @@ impl MainFile {
         }
     }
 
-    /// SQLITE_FCNTL_COMMIT_PHASETWO: the commit point when there was no
-    /// sync (`synchronous=OFF`).
+    /// SQLITE_FCNTL_COMMIT_PHASETWO: the commit point of last resort, when
+    /// SQLite synced neither through `SQLITE_FCNTL_SYNC` nor `xSync` (every
+    /// SQLite this VFS supports sends `SQLITE_FCNTL_SYNC`, even with
+    /// `synchronous=OFF`). Errors here are I/O errors ([`Op::PhaseTwo`]).
+    ///
+    /// [`Op::PhaseTwo`]: crate::error::Op::PhaseTwo
     pub fn commit_phase_two(&mut self) -> Result<()> {
+        self.synced_at_fcntl = false;
         self.settle();
         if self.phase == Phase::Prepared {
             self.abort_group("phase two before the super-journal was deleted");
@@ -649,6 +775,7 @@ impl MainFile {
 
     /// xLock.
     pub fn lock(&mut self, level: Level) -> Result<()> {
+        self.refuse_duplicate()?;
         if level <= self.level {
             return Ok(());
         }
@@ -693,6 +820,7 @@ impl MainFile {
         match action {
             Action::Nothing => {}
             Action::Begin => {
+                self.synced_at_fcntl = false;
                 group::purge_thread();
                 let t = self.begin_txn()?;
                 self.epoch = self.epoch.wrapping_add(1);
@@ -708,6 +836,20 @@ impl MainFile {
                 *locked(&self.state) = State::Active(t);
             }
             Action::BeginChained => self.begin_chained()?,
+            Action::DoomedSync => {
+                let restored = match &*locked(&self.state) {
+                    State::Doomed { restore, .. } => *restore != Restore::Expected,
+                    _ => true,
+                };
+                if !restored {
+                    warn!("sync of a transaction whose commit failed, with nothing restored: a retried commit, refused (SQLite must roll back)");
+                    return Err(Error::Doomed);
+                }
+            }
+            Action::Refuse => {
+                warn!("commit phase two of a transaction whose commit failed: refused");
+                return Err(Error::Doomed);
+            }
             Action::Commit => {
                 self.commit()?;
                 // `commit` set the phase (Committed or, on failure, Doomed).
@@ -807,6 +949,7 @@ impl MainFile {
                 }
                 *locked(&self.state) = State::Committed {
                     version: c.version,
+                    versionstamp: c.versionstamp,
                     reader: None,
                 };
                 self.phase = Phase::Committed;
@@ -854,6 +997,7 @@ impl MainFile {
         *locked(&self.state) = State::Doomed {
             snapshot,
             reader: None,
+            restore: Restore::Expected,
         };
         self.phase = Phase::Doomed;
     }
@@ -863,18 +1007,41 @@ impl MainFile {
     /// cache holds pages as of the end of the previous transaction, so the
     /// new one may only go ahead if nothing changed since, and its read set
     /// must include every page SQLite may serve from that cache.
+    ///
+    /// "Since" is by versionstamp, not version: FoundationDB gives every
+    /// commit of one proxy batch the same version, so another client's
+    /// commit can share this file's commit version (after it in the batch).
+    /// After a failed commit the base is the snapshot, a read version:
+    /// every commit at that version is already in it.
     fn begin_chained(&mut self) -> Result<()> {
-        let base = match &*locked(&self.state) {
-            State::Committed { version, .. } => *version,
-            State::Doomed { snapshot, .. } => *snapshot,
+        let after = match &*locked(&self.state) {
+            State::Committed {
+                versionstamp: Some(vs),
+                ..
+            } => *vs,
+            // A commit without writes: its version is its snapshot.
+            State::Committed { version, .. } => Versionstamp::new(*version, u16::MAX),
+            State::Doomed { snapshot, .. } => Versionstamp::new(*snapshot, u16::MAX),
             _ => return Err(Error::BadIo("chained begin from a wrong phase".into())),
         };
         let mut t = self.db.begin()?;
-        if t.snapshot() > base && !self.db.changes_between(base, t.snapshot())?.is_empty() {
+        let changed = if t.snapshot() >= after.version() {
+            match self.db.changes_after(after, t.snapshot()) {
+                Ok(c) => !c.is_empty(),
+                // GC removed the log since `after`: nothing can say the
+                // cached pages are current; re-running can (a plain retry
+                // of this BEGIN never would).
+                Err(pagestore::Error::SnapshotTooOld { .. }) => true,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            false
+        };
+        if changed {
             return Err(Error::Store(pagestore::Error::Conflict {
                 database: self.name.clone(),
-                snapshot: base,
-                detail: "the database changed while this connection held its read lock; roll back and retry".into(),
+                snapshot: after.version(),
+                detail: "the database changed while this connection held its read lock (or its change log since then was garbage collected); roll back and retry".into(),
             }));
         }
         let touched: Vec<u32> = self.hold.touched.iter().copied().collect();

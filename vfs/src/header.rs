@@ -61,6 +61,24 @@ pub fn only_counters_differ(old: &[u8], new: &[u8]) -> bool {
         .all(|(i, (a, b))| a == b || masked(i))
 }
 
+/// True when `a` and `b`, both holding file bytes from file offset
+/// `offset`, are equal except in the header fields SQLite rewrites at every
+/// commit (change counter, version-valid-for, writer version: 24..28 and
+/// 92..100), which the VFS serves or drops on its own.
+pub fn same_but_counters(a: &[u8], b: &[u8], offset: u64) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let masked = |i: usize| {
+        let at = offset.saturating_add(i as u64);
+        at < 100 && (CHANGE_COUNTER.contains(&(at as usize)) || (92..100).contains(&(at as usize)))
+    };
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .all(|(i, (x, y))| x == y || masked(i))
+}
+
 /// The change counter written in page 1.
 pub fn counter_of(page1: &[u8]) -> Option<u32> {
     be32(page1, CHANGE_COUNTER)
@@ -97,6 +115,25 @@ fn be32(b: &[u8], r: Range<usize>) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_but_counters_masks_only_the_counters() {
+        let a = vec![7u8; 200];
+        let mut b = a.clone();
+        b[25] = 0;
+        b[93] = 0;
+        b[99] = 0;
+        assert!(same_but_counters(&a, &b, 0));
+        b[100] = 0;
+        assert!(!same_but_counters(&a, &b, 0));
+        // Outside the header nothing is masked.
+        let mut c = a.clone();
+        c[25] = 0;
+        assert!(!same_but_counters(&a, &c, 4096));
+        // A buffer starting inside the header.
+        assert!(!same_but_counters(&a[20..], &b[20..100], 20));
+        assert!(same_but_counters(&a[20..100], &b[20..100], 20));
+    }
 
     fn page1() -> Vec<u8> {
         let mut p = vec![0u8; 4096];

@@ -8,11 +8,17 @@
 //! * RESERVED and EXCLUSIVE never block and never talk to the store: other
 //!   processes cannot see them. Commits are optimistic; conflicts surface at
 //!   commit.
-//! * The commit happens at `xSync` of the database file after SQLite wrote
-//!   its pages (commit phase one), or at `SQLITE_FCNTL_COMMIT_PHASETWO` when
-//!   there was no sync (`synchronous=OFF`). A failed commit dooms the
+//! * The commit happens when SQLite syncs the database file after writing
+//!   its pages (commit phase one): at `SQLITE_FCNTL_SYNC`, which
+//!   `sqlite3PagerSync` sends right before `xSync` and also with
+//!   `synchronous=OFF` (no `xSync` then), its error failing phase one like
+//!   an `xSync` error would; at `xSync` when no `SQLITE_FCNTL_SYNC` came;
+//!   as a last resort at `SQLITE_FCNTL_COMMIT_PHASETWO`. A failed commit dooms the
 //!   transaction: SQLite rolls back from its journal, the VFS drops those
-//!   restoring writes, and nothing was written to the store.
+//!   restoring writes, and nothing was written to the store. A doomed
+//!   transaction never acknowledges a commit: a sync that is not the end
+//!   of that rollback (it restored nothing: a retried COMMIT), new page
+//!   content, and commit phase two all fail.
 //! * Dropping to NONE ends the store transaction.
 //! * A transaction that wrote several databases of one connection commits
 //!   through SQLite's super-journal: each file's `xSync` (announced with
@@ -126,6 +132,13 @@ pub enum Action {
     Prepare,
     /// End (roll back / drop) whatever transaction there is.
     End,
+    /// A sync of a doomed transaction: fine as the end of SQLite's rollback
+    /// (it wrote the original pages back first); a sync that restored
+    /// nothing is a retried commit, and fails.
+    DoomedSync,
+    /// Commit phase two of a doomed transaction: SQLite believes it
+    /// committed what failed. Fails.
+    Refuse,
 }
 
 /// The next phase and the action to take for `event` in `phase`.
@@ -143,6 +156,10 @@ pub fn next(phase: Phase, event: Event) -> (Phase, Action) {
         (P::Reserved, Event::Sync { wants_commit: true })
         | (P::Reserved, Event::PhaseTwo { wants_commit: true }) => (P::Committed, A::Commit),
         (P::Reserved, Event::GroupSync { wants_commit: true }) => (P::Prepared, A::Prepare),
+        // After a failed commit SQLite must roll back: nothing of the
+        // transaction is ever acknowledged as committed.
+        (P::Doomed, Event::Sync { .. } | Event::GroupSync { .. }) => (P::Doomed, A::DoomedSync),
+        (P::Doomed, Event::PhaseTwo { .. }) => (P::Doomed, A::Refuse),
         // Dropping to SHARED after writing without a commit is the end of a
         // rollback: the restored pages equal the snapshot, so the
         // transaction simply reads on.
@@ -218,6 +235,7 @@ mod tests {
             next(P::Reserved, Event::Unlock(Level::Shared)),
             (P::Shared, A::Nothing)
         );
+        // The file accepts the rollback's sync only after restores.
         assert_eq!(
             next(
                 P::Doomed,
@@ -225,7 +243,11 @@ mod tests {
                     wants_commit: false
                 }
             ),
-            (P::Doomed, A::Nothing)
+            (P::Doomed, A::DoomedSync)
+        );
+        assert_eq!(
+            next(P::Doomed, Event::PhaseTwo { wants_commit: true }),
+            (P::Doomed, A::Refuse)
         );
         assert_eq!(
             next(P::Doomed, Event::Unlock(Level::None)),

@@ -27,8 +27,10 @@
 //! with a super-journal it opened: the file *prepares* (hands its store
 //! transaction to the super-journal's [`SuperJournal`] group), and the
 //! deletion of the super-journal commits every prepared transaction in one
-//! [`pagestore::commit_group`] call. A conflict fails that `xDelete` with
-//! `SQLITE_BUSY_SNAPSHOT` and SQLite rolls everything back. The files learn
+//! [`pagestore::commit_group`] call. A conflict, or any retryable store
+//! error, fails that `xDelete` with `SQLITE_BUSY_SNAPSHOT` (never plain
+//! `SQLITE_BUSY`, on which `sqlite3VdbeHalt` would keep the transaction
+//! open with its pages marked clean) and SQLite rolls everything back. The files learn
 //! the outcome from the group the next time SQLite calls them.
 //!
 //! Committing at the last member's `xSync` instead was rejected: the VFS
@@ -84,8 +86,8 @@ use crate::memfile::MemFile;
 pub enum Outcome {
     /// Not decided yet (the super-journal was not deleted).
     Pending,
-    /// Committed in the group's store commit at this version.
-    Committed(u64),
+    /// Committed in the group's store commit (version and versionstamp).
+    Committed(pagestore::Committed),
     /// Not committed (conflict, error, or SQLite rolled back).
     Failed,
 }
@@ -370,7 +372,7 @@ impl SuperJournal {
                 Ok(c) => {
                     info!(super_journal = %self.name, databases = ?names, version = c.version, "committed together");
                     for id in ids {
-                        g.outcomes.insert(id, Outcome::Committed(c.version));
+                        g.outcomes.insert(id, Outcome::Committed(c));
                     }
                 }
                 Err(e) => {
