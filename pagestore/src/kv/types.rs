@@ -185,8 +185,12 @@ pub enum ConflictKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommitInfo {
     /// The commit version (the read version for a read-only transaction).
+    /// Commits of one FDB batch share it (the embedded backend too, with
+    /// `Faults::batch_join_probability`): order commits by `versionstamp`,
+    /// never by this alone.
     pub version: Version,
-    /// The versionstamp that replaced placeholders (None when read-only).
+    /// The versionstamp that replaced placeholders (None when read-only):
+    /// distinct per commit, in commit order.
     pub versionstamp: Option<Versionstamp>,
 }
 

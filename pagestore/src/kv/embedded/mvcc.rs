@@ -48,7 +48,7 @@ impl History {
     /// commit that did not happen). Only that commit's: others of its batch
     /// share the version.
     pub(crate) fn forget(&mut self, version: Version) {
-        if !self.commits.back().is_some_and(|(v, _)| *v == version) {
+        if self.commits.back().is_none_or(|(v, _)| *v != version) {
             return;
         }
         let Some((_, keys)) = self.commits.pop_back() else {

@@ -3,7 +3,7 @@
 //! read-conflict range, and which keys are unreadable until commit.
 
 use super::atomic;
-use super::ranges::{intersects, normalize, single_key_range, subtract, KeyRange};
+use super::ranges::{normalize, single_key_range, subtract, KeyRange};
 use crate::kv::overlay::{KeyOverlay, Seen};
 use crate::kv::{KvError, MutationType};
 
@@ -90,22 +90,25 @@ impl WriteBuffer {
     }
 
     /// Records the range a versionstamped key may land on as unreadable.
+    /// (Kept unsorted: a commit adds one per versionstamped key and rarely
+    /// reads after them, so lookups scan.)
     pub(crate) fn stamped_range(&mut self, range: KeyRange) {
         self.stamped_ranges.push(range);
-        self.stamped_ranges = normalize(std::mem::take(&mut self.stamped_ranges));
     }
 
     /// A clear makes keys readable again: their value is known (absent).
     fn unstamp(&mut self, cleared: &[KeyRange]) {
         if !self.stamped_ranges.is_empty() {
-            self.stamped_ranges = subtract(&self.stamped_ranges, cleared);
+            let all = normalize(std::mem::take(&mut self.stamped_ranges));
+            self.stamped_ranges = subtract(&all, cleared);
         }
     }
 
     /// Whether `[begin, end)` meets a range a versionstamped key may land on.
     pub(crate) fn meets_stamped_range(&self, begin: &[u8], end: &[u8]) -> bool {
-        !self.stamped_ranges.is_empty()
-            && intersects(&self.stamped_ranges, &[(begin.to_vec(), end.to_vec())])
+        self.stamped_ranges
+            .iter()
+            .any(|(b, e)| b.as_slice() < end && e.as_slice() > begin)
     }
 
     /// The read-conflict ranges of a read that covered `covered`: FDB adds
@@ -176,8 +179,10 @@ impl WriteBuffer {
 
     /// What the transaction's own writes say about `key`.
     pub(crate) fn lookup(&self, key: &[u8]) -> Lookup<'_> {
-        if !self.stamped_ranges.is_empty()
-            && intersects(&self.stamped_ranges, &[single_key_range(key)])
+        if self
+            .stamped_ranges
+            .iter()
+            .any(|(b, e)| b.as_slice() <= key && key < e.as_slice())
         {
             return Lookup::Unreadable;
         }
@@ -239,6 +244,46 @@ pub(crate) fn apply_ops(base: Option<Vec<u8>>, ops: &[(MutationType, Vec<u8>)]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn r(b: &str, e: &str) -> KeyRange {
+        (b.as_bytes().to_vec(), e.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn stamped_ranges_are_unreadable_until_cleared() {
+        let mut w = WriteBuffer::default();
+        w.stamped_range(r("l/1", "l/9"));
+        w.stamped_range(r("m/1", "m/9"));
+        assert_eq!(w.lookup(b"l/5"), Lookup::Unreadable);
+        assert_eq!(w.lookup(b"l/9"), Lookup::Unmodified);
+        assert!(w.meets_stamped_range(b"a", b"l/2"));
+        assert!(!w.meets_stamped_range(b"l/9", b"m/1"));
+        w.clear_range(b"l/", b"l/6");
+        assert_eq!(w.lookup(b"l/5"), Lookup::Known(None));
+        assert_eq!(w.lookup(b"l/6"), Lookup::Unreadable);
+        w.clear(b"m/5");
+        assert_eq!(w.lookup(b"m/5"), Lookup::Known(None));
+        assert_eq!(w.lookup(b"m/6"), Lookup::Unreadable);
+    }
+
+    #[test]
+    fn read_conflicts_skip_what_own_writes_determine() {
+        let mut w = WriteBuffer::default();
+        w.clear_range(b"b", b"d");
+        w.set(b"f", b"1");
+        w.atomic_op(b"g", &[1], MutationType::Add);
+        w.atomic_op(b"c", &[1], MutationType::Add);
+        assert_eq!(
+            w.read_conflicts(r("a", "z")),
+            vec![
+                r("a", "b"),
+                (b"d".to_vec(), b"f".to_vec()),
+                (b"f\0".to_vec(), b"z".to_vec())
+            ]
+        );
+        assert_eq!(w.read_conflicts(r("b", "c")), vec![]);
+        assert_eq!(w.read_conflicts(r("x", "z")), vec![r("x", "z")]);
+    }
 
     #[test]
     fn ryw_tracks_sets_clears_and_ops() {
