@@ -29,6 +29,10 @@ pub unsafe extern "C" fn sqlite3_fdbvfs_init(
 ) -> c_int {
     let out = std::panic::catch_unwind(|| {
         init_logging();
+        // The loading thread (usually the host's main thread, which calls
+        // exit()) keeps the FDB network's stop ahead of every other exit
+        // handler: see `pagestore::kv::process`.
+        pagestore::kv::process::enlist_thread();
         // SAFETY: p_api is the host's routine table.
         let api = unsafe { vfs::Api::from_routines(p_api) }?;
         install_cluster_opener();

@@ -496,6 +496,8 @@ impl Store {
             source: None,
         })?;
         vfs::register_linked().map_err(Error::Config)?;
+        // See `pagestore::kv::process`: the FDB network stops first at exit.
+        pagestore::kv::process::enlist_thread();
         static OPENER: std::sync::Once = std::sync::Once::new();
         OPENER.call_once(crate::extension::install_cluster_opener);
         let mut uri = self.uri(name);

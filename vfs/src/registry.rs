@@ -16,12 +16,24 @@
 //! of store version `n`; `at=<time>` as of the last version committed at or
 //! before an RFC 3339 time (`at=2026-11-21T10:00:00Z`; see [`crate::at`] for
 //! every form, `at=v:<n>` included). Give at most one of them.
+//!
+//! # fork()
+//!
+//! Open stores are cached per process. In a forked child the cache is the
+//! parent's: it is forgotten (leaked, never dropped) on the child's first
+//! call, and stores are opened anew — an embedded directory the parent
+//! still holds becomes a client of the parent's shared-mode server; a
+//! FoundationDB cluster works only if the parent never started the FDB
+//! client network (libfdb_c cannot run it in a forked child). Handles the
+//! parent opened (and SQLite connections holding them) fail in the child
+//! with an error naming both processes. See `pagestore::kv::process`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
+use pagestore::kv::process;
 use pagestore::{PageStore, StoreOptions};
 use tracing::{info, warn};
 
@@ -127,10 +139,33 @@ pub type ClusterOpener = dyn Fn(&str) -> std::result::Result<StoreHandle, String
 
 #[derive(Default)]
 struct Registry {
+    /// The process the handles below belong to (0 before the first use).
+    pid: u32,
+    /// Ids registered by the parent before this process was forked, with
+    /// the parent's pid: their `Store` objects are the parent's.
+    inherited: HashMap<u64, u32>,
     next_id: u64,
     by_id: HashMap<u64, StoreHandle>,
     by_dir: HashMap<PathBuf, StoreHandle>,
     by_cluster: HashMap<String, StoreHandle>,
+}
+
+impl Registry {
+    /// In a forked child: forgets (leaks, never drops) the parent's open
+    /// stores, so that this process opens its own (see
+    /// `pagestore::kv::process`).
+    fn forget_parent(&mut self, parent: u32) {
+        for id in self.by_id.keys() {
+            self.inherited.insert(*id, parent);
+        }
+        process::leak(std::mem::take(&mut self.by_id));
+        process::leak(std::mem::take(&mut self.by_dir));
+        process::leak(std::mem::take(&mut self.by_cluster));
+        info!(
+            parent,
+            "process forked: stores opened by the parent are opened anew in this process"
+        );
+    }
 }
 
 fn registry() -> &'static Mutex<Registry> {
@@ -139,7 +174,16 @@ fn registry() -> &'static Mutex<Registry> {
 }
 
 fn reg() -> std::sync::MutexGuard<'static, Registry> {
-    registry().lock().unwrap_or_else(PoisonError::into_inner)
+    let mut r = registry().lock().unwrap_or_else(PoisonError::into_inner);
+    let pid = process::pid();
+    if r.pid != pid {
+        if r.pid != 0 {
+            let parent = r.pid;
+            r.forget_parent(parent);
+        }
+        r.pid = pid;
+    }
+    r
 }
 
 fn cluster_opener() -> &'static RwLock<Option<Box<ClusterOpener>>> {
@@ -224,6 +268,10 @@ pub fn open_dir(
         ..eopts
     })
     .map_err(|e| fail(e.to_string()))?;
+    // A forked child must never use this handle (nor a connection holding
+    // it): it fails there, naming both processes, and the child re-opens.
+    let kv = process::ProcessBound::wrap(kv, format!("store directory {}", canon.display()));
+    process::close_in_forked_children(&canon);
     let pages = PageStore::new(kv, sopts);
     // Runtime fault changes (`Store::set_faults`) reach the store only in
     // the process that owns the directory; clients share the owner's.
@@ -239,10 +287,23 @@ pub fn open_dir(
 /// The store a spec names.
 pub fn resolve(spec: &StoreSpec) -> Result<StoreHandle> {
     match spec {
-        StoreSpec::Registered(id) => reg().by_id.get(id).cloned().ok_or_else(|| Error::StoreOpen {
-            what: format!("store={id}"),
-            why: "no such registered store (it belongs to a Store object that was dropped, or to another process)".into(),
-        }),
+        StoreSpec::Registered(id) => {
+            let r = reg();
+            if let Some(parent) = r.inherited.get(id) {
+                return Err(Error::StoreOpen {
+                    what: format!("store={id}"),
+                    why: format!(
+                        "it belongs to a Store object of process {parent}, and this process ({}) \
+                         is a fork() child of it: create the Store again in this process",
+                        process::pid()
+                    ),
+                });
+            }
+            r.by_id.get(id).cloned().ok_or_else(|| Error::StoreOpen {
+                what: format!("store={id}"),
+                why: "no such registered store (it belongs to a Store object that was dropped, or to another process)".into(),
+            })
+        }
         StoreSpec::Dir(d) => open_dir(d, |_| {
             (EmbeddedOptions::in_memory(), StoreOptions::default())
         }),
@@ -250,7 +311,9 @@ pub fn resolve(spec: &StoreSpec) -> Result<StoreHandle> {
             if let Some(h) = reg().by_cluster.get(c) {
                 return Ok(h.clone());
             }
-            let opener = cluster_opener().read().unwrap_or_else(PoisonError::into_inner);
+            let opener = cluster_opener()
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             let Some(open) = opener.as_ref() else {
                 warn!(cluster = %c, "cluster= given but FoundationDB support is not built in");
                 return Err(Error::StoreOpen {

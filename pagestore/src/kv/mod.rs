@@ -46,6 +46,8 @@ pub mod contract;
 pub mod embedded;
 
 #[cfg(unix)]
+pub mod process;
+#[cfg(unix)]
 pub mod remote;
 
 /// FDB's size and time limits, shared by both backends and by pagestore's

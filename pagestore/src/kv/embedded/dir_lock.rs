@@ -3,10 +3,15 @@
 //! host, start time), so that a second opener is told who has it.
 //!
 //! The lock is released by the kernel when the holder exits, even after a
-//! kill -9, so a crashed process never leaves the store locked.
+//! kill -9, so a crashed process never leaves the store locked. A `flock`
+//! belongs to the open file description, which a forked child shares: the
+//! child closes its copy at fork time (`kv::process`), so the lock is free
+//! as soon as the holder itself exits.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+#[cfg(unix)]
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -32,18 +37,16 @@ impl DirLock {
             )
         })?;
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| {
-                KvError::new(
-                    KvError::IO_ERROR,
-                    format!("cannot open lock file {}: {e}", path.display()),
-                )
-            })?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut file = options.open(&path).map_err(|e| {
+            KvError::new(
+                KvError::IO_ERROR,
+                format!("cannot open lock file {}: {e}", path.display()),
+            )
+        })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -92,6 +95,11 @@ impl DirLock {
                 format!("cannot write lock file {}: {e}", path.display()),
             ));
         }
+        // A forked child must not keep the lock (it is on the open file
+        // description, which the child shares): it closes its copy of this
+        // descriptor, and of the store's other files, at fork time.
+        #[cfg(unix)]
+        crate::kv::process::close_in_forked_children(dir);
         Ok(DirLock { _file: file, path })
     }
 

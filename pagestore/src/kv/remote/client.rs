@@ -28,6 +28,7 @@ use super::protocol::{
 use crate::kv::counters::Counters;
 use crate::kv::limits::MAX_TRANSACTION_SIZE;
 use crate::kv::overlay::{KeyOverlay, Seen};
+use crate::kv::process;
 use crate::kv::size::{
     check_batch_keys, check_read_key, clear_range_size, covered_range, mutation_size, point_size,
     range_size, value_bytes,
@@ -95,6 +96,18 @@ struct Client {
     /// A request failed on the transport (or the owner was seen to exit):
     /// this client's server is presumed gone.
     lost: AtomicBool,
+    /// The process that connected: a forked child never uses (or closes)
+    /// the parent's connections (see `kv::process`).
+    pid: u32,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if self.pid != process::pid() {
+            // The parent's sockets: the child closed its copies at fork.
+            process::leak(std::mem::take(&mut *lock(&self.pool)));
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -284,6 +297,7 @@ impl RemoteKv {
                 counters: Counters::default(),
                 failover,
                 lost: AtomicBool::new(false),
+                pid: process::pid(),
             }),
         }))
     }
@@ -313,6 +327,13 @@ impl RemoteKv {
 
 impl Kv for RemoteKv {
     fn begin(&self) -> KvResult<Box<dyn KvTxn>> {
+        if self.client.pid != process::pid() {
+            let what = format!(
+                "the connection to the store server at {}",
+                self.client.path.display()
+            );
+            return Err(process::opened_before_fork(&what, self.client.pid));
+        }
         let id = self.client.next_txn.fetch_add(1, Ordering::Relaxed);
         Ok(Box::new(RemoteTxn::new(self.client.clone(), id)))
     }
@@ -844,6 +865,11 @@ impl KvTxn for RemoteTxn {
 
 impl Drop for RemoteTxn {
     fn drop(&mut self) {
+        if self.client.pid != process::pid() {
+            // Inherited across fork(): the connection is the parent's.
+            process::leak(self.conn.take());
+            return;
+        }
         if let Some(mut conn) = self.conn.take() {
             if self.on_server {
                 conn.discards.push(self.id);

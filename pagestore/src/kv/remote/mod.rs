@@ -148,8 +148,18 @@ impl Backend {
 pub(crate) type Owned = MutexGuard<'static, Vec<(PathBuf, Arc<EmbeddedKv>)>>;
 
 pub(crate) fn lock_owned() -> Owned {
-    OWNED.lock().unwrap_or_else(PoisonError::into_inner)
+    let mut owned = OWNED.lock().unwrap_or_else(PoisonError::into_inner);
+    // In a forked child the stores are the parent's: leak them (never
+    // reuse nor drop them; see `kv::process`), so this process opens anew.
+    let pid = crate::kv::process::pid();
+    if OWNED_PID.swap(pid, std::sync::atomic::Ordering::AcqRel) != pid {
+        owned.drain(..).for_each(crate::kv::process::leak);
+    }
+    owned
 }
+
+/// The process [`OWNED`] belongs to.
+static OWNED_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Becomes the owner of the store in `opts.dir` (`canonical` is its
 /// canonical path) or connects to its owner, trying for `window`.

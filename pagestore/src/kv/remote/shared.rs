@@ -22,6 +22,14 @@
 //! failing ([`super::LOST_CONNECTION`], retryable, or 1021 for a commit
 //! whose answer was lost); a new one uses the new backend.
 //!
+//! # fork()
+//!
+//! A forked child never uses a handle opened by its parent: `begin` fails
+//! with `kv::process::OPENED_BEFORE_FORK`, and dropping it leaks instead of
+//! shutting down the watcher's socket, which the parent still reads. The
+//! child opens the directory again (it becomes a client of the owner, or
+//! the owner itself when the parent was a client and the owner is gone).
+//!
 //! # Read versions from before a failover
 //!
 //! A new owner knows the store's data and last committed version, not the
@@ -44,6 +52,7 @@ use tracing::{debug, info, warn};
 
 use super::{acquire, lock_owned, Backend, RemoteKv, TAKEOVER_WINDOW};
 use crate::kv::embedded::EmbeddedOptions;
+use crate::kv::process;
 use crate::kv::{
     CommitInfo, ConflictKind, Kv, KvError, KvMetrics, KvResult, KvTxn, MutationType, RangeOption,
     RangeResult, ReadRequest, ReadResult, Version,
@@ -73,6 +82,8 @@ struct Inner {
     watch: Mutex<Option<UnixStream>>,
     /// The handle was dropped: watchers stop.
     stop: AtomicBool,
+    /// The process that opened the handle (see `kv::process`).
+    pid: u32,
 }
 
 /// A backend and its counters when it became this handle's.
@@ -138,7 +149,9 @@ impl SharedKv {
             retired: Mutex::new(Vec::new()),
             watch: Mutex::new(None),
             stop: AtomicBool::new(false),
+            pid: process::pid(),
         });
+        process::close_in_forked_children(&inner.canonical);
         inner.watch_owner(remote, 0);
         Arc::new(SharedKv { inner })
     }
@@ -168,6 +181,12 @@ impl std::fmt::Debug for SharedKv {
 
 impl Drop for SharedKv {
     fn drop(&mut self) {
+        if self.inner.pid != process::pid() {
+            // A forked child: the watcher socket is the parent's, and
+            // shutting it down would end the parent's watcher too.
+            process::leak(self.inner.clone());
+            return;
+        }
         self.inner.stop.store(true, Ordering::SeqCst);
         if let Some(s) = lock(&self.inner.watch).take() {
             let _ = s.shutdown(std::net::Shutdown::Both);
@@ -323,6 +342,10 @@ impl Inner {
 
 impl Kv for SharedKv {
     fn begin(&self) -> KvResult<Box<dyn KvTxn>> {
+        if self.inner.pid != process::pid() {
+            let what = format!("store {}", self.inner.canonical.display());
+            return Err(process::opened_before_fork(&what, self.inner.pid));
+        }
         let (backend, generation) = self.inner.current();
         if let Backend::Client(remote) = &backend {
             if remote.is_lost() {
