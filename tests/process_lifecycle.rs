@@ -301,7 +301,10 @@ fn exit_hook_runs_before_later_exit_handlers() {
         let lines: Vec<&str> = out
             .stdout
             .lines()
-            .filter(|l| l.starts_with("HOOK") || l.starts_with("DESTRUCTOR"))
+            .filter_map(|l| {
+                let i = l.find("HOOK").or_else(|| l.find("DESTRUCTOR"))?;
+                Some(&l[i..])
+            })
             .collect();
         assert_eq!(lines.len(), 2, "{mode}: {}", out.describe());
         assert!(
