@@ -244,6 +244,10 @@ enum Path {
     Slow { after_unknown: bool },
 }
 
+/// Largest change-log record (all members of a group): well under FDB's
+/// 10 MB with the rest of the final commit (conflict ranges, markers).
+const MAX_RECORD_BYTES: usize = 4_000_000;
+
 /// Page probes issued in one store transaction by the slow path (each a
 /// limit-1 range read; well inside FDB's 5 s).
 const PROBES_PER_TXN: usize = 5_000;
@@ -288,6 +292,15 @@ pub(crate) fn commit_group(
     let mut plans: Vec<Plan> = txns.iter().map(|t| Plan::new(t)).collect();
     make_group_fit(&mut plans, inner.opts.inline_commit_bytes);
     let reader_plans: Vec<Plan> = readers.iter().map(|t| Plan::new(t)).collect();
+    // The change-log record goes into the final commit whatever the
+    // transaction's size: refuse (before uploading anything) a record that
+    // would not fit one FoundationDB transaction.
+    let record_bytes: usize = plans.iter().map(|p| p.record.encode().len()).sum();
+    if record_bytes > MAX_RECORD_BYTES {
+        return Err(Error::TooLarge(format!(
+            "the transaction changes too many scattered pages: its change-log record would be {record_bytes} bytes (at most {MAX_RECORD_BYTES}); commit it in parts"
+        )));
+    }
     for (txn, plan) in txns.iter_mut().zip(&plans) {
         if plan.large {
             upload::upload_all(txn)?;

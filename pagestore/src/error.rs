@@ -76,6 +76,10 @@ pub enum Error {
     #[error("failpoint {0} fired")]
     Injected(String),
 
+    /// A transaction beyond what the engine can commit (not retryable).
+    #[error("transaction too large: {0}")]
+    TooLarge(String),
+
     /// An internal limit of the engine (retries exhausted and similar).
     #[error("{0}")]
     Other(String),
