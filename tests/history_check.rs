@@ -1,0 +1,448 @@
+//! The history checker (issue 10, "the machinery") and the multi-process
+//! fault workload it checks.
+//!
+//! * `checker_*`: the checker proves itself on hand-made histories: each
+//!   planted anomaly (lost update, write skew, duplicate, missing
+//!   acknowledged write, G0, G1a, G1b, G1c, real-time violation, …) is
+//!   reported, and clean histories (serial, concurrent, with unknown
+//!   outcomes) are not.
+//! * `mixed_workload_all_faults`: 60 s of list-append transactions from
+//!   several OS processes (Rust API workers, and a Python worker through
+//!   the loadable extension) on one shared embedded store, with injected
+//!   conflicts, unknown results, latency, background GC at retention 0,
+//!   large transactions, ATTACH groups, forks, restores, drops, kills and
+//!   restarts (the shared-mode owner included) and kills at failpoints;
+//!   asserts that the checker finds nothing.
+//! * `planted_*`: the same workload, shorter, with one planted protocol
+//!   bug switched on; asserts that the checker finds it.
+//!
+//! Worker processes re-run this test binary (the ignored test
+//! `history_child`, selected by an environment variable). The workload
+//! lives in `history_check/workload.rs`, shared with `examples/soak.rs`.
+//! See docs/testing.md.
+
+mod common;
+
+#[path = "history_check/checker.rs"]
+#[allow(dead_code)]
+mod checker;
+#[path = "history_check/workload.rs"]
+#[allow(dead_code)]
+mod workload;
+
+use checker::{append as a, check, read as r, History, Kind, Outcome, Txn};
+
+fn ok(id: &str, t0: u64, t1: u64, ops: Vec<checker::Op>) -> Txn {
+    Txn::ok(id, t0, t1, ops)
+}
+
+fn history(txns: Vec<Txn>) -> History {
+    History {
+        txns,
+        ..History::default()
+    }
+}
+
+fn assert_clean(h: &History) {
+    let rep = check(h);
+    assert!(
+        rep.anomalies.is_empty(),
+        "false positives: {:#?}",
+        rep.anomalies
+    );
+}
+
+fn assert_finds(h: &History, kind: Kind) {
+    let rep = check(h);
+    assert!(rep.has(kind), "expected {kind}, got {:#?}", rep.anomalies);
+    for a in &rep.anomalies {
+        eprintln!("found (as expected): {a}");
+    }
+}
+
+/// A serial history with a final state: nothing to report.
+#[test]
+fn checker_clean_serial_history() {
+    let mut h = history(vec![
+        ok("T1", 0, 10, vec![r("d/x", &[]), a("d/x", 1), a("d/y", 2)]),
+        ok(
+            "T2",
+            20,
+            30,
+            vec![r("d/x", &[1]), r("d/y", &[2]), a("d/x", 3)],
+        ),
+        ok(
+            "T3",
+            40,
+            50,
+            vec![r("d/x", &[1, 3]), a("d/y", 4), a("d/y", 5)],
+        ),
+        ok("T4", 60, 70, vec![r("d/y", &[2, 4, 5])]),
+    ]);
+    h.final_state.insert("d/x".into(), vec![1, 3]);
+    h.final_state.insert("d/y".into(), vec![2, 4, 5]);
+    h.final_dbs.insert("d".into());
+    assert_clean(&h);
+    let rep = check(&h);
+    assert!(rep.dependency_edges >= 4, "{rep:?}");
+    assert_eq!(rep.keys, 2);
+}
+
+/// Concurrent but serializable, with failed and unknown transactions whose
+/// effects are (respectively) absent and either present or absent.
+#[test]
+fn checker_clean_concurrent_history_with_unknowns() {
+    let mut h = history(vec![
+        ok("T1", 0, 100, vec![r("d/x", &[]), a("d/x", 1)]),
+        ok("T2", 50, 150, vec![r("d/y", &[]), a("d/y", 2)]),
+        Txn {
+            id: "F".into(),
+            outcome: Outcome::Fail,
+            invoke_ns: 60,
+            complete_ns: Some(70),
+            ops: vec![r("d/x", &[]), a("d/x", 99)],
+        },
+        // Unknown and landed (seen later), unknown and not landed.
+        Txn {
+            id: "U1".into(),
+            outcome: Outcome::Unknown,
+            invoke_ns: 160,
+            complete_ns: None,
+            ops: vec![a("d/x", 7)],
+        },
+        Txn {
+            id: "U2".into(),
+            outcome: Outcome::Unknown,
+            invoke_ns: 160,
+            complete_ns: None,
+            ops: vec![a("d/y", 8)],
+        },
+        ok("T3", 200, 300, vec![r("d/x", &[1, 7]), r("d/y", &[2])]),
+    ]);
+    h.final_state.insert("d/x".into(), vec![1, 7]);
+    h.final_state.insert("d/y".into(), vec![2]);
+    h.final_dbs.insert("d".into());
+    assert_clean(&h);
+}
+
+/// An unknown transaction may land after its client gave up: a read that
+/// began after the give-up but does not see it is fine.
+#[test]
+fn checker_unknown_may_land_late() {
+    let h = history(vec![
+        Txn {
+            id: "U".into(),
+            outcome: Outcome::Unknown,
+            invoke_ns: 0,
+            complete_ns: None,
+            ops: vec![a("d/x", 1)],
+        },
+        ok("R1", 100, 110, vec![r("d/x", &[])]),
+        ok("R2", 200, 210, vec![r("d/x", &[1])]),
+    ]);
+    assert_clean(&h);
+}
+
+#[test]
+fn checker_finds_lost_update() {
+    // Both read x = [1] and appended: one overwrote the other's version.
+    let h = history(vec![
+        ok("T0", 0, 5, vec![a("d/x", 1)]),
+        ok("T1", 10, 100, vec![r("d/x", &[1]), a("d/x", 2)]),
+        ok("T2", 10, 100, vec![r("d/x", &[1]), a("d/x", 3)]),
+        ok("T3", 200, 210, vec![r("d/x", &[1, 3])]),
+    ]);
+    assert_finds(&h, Kind::LostUpdate);
+}
+
+#[test]
+fn checker_finds_write_skew() {
+    // Each read both keys empty and appended to a different one.
+    let h = history(vec![
+        ok(
+            "T1",
+            0,
+            100,
+            vec![r("d/x", &[]), r("d/y", &[]), a("d/x", 1)],
+        ),
+        ok(
+            "T2",
+            0,
+            100,
+            vec![r("d/x", &[]), r("d/y", &[]), a("d/y", 2)],
+        ),
+        ok("T3", 200, 210, vec![r("d/x", &[1]), r("d/y", &[2])]),
+    ]);
+    assert_finds(&h, Kind::G2Item);
+    assert!(!check(&h).has(Kind::LostUpdate));
+}
+
+#[test]
+fn checker_finds_read_skew_g_single() {
+    // T2 sees T1's append to x but not its append to y.
+    let h = history(vec![
+        ok("T1", 0, 100, vec![a("d/x", 1), a("d/y", 2)]),
+        ok("T2", 0, 100, vec![r("d/x", &[1]), r("d/y", &[])]),
+        ok("T3", 200, 210, vec![r("d/y", &[2])]),
+    ]);
+    assert_finds(&h, Kind::GSingle);
+}
+
+#[test]
+fn checker_finds_duplicate() {
+    // T1's append shows twice: applied twice (e.g. a commit retried after
+    // an unknown result, without fencing the first attempt).
+    let h = history(vec![
+        ok("T1", 0, 10, vec![r("d/x", &[]), a("d/x", 1)]),
+        ok("T2", 20, 30, vec![r("d/x", &[1, 1])]),
+    ]);
+    assert_finds(&h, Kind::Duplicate);
+}
+
+#[test]
+fn checker_finds_missing_acknowledged_write() {
+    let mut h = history(vec![
+        ok("T1", 0, 10, vec![a("d/x", 1)]),
+        ok("T2", 20, 30, vec![a("d/x", 2)]),
+    ]);
+    h.final_state.insert("d/x".into(), vec![1]);
+    h.final_dbs.insert("d".into());
+    assert_finds(&h, Kind::MissingAck);
+    // Exempt when a restore of "d" completed after T2 was invoked.
+    h.exempt_before_ns.insert("d".into(), 25);
+    assert!(!check(&h).has(Kind::MissingAck));
+}
+
+#[test]
+fn checker_finds_g0_write_cycle() {
+    // x's order says T1 < T2, y's says T2 < T1.
+    let h = history(vec![
+        ok("T1", 0, 100, vec![a("d/x", 1), a("d/y", 4)]),
+        ok("T2", 0, 100, vec![a("d/x", 2), a("d/y", 3)]),
+        ok("T3", 200, 210, vec![r("d/x", &[1, 2]), r("d/y", &[3, 4])]),
+    ]);
+    assert_finds(&h, Kind::G0);
+}
+
+#[test]
+fn checker_finds_g1c_cycle() {
+    // T1 reads T2's append, T2 reads T1's: circular information flow.
+    let h = history(vec![
+        ok("T1", 0, 100, vec![a("d/x", 1), r("d/y", &[2])]),
+        ok("T2", 0, 100, vec![a("d/y", 2), r("d/x", &[1])]),
+    ]);
+    assert_finds(&h, Kind::G1c);
+}
+
+#[test]
+fn checker_finds_aborted_read() {
+    let h = history(vec![
+        Txn {
+            id: "F".into(),
+            outcome: Outcome::Fail,
+            invoke_ns: 0,
+            complete_ns: Some(10),
+            ops: vec![a("d/x", 1)],
+        },
+        ok("T", 20, 30, vec![r("d/x", &[1])]),
+    ]);
+    assert_finds(&h, Kind::G1a);
+}
+
+#[test]
+fn checker_finds_intermediate_read() {
+    let h = history(vec![
+        ok("T1", 0, 10, vec![a("d/x", 1), a("d/x", 2)]),
+        ok("T2", 20, 30, vec![r("d/x", &[1])]),
+    ]);
+    assert_finds(&h, Kind::G1b);
+}
+
+#[test]
+fn checker_finds_real_time_violation() {
+    // T2 began after T1 was acknowledged and did not see it: serializable
+    // (T2 before T1) but not strictly.
+    let h = history(vec![
+        ok("T1", 0, 10, vec![a("d/x", 1)]),
+        ok("T2", 20, 30, vec![r("d/x", &[])]),
+        ok("T3", 40, 50, vec![r("d/x", &[1])]),
+    ]);
+    assert_finds(&h, Kind::RealTime);
+    let rep = check(&h);
+    assert_eq!(rep.kinds().len(), 1, "{:#?}", rep.anomalies);
+}
+
+#[test]
+fn checker_finds_garbage_incompatible_and_internal() {
+    let h = history(vec![
+        ok("T1", 0, 10, vec![a("d/x", 1), a("d/x", 2)]),
+        ok("T2", 20, 30, vec![r("d/x", &[2, 1])]),
+        ok("T3", 20, 30, vec![r("d/x", &[1, 2])]),
+        ok("T4", 40, 50, vec![r("d/y", &[42])]),
+        ok("T5", 40, 50, vec![a("d/z", 5), r("d/z", &[])]),
+    ]);
+    let rep = check(&h);
+    for k in [Kind::IncompatibleOrder, Kind::GarbageRead, Kind::Internal] {
+        assert!(rep.has(k), "expected {k}: {:#?}", rep.anomalies);
+    }
+}
+
+/// A larger random serial history (one transaction at a time, a model
+/// state): no anomaly; then the same history with one read made stale
+/// (a lost update's shape) is caught.
+#[test]
+fn checker_random_serial_histories() {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    for seed in 0..20 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut state: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        let mut txns = Vec::new();
+        let mut next = 1u64;
+        for t in 0..300u64 {
+            let mut ops = Vec::new();
+            for _ in 0..rng.random_range(1..5) {
+                let key = format!("d/{}", rng.random_range(0..6));
+                if rng.random_bool(0.5) {
+                    ops.push(r(&key, state.get(&key).map(|v| &v[..]).unwrap_or(&[])));
+                } else {
+                    ops.push(a(&key, next));
+                    state.entry(key).or_default().push(next);
+                    next += 1;
+                }
+            }
+            // Overlapping intervals that still respect the serial order's
+            // real time (each starts before the previous one ends).
+            txns.push(ok(&format!("T{t}"), t * 10, t * 10 + 15, ops));
+        }
+        let mut h = history(txns);
+        h.final_state = state;
+        h.final_dbs.insert("d".into());
+        assert_clean(&h);
+    }
+}
+
+// ------------------------------------------------------------ the workload
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use workload::{Config, Launcher, RunResult};
+
+const LAUNCHER: Launcher = Launcher::TestBinary {
+    test: "history_child",
+};
+
+/// The child side (does nothing unless run by a workload test).
+#[test]
+#[ignore = "run by the workload tests as a child process"]
+fn history_child() {
+    workload::child_main();
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// `target/release/libfdbvfs.so` for the Python worker, built by
+/// `cargo build --release --lib` when older than the sources (as
+/// tests/extension.rs does); `None` (with a note) when it cannot be built
+/// outside CI.
+fn cdylib() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let target = exe.ancestors().nth(3)?.to_path_buf();
+    let lib = target.join("release").join("libfdbvfs.so");
+    let out = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--lib", "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() && lib.is_file() => Some(lib),
+        Ok(o) => {
+            let msg = format!(
+                "cargo build --release --lib failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(!in_ci(), "{msg}");
+            eprintln!("no Python worker: {msg}");
+            None
+        }
+        Err(e) => {
+            assert!(!in_ci(), "running cargo: {e}");
+            eprintln!("no Python worker: running cargo: {e}");
+            None
+        }
+    }
+}
+
+fn print(label: &str, r: &RunResult) {
+    eprintln!("== {label}\n{}", r.figures);
+    for a in r.anomalies.iter().take(30) {
+        eprintln!("ANOMALY {a}");
+    }
+}
+
+/// ≥ 60 s of the mixed workload, every fault on: no anomaly.
+#[test]
+fn mixed_workload_all_faults() {
+    common::init_tracing();
+    let cfg = Config::all_faults(60, LAUNCHER);
+    let r = workload::run(&cfg, cdylib());
+    print("mixed workload, all faults", &r);
+    let f = &r.figures;
+    assert!(
+        r.anomalies.is_empty(),
+        "{} anomalies (first: {})",
+        r.anomalies.len(),
+        r.anomalies[0]
+    );
+    // The workload did what it claims (else a clean result means little).
+    assert!(f.txns_ok > 500, "too few transactions: {f:?}");
+    assert!(f.txns_failed > 0 && f.busy_aborts > 0, "no aborts: {f:?}");
+    assert!(f.kills > 0, "no kills: {f:?}");
+    assert!(f.gc_passes > 0, "no GC: {f:?}");
+    assert!(f.forks > 0 && f.restores > 0 && f.drops > 0, "{f:?}");
+    assert!(f.large > 0 && f.groups > 0, "{f:?}");
+    assert!(f.graph_txns > 500 && f.dependency_edges > 500, "{f:?}");
+    if in_ci() {
+        assert!(
+            f.python_txns_ok > 0,
+            "the Python worker committed nothing: {f:?}"
+        );
+    }
+}
+
+fn planted(plant: &'static str, seconds: u64) -> RunResult {
+    common::init_tracing();
+    let cfg = Config::planted(plant, seconds, LAUNCHER);
+    let r = workload::run(&cfg, None);
+    print(&format!("planted bug {plant}"), &r);
+    assert!(
+        !r.anomalies.is_empty(),
+        "the checker found nothing with {plant} switched on: {:?}",
+        r.figures
+    );
+    r
+}
+
+/// Commits without read-conflict ranges: lost updates and write skew.
+#[test]
+fn planted_skip_read_conflicts_is_caught() {
+    planted("plant::skip_read_conflicts", 15);
+}
+
+/// GC's horizon ignored: a transaction older than GC's horizon concludes
+/// "no change" and overwrites a concurrent commit.
+#[test]
+fn planted_skip_horizon_check_is_caught() {
+    planted("plant::skip_horizon_check", 20);
+}
+
+/// After an unknown result, a conflict reported without fencing the first
+/// attempt: the application re-runs a transaction that had landed.
+#[test]
+fn planted_unknown_as_conflict_is_caught() {
+    planted("plant::unknown_as_conflict", 15);
+}
