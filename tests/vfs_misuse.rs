@@ -162,6 +162,11 @@ fn retryable_error_at_commit_rolls_back_with_memory_journal() {
     retried_commit("PRAGMA journal_mode=MEMORY");
 }
 
+#[test]
+fn retryable_error_at_commit_rolls_back_without_journal() {
+    retried_commit("PRAGMA journal_mode=OFF");
+}
+
 /// The same across two attached databases (the group commit at the
 /// super-journal's deletion).
 #[test]
