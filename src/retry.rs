@@ -44,9 +44,12 @@ impl Default for RetryOptions {
     }
 }
 
-/// True for any `SQLITE_BUSY` code (plain or extended, e.g.
-/// `SQLITE_BUSY_SNAPSHOT` from a commit conflict): the transaction was
-/// rolled back and may be re-run.
+/// True for any `SQLITE_BUSY` code (plain or extended): the transaction
+/// may be re-run. `SQLITE_BUSY_SNAPSHOT` is a commit conflict (rolled back,
+/// nothing written); `SQLITE_BUSY_TIMEOUT` is a read the store did not
+/// answer in time (FoundationDB's 1031: a timeout or an unreachable
+/// cluster; nothing written). A commit whose outcome is unknown is an I/O
+/// error instead, never BUSY: re-running it blindly could apply it twice.
 pub fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DatabaseBusy)
 }

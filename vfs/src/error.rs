@@ -134,6 +134,16 @@ pub fn sqlite_code(err: &Error, op: Op) -> c_int {
         Error::AlreadyOpen(_) => ffi::SQLITE_CANTOPEN,
         e if e.is_conflict() => ffi::SQLITE_BUSY_SNAPSHOT,
         Error::Store(P::Kv(k)) if k.is_maybe_committed() => io_code(op),
+        // The store did not answer in time (FDB's 1031: a timeout or an
+        // unreachable cluster) while reading: nothing was written, the
+        // application may retry. An extended BUSY code, so SQLite's busy
+        // handler does not re-wait a whole timeout per attempt.
+        Error::Store(P::Kv(k))
+            if k.code == pagestore::kv::KvError::TRANSACTION_TIMED_OUT
+                && matches!(op, Op::Read | Op::Lock | Op::FileSize) =>
+        {
+            ffi::SQLITE_BUSY_TIMEOUT
+        }
         Error::Store(e) if e.is_retryable() && op == Op::Sync => ffi::SQLITE_BUSY_SNAPSHOT,
         Error::Store(e) if e.is_retryable() => ffi::SQLITE_BUSY,
         Error::Store(P::ReadOnly(_)) | Error::ReadOnly(_) => ffi::SQLITE_READONLY,
@@ -224,6 +234,17 @@ mod tests {
         // Elsewhere (BEGIN, reads) retryable errors stay plain BUSY, which
         // SQLite retries through its busy handler.
         assert_eq!(sqlite_code(&errors[0], Op::Lock), ffi::SQLITE_BUSY);
+    }
+
+    #[test]
+    fn read_timeouts_are_busy() {
+        let e = Error::Store(pagestore::Error::Kv(pagestore::kv::KvError::new(
+            pagestore::kv::KvError::TRANSACTION_TIMED_OUT,
+            "no answer",
+        )));
+        assert_eq!(sqlite_code(&e, Op::Read), ffi::SQLITE_BUSY_TIMEOUT);
+        assert_eq!(sqlite_code(&e, Op::Lock), ffi::SQLITE_BUSY_TIMEOUT);
+        assert_eq!(sqlite_code(&e, Op::Sync), ffi::SQLITE_IOERR_FSYNC);
     }
 
     #[test]

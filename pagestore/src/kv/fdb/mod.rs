@@ -27,7 +27,18 @@
 //! BEGIN's worth of reads, or one commit). The per-transaction
 //! [`FdbOptions::timeout`] (default 5 s, FDB's `timeout` option) bounds every
 //! transaction, so an unreachable or stuck cluster gives 1031
-//! (`transaction_timed_out`) naming the cluster file instead of hanging.
+//! (`transaction_timed_out`) naming the cluster file instead of hanging. On
+//! a read that error says the transaction can be retried (nothing was
+//! written; the VFS reports it as SQLITE_BUSY, extended `BUSY_TIMEOUT`); a
+//! commit that times out becomes 1021 (`commit_unknown_result`), since the
+//! commit may still be applied.
+//!
+//! # Process lifecycle
+//!
+//! Exit and fork() are handled by [`network`]: the network stops before
+//! libfdb_c's exit-time destructors run (the cause of issue 14's SIGSEGV
+//! at exit), calls in flight drain first, and a forked child never uses the
+//! parent's network.
 //!
 //! # Key prefixes
 //!
@@ -51,13 +62,10 @@ use foundationdb::{Database, FdbError};
 use crate::kv::counters::Counters;
 use crate::kv::{strinc, Kv, KvError, KvMetrics, KvResult, KvTxn};
 
-pub use network::shutdown;
+pub use network::{shutdown, DRAIN_LIMIT};
 
 /// Default per-transaction timeout: FDB's 5 s transaction lifetime.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Default `retry_limit`.
-pub const DEFAULT_RETRY_LIMIT: u32 = 10;
 
 /// The environment variable FDB reads for its cluster file.
 pub const CLUSTER_FILE_ENV: &str = "FDB_CLUSTER_FILE";
@@ -73,12 +81,13 @@ pub struct FdbOptions {
     /// with 1031 (`transaction_timed_out`) this long after it began. Also
     /// bounds the reachability check in [`FdbKv::open`]. Zero disables it
     /// (an unreachable cluster then blocks forever); default 5 s.
+    ///
+    /// (There is no `retry_limit`: FDB's option only bounds its `on_error`
+    /// loop, and this backend never calls `on_error` — pagestore retries by
+    /// starting a new transaction, after its own backoff, according to
+    /// [`KvError::is_retryable`]; `on_error` would reset the transaction
+    /// and drop the writes pagestore buffered in it.)
     pub timeout: Duration,
-    /// FDB's `retry_limit` transaction option. It bounds FDB's `on_error`
-    /// retry loop; this backend never calls `on_error` (pagestore retries
-    /// by starting a new transaction, see [`KvError::is_retryable`]), so it
-    /// only matters to code that does.
-    pub retry_limit: u32,
 }
 
 impl Default for FdbOptions {
@@ -86,7 +95,6 @@ impl Default for FdbOptions {
         FdbOptions {
             cluster_file: None,
             timeout: DEFAULT_TIMEOUT,
-            retry_limit: DEFAULT_RETRY_LIMIT,
         }
     }
 }
@@ -101,12 +109,6 @@ impl FdbOptions {
     /// Sets the per-transaction timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
-        self
-    }
-
-    /// Sets the retry limit.
-    pub fn retry_limit(mut self, limit: u32) -> Self {
-        self.retry_limit = limit;
         self
     }
 
@@ -135,11 +137,13 @@ impl FdbOptions {
 
 /// What a store and its transactions share.
 pub(crate) struct Shared {
-    pub(crate) db: Arc<Database>,
+    /// Released only while the network runs in this process: after the
+    /// stop (or in a forked child) destroying the handle would call into
+    /// libfdb_c with no network behind it, so it is leaked instead.
+    db: network::Guarded<Arc<Database>>,
     /// The cluster file, for messages.
     pub(crate) cluster: String,
     pub(crate) timeout: Duration,
-    pub(crate) retry_limit: u32,
     pub(crate) counters: Counters,
 }
 
@@ -153,7 +157,8 @@ impl Shared {
 
     /// A new FDB transaction with our options applied.
     fn create_trx(&self) -> KvResult<foundationdb::Transaction> {
-        network::check_running()?;
+        crate::kv::process::enlist_thread();
+        let _gate = network::enter()?;
         let trx = self
             .db
             .create_trx()
@@ -164,9 +169,6 @@ impl Shared {
             trx.set_option(TransactionOption::Timeout(ms))
                 .map_err(|e| self.error("set timeout option", e))?;
         }
-        let limit = i32::try_from(self.retry_limit).unwrap_or(i32::MAX);
-        trx.set_option(TransactionOption::RetryLimit(limit))
-            .map_err(|e| self.error("set retry_limit option", e))?;
         Ok(trx)
     }
 }
@@ -174,10 +176,21 @@ impl Shared {
 /// See [`Shared::error`].
 pub(crate) fn convert_error(op: &str, err: FdbError, cluster: &str, timeout: Duration) -> KvError {
     let code = err.code();
-    let message = if code == KvError::TRANSACTION_TIMED_OUT {
+    let message = if code == KvError::TRANSACTION_TIMED_OUT && op != "commit" {
+        // A read (or read version) that timed out changed nothing: the
+        // VFS reports it as SQLITE_BUSY (extended BUSY_TIMEOUT), which
+        // applications re-run. A commit that timed out is reported as 1021
+        // by the commit path instead.
         format!(
             "{op}: no answer from FoundationDB within {timeout:?} (cluster file {cluster}); \
-             is the cluster running and reachable? (fdb: {})",
+             is the cluster running and reachable? Nothing was written: the transaction can \
+             be retried. (fdb: {})",
+            err.message()
+        )
+    } else if code == KvError::TRANSACTION_TIMED_OUT {
+        format!(
+            "{op}: no answer from FoundationDB within {timeout:?} (cluster file {cluster}) \
+             (fdb: {})",
             err.message()
         )
     } else {
@@ -213,10 +226,9 @@ impl FdbKv {
         let _span = tracing::debug_span!("fdb_open", cluster = %cluster).entered();
         let db = network::database(cluster_file.as_deref(), &cluster)?;
         let shared = Arc::new(Shared {
-            db,
+            db: network::Guarded::new(db),
             cluster,
             timeout: opts.timeout,
-            retry_limit: opts.retry_limit,
             counters: Counters::default(),
         });
         let kv = FdbKv {
@@ -234,9 +246,16 @@ impl FdbKv {
     }
 
     fn check_reachable(&self) -> KvResult<()> {
+        let gate = network::enter()?;
         let trx = self.shared.create_trx()?;
         let version = futures::executor::block_on(trx.get_read_version())
-            .map_err(|e| self.shared.error("connecting (get read version)", e))?;
+            .map_err(|e| self.shared.error("connecting (get read version)", e));
+        drop(trx);
+        drop(gate);
+        let version = version?;
+        // libfdb_c has just built its connection state: keep the network's
+        // stop ahead of the exit handlers that came with it.
+        network::connected();
         tracing::debug!(version, "FoundationDB cluster reachable");
         Ok(())
     }

@@ -11,6 +11,7 @@ use foundationdb::{FdbError, FdbResult, KeySelector, Transaction};
 use futures::executor::block_on;
 use futures::future::{self, try_join_all, FutureExt, TryFutureExt};
 
+use super::network::{self, Gate, Guarded};
 use super::Shared;
 use crate::kv::counters::Counters;
 use crate::kv::{
@@ -139,7 +140,9 @@ fn traced<T>(op: &'static str, f: impl FnOnce() -> KvResult<T>) -> KvResult<T> {
 /// commit; reads go to the cluster (or are answered from this
 /// transaction's own writes, as FDB's read-your-writes does).
 pub(crate) struct FdbTxn {
-    trx: Transaction,
+    /// Destroyed only while the network runs in this process (see
+    /// [`Guarded`]); every call into it holds a [`Gate`].
+    trx: Guarded<Transaction>,
     shared: Arc<Shared>,
     /// The read version once known to us.
     read_version: Option<Version>,
@@ -161,7 +164,7 @@ pub(crate) struct FdbTxn {
 impl FdbTxn {
     pub(crate) fn new(trx: Transaction, shared: Arc<Shared>) -> Self {
         FdbTxn {
-            trx,
+            trx: Guarded::new(trx),
             shared,
             read_version: None,
             has_read_version: false,
@@ -184,6 +187,20 @@ impl FdbTxn {
                 Err(e)
             }
             None => Ok(()),
+        }
+    }
+
+    /// A [`Gate`] for a buffering call (set, clear, ...), or `None` after
+    /// recording why not as the deferred error.
+    fn gate_or_defer(&mut self) -> Option<Gate> {
+        match network::enter() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                if self.deferred.is_none() {
+                    self.deferred = Some(e);
+                }
+                None
+            }
         }
     }
 
@@ -275,6 +292,7 @@ impl FdbTxn {
         if let Some(v) = self.read_version {
             return Ok(v);
         }
+        let _gate = network::enter()?;
         let fut = self.trx.get_read_version();
         let shared = &self.shared;
         let v = traced("get_read_version", || {
@@ -305,6 +323,9 @@ impl KvTxn for FdbTxn {
     }
 
     fn set_read_version(&mut self, version: Version) {
+        let Some(_gate) = self.gate_or_defer() else {
+            return;
+        };
         match i64::try_from(version) {
             Ok(v) => {
                 // FDB itself reports setting it after a read (2010
@@ -329,6 +350,7 @@ impl KvTxn for FdbTxn {
         if !self.lengths_ok(&[key]) {
             return self.check().map(|()| None);
         }
+        let _gate = network::enter()?;
         self.note_implicit_grv();
         let fut = self.trx.get(key, snapshot);
         let shared = &self.shared;
@@ -354,6 +376,7 @@ impl KvTxn for FdbTxn {
         if !self.lengths_ok(&[&range.begin, &range.end]) {
             return self.check().map(|()| RangeResult::default());
         }
+        let _gate = network::enter()?;
         self.note_implicit_grv();
         let mut acc = RangeAcc::default();
         let more = self.read_range(fdb_range(range), snapshot, None, &mut acc)?;
@@ -373,6 +396,7 @@ impl KvTxn for FdbTxn {
             batch_size_error(&mut self.deferred);
             return self.check().map(|()| Vec::new());
         }
+        let _gate = network::enter()?;
         self.note_implicit_grv();
         // Issue every read before waiting for any: FDB sends them together
         // and the wave costs one round trip.
@@ -423,6 +447,9 @@ impl KvTxn for FdbTxn {
     }
 
     fn set(&mut self, key: &[u8], value: &[u8]) {
+        let Some(_gate) = self.gate_or_defer() else {
+            return;
+        };
         if self.lengths_ok(&[key, value]) {
             self.trx.set(key, value);
             self.note_write(
@@ -433,6 +460,9 @@ impl KvTxn for FdbTxn {
     }
 
     fn clear(&mut self, key: &[u8]) {
+        let Some(_gate) = self.gate_or_defer() else {
+            return;
+        };
         if self.lengths_ok(&[key]) {
             self.trx.clear(key);
             // FDB sends a clear as the range [key, key + "\0").
@@ -441,6 +471,9 @@ impl KvTxn for FdbTxn {
     }
 
     fn clear_range(&mut self, begin: &[u8], end: &[u8]) {
+        let Some(_gate) = self.gate_or_defer() else {
+            return;
+        };
         if self.lengths_ok(&[begin, end]) {
             self.trx.clear_range(begin, end);
             let n = begin.len() + end.len();
@@ -449,6 +482,9 @@ impl KvTxn for FdbTxn {
     }
 
     fn atomic_op(&mut self, key: &[u8], param: &[u8], op: MutationType) {
+        let Some(_gate) = self.gate_or_defer() else {
+            return;
+        };
         if self.lengths_ok(&[key, param]) {
             self.trx.atomic_op(key, param, fdb_mutation(op));
             let n = key.len() + param.len();
@@ -460,6 +496,9 @@ impl KvTxn for FdbTxn {
         if !self.lengths_ok(&[begin, end]) {
             return;
         }
+        let Some(_gate) = self.gate_or_defer() else {
+            return;
+        };
         let ty = match kind {
             ConflictKind::Read => ConflictRangeType::Read,
             ConflictKind::Write => ConflictRangeType::Write,
@@ -497,6 +536,9 @@ impl KvTxn for FdbTxn {
                 versionstamp: None,
             });
         }
+        // Held to the end: the transaction, its futures and the commit's
+        // result are destroyed while the network runs.
+        let _gate = network::enter()?;
         let FdbTxn {
             trx,
             shared,
@@ -505,6 +547,7 @@ impl KvTxn for FdbTxn {
             size,
             ..
         } = this;
+        let trx = trx.into_inner();
         let counters = &shared.counters;
         // Asked before the commit, as FDB requires; it resolves when the
         // commit succeeds.
@@ -602,9 +645,12 @@ fn batch_size_error(deferred: &mut Option<KvError>) {
 
 /// A read version from a new transaction (one counted GRV).
 fn fresh_read_version(shared: &Shared) -> KvResult<Version> {
+    let _gate = network::enter()?;
     let trx = shared.create_trx()?;
     shared.counters.read_version();
-    let v = block_on(trx.get_read_version()).map_err(|e| shared.error("get_read_version", e))?;
+    let v = block_on(trx.get_read_version()).map_err(|e| shared.error("get_read_version", e));
+    drop(trx);
+    let v = v?;
     Version::try_from(v).map_err(|_| {
         KvError::new(
             KvError::INTERNAL_ERROR,
