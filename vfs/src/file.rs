@@ -1021,6 +1021,20 @@ impl MainFile {
             } => *vs,
             // A commit without writes: its version is its snapshot.
             State::Committed { version, .. } => Versionstamp::new(*version, u16::MAX),
+            // The transaction committed here, yet SQLite rolled its cache
+            // back (another store of the SQL transaction failed): that
+            // cache is older than the store whatever the log says.
+            State::Doomed {
+                restore: Restore::Unchecked,
+                snapshot,
+                ..
+            } => {
+                return Err(Error::Store(pagestore::Error::Conflict {
+                    database: self.name.clone(),
+                    snapshot: *snapshot,
+                    detail: "SQLite rolled back a transaction that committed in this store (another store of it failed); roll back and retry".into(),
+                }))
+            }
             State::Doomed { snapshot, .. } => Versionstamp::new(*snapshot, u16::MAX),
             _ => return Err(Error::BadIo("chained begin from a wrong phase".into())),
         };
