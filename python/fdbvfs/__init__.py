@@ -243,7 +243,10 @@ def connect(
         if why is None:
             import sqlite3
 
-            return sqlite3.connect(target, uri=True, **dict(connect_args or {}))
+            con: sqlite3.Connection = sqlite3.connect(
+                target, uri=True, **dict(connect_args or {})
+            )
+            return con
         reasons.append(f"sqlite3: {why}")
     if driver in (None, "apsw"):
         why = _apsw_ready()
