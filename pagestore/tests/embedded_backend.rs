@@ -581,3 +581,27 @@ fn late_commit_is_refused_after_the_window() {
     assert_eq!(get(&kv, b"n"), None);
     assert_eq!(get(&kv, b"b"), None);
 }
+
+#[test]
+fn random_late_delivery_lands_held_commits_at_some_later_commit() {
+    let kv = with_faults(Faults {
+        late_unknown_probability: 1.0,
+        late_delivery: LateDelivery::Random,
+        ..Faults::default()
+    });
+    let mut t = kv.begin().unwrap();
+    t.atomic_op(b"n", &1u64.to_le_bytes(), MutationType::Add);
+    assert_eq!(t.commit().unwrap_err().code, KvError::COMMIT_UNKNOWN_RESULT);
+    kv.set_faults(Faults {
+        late_delivery: LateDelivery::Random,
+        ..Faults::default()
+    });
+    // Two chances of 1/2 per commit: left held after 50 commits with
+    // probability 2^-100.
+    for i in 0..50u8 {
+        put(&kv, &[b'p', i], b"x");
+    }
+    let c = kv.model_counts();
+    assert_eq!((c.late_applied, c.late_pending), (1, 0));
+    assert_eq!(u64_at(&kv, b"n"), 1);
+}

@@ -17,10 +17,11 @@
 
 use std::collections::VecDeque;
 
+use rand::RngExt;
 use tracing::debug;
 
 use super::atomic;
-use super::faults::{ModelCounters, UnknownOutcome};
+use super::faults::{LateDelivery, ModelCounters, UnknownOutcome};
 use super::ranges::{normalize, single_key_range, KeyRange};
 use super::writes::Mutation;
 use super::{lock, write, Inner};
@@ -201,10 +202,17 @@ impl Inner {
         let mut recent = lock(&self.recent);
         let now = self.clock.now_micros();
         self.prune(&mut recent, now);
-        if self.faults.deliver_at_commit() {
-            // A commit in flight since an earlier 1021 reaches the
-            // resolver before this one.
-            self.deliver_late(&mut recent, now);
+        // Commits in flight since an earlier 1021 may reach the resolver
+        // before this one.
+        let delivery = self.faults.late_delivery();
+        match delivery {
+            LateDelivery::NextCommit => {
+                self.deliver_late(&mut recent, now, || true);
+            }
+            LateDelivery::Random => {
+                self.deliver_late(&mut recent, now, coin);
+            }
+            LateDelivery::Manual => {}
         }
         req.reads = normalize(req.reads);
         if self.faults.late_unknown() {
@@ -247,6 +255,10 @@ impl Inner {
         }
         let size = req.size;
         let info = self.apply(&mut recent, now, req)?;
+        if delivery == LateDelivery::Random {
+            // ...or after it.
+            self.deliver_late(&mut recent, now, coin);
+        }
         drop(recent);
         debug!(
             op = "commit",
@@ -358,11 +370,22 @@ impl Inner {
         })
     }
 
-    /// Lands every held commit, oldest first, each resolved now as FDB's
-    /// resolver would resolve it at its new version. Callers hold the
-    /// commit lock (`recent`).
-    pub(crate) fn deliver_late(&self, recent: &mut RecentWrites, now: Version) -> LateOutcome {
-        let held: Vec<Held> = lock(&self.late).held.drain(..).collect();
+    /// Lands the held commits `pick` chooses, oldest first, each resolved
+    /// now as FDB's resolver would resolve it at its new version. Callers
+    /// hold the commit lock (`recent`).
+    pub(crate) fn deliver_late(
+        &self,
+        recent: &mut RecentWrites,
+        now: Version,
+        mut pick: impl FnMut() -> bool,
+    ) -> LateOutcome {
+        let held: Vec<Held> = {
+            let mut late = lock(&self.late);
+            let (chosen, kept): (VecDeque<Held>, VecDeque<Held>) =
+                late.held.drain(..).partition(|_| pick());
+            late.held = kept;
+            chosen.into()
+        };
         let mut out = LateOutcome::default();
         for h in held {
             let refused = if now.saturating_sub(h.held_at) > MVCC_WINDOW_MICROS {
@@ -407,8 +430,13 @@ impl Inner {
         let mut recent = lock(&self.recent);
         let now = self.clock.now_micros();
         self.prune(&mut recent, now);
-        self.deliver_late(&mut recent, now)
+        self.deliver_late(&mut recent, now, || true)
     }
+}
+
+/// A fair coin (late deliveries in [`LateDelivery::Random`]).
+fn coin() -> bool {
+    rand::rng().random_bool(0.5)
 }
 
 fn unknown_result() -> KvError {

@@ -68,6 +68,12 @@ pub enum LateDelivery {
     /// Only when [`crate::kv::embedded::EmbeddedKv::deliver_late_commits`]
     /// is called: tests choose the exact moment.
     Manual,
+    /// At a random later commit: each commit round trip lands each held
+    /// commit with probability 1/2 before it is resolved, and (when it
+    /// commits) each one still held with probability 1/2 after it is
+    /// applied, so a held commit may also land after its client's retry
+    /// committed. For randomized workloads (history checking).
+    Random,
 }
 
 /// Counts of what the backend's FDB model did (not only injected faults):
@@ -182,9 +188,9 @@ impl FaultInjector {
         chance(self.get().late_unknown_probability)
     }
 
-    /// Whether held commits land at the next commit.
-    pub(crate) fn deliver_at_commit(&self) -> bool {
-        self.get().late_delivery == LateDelivery::NextCommit
+    /// When held commits land.
+    pub(crate) fn late_delivery(&self) -> LateDelivery {
+        self.get().late_delivery
     }
 
     /// Whether this commit reports an unknown result, and what happens to it.
