@@ -67,8 +67,14 @@ impl WriteBuffer {
     pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
         self.mutations
             .push(Mutation::Set(key.to_vec(), value.to_vec()));
-        self.overlay
-            .insert(key, Pending::Value(Some(value.to_vec())));
+        // FDB's write map keeps a key unreadable through later writes
+        // (`is_unreadable = it.is_unreadable() || ...`); only a clear
+        // resets it.
+        let next = match self.overlay.get(key) {
+            Seen::Written(Pending::Unreadable) => Pending::Unreadable,
+            _ => Pending::Value(Some(value.to_vec())),
+        };
+        self.overlay.insert(key, next);
     }
 
     pub(crate) fn clear(&mut self, key: &[u8]) {
@@ -307,9 +313,14 @@ mod tests {
             MutationType::SetVersionstampedValue,
         );
         assert_eq!(w.lookup(b"v"), Lookup::Unreadable);
+        // Still unreadable after a set (as in FDB); readable once cleared.
+        w.set(b"v", b"plain");
+        assert_eq!(w.lookup(b"v"), Lookup::Unreadable);
+        w.clear(b"v");
+        assert_eq!(w.lookup(b"v"), Lookup::Known(None));
         assert!(w.deferred_error().is_none());
         w.atomic_op(b"bad", b"", MutationType::SetVersionstampedKey);
         assert_eq!(w.deferred_error().map(|e| e.code), Some(2000));
-        assert_eq!(w.mutations().len(), 7);
+        assert_eq!(w.mutations().len(), 9);
     }
 }
