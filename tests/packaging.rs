@@ -663,6 +663,25 @@ fn cargo_install_then_sql_completions_and_man_pages() {
         assert!(p.is_file(), "{page} not written; listed:\n{listed}");
         assert!(listed.contains(path_str(&p)), "{listed}");
     }
+    // Where man(1) exists, the page renders without groff warnings.
+    let has_man = Command::new("man")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if has_man {
+        let shown = exec(
+            Command::new("man")
+                .args(["-l", "-P", "cat"])
+                .arg(pages.join("fdbvfs-stats.1"))
+                .env("MANWIDTH", "80"),
+            SCRIPT_DEADLINE,
+        );
+        assert!(shown.ok(), "man -l: {}", shown.describe());
+        assert!(shown.stdout.contains("--prometheus"), "{}", shown.stdout);
+        assert!(!shown.stderr.contains("warning"), "{}", shown.stderr);
+    }
 }
 
 // -------------------------------------------------------------- metadata
