@@ -402,6 +402,11 @@ fn mixed_workload_all_faults() {
     assert!(f.txns_ok > 500, "too few transactions: {f:?}");
     assert!(f.txns_failed > 0 && f.busy_aborts > 0, "no aborts: {f:?}");
     assert!(f.kills > 0, "no kills: {f:?}");
+    assert_eq!(
+        f.crashes, 0,
+        "workers failed by themselves: {:#?}",
+        f.crash_notes
+    );
     assert!(f.gc_passes > 0, "no GC: {f:?}");
     assert!(f.forks > 0 && f.restores > 0 && f.drops > 0, "{f:?}");
     assert!(f.large > 0 && f.groups > 0, "{f:?}");

@@ -555,6 +555,8 @@ struct Worker {
     stop_file: PathBuf,
     counters: Counters,
     pace: Pace,
+    /// Counter of the `sc` incarnations this worker created.
+    sc_seq: AtomicU64,
     /// The backend when this process owns the directory (fault model
     /// counters).
     embedded: Option<std::sync::Arc<pagestore::kv::embedded::EmbeddedKv>>,
@@ -615,6 +617,7 @@ fn worker(root: &Path, slot: usize, inc: u64, start_ns: u64, threads: usize, fau
         stop_file: root.join("stop"),
         counters: Counters::default(),
         pace: pace_from_env(),
+        sc_seq: AtomicU64::new(0),
         embedded: s.embedded.clone(),
         errors: Mutex::new(BTreeMap::new()),
     });
@@ -1046,10 +1049,31 @@ fn operations(w: &Worker) {
 
 /// A fork of `la` is a read of `la`: its content goes into the history as
 /// a read-only transaction spanning the fork call.
+///
+/// Every other fork is made from SQL (`PRAGMA fdb_fork` inside a read
+/// transaction: a fork of that transaction's snapshot), the others through
+/// the store API (the latest version).
 fn fork_la(w: &Worker, step: u64) {
     let name = format!("fk{}-{step}", w.inc);
     let t0 = now_ns();
-    if w.pages.fork("la", &name, None).is_err() {
+    let forked = if step.is_multiple_of(2) {
+        w.pages.fork("la", &name, None).is_ok()
+    } else {
+        connect(w.id, "la")
+            .and_then(|c| {
+                c.execute_batch("BEGIN")?;
+                let r = (|| {
+                    c.query_row("SELECT count(*) FROM lists", [], |r| r.get::<_, i64>(0))?;
+                    c.query_row(&format!("PRAGMA fdb_fork = '{name}'"), [], |r| {
+                        r.get::<_, String>(0)
+                    })
+                })();
+                let _ = c.execute_batch("COMMIT");
+                r
+            })
+            .is_ok()
+    };
+    if !forked {
         return;
     }
     let t1 = now_ns();
@@ -1083,11 +1107,23 @@ fn restore_rs(w: &Worker, rng: &mut rand::rngs::ThreadRng) {
     std::thread::sleep(Duration::from_millis(rng.random_range(100..600)));
     let t0 = now_ns();
     w.rec.line(json!({"t": "restore-start", "ns0": t0}));
-    let r = w
-        .pages
-        .open("rs")
-        .map_err(vfs::Error::from)
-        .and_then(|db| vfs::file::restore_with_retries(&db, version));
+    // Through the API, or from SQL (`PRAGMA fdb_restore`), in turn.
+    let r: Result<u64, String> = if version.is_multiple_of(2) {
+        w.pages
+            .open("rs")
+            .map_err(vfs::Error::from)
+            .and_then(|db| vfs::file::restore_with_retries(&db, version))
+            .map_err(|e| e.to_string())
+    } else {
+        connect(w.id, "rs")
+            .and_then(|c| {
+                c.query_row(&format!("PRAGMA fdb_restore = 'v:{version}'"), [], |r| {
+                    r.get::<_, String>(0)
+                })
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|v| v.parse::<u64>().map_err(|e| format!("{v:?}: {e}")))
+    };
     let t1 = now_ns();
     match r {
         Ok(at) => {
@@ -1117,7 +1153,8 @@ fn restore_rs(w: &Worker, rng: &mut rand::rngs::ThreadRng) {
 /// Makes sure `sc` has its tables and an incarnation id.
 fn ensure_sc(w: &Worker) -> Option<i64> {
     let mut c = connect(w.id, "sc").ok()?;
-    let inc = (w.inc as i64) * 1000 + (now_ns() % 1000) as i64;
+    // Unique per incarnation of `sc`: this worker's number and a counter.
+    let inc = (w.inc * 100_000 + w.sc_seq.fetch_add(1, Ordering::Relaxed)) as i64;
     let got = settle(&mut c, |c| {
         c.execute_batch(LISTS)?;
         c.execute_batch(
@@ -1204,6 +1241,10 @@ pub struct Figures {
     pub keys: usize,
     pub anomalies: usize,
     pub error_kinds: BTreeMap<String, u64>,
+    /// Workers that exited by themselves other than by a failpoint abort
+    /// (a panic: see `crash_notes`).
+    pub crashes: u64,
+    pub crash_notes: Vec<String>,
     /// Wall time of each phase (setup, workload, stop, final read, check).
     pub phases: Vec<(&'static str, f64)>,
 }
@@ -1246,6 +1287,16 @@ impl std::fmt::Display for Figures {
             .map(|(p, s)| format!("{p} {s:.1} s"))
             .collect();
         writeln!(f, "  phases: {}", phases.join(", "))?;
+        if self.crashes > 0 {
+            writeln!(
+                f,
+                "  worker crashes (not failpoint aborts): {}",
+                self.crashes
+            )?;
+            for n in self.crash_notes.iter().take(5) {
+                writeln!(f, "    {n}")?;
+            }
+        }
         let mut errs: Vec<_> = self.error_kinds.iter().collect();
         errs.sort_by(|a, b| b.1.cmp(a.1));
         for (e, n) in errs.into_iter().take(8) {
@@ -1469,17 +1520,59 @@ pub fn run(cfg: &Config, cdylib: Option<PathBuf>) -> RunResult {
     let mut next_kill = next_kill_at(cfg, &mut rng);
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
-        // Restart processes that died (failpoint aborts), kill one now and then.
+        // Kill one now and then (the directory's owner a third of the
+        // time), and restart processes that died (failpoint aborts).
+        let victim = if next_kill.is_some_and(|t| Instant::now() >= t) {
+            let ready: Vec<usize> = (0..procs.len())
+                .filter(|&i| procs[i].started.elapsed() > Duration::from_millis(500))
+                .collect();
+            let owner = ready
+                .iter()
+                .copied()
+                .find(|&i| !procs[i].python && is_owner(&root, procs[i].inc));
+            match owner {
+                Some(o) if rng.random_bool(0.35) => Some(o),
+                _ if ready.is_empty() => None,
+                _ => Some(ready[rng.random_range(0..ready.len())]),
+            }
+        } else {
+            None
+        };
+        let victim_inc = victim.map(|v| procs[v].inc);
         let mut i = 0;
         while i < procs.len() {
-            let died = matches!(procs[i].child.try_wait(), Ok(Some(_)));
-            let kill_now = !died
-                && next_kill.is_some_and(|t| Instant::now() >= t)
-                && rng.random_range(0..procs.len()) == 0
-                && procs[i].started.elapsed() > Duration::from_millis(500);
+            let status = procs[i].child.try_wait().ok().flatten();
+            let died = status.is_some();
+            let kill_now = !died && victim_inc == Some(procs[i].inc);
             if !died && !kill_now {
                 i += 1;
                 continue;
+            }
+            let mut crashed = false;
+            if let Some(st) = status {
+                use std::os::unix::process::ExitStatusExt;
+                // `return(abort)` at a failpoint is SIGABRT; anything else
+                // is a worker that failed by itself.
+                if st.signal() != Some(libc::SIGABRT) {
+                    figures.crashes += 1;
+                    let log = std::fs::read_to_string(
+                        log_dir.join(format!("worker-{}.log", procs[i].inc)),
+                    )
+                    .unwrap_or_default();
+                    let tail: String = log
+                        .lines()
+                        .rev()
+                        .take(12)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    figures
+                        .crash_notes
+                        .push(format!("worker {} exited with {st}: {tail}", procs[i].inc));
+                    crashed = true;
+                }
             }
             let mut p = procs.swap_remove(i);
             if kill_now {
@@ -1490,7 +1583,7 @@ pub fn run(cfg: &Config, cdylib: Option<PathBuf>) -> RunResult {
                 let _ = p.child.wait();
                 figures.kills += 1;
                 next_kill = next_kill_at(cfg, &mut rng);
-            } else {
+            } else if !crashed {
                 figures.failpoint_aborts += 1;
             }
             kill_times.push((p.inc, now_ns()));
