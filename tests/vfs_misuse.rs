@@ -216,12 +216,8 @@ fn doomed_file_never_acknowledges_a_commit() {
     let c = store.open(&name).unwrap_or_else(|e| panic!("{e}"));
     c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut raw = name.as_bytes().to_vec();
-    let uri = store.uri(&name);
-    raw.extend_from_slice(b"\0store\0");
-    raw.extend_from_slice(uri.rsplit("store=").next().unwrap_or("0").as_bytes());
-    raw.push(0);
-    let mut f = vfs::testing::RawFile::open(&raw).unwrap_or_else(|rc| panic!("open: {rc}"));
+    let mut f = vfs::testing::RawFile::open(&raw_name(&store, &name))
+        .unwrap_or_else(|rc| panic!("open: {rc}"));
     assert_eq!(f.lock(ffi::SQLITE_LOCK_SHARED), ffi::SQLITE_OK);
     let mut p1 = vec![0u8; 4096];
     let mut p2 = vec![0u8; 4096];
@@ -266,6 +262,57 @@ fn doomed_file_never_acknowledges_a_commit() {
     assert_eq!(f.unlock(ffi::SQLITE_LOCK_NONE), ffi::SQLITE_OK);
     drop(f);
     assert_eq!(count(&c, "SELECT count(*) FROM t"), 2);
+}
+
+/// Raw I/O methods: pages written and synced without a new change counter
+/// in page 1 (what SQLite would send if its idea of the counter ever
+/// differed from the VFS's) are still a commit: the sync never says OK
+/// with nothing written.
+#[test]
+fn a_commit_that_keeps_the_change_counter_is_committed() {
+    use libsqlite3_sys as ffi;
+    let store = common::store();
+    let name = common::name("same-counter");
+    let c = store.open(&name).unwrap_or_else(|e| panic!("{e}"));
+    c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let raw = raw_name(&store, &name);
+    let mut f = vfs::testing::RawFile::open(&raw).unwrap_or_else(|rc| panic!("open: {rc}"));
+    assert_eq!(f.lock(ffi::SQLITE_LOCK_SHARED), ffi::SQLITE_OK);
+    let mut p1 = vec![0u8; 4096];
+    let mut p2 = vec![0u8; 4096];
+    assert_eq!(f.read(&mut p1, 0), ffi::SQLITE_OK);
+    assert_eq!(f.read(&mut p2, 4096), ffi::SQLITE_OK);
+    assert_eq!(f.lock(ffi::SQLITE_LOCK_RESERVED), ffi::SQLITE_OK);
+    assert_eq!(f.lock(ffi::SQLITE_LOCK_EXCLUSIVE), ffi::SQLITE_OK);
+    let mut new2 = p2.clone();
+    new2[4000] ^= 0xff;
+    assert_eq!(f.write(&new2, 4096), ffi::SQLITE_OK);
+    assert_eq!(f.write(&p1, 0), ffi::SQLITE_OK);
+    let rc = f.sync();
+    assert_eq!(f.unlock(ffi::SQLITE_LOCK_NONE), ffi::SQLITE_OK);
+    drop(f);
+    let mut g = vfs::testing::RawFile::open(&raw).unwrap_or_else(|rc| panic!("open: {rc}"));
+    assert_eq!(g.lock(ffi::SQLITE_LOCK_SHARED), ffi::SQLITE_OK);
+    let mut now2 = vec![0u8; 4096];
+    assert_eq!(g.read(&mut now2, 4096), ffi::SQLITE_OK);
+    g.unlock(ffi::SQLITE_LOCK_NONE);
+    eprintln!("sync: {rc}; page 2 changed in the store: {}", now2 == new2);
+    if rc == ffi::SQLITE_OK {
+        assert!(now2 == new2, "the sync said OK, and nothing was written");
+    } else {
+        assert!(now2 == p2);
+    }
+}
+
+/// `name` plus `store=<id>` the way SQLite lays out a filename.
+fn raw_name(store: &fdbvfs::Store, name: &str) -> Vec<u8> {
+    let mut raw = name.as_bytes().to_vec();
+    let uri = store.uri(name);
+    raw.extend_from_slice(b"\0store\0");
+    raw.extend_from_slice(uri.rsplit("store=").next().unwrap_or("0").as_bytes());
+    raw.push(0);
+    raw
 }
 
 // ------------------------------------------------------------ defect 9
@@ -534,5 +581,56 @@ fn chained_begin_sees_a_commit_of_the_same_batch() {
     match r {
         Ok(()) => assert_eq!(v2, 11, "A's write overwrote B's commit"),
         Err(_) => assert_eq!(v2, 10),
+    }
+}
+
+/// A transaction over databases of two stores commits one store after the
+/// other; when the second fails, SQLite rolls back although the first
+/// store committed. A write later in the same read-lock hold must not be
+/// built on SQLite's rolled-back cache of the first database.
+#[test]
+fn no_chained_write_after_a_half_committed_multi_store_transaction() {
+    let s1 = common::store();
+    let (s2, clock) = Custom::too_old_at_commit();
+    let n1 = common::name("half-a");
+    let n2 = common::name("half-b");
+    let c = s1.open(&n1).unwrap_or_else(|e| panic!("{e}"));
+    c.execute("ATTACH ?1 AS b", [s2.uri(&n2)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.execute_batch(
+        "CREATE TABLE main.t(v INT); INSERT INTO main.t VALUES (0);
+         CREATE TABLE b.t(v INT); INSERT INTO b.t VALUES (0);",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut hold = c
+        .prepare("SELECT v FROM main.t")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut rows = hold.query([]).unwrap_or_else(|e| panic!("{e}"));
+    let _ = rows.next().unwrap_or_else(|e| panic!("{e}"));
+    c.execute_batch("BEGIN; UPDATE main.t SET v = v + 1; UPDATE b.t SET v = v + 1;")
+        .unwrap_or_else(|e| panic!("{e}"));
+    clock.advance_secs(6);
+    let commit = c.execute_batch("COMMIT");
+    let committed_here = count(
+        &s1.open(&n1).unwrap_or_else(|e| panic!("{e}")),
+        "SELECT v FROM t",
+    );
+    eprintln!(
+        "COMMIT: {}; first store now {committed_here}",
+        code(&commit)
+    );
+    assert!(commit.is_err(), "precondition: the second store failed");
+    assert_eq!(committed_here, 1, "precondition: the first store committed");
+    let r = c.execute_batch("UPDATE main.t SET v = v + 10");
+    drop(rows);
+    drop(hold);
+    let v = count(
+        &s1.open(&n1).unwrap_or_else(|e| panic!("{e}")),
+        "SELECT v FROM t",
+    );
+    eprintln!("write in the same hold: {}; first store now {v}", code(&r));
+    match r {
+        Ok(()) => assert_eq!(v, 11, "the write was built on the rolled-back cache"),
+        Err(_) => assert_eq!(v, 1),
     }
 }

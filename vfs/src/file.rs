@@ -130,6 +130,8 @@ struct Hold {
     page1_written: Option<u32>,
     /// Pages read or written in this hold: what SQLite's cache may contain.
     touched: BTreeSet<u32>,
+    /// Pages written by the current transaction (store page numbers).
+    written: BTreeSet<u32>,
     /// Sequential-read detection.
     last_read: Option<u32>,
     prefetched_to: u32,
@@ -402,10 +404,13 @@ impl MainFile {
             Outcome::Pending => {}
             Outcome::Committed(c) => {
                 self.last_version = Some(c.version);
-                if let Some(w) = self.hold.page1_written.take() {
-                    self.hold.pager_counter = w;
-                }
+                let written = self.hold.page1_written.take();
                 if group.fully_committed() {
+                    // SQLite's page 1 now carries the counter it wrote
+                    // (after a rollback it carries the old one again).
+                    if let Some(w) = written {
+                        self.hold.pager_counter = w;
+                    }
                     *st = State::Committed {
                         version: c.version,
                         versionstamp: c.versionstamp,
@@ -630,6 +635,7 @@ impl MainFile {
             }
             t.write_page(pgno, &page)?;
             self.hold.touched.insert(pgno);
+            self.hold.written.insert(pgno);
             pos += n as u64;
         }
         Ok(())
@@ -687,17 +693,47 @@ impl MainFile {
 
     /// Whether the pages written so far form a commit (rather than a
     /// rollback putting the original pages back).
-    fn wants_commit(&mut self) -> bool {
+    ///
+    /// A commit writes page 1 with a new change counter or changes the
+    /// size. Should SQLite's idea of the counter ever differ from the
+    /// VFS's, a commit would pass for a rollback and be acknowledged with
+    /// nothing written; so when written pages do not look like a commit,
+    /// they are compared with the snapshot (only on that rare path: a
+    /// rollback of pages SQLite spilled), and any difference is a commit.
+    fn wants_commit(&mut self) -> Result<bool> {
         let mut st = locked(&self.state);
         let State::Active(t) = &mut *st else {
-            return false;
+            return Ok(false);
         };
-        t.has_writes()
-            && (self
-                .hold
-                .page1_written
-                .is_some_and(|c| c != self.hold.pager_counter)
-                || t.page_count() != self.hold.base_count)
+        if !t.has_writes() {
+            return Ok(false);
+        }
+        if self
+            .hold
+            .page1_written
+            .is_some_and(|c| c != self.hold.pager_counter)
+            || t.page_count() != self.hold.base_count
+        {
+            return Ok(true);
+        }
+        let mut base = self.db.begin_at(t.snapshot())?;
+        let mut differs = false;
+        for &p in &self.hold.written {
+            let same = match (t.read_page(p)?, base.read_page(p)?) {
+                (Some(mine), Some(orig)) => {
+                    mine == orig || (p == 0 && header::only_counters_differ(&orig, &mine))
+                }
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                warn!(database = %self.name, page = p as u64 + 1, "pages written that are not the snapshot's, without a new change counter: committed as a commit");
+                differs = true;
+                break;
+            }
+        }
+        base.rollback();
+        Ok(differs)
     }
 
     /// xSync: nothing more when `SQLITE_FCNTL_SYNC` came first (it did
@@ -717,7 +753,7 @@ impl MainFile {
         self.refuse_duplicate()?;
         self.settle();
         let announced = self.sync_super.take();
-        let wants_commit = self.wants_commit();
+        let wants_commit = self.wants_commit()?;
         if self.phase == Phase::Reserved && wants_commit {
             match announced.as_deref().map(|n| (n, group::lookup(n))) {
                 Some((_, Some(g))) => {
@@ -769,7 +805,7 @@ impl MainFile {
                 "commit phase two of a multi-database transaction before its super-journal was deleted".into(),
             ));
         }
-        let wants_commit = self.wants_commit();
+        let wants_commit = self.wants_commit()?;
         self.step(Event::PhaseTwo { wants_commit })
     }
 
@@ -1065,6 +1101,7 @@ impl MainFile {
         }
         self.hold.base_count = t.page_count();
         self.hold.page1_written = None;
+        self.hold.written.clear();
         *locked(&self.state) = State::Active(t);
         Ok(())
     }
