@@ -54,7 +54,14 @@ pub fn store() -> TestStore {
             fdb_prefix: Some(prefix),
         };
     }
-    match Store::in_memory() {
+    // Commits share batch versions whenever they can, as on a loaded
+    // FoundationDB cluster (versions compared where versionstamps must be
+    // fail here).
+    let faults = pagestore::kv::embedded::Faults {
+        batch_join_probability: 1.0,
+        ..Default::default()
+    };
+    match Store::builder().in_memory().faults(faults).build() {
         Ok(store) => TestStore {
             store,
             fdb_prefix: None,
