@@ -322,6 +322,75 @@ fn checker_random_serial_histories() {
     }
 }
 
+/// Mutation test: in random serial histories, make one read stale (drop
+/// the last element it saw, appended by a transaction that completed before
+/// the reader began): the checker must always notice.
+#[test]
+fn checker_random_stale_reads_are_caught() {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    let mut caught = 0;
+    for seed in 0..40 {
+        let mut rng = StdRng::seed_from_u64(1000 + seed);
+        let mut state: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        let mut writer_of: std::collections::HashMap<u64, usize> = Default::default();
+        let mut txns = Vec::new();
+        let mut next = 1u64;
+        for t in 0..200usize {
+            let mut ops = Vec::new();
+            for _ in 0..rng.random_range(1..4) {
+                let key = format!("d/{}", rng.random_range(0..4));
+                if rng.random_bool(0.5) {
+                    ops.push(r(&key, state.get(&key).map(|v| &v[..]).unwrap_or(&[])));
+                } else {
+                    ops.push(a(&key, next));
+                    writer_of.insert(next, t);
+                    state.entry(key).or_default().push(next);
+                    next += 1;
+                }
+            }
+            let t64 = t as u64;
+            txns.push(ok(&format!("T{t}"), t64 * 10, t64 * 10 + 15, ops));
+        }
+        // A read (before any append of its own transaction) whose last
+        // element was written at least two transactions earlier.
+        let candidates: Vec<(usize, usize)> = txns
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| {
+                let mut own = false;
+                let mut out = Vec::new();
+                for (j, op) in t.ops.iter().enumerate() {
+                    match op {
+                        checker::Op::Append { .. } => own = true,
+                        checker::Op::Read { values, .. } => {
+                            if let Some(last) = values.last() {
+                                if !own && writer_of[last] + 2 <= i {
+                                    out.push((i, j));
+                                }
+                            }
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
+        let Some(&(i, j)) = candidates.get(rng.random_range(0..candidates.len().max(1))) else {
+            continue;
+        };
+        if let checker::Op::Read { values, .. } = &mut txns[i].ops[j] {
+            values.pop();
+        }
+        let rep = check(&history(txns));
+        assert!(
+            !rep.anomalies.is_empty(),
+            "seed {seed}: a stale read went unnoticed"
+        );
+        caught += 1;
+    }
+    assert!(caught >= 30, "too few mutations tried: {caught}");
+}
+
 // ------------------------------------------------------------ the workload
 
 use std::path::{Path, PathBuf};
@@ -345,13 +414,17 @@ fn in_ci() -> bool {
 }
 
 /// `target/release/libfdbvfs.so` for the Python worker, built by
-/// `cargo build --release --lib` when older than the sources (as
-/// tests/extension.rs does); `None` (with a note) when it cannot be built
-/// outside CI.
+/// `cargo build --release --lib` unless it is newer than every source file
+/// (as tests/extension.rs does); `None` (with a note) when it cannot be
+/// built outside CI.
 fn cdylib() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let target = exe.ancestors().nth(3)?.to_path_buf();
     let lib = target.join("release").join("libfdbvfs.so");
+    let built = std::fs::metadata(&lib).and_then(|m| m.modified()).ok();
+    if built.is_some_and(|b| newest_source().is_some_and(|s| s <= b)) {
+        return Some(lib);
+    }
     let out = Command::new(env!("CARGO"))
         .args(["build", "--release", "--lib", "--manifest-path"])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
@@ -375,6 +448,30 @@ fn cdylib() -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// The newest modification time of the sources the cdylib is built from
+/// (`None`: a file could not be read; rebuild).
+fn newest_source() -> Option<std::time::SystemTime> {
+    fn walk(p: &Path, newest: &mut std::time::SystemTime) -> std::io::Result<()> {
+        let m = std::fs::metadata(p)?;
+        if m.is_dir() {
+            for e in std::fs::read_dir(p)? {
+                walk(&e?.path(), newest)?;
+            }
+        } else {
+            *newest = (*newest).max(m.modified()?);
+        }
+        Ok(())
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    walk(&root.join("Cargo.lock"), &mut newest).ok()?;
+    for pkg in [".", "vfs", "pagestore"] {
+        walk(&root.join(pkg).join("Cargo.toml"), &mut newest).ok()?;
+        walk(&root.join(pkg).join("src"), &mut newest).ok()?;
+    }
+    Some(newest)
 }
 
 fn print(label: &str, r: &RunResult) {
