@@ -502,13 +502,17 @@ fn node_project() -> Option<&'static Path> {
                 .status()
                 .is_ok_and(|s| s.success());
             if !has_driver {
+                // A build for another Node (ABI) would stay: start over.
+                let _ = std::fs::remove_dir_all(project.join("node_modules"));
                 // No prebuilt binary can be downloaded here: build from
-                // source (node-gyp, the machine's Node headers, make, g++).
+                // source (node-gyp, the machine's Node headers, make, g++),
+                // on every core.
                 let out = exec(
                     Command::new("npm")
                         .args(["install", "--no-audit", "--no-fund", BETTER_SQLITE3])
                         .current_dir(&project)
-                        .env("npm_config_build_from_source", "true"),
+                        .env("npm_config_build_from_source", "true")
+                        .env("JOBS", "max"),
                     BUILD_DEADLINE,
                 );
                 if !out.ok() {
