@@ -19,6 +19,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use support::{cdylib, python, run, Output};
 
@@ -338,4 +339,183 @@ fn exit_hook_runs_before_later_exit_handlers() {
         "{}",
         out.describe()
     );
+}
+
+// ------------------------------------------------------- fork, Rust API
+
+/// Which store `rust_fork_child` uses: `dir:PATH` or `fdb:CLUSTER`.
+const FORK_STORE: &str = "FDBVFS_TEST_FORK_STORE";
+
+fn fork_store(spec: &str) -> fdbvfs::Store {
+    if let Some(dir) = spec.strip_prefix("dir:") {
+        return fdbvfs::Store::embedded(dir).unwrap_or_else(|e| panic!("store: {e}"));
+    }
+    #[cfg(feature = "fdb")]
+    if let Some(cluster) = spec.strip_prefix("fdb:") {
+        return fdbvfs::Store::builder()
+            .cluster_file(cluster)
+            .build()
+            .unwrap_or_else(|e| panic!("FDB store: {e}"));
+    }
+    panic!("bad {FORK_STORE}={spec}")
+}
+
+/// What the forked grandchild does; returns its exit status.
+fn grandchild(
+    spec: &str,
+    store: &fdbvfs::Store,
+    inherited: &rusqlite::Connection,
+    db: &str,
+) -> i32 {
+    // The parent's Store and connection: refused, nothing written.
+    match store.open(db) {
+        Ok(_) => {
+            raw_line("INHERITED-STORE-OPENED");
+            return 1;
+        }
+        Err(e) => raw_line(&format!("INHERITED-STORE-REFUSED {e}")),
+    }
+    match inherited.execute("INSERT INTO t VALUES ('misuse', 0)", []) {
+        Ok(_) => {
+            raw_line("INHERITED-CONN-WROTE");
+            return 1;
+        }
+        Err(e) => raw_line(&format!("INHERITED-CONN-REFUSED {e}")),
+    }
+    if spec.starts_with("dir:") {
+        // A new Store in the child: a client of the parent's server.
+        let mine = fork_store(spec);
+        let wrote = mine
+            .open(db)
+            .and_then(|c| Ok(c.execute("INSERT INTO t VALUES ('child', 1)", [])?));
+        match wrote {
+            Ok(_) => raw_line(&format!(
+                "CHILD-WROTE {}",
+                mine.page_store().kv().backend_name()
+            )),
+            Err(e) => {
+                raw_line(&format!("CHILD-ERROR {e}"));
+                return 1;
+            }
+        }
+    } else {
+        // The parent started the FDB network: libfdb_c cannot run one here.
+        match std::panic::catch_unwind(|| fork_store(spec)) {
+            Ok(_) => {
+                raw_line("CHILD-FDB-OPENED");
+                return 1;
+            }
+            Err(_) => raw_line("CHILD-FDB-REFUSED"),
+        }
+    }
+    0
+}
+
+/// The child side of `rust_api_store_across_fork`.
+#[test]
+#[ignore = "run as a child process by rust_api_store_across_fork"]
+fn rust_fork_child() {
+    let Ok(spec) = std::env::var(FORK_STORE) else {
+        return;
+    };
+    let db = format!("rf-{}-{:x}", std::process::id(), rand::random::<u32>());
+    let store = fork_store(&spec);
+    let conn = store.open(&db).unwrap_or_else(|e| panic!("open: {e}"));
+    conn.execute_batch("CREATE TABLE t(who TEXT, n INTEGER); INSERT INTO t VALUES ('parent', 0);")
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    // SAFETY: the grandchild only uses this library, then exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = grandchild(&spec, &store, &conn, &db);
+        // A normal exit: exit handlers and thread-local destructors run (the
+        // parent's FDB network stop among them: a no-op here).
+        // SAFETY: ends this process.
+        unsafe { libc::exit(code) };
+    }
+    let started = Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: polls the child just forked.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            raw_line("GRANDCHILD-HUNG");
+            // SAFETY: kills the child just forked.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    raw_line(&format!("GRANDCHILD-STATUS {status}"));
+    conn.execute("INSERT INTO t VALUES ('parent', 2)", [])
+        .unwrap_or_else(|e| panic!("write after fork: {e}"));
+    let rows: Vec<String> = {
+        let mut s = conn
+            .prepare("SELECT who || ':' || n FROM t ORDER BY n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = s
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        r.map(|x| x.unwrap_or_else(|e| panic!("{e}"))).collect()
+    };
+    raw_line(&format!("ROWS {}", rows.join(",")));
+    let ic: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    raw_line(&format!("INTEGRITY {ic}"));
+    drop(conn);
+    let _ = store.drop_database(&db);
+}
+
+fn rust_fork(spec: &str) -> Output {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    run(Command::new(exe)
+        .args([
+            "rust_fork_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FORK_STORE, spec))
+}
+
+/// The Rust API across fork(): the parent's `Store` and connection are
+/// refused in the child (naming fork()), a new `Store` in the child is a
+/// client of the parent's server, and the child exits cleanly. On
+/// FoundationDB (when configured) the child is refused the parent's network
+/// and its exit must not hang (before the fix it joined a network thread
+/// that does not exist in a forked child).
+#[test]
+fn rust_api_store_across_fork() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let out = rust_fork(&format!("dir:{}", dir.path().display()));
+    out.assert_success();
+    for want in [
+        "INHERITED-STORE-REFUSED",
+        "INHERITED-CONN-REFUSED",
+        "CHILD-WROTE remote",
+        "GRANDCHILD-STATUS 0",
+        "ROWS parent:0,child:1,parent:2",
+        "INTEGRITY ok",
+    ] {
+        assert!(out.stdout.contains(want), "{want}\n{}", out.describe());
+    }
+    assert!(out.stdout.contains("fork()"), "{}", out.describe());
+    if let Some(cluster) = support::fdb_cluster("rust_api_store_across_fork") {
+        let out = rust_fork(&format!("fdb:{}", cluster.display()));
+        out.assert_success();
+        for want in [
+            "INHERITED-STORE-REFUSED",
+            "INHERITED-CONN-REFUSED",
+            "CHILD-FDB-REFUSED",
+            "GRANDCHILD-STATUS 0",
+            "ROWS parent:0,parent:2",
+            "INTEGRITY ok",
+        ] {
+            assert!(out.stdout.contains(want), "{want}\n{}", out.describe());
+        }
+    }
 }
