@@ -9,6 +9,9 @@
 //! matches our model exactly: commits are serialised by the backend anyway,
 //! and reads proceed from a consistent snapshot while a commit fsyncs.
 //!
+//! The directory and its files are private to their owner (0700 / 0600,
+//! see `access`), whatever the umask.
+//!
 //! Layout: table `kv` holds key -> latest value; table `meta` holds the last
 //! committed version (`version`), written in the same redb transaction as
 //! the data, so a snapshot knows which version it shows and versions keep
@@ -23,6 +26,7 @@ use redb::{
     TableDefinition,
 };
 
+use super::access;
 use super::atomic;
 use super::dir_lock::DirLock;
 use super::writes::Mutation;
@@ -73,9 +77,14 @@ impl Durable {
     pub(crate) fn open(dir: Option<&Path>) -> KvResult<(Durable, Version)> {
         let (db, location, lock) = match dir {
             Some(dir) => {
+                // Private before anything is created in it (see `access`).
+                access::prepare_dir(dir)?;
                 let lock = DirLock::acquire(dir)?;
+                access::private_file(lock.path())?;
                 tracing::debug!(lock = %lock.path().display(), "store directory locked");
                 let path: PathBuf = dir.join(DATA_FILE);
+                // redb would create it with the umask's mode.
+                access::create_private_file(&path)?;
                 let location = format!("store {}", dir.display());
                 let db = Database::builder()
                     .set_cache_size(REDB_CACHE_BYTES)

@@ -37,10 +37,13 @@
 //! ([`crate::kv::contract`]) that say so.
 //! * [`dir_lock`]: one process per store directory, with a clear error
 //!   naming the holder.
+//! * [`access`]: the directory is its owner's alone (0700, files 0600,
+//!   owner checked), whatever the umask.
 //!
 //! Commits are serialised by one mutex; reads never take it, and redb's
 //! MVCC readers never wait for a commit's fsync.
 
+pub(crate) mod access;
 mod atomic;
 mod commit;
 mod conflicts;

@@ -163,6 +163,8 @@ fn transport_error(path: &Path, timeout: Duration, e: &io::Error) -> KvError {
 impl Conn {
     fn open(path: &Path, timeout: Duration) -> io::Result<Conn> {
         let stream = UnixStream::connect(path)?;
+        // Only a server of this uid: a planted socket is refused.
+        super::protocol::check_peer(&stream, path, "server")?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         no_sigpipe(&stream)?;
@@ -191,10 +193,14 @@ impl Client {
     }
 
     fn take_conn(&self) -> KvResult<Conn> {
-        let idle = lock(&self.pool).pop();
-        match idle {
-            Some(c) => Ok(c),
-            None => self.connect(),
+        loop {
+            let idle = lock(&self.pool).pop();
+            match idle {
+                // Closed by the server's idle timeout: open another.
+                Some(c) if super::protocol::closed_by_peer(&c.stream) => {}
+                Some(c) => return Ok(c),
+                None => return self.connect(),
+            }
         }
     }
 
@@ -515,6 +521,11 @@ impl RemoteTxn {
                 response.map_err(|e| Failure::Store(e.into()))
             }
             Err((sent, e)) => {
+                if let Some(error) = super::protocol::frame_too_large(&e) {
+                    // Not sent, the server is fine: the ops are too big.
+                    self.dead = Some(error.clone());
+                    return Err(Failure::Transport { sent, error });
+                }
                 let error = self.client.lost_error(&e);
                 if self.on_server || sent {
                     self.dead = Some(error.clone());

@@ -34,6 +34,24 @@
 //!   server discards that connection's transactions. Nothing it had not
 //!   committed is applied.
 //!
+//! # Who may connect
+//!
+//! A store is its owner's: the directory is 0700 and its files (the socket
+//! included) 0600, and a directory owned by another uid, or writable by
+//! others and not empty, is refused (`embedded/access.rs`). The server
+//! checks the uid of every connection (`SO_PEERCRED`) and answers only its
+//! own; a client checks that the server runs as its uid, so a socket
+//! planted by someone else is never used. Root is no exception: it opens
+//! root's stores only.
+//!
+//! # A broken or hostile client
+//!
+//! Every frame, connection, transaction and buffer of the server is
+//! bounded, and a stalled client is dropped; each limit has a default and
+//! a clear error for that client only ([`limits`]). A client whose pooled
+//! connection was closed by the server's idle timeout opens a new one
+//! without an error.
+//!
 //! # Failover: the owner exits
 //!
 //! [`open_shared`] gives a client process a [`SharedKv`], which survives the
@@ -80,6 +98,7 @@
 //! * In-memory stores (`dir == None`) are never shared.
 
 mod client;
+pub mod limits;
 mod protocol;
 mod server;
 mod shared;
@@ -91,6 +110,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 pub use client::{RemoteKv, LOST_CONNECTION, REQUEST_TIMEOUT};
+pub use limits::ServerLimits;
 pub use server::RemoteServer;
 pub use shared::SharedKv;
 
@@ -250,12 +270,8 @@ pub fn open_shared(opts: EmbeddedOptions) -> KvResult<Arc<dyn Kv>> {
         let kv: Arc<dyn Kv> = EmbeddedKv::open(opts)?;
         return Ok(kv);
     };
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        KvError::new(
-            KvError::IO_ERROR,
-            format!("cannot create store directory {}: {e}", dir.display()),
-        )
-    })?;
+    // Private to this user, or refused (see the module documentation).
+    crate::kv::embedded::access::prepare_dir(&dir)?;
     let canonical = dir.canonicalize().unwrap_or_else(|_| dir.clone());
     let mut owned = lock_owned();
     let (backend, _) = acquire(&opts, &canonical, &mut owned, CONNECT_WINDOW)?;

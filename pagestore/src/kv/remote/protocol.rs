@@ -12,12 +12,30 @@
 //! [`Call`]. The server keeps the transaction itself (`txn id -> KvTxn` per
 //! connection), so the store's own rules (MVCC at the read version,
 //! read-your-writes, conflict ranges, limits) apply unchanged.
+//!
+//! # Untrusted lengths
+//!
+//! A length prefix is never trusted: a frame over its direction's cap
+//! ([`MAX_REQUEST_FRAME`], [`MAX_RESPONSE_FRAME`]; see `limits.rs` for how
+//! they are sized) is refused without reading it, and a frame's buffer
+//! grows with the bytes that actually arrive, so a peer that announces
+//! 256 MiB and sends nothing costs nothing. The server also bounds how long
+//! a frame may take ([`read_frame_within`]).
+//!
+//! # Peers
+//!
+//! Both ends check the other's uid ([`check_peer`], `SO_PEERCRED`): the
+//! server serves only its own uid, a client uses only a server of its own
+//! uid (a socket planted by someone else is refused).
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME};
 use crate::kv::{
     CommitInfo, ConflictKind, KeyValue, KvError, MutationType, RangeOption, RangeResult,
     ReadRequest, ReadResult, Version, Versionstamp,
@@ -25,10 +43,6 @@ use crate::kv::{
 
 /// Bumped whenever a frame's encoding changes.
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
-
-/// Largest frame accepted (a 10 MB transaction with its keys twice, and
-/// room to spare; a bigger one is a corrupt or hostile length prefix).
-pub(crate) const MAX_FRAME: usize = 256 << 20;
 
 /// A mutation or transaction option buffered by the client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,32 +341,148 @@ pub(crate) fn commit_info(version: Version, versionstamp: Option<[u8; 10]>) -> C
     }
 }
 
-/// Encodes `msg` into a frame (length prefix included).
-pub(crate) fn encode<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 4];
-    let mut buf = postcard::to_extend(msg, std::mem::take(&mut buf))
+/// A message type and the cap on its frames.
+pub(crate) trait Framed: Serialize {
+    /// Largest payload of one frame of this type.
+    const MAX: usize;
+}
+
+impl Framed for Request {
+    const MAX: usize = MAX_REQUEST_FRAME;
+}
+
+impl Framed for Response {
+    const MAX: usize = MAX_RESPONSE_FRAME;
+}
+
+/// A frame over its cap (the message inside the `io::Error`).
+#[derive(Debug)]
+struct FrameTooLarge {
+    len: usize,
+    max: usize,
+}
+
+impl std::fmt::Display for FrameTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "frame of {} bytes exceeds the {}-byte limit of the store socket",
+            self.len, self.max
+        )
+    }
+}
+
+impl std::error::Error for FrameTooLarge {}
+
+/// The error to report when `e` is [`encode`] refusing an oversize frame:
+/// nothing was sent and the connection is fine, the transaction's buffered
+/// mutations are too large to ship (2101, as the commit would fail).
+pub(crate) fn frame_too_large(e: &io::Error) -> Option<KvError> {
+    let big = e.get_ref()?.downcast_ref::<FrameTooLarge>()?;
+    Some(KvError::new(
+        KvError::TRANSACTION_TOO_LARGE,
+        format!(
+            "the transaction's buffered mutations and request take {} bytes on the wire, \
+             over the store socket's {}-byte limit (a transaction is limited to {} bytes)",
+            big.len,
+            big.max,
+            crate::kv::limits::MAX_TRANSACTION_SIZE
+        ),
+    ))
+}
+
+/// Encodes `msg` into a frame (length prefix included), refusing one over
+/// its type's cap.
+pub(crate) fn encode<T: Framed>(msg: &T) -> io::Result<Vec<u8>> {
+    encode_capped(msg, T::MAX)
+}
+
+/// [`encode`] with another cap (a server's configured limit).
+pub(crate) fn encode_capped<T: Serialize>(msg: &T, max: usize) -> io::Result<Vec<u8>> {
+    let buf = vec![0u8; 4];
+    let mut buf = postcard::to_extend(msg, buf)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("encode: {e}")))?;
     let len = buf.len() - 4;
-    if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"),
-        ));
-    }
     let prefix = u32::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "frame too large"))?;
+        .ok()
+        .filter(|_| len <= max)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, FrameTooLarge { len, max }))?;
     buf[..4].copy_from_slice(&prefix.to_le_bytes());
     Ok(buf)
 }
 
-/// Reads one frame's payload; `Ok(None)` at a clean end of stream (the
-/// peer closed the connection between frames).
+/// Reads one response frame's payload (a client, with the stream's own
+/// timeouts); `Ok(None)` at a clean end of stream (the peer closed the
+/// connection between frames).
 pub(crate) fn read_frame(stream: &mut UnixStream) -> io::Result<Option<Vec<u8>>> {
+    match read_frame_within(stream, MAX_RESPONSE_FRAME, None)? {
+        Incoming::Frame(p) => Ok(Some(p)),
+        Incoming::Closed => Ok(None),
+        Incoming::TooLarge(len) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            FrameTooLarge {
+                len,
+                max: MAX_RESPONSE_FRAME,
+            },
+        )),
+    }
+}
+
+/// What [`read_frame_within`] read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Incoming {
+    /// A whole frame's payload.
+    Frame(Vec<u8>),
+    /// The peer closed the connection between frames.
+    Closed,
+    /// A length prefix over the cap; the payload was not read.
+    TooLarge(usize),
+}
+
+/// How long a server waits for frames.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadlines {
+    /// For the first byte of the next frame (`None`: as long as it takes).
+    pub(crate) idle: Option<Duration>,
+    /// For the rest of a frame once its first byte arrived.
+    pub(crate) frame: Duration,
+}
+
+/// Reads one frame of at most `max` bytes, growing its buffer only as
+/// bytes arrive. With `deadlines`, waits at most `idle` for the frame to
+/// start and `frame` for the whole of it (an `io::ErrorKind::TimedOut`
+/// error); without, the stream's own timeouts apply.
+pub(crate) fn read_frame_within(
+    stream: &mut UnixStream,
+    max: usize,
+    deadlines: Option<Deadlines>,
+) -> io::Result<Incoming> {
+    if let Some(d) = deadlines {
+        stream.set_read_timeout(d.idle)?;
+    }
+    let mut deadline: Option<Instant> = None;
+    // Before every read once the frame started: the time left.
+    let mut arm = |stream: &mut UnixStream, started: bool| -> io::Result<()> {
+        let Some(d) = deadlines else { return Ok(()) };
+        if !started {
+            return Ok(());
+        }
+        let end = *deadline.get_or_insert_with(|| Instant::now() + d.frame);
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("frame not complete within {} s", d.frame.as_secs_f64()),
+            ));
+        }
+        stream.set_read_timeout(Some(left))
+    };
     let mut prefix = [0u8; 4];
     let mut got = 0;
     while got < prefix.len() {
+        arm(stream, got > 0)?;
         match stream.read(&mut prefix[got..]) {
-            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) if got == 0 => return Ok(Incoming::Closed),
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -360,15 +490,106 @@ pub(crate) fn read_frame(stream: &mut UnixStream) -> io::Result<Option<Vec<u8>>>
         }
     }
     let len = u32::from_le_bytes(prefix) as usize;
-    if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"),
-        ));
+    if len > max {
+        return Ok(Incoming::TooLarge(len));
     }
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload)?;
-    Ok(Some(payload))
+    /// Bytes added to the buffer per read at most.
+    const CHUNK: usize = 64 << 10;
+    let mut payload: Vec<u8> = Vec::new();
+    while payload.len() < len {
+        arm(stream, true)?;
+        let have = payload.len();
+        let want = (len - have).min(CHUNK);
+        payload.resize(have + want, 0);
+        match stream.read(&mut payload[have..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => payload.truncate(have + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => payload.truncate(have),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Incoming::Frame(payload))
+}
+
+/// The uid of the process at the other end of `stream`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: passes a pointer to a live ucred and its exact size; the
+    // descriptor belongs to `stream`, which outlives the call.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// The uid of the process at the other end of `stream`.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut uid: libc::uid_t = 0;
+    let mut gid: libc::gid_t = 0;
+    // SAFETY: passes pointers to live locals; the descriptor belongs to
+    // `stream`, which outlives the call.
+    let r = unsafe { libc::getpeereid(stream.as_raw_fd(), &mut uid, &mut gid) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(uid)
+}
+
+/// Checks that the process at the other end of `stream` runs as this
+/// process's effective uid; a `PermissionDenied` error saying so otherwise.
+/// `socket` and `peer` ("client", "server") are for the message.
+pub(crate) fn check_peer(stream: &UnixStream, socket: &Path, peer: &str) -> io::Result<()> {
+    let me = crate::kv::embedded::access::euid();
+    let uid = peer_uid(stream)?;
+    if uid == me {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "the {peer} on store socket {} runs as uid {uid}, not as this process's uid {me}: \
+             a store is shared only between processes of the user who owns it",
+            socket.display()
+        ),
+    ))
+}
+
+/// Whether an idle connection was closed by the server (or has something
+/// to read, which an idle connection never has): it must not be reused.
+pub(crate) fn closed_by_peer(stream: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, zero timeout; the descriptor belongs to
+    // `stream`.
+    let r = unsafe { libc::poll(&mut fd, 1, 0) };
+    match r {
+        0 => false,
+        r if r > 0 => fd.revents != 0,
+        // EINTR and the like: assume usable; a real failure shows on use.
+        _ => false,
+    }
 }
 
 /// Decodes a frame's payload.
