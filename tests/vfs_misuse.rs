@@ -249,6 +249,13 @@ fn doomed_file_never_acknowledges_a_commit() {
         wrc != ffi::SQLITE_OK || src != ffi::SQLITE_OK,
         "new pages written into a doomed transaction were acknowledged (write {wrc}, sync {src})"
     );
+    // Growing the file is no rollback either.
+    assert_eq!(f.truncate(10 * 4096), ffi::SQLITE_OK);
+    assert_ne!(
+        f.sync(),
+        ffi::SQLITE_OK,
+        "a sync after growing a doomed file said OK"
+    );
     // Commit phase two of a doomed transaction fails.
     assert_ne!(
         f.commit_phase_two(),

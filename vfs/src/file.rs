@@ -671,9 +671,26 @@ impl MainFile {
                 debug!(database = %self.name, size, "truncate after commit: already applied");
                 Ok(())
             }
-            (State::Doomed { restore, .. }, _) => {
+            (
+                State::Doomed {
+                    snapshot,
+                    reader,
+                    restore,
+                },
+                _,
+            ) => {
                 if *restore == Restore::Expected {
-                    *restore = Restore::Seen;
+                    // A rollback cuts the file back to its size at the
+                    // snapshot (or below, for a VACUUM'd page size).
+                    if reader.is_none() {
+                        *reader = Some(self.db.begin_at(*snapshot)?);
+                    }
+                    if let Some(r) = reader.as_mut() {
+                        let bytes = r.page_count() * u64::from(r.page_size().unwrap_or(0));
+                        if size <= bytes {
+                            *restore = Restore::Seen;
+                        }
+                    }
                 }
                 debug!(database = %self.name, size, "truncate during the rollback of a failed commit: dropped");
                 Ok(())
