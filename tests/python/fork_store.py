@@ -47,12 +47,36 @@ def is_busy(e):
     return getattr(e, "sqlite_errorcode", 0) & 0xFF == 5 or "locked" in str(e)
 
 
+SQLITE_IOERR_FSYNC = 1034
+
+
+def landed(con, who, n):
+    """After a COMMIT whose outcome is unknown (the owner exited with the
+    answer in flight): did row (who, n) land? Asked once the store answers."""
+    for attempt in range(BUSY_RETRIES):
+        try:
+            (c,) = con.execute(
+                "SELECT count(*) FROM t WHERE who = ? AND n = ?", (who, n)
+            ).fetchone()
+            return c > 0
+        except sqlite3.OperationalError as e:
+            if not is_busy(e):
+                raise
+            time.sleep(0.001 * (attempt % 10))
+    raise RuntimeError(f"{who}: cannot learn whether insert {n} landed")
+
+
 def insert(con, who, n):
     for attempt in range(BUSY_RETRIES):
         try:
             con.execute("INSERT INTO t(who, n) VALUES (?, ?)", (who, n))
             return
         except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorcode", 0) == SQLITE_IOERR_FSYNC:
+                # Maybe committed: insert again only if it did not land.
+                if landed(con, who, n):
+                    return
+                continue
             if not is_busy(e):
                 raise
             time.sleep(0.001 * (attempt % 10))
