@@ -265,6 +265,44 @@ impl Metrics {
                 "SQLite commits that, after an unknown result, found they had landed.",
                 int(s.recovered_unknown),
             ),
+            MetricFamily::single(
+                "fdbvfs_store_retries_total",
+                Counter,
+                "Store transactions (the engine's own and commits) retried after a \
+                 retryable error (conflicts of internal transactions, 1007, 1021, ...).",
+                int(s.retries),
+            ),
+            MetricFamily::single(
+                "fdbvfs_gc_passes_total",
+                Counter,
+                "GC passes over one database run by this process (dry runs excluded).",
+                int(s.gc.passes),
+            ),
+            MetricFamily::single(
+                "fdbvfs_gc_removed_page_versions_total",
+                Counter,
+                "Page versions removed by GC.",
+                int(s.gc.page_versions),
+            ),
+            MetricFamily::single(
+                "fdbvfs_gc_removed_bytes_total",
+                Counter,
+                "Page content bytes removed by GC.",
+                int(s.gc.page_bytes),
+            ),
+            MetricFamily::single(
+                "fdbvfs_gc_removed_metadata_keys_total",
+                Counter,
+                "Change-log records, time-index entries, size records and commit \
+                 tokens removed by GC.",
+                int(s.gc.metadata_keys),
+            ),
+            MetricFamily::single(
+                "fdbvfs_gc_transactions_total",
+                Counter,
+                "Store transactions committed by GC.",
+                int(s.gc.transactions),
+            ),
         ]
     }
 

@@ -147,6 +147,11 @@ fn gc_never_bricks_an_unfinished_large_commit() {
     db.set_retention(Duration::ZERO).unwrap();
     std::thread::sleep(Duration::from_millis(5));
     other.gc(false).unwrap();
+    let gc = other.stats().gc;
+    assert!(
+        gc.passes >= 1 && gc.transactions >= 1,
+        "GC progress counted: {gc:?}"
+    );
     assert_eq!(first_bytes(&other, "gcbig", 200).unwrap(), vec![2; 200]);
     assert_eq!(first_bytes(&committer, "gcbig", 200).unwrap(), vec![2; 200]);
 }
@@ -395,6 +400,7 @@ fn the_slow_path_reads_in_proportion_to_the_read_set() {
     fail::remove("commit::before");
     kv.set_faults(Faults::default());
     out.unwrap();
+    assert!(store.stats().retries >= 1, "the retry is counted");
     let read = after.bytes_read - before.bytes_read;
     assert!(
         read < 16 << 10,

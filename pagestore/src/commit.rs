@@ -361,6 +361,7 @@ pub(crate) fn commit_group(
                     && attempt < inner.opts.max_retries;
                 if retry {
                     attempt += 1;
+                    inner.retries.fetch_add(1, Ordering::Relaxed);
                     let after_unknown = after_unknown || e.is_maybe_committed();
                     debug!(error = %e, attempt, after_unknown, "commit retried on the slow path");
                     path = Path::Slow { after_unknown };

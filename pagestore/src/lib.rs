@@ -33,5 +33,5 @@ pub use encoding::{DbMeta, LogRecord, PageValue};
 pub use error::{Error, Result};
 pub use gc::GcReport;
 pub use history::{CLOCK_SKEW_WINDOW, DEFAULT_RETENTION};
-pub use store::{PageStore, StoreOptions, StoreStats};
+pub use store::{GcTotals, PageStore, StoreOptions, StoreStats};
 pub use txn::{commit_group, commit_group_checked, Committed, Transaction};

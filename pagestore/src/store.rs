@@ -64,6 +64,27 @@ pub struct StoreStats {
     pub conflicts: u64,
     /// Commits that found, after an unknown result, that they had landed.
     pub recovered_unknown: u64,
+    /// Store transactions (internal ones and commits) retried after a
+    /// retryable error.
+    pub retries: u64,
+    /// What GC passes run by this process removed, added up.
+    pub gc: GcTotals,
+}
+
+/// GC progress of one process: sums over the passes it ran (dry runs
+/// excluded).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcTotals {
+    /// Passes over one database.
+    pub passes: u64,
+    /// Page versions removed.
+    pub page_versions: u64,
+    /// Page content bytes removed.
+    pub page_bytes: u64,
+    /// Change-log records, time-index entries, size records and tokens removed.
+    pub metadata_keys: u64,
+    /// Store transactions GC committed.
+    pub transactions: u64,
 }
 
 pub(crate) struct Inner {
@@ -74,6 +95,9 @@ pub(crate) struct Inner {
     pub commits: AtomicU64,
     pub conflicts: AtomicU64,
     pub recovered_unknown: AtomicU64,
+    pub retries: AtomicU64,
+    /// GC totals: passes, page versions, page bytes, metadata keys, transactions.
+    pub gc: [AtomicU64; 5],
 }
 
 /// Versioned page storage; cheap to clone and share between threads.
@@ -118,6 +142,8 @@ impl PageStore {
                 commits: AtomicU64::new(0),
                 conflicts: AtomicU64::new(0),
                 recovered_unknown: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+                gc: Default::default(),
             }),
         }
     }
@@ -145,6 +171,17 @@ impl PageStore {
             commits: self.inner.commits.load(Ordering::Relaxed),
             conflicts: self.inner.conflicts.load(Ordering::Relaxed),
             recovered_unknown: self.inner.recovered_unknown.load(Ordering::Relaxed),
+            retries: self.inner.retries.load(Ordering::Relaxed),
+            gc: {
+                let g = |i: usize| self.inner.gc[i].load(Ordering::Relaxed);
+                GcTotals {
+                    passes: g(0),
+                    page_versions: g(1),
+                    page_bytes: g(2),
+                    metadata_keys: g(3),
+                    transactions: g(4),
+                }
+            },
         }
     }
 }
@@ -162,6 +199,7 @@ impl Inner {
                 Ok(v) => return Ok(v),
                 Err(Error::Kv(e)) if e.is_retryable() && attempt < self.opts.max_retries => {
                     attempt += 1;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
                     debug!(
                         op = what,
                         code = e.code,
