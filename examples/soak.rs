@@ -78,6 +78,7 @@ fn main() {
             "--idle-ms" => cfg.idle = std::time::Duration::from_millis(num(val())),
             "--gc-ms" => cfg.gc_every = std::time::Duration::from_millis(num(val())),
             "--chained" => cfg.chained_percent = num(val()),
+            "--groups" => cfg.group_percent = num(val()),
             "-h" | "--help" => usage(""),
             _ => usage(&format!("unknown argument {a}")),
         }

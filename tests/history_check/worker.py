@@ -56,6 +56,12 @@ class SqlError(Exception):
     def busy(self):
         return self.code & 0xFF == SQLITE_BUSY
 
+    def describe(self, when):
+        # SQLITE_CORRUPT is never right on a healthy store: the parent
+        # reports errors with this prefix as anomalies.
+        prefix = "SQLITE_CORRUPT " if self.code & 0xFF == 11 else ""
+        return f"{prefix}{when}: {self}"
+
 
 class Conn:
     def __init__(self, uri):
@@ -183,7 +189,7 @@ def attempt(conn, plan):
     except SqlError as e:
         conn.rollback()
         note_error(e)
-        return ("fail", e.busy, [], f"before COMMIT: {e}")
+        return ("fail", e.busy, [], e.describe("before COMMIT"))
     try:
         conn.exec("COMMIT")
         return ("ok", False, ops, None)
@@ -191,8 +197,8 @@ def attempt(conn, plan):
         conn.rollback()
         note_error(e)
         if e.busy:
-            return ("fail", True, [], f"COMMIT: {e}")
-        return ("unknown", False, ops, f"COMMIT: {e}")
+            return ("fail", True, [], e.describe("COMMIT"))
+        return ("unknown", False, ops, e.describe("COMMIT"))
 
 
 def worker(thread):
@@ -233,7 +239,7 @@ def worker(thread):
                     conns[name] = c
                 except SqlError as e:
                     note_error(e)
-                    whys.append(f"open: {e}")
+                    whys.append(e.describe("open"))
                     time.sleep(0.05)
                     out, busy, ops = "fail", False, []
                     break

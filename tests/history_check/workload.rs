@@ -154,6 +154,9 @@ pub struct Config {
     /// Percentage of a Rust worker thread's transactions run as chained
     /// pairs (two transactions under one held read lock).
     pub chained_percent: u64,
+    /// Percentage of a Rust worker thread's transactions that are ATTACH
+    /// groups over `la` and `lb` (at most 75).
+    pub group_percent: u64,
     pub launcher: Launcher,
     /// Where child stderr goes (`None`: discarded).
     pub log_dir: Option<PathBuf>,
@@ -180,6 +183,7 @@ impl Config {
             idle: Duration::ZERO,
             gc_every: Duration::from_millis(250),
             chained_percent: 5,
+            group_percent: 20,
             launcher,
             log_dir: None,
             seed: rand::random(),
@@ -266,6 +270,8 @@ struct Pace {
     gc_ms: u64,
     /// Percentage of transactions run as chained pairs.
     chained_pct: u64,
+    /// Percentage of ATTACH group transactions (`la` + `lb`).
+    group_pct: u64,
 }
 
 fn pace_from_env() -> Pace {
@@ -278,6 +284,7 @@ fn pace_from_env() -> Pace {
         idle_ms: v.first().copied().unwrap_or(0),
         gc_ms: v.get(1).copied().unwrap_or(250).max(2),
         chained_pct: v.get(2).copied().unwrap_or(0),
+        group_pct: v.get(3).copied().unwrap_or(20),
     }
 }
 
@@ -703,6 +710,20 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy)
 }
 
+/// `SQLITE_CORRUPT`: never right on a healthy store (e.g. a page read
+/// before its commit's index existed); errors carrying this prefix are
+/// anomalies.
+const CORRUPT: &str = "SQLITE_CORRUPT";
+
+fn describe(e: &rusqlite::Error, when: &str) -> String {
+    let corrupt = matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseCorrupt);
+    if corrupt {
+        format!("{CORRUPT} {when}: {e}")
+    } else {
+        format!("{when}: {e}")
+    }
+}
+
 fn run_attempt(
     w: &Worker,
     conn: &Connection,
@@ -774,7 +795,7 @@ fn run_attempt(
         w.note_error(&e);
         return Attempt::Failed {
             busy: is_busy(&e),
-            why: format!("before COMMIT: {e}"),
+            why: describe(&e, "before COMMIT"),
         };
     }
     match conn.execute_batch("COMMIT") {
@@ -784,13 +805,13 @@ fn run_attempt(
             w.note_error(&e);
             Attempt::Failed {
                 busy: true,
-                why: format!("COMMIT: {e}"),
+                why: describe(&e, "COMMIT"),
             }
         }
         Err(e) => {
             rollback();
             w.note_error(&e);
-            Attempt::Unknown(ops, format!("COMMIT: {e}"))
+            Attempt::Unknown(ops, describe(&e, "COMMIT"))
         }
     }
 }
@@ -919,9 +940,10 @@ fn appender(w: &Worker, thread: u64) {
             chained_pair(w, thread, &mut n, &mut rng);
             continue;
         }
+        let g = w.pace.group_pct.min(75);
         let target = match rng.random_range(0..100) {
-            0..55 => Target::La,
-            55..75 => Target::Group,
+            x if x < 75 - g => Target::La,
+            x if x < 75 => Target::Group,
             75..88 => Target::Sc,
             _ => Target::Rs,
         };
@@ -978,7 +1000,7 @@ fn appender(w: &Worker, thread: u64) {
                             now_ns(),
                             Attempt::Failed {
                                 busy: false,
-                                why: format!("open: {e}"),
+                                why: describe(&e, "open"),
                             },
                         );
                     }
@@ -1352,10 +1374,11 @@ pub fn run(cfg: &Config, cdylib: Option<PathBuf>) -> RunResult {
         cfg.latency.as_micros()
     );
     let pace = format!(
-        "{},{},{}",
+        "{},{},{},{}",
         cfg.idle.as_millis(),
         cfg.gc_every.as_millis(),
-        cfg.chained_percent
+        cfg.chained_percent,
+        cfg.group_percent
     );
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut next_inc = 1u64;
@@ -1753,6 +1776,14 @@ fn merge(root: &Path, kill_times: &[(u64, u64)], mut fig: Figures) -> RunResult 
                 }
                 Some("done") => {
                     let id = v["id"].as_str().unwrap_or("").to_string();
+                    for e in v["errors"].as_array().into_iter().flatten() {
+                        if let Some(e) = e.as_str().filter(|e| e.starts_with(CORRUPT)) {
+                            oracle.push(checker::Anomaly {
+                                kind: Kind::Workload,
+                                explanation: format!("{id} failed with {e}"),
+                            });
+                        }
+                    }
                     let invoked = open.remove(&id);
                     let outcome = match v["out"].as_str() {
                         Some("ok") => Outcome::Ok,
