@@ -419,6 +419,10 @@ fn rust_fork_child() {
         return;
     };
     let db = format!("rf-{}-{:x}", std::process::id(), rand::random::<u32>());
+    if let Some(cluster) = spec.strip_prefix("fdb-late:") {
+        fork_before_fdb(cluster, &db);
+        return;
+    }
     let store = fork_store(&spec);
     let conn = store.open(&db).unwrap_or_else(|e| panic!("open: {e}"));
     conn.execute_batch("CREATE TABLE t(who TEXT, n INTEGER); INSERT INTO t VALUES ('parent', 0);")
@@ -469,6 +473,51 @@ fn rust_fork_child() {
     let _ = store.drop_database(&db);
 }
 
+/// A child forked before this process used FoundationDB starts its own
+/// network; the parent starts one afterwards and reads the child's row.
+fn fork_before_fdb(cluster: &str, db: &str) {
+    let spec = format!("fdb:{cluster}");
+    // SAFETY: the child only uses this library, then exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let wrote = std::panic::catch_unwind(|| {
+            let store = fork_store(&spec);
+            let c = store.open(db)?;
+            c.execute_batch(
+                "CREATE TABLE t(who TEXT, n INTEGER); INSERT INTO t VALUES ('child', 1);",
+            )?;
+            Ok::<_, fdbvfs::Error>(())
+        });
+        let code = match wrote {
+            Ok(Ok(())) => {
+                raw_line("LATE-CHILD-WROTE");
+                0
+            }
+            Ok(Err(e)) => {
+                raw_line(&format!("LATE-CHILD-ERROR {e}"));
+                1
+            }
+            Err(_) => 1,
+        };
+        // SAFETY: ends this process normally (its own network stops).
+        unsafe { libc::exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    raw_line(&format!("GRANDCHILD-STATUS {status}"));
+    let store = fork_store(&spec);
+    let conn = store.open(db).unwrap_or_else(|e| panic!("open: {e}"));
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM t WHERE who = 'child'", [], |r| {
+            r.get(0)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    raw_line(&format!("LATE-ROWS {n}"));
+    drop(conn);
+    let _ = store.drop_database(db);
+}
+
 fn rust_fork(spec: &str) -> Output {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     run(Command::new(exe)
@@ -515,6 +564,11 @@ fn rust_api_store_across_fork() {
             "ROWS parent:0,parent:2",
             "INTEGRITY ok",
         ] {
+            assert!(out.stdout.contains(want), "{want}\n{}", out.describe());
+        }
+        let out = rust_fork(&format!("fdb-late:{}", cluster.display()));
+        out.assert_success();
+        for want in ["LATE-CHILD-WROTE", "GRANDCHILD-STATUS 0", "LATE-ROWS 1"] {
             assert!(out.stdout.contains(want), "{want}\n{}", out.describe());
         }
     }
