@@ -442,3 +442,20 @@ fn a_commit_group_stays_under_the_transaction_limit() {
         );
     }
 }
+
+/// Defect 9 (engine side): one database twice in a commit group would write
+/// two change-log records under one key; the engine refuses the group.
+#[test]
+fn a_commit_group_holding_one_database_twice_is_refused() {
+    let _fp = fail::FailScenario::setup();
+    let store = PageStore::new(kv(), opts());
+    let db = store.create("twice").unwrap();
+    write_all(&store, "twice", 1, 1).unwrap();
+    let mut a = db.begin().unwrap();
+    let mut b = db.begin_sibling(&a).unwrap();
+    a.write_page(0, &page(2)).unwrap();
+    b.write_page(0, &page(3)).unwrap();
+    let err = commit_group(vec![a, b]).unwrap_err();
+    assert!(matches!(err, Error::InvalidGroup(_)), "{err}");
+    assert_eq!(first_bytes(&store, "twice", 1).unwrap(), vec![1]);
+}

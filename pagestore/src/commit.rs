@@ -266,7 +266,7 @@ pub(crate) fn commit_group(
     readers: &[&Transaction],
 ) -> Result<Committed> {
     let Some(first) = txns.first() else {
-        return Err(Error::Other("empty commit group".into()));
+        return Err(Error::InvalidGroup("empty commit group".into()));
     };
     let inner = first.db.store.inner.clone();
     let snapshot = first.snapshot;
@@ -279,9 +279,20 @@ pub(crate) fn commit_group(
             .iter()
             .any(|t| !std::sync::Arc::ptr_eq(&t.db.store.inner, &inner))
     {
-        return Err(Error::Other(
+        return Err(Error::InvalidGroup(
             "a commit group spans several stores; only databases of one store commit atomically"
                 .into(),
+        ));
+    }
+    // Two transactions of one database in one commit would write two
+    // change-log records under one key and two versions of its pages (one
+    // lost): the VFS refuses a database opened twice in a connection, and
+    // the engine refuses such a group too.
+    let mut ids: Vec<u64> = txns.iter().map(|t| t.db.id).collect();
+    ids.sort_unstable();
+    if ids.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::InvalidGroup(
+            "a commit group holds two transactions of the same database".into(),
         ));
     }
     let names: Vec<String> = txns.iter().map(|t| t.db.name.to_string()).collect();
@@ -505,7 +516,7 @@ fn slow_check(
     if after_unknown {
         let (txn, _, _) = members
             .first()
-            .ok_or_else(|| Error::Other("empty commit group".into()))?;
+            .ok_or_else(|| Error::InvalidGroup("empty commit group".into()))?;
         reqs.push(ReadRequest::Get(txn.db.keys.token(&txn.token)));
     }
     for (txn, _, _) in members {

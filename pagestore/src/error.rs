@@ -76,6 +76,11 @@ pub enum Error {
     #[error("failpoint {0} fired")]
     Injected(String),
 
+    /// A commit group the engine cannot commit atomically: empty, spanning
+    /// several stores, or holding one database twice (a caller's bug).
+    #[error("invalid commit group: {0}")]
+    InvalidGroup(String),
+
     /// A transaction beyond what the engine can commit (not retryable).
     #[error("transaction too large: {0}")]
     TooLarge(String),
