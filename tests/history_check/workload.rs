@@ -1578,8 +1578,9 @@ pub fn run(cfg: &Config, cdylib: Option<PathBuf>) -> RunResult {
                 // is a worker that failed by itself.
                 if st.signal() != Some(libc::SIGABRT) {
                     figures.crashes += 1;
+                    let kind = if procs[i].python { "python" } else { "worker" };
                     let log = std::fs::read_to_string(
-                        log_dir.join(format!("worker-{}.log", procs[i].inc)),
+                        log_dir.join(format!("{kind}-{}.log", procs[i].inc)),
                     )
                     .unwrap_or_default();
                     let tail: String = log
