@@ -24,7 +24,7 @@ use super::atomic;
 use super::faults::{LateDelivery, ModelCounters, UnknownOutcome};
 use super::ranges::{normalize, single_key_range, KeyRange};
 use super::writes::Mutation;
-use super::{lock, write, Inner};
+use super::{lock, read_history, write, Inner};
 use crate::kv::limits::{MAX_KEY_SIZE, MAX_VALUE_SIZE, MVCC_WINDOW_MICROS};
 use crate::kv::{CommitInfo, KvError, KvResult, MutationType, Version, Versionstamp};
 
@@ -341,10 +341,12 @@ impl Inner {
         let stamp = Versionstamp::new(version, order);
         let writes = write_ranges(&req.mutations, req.explicit_writes);
         let mutations = resolve(req.mutations, &stamp)?;
-        self.durable.commit(version, &mutations, |before| {
-            write(&self.history).record(version, before);
-            in_flight.recorded = true;
-        })?;
+        let clear_budget = read_history(&self.history).clear_range_budget();
+        self.durable
+            .commit(version, &mutations, clear_budget, |before, lost| {
+                write(&self.history).record(version, before, lost);
+                in_flight.recorded = true;
+            })?;
         recent.record(version, writes);
         in_flight.published();
         if order > 0 {

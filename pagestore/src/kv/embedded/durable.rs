@@ -29,6 +29,7 @@ use redb::{
 use super::access;
 use super::atomic;
 use super::dir_lock::DirLock;
+use super::ranges::KeyRange;
 use super::writes::Mutation;
 use crate::kv::{KvError, KvResult, Version};
 
@@ -161,13 +162,15 @@ impl Durable {
 
     /// Applies `mutations` (versionstamps already substituted) as commit
     /// `version`, calls `before_visible` with the previous values of the
-    /// keys touched while the commit is not yet visible to readers, then
-    /// makes it durable (fsync) and visible.
+    /// keys touched and the cleared ranges whose previous values were not
+    /// kept (see [`clear_range`]) while the commit is not yet visible to
+    /// readers, then makes it durable (fsync) and visible.
     pub(crate) fn commit(
         &self,
         version: Version,
         mutations: &[Mutation],
-        before_visible: impl FnOnce(Before),
+        clear_budget: usize,
+        before_visible: impl FnOnce(Before, Vec<KeyRange>),
     ) -> KvResult<()> {
         let loc = &self.location;
         let mut txn = self
@@ -177,6 +180,7 @@ impl Durable {
         txn.set_durability(Durability::Immediate)
             .map_err(|e| io(loc, "set durability", e))?;
         let mut before = Before::new();
+        let mut lost = Vec::new();
         {
             let mut table = txn.open_table(DATA).map_err(|e| io(loc, "open table", e))?;
             let read =
@@ -204,20 +208,14 @@ impl Durable {
                         before.entry(k.clone()).or_insert(old);
                     }
                     Mutation::ClearRange(b, e) => {
-                        let doomed: Vec<(Vec<u8>, Vec<u8>)> = table
-                            .range(b.as_slice()..e.as_slice())
-                            .map_err(|e| io(loc, "range", e))?
-                            .map(|r| {
-                                r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                                    .map_err(|e| io(loc, "range", e))
-                            })
-                            .collect::<KvResult<_>>()?;
-                        for (k, v) in doomed {
-                            table
-                                .remove(k.as_slice())
-                                .map_err(|e| io(loc, "clear", e))?;
-                            before.entry(k).or_insert(Some(v));
-                        }
+                        clear_range(
+                            &mut table,
+                            loc,
+                            (b, e),
+                            clear_budget,
+                            &mut before,
+                            &mut lost,
+                        )?;
                     }
                     Mutation::Atomic(k, p, op) => {
                         let old = read(&table, k)?;
@@ -242,7 +240,7 @@ impl Durable {
             meta.insert(VERSION_KEY, version)
                 .map_err(|e| io(loc, "write version", e))?;
         }
-        before_visible(before);
+        before_visible(before, lost);
         txn.commit().map_err(|e| io(loc, "commit", e))
     }
 
@@ -250,6 +248,74 @@ impl Durable {
     pub(crate) fn location(&self) -> &str {
         &self.location
     }
+}
+
+/// Keys removed per batch of a range clear (and their bytes): the range
+/// is read in batches this size, removed, and read on from the last key.
+const CLEAR_BATCH_KEYS: usize = 1024;
+const CLEAR_BATCH_BYTES: usize = 1 << 20;
+
+/// Removes the keys of `[b, e)` in bounded batches, so that dropping a
+/// database of any size takes O(1) memory. The previous values go into
+/// `before` (for readers at earlier versions) only while they fit in
+/// `budget` bytes; a larger range keeps none and is pushed on `lost`:
+/// readers before this commit get 1007 there (see `mvcc`).
+fn clear_range(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    loc: &str,
+    (b, e): (&Vec<u8>, &Vec<u8>),
+    budget: usize,
+    before: &mut Before,
+    lost: &mut Vec<KeyRange>,
+) -> KvResult<()> {
+    let mut kept: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut kept_bytes = 0usize;
+    let mut lossy = false;
+    let mut from = b.clone();
+    loop {
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut batch_bytes = 0usize;
+        for r in table
+            .range(from.as_slice()..e.as_slice())
+            .map_err(|e| io(loc, "range", e))?
+        {
+            let (k, v) = r.map_err(|e| io(loc, "range", e))?;
+            let (k, v) = (k.value(), v.value());
+            // An earlier mutation of this commit already recorded it.
+            if !lossy && !before.contains_key(k) {
+                kept_bytes += k.len() + v.len();
+                if kept_bytes <= budget {
+                    kept.push((k.to_vec(), v.to_vec()));
+                } else {
+                    lossy = true;
+                    kept = Vec::new();
+                }
+            }
+            batch_bytes += k.len();
+            batch.push(k.to_vec());
+            if batch.len() >= CLEAR_BATCH_KEYS || batch_bytes >= CLEAR_BATCH_BYTES {
+                break;
+            }
+        }
+        let Some(last) = batch.last() else {
+            break;
+        };
+        from = last.clone();
+        from.push(0);
+        for k in &batch {
+            table
+                .remove(k.as_slice())
+                .map_err(|e| io(loc, "clear", e))?;
+        }
+    }
+    if lossy {
+        lost.push((b.clone(), e.clone()));
+    } else {
+        for (k, v) in kept {
+            before.entry(k).or_insert(Some(v));
+        }
+    }
+    Ok(())
 }
 
 type Guard = redb::AccessGuard<'static, &'static [u8]>;

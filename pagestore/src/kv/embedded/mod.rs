@@ -8,7 +8,9 @@
 //!   (why redb: see that module), with the last commit version next to it.
 //! * [`mvcc`]: the values keys had before each commit of the last 5 s live
 //!   in memory, so a transaction reads at its read version
-//!   ([`view`] lays them over a redb snapshot).
+//!   ([`view`] lays them over a redb snapshot); bounded in bytes (past the
+//!   bound, old readers get 1007), and a large range clear (dropping a
+//!   database) keeps none of them, so it runs in bounded memory.
 //! * [`versions`]: read and commit versions are microseconds of the
 //!   injected [`Clock`], strictly increasing, persisted with each commit.
 //! * [`conflicts`]: the write ranges of recent commits, checked against a
@@ -68,6 +70,7 @@ use crate::kv::{Kv, KvMetrics, KvResult, KvTxn, Version};
 
 pub use commit::LateOutcome;
 pub use faults::{Faults, LateDelivery, ModelCounts};
+pub use mvcc::DEFAULT_HISTORY_BYTES;
 
 use commit::LateCommits;
 use conflicts::RecentWrites;
@@ -86,6 +89,12 @@ pub struct EmbeddedOptions {
     pub clock: Arc<dyn Clock>,
     /// Faults to inject from the start.
     pub faults: Faults,
+    /// Byte bound of the in-memory MVCC history (default
+    /// [`DEFAULT_HISTORY_BYTES`], 64 MiB). Past it the oldest history goes
+    /// and reads at older read versions get 1007, as FDB's storage servers
+    /// do under memory pressure; a range clear keeps the previous values of
+    /// at most a quarter of it (see [`mvcc`]).
+    pub history_bytes: usize,
 }
 
 impl EmbeddedOptions {
@@ -95,6 +104,7 @@ impl EmbeddedOptions {
             dir: Some(dir.into()),
             clock: Arc::new(SystemClock),
             faults: Faults::default(),
+            history_bytes: DEFAULT_HISTORY_BYTES,
         }
     }
 
@@ -104,6 +114,7 @@ impl EmbeddedOptions {
             dir: None,
             clock: Arc::new(SystemClock),
             faults: Faults::default(),
+            history_bytes: DEFAULT_HISTORY_BYTES,
         }
     }
 
@@ -116,6 +127,12 @@ impl EmbeddedOptions {
     /// Injects `faults`.
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
+        self
+    }
+
+    /// Bounds the MVCC history to `bytes` (see [`EmbeddedOptions::history_bytes`]).
+    pub fn with_history_bytes(mut self, bytes: usize) -> Self {
+        self.history_bytes = bytes;
         self
     }
 }
@@ -153,6 +170,11 @@ pub(crate) struct Inner {
 /// the data consistent at every step that can fail).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Read-locks the history, recovering from poisoning.
+pub(crate) fn read_history(h: &RwLock<History>) -> std::sync::RwLockReadGuard<'_, History> {
+    h.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Write-locks an RwLock, recovering from poisoning.
@@ -198,7 +220,7 @@ impl EmbeddedKv {
                 clock: opts.clock,
                 faults: FaultInjector::new(opts.faults),
                 versions: Versions::new(committed),
-                history: RwLock::new(History::default()),
+                history: RwLock::new(History::new(opts.history_bytes)),
                 recent: Mutex::new(RecentWrites::default()),
                 late: Mutex::new(LateCommits::default()),
                 counters: Counters::default(),

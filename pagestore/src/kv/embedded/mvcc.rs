@@ -9,59 +9,204 @@
 //! entries newer than a reader's snapshot are ignored, so a reader never
 //! misses a commit between its read version and its snapshot nor sees one
 //! its snapshot does not contain.
+//!
+//! # Bounded in bytes
+//!
+//! The history holds at most its `limit` in bytes (default
+//! [`DEFAULT_HISTORY_BYTES`], `EmbeddedOptions::history_bytes`). Past it the
+//! oldest commits' entries go, and a read at a read version older than the
+//! newest commit dropped fails with `transaction_too_old` (1007): exactly
+//! what FoundationDB does when its storage servers cannot keep the whole
+//! 5 s window in memory (they answer 1007 for versions they no longer
+//! hold). A range clear larger than its share of the budget keeps no
+//! previous values at all: its range is recorded as *lost* for readers
+//! before that commit, who get 1007 when they read there (everyone else,
+//! and every later reader, is unaffected). That is what makes dropping a
+//! database O(1) in memory.
 
 use std::collections::{BTreeMap, VecDeque};
 
+use super::ranges::KeyRange;
 use crate::kv::Version;
+
+/// Default byte bound of the MVCC history (keys and previous values).
+pub const DEFAULT_HISTORY_BYTES: usize = 64 << 20;
+
+/// What a history entry costs besides its key and value (map node, deque
+/// slot, version), so that many tiny entries count too.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// A key and its value at a read version (`None`: absent then).
+pub(crate) type Override = (Vec<u8>, Option<Vec<u8>>);
 
 /// (commit version, value before that commit) of one key, ascending.
 type Entries = VecDeque<(Version, Option<Vec<u8>>)>;
 
+/// One recorded commit.
+#[derive(Debug)]
+struct Commit {
+    version: Version,
+    /// Tells batch members (same version) apart.
+    seq: u64,
+    keys: Vec<Vec<u8>>,
+}
+
+/// A range cleared by commit `version` whose previous values were not kept.
+#[derive(Debug)]
+struct Lost {
+    version: Version,
+    seq: u64,
+    range: KeyRange,
+}
+
+/// A read the history cannot answer: the values it needs were dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TooOld {
+    /// The commit whose previous values the read would need.
+    pub(crate) dropped: Version,
+}
+
 /// The previous values of keys, by commit version.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct History {
     /// key -> (commit version, value before that commit), ascending versions.
     keys: BTreeMap<Vec<u8>, Entries>,
     /// The keys each commit wrote, ascending versions, for pruning.
-    commits: VecDeque<(Version, Vec<Vec<u8>>)>,
-    /// Bytes held (keys and previous values), for tracing.
+    commits: VecDeque<Commit>,
+    /// Range clears that kept no previous values, ascending versions.
+    lost: VecDeque<Lost>,
+    /// Bytes held (keys, previous values, overhead).
     bytes: usize,
+    /// The byte bound.
+    limit: usize,
+    /// The newest commit whose entries were dropped for the bound: reads
+    /// at older read versions fail.
+    horizon: Version,
+    next_seq: u64,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History::new(DEFAULT_HISTORY_BYTES)
+    }
+}
+
+fn entry_bytes(key: &[u8], old: &Option<Vec<u8>>) -> usize {
+    key.len() + old.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
 }
 
 impl History {
-    /// Records the values `before` had just before commit `version`.
+    /// An empty history bounded to `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        History {
+            keys: BTreeMap::new(),
+            commits: VecDeque::new(),
+            lost: VecDeque::new(),
+            bytes: 0,
+            limit,
+            horizon: 0,
+            next_seq: 0,
+        }
+    }
+
+    /// How many bytes of previous values one range clear may keep (a
+    /// quarter of the bound): a larger clear records its range as lost.
+    pub(crate) fn clear_range_budget(&self) -> usize {
+        self.limit / 4
+    }
+
+    /// Records the values `before` had just before commit `version`, and
+    /// the ranges it cleared without keeping their previous values.
     /// Versions must be recorded in ascending order.
-    pub(crate) fn record(&mut self, version: Version, before: BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+    pub(crate) fn record(
+        &mut self,
+        version: Version,
+        before: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        lost: Vec<KeyRange>,
+    ) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let mut written = Vec::with_capacity(before.len());
         for (key, old) in before {
-            self.bytes += key.len() + old.as_ref().map_or(0, Vec::len);
+            // Useless: readers before this commit fail in a lost range.
+            if lost.iter().any(|(b, e)| b <= &key && &key < e) {
+                continue;
+            }
+            self.bytes += entry_bytes(&key, &old);
             self.keys
                 .entry(key.clone())
                 .or_default()
                 .push_back((version, old));
             written.push(key);
         }
-        self.commits.push_back((version, written));
+        for range in lost {
+            self.bytes += range.0.len() + range.1.len() + ENTRY_OVERHEAD;
+            self.lost.push_back(Lost {
+                version,
+                seq,
+                range,
+            });
+        }
+        self.commits.push_back(Commit {
+            version,
+            seq,
+            keys: written,
+        });
+        self.enforce_limit();
+    }
+
+    /// Drops the oldest commits until the bound holds.
+    fn enforce_limit(&mut self) {
+        while self.bytes > self.limit {
+            let Some(c) = self.commits.pop_front() else {
+                break;
+            };
+            self.horizon = self.horizon.max(c.version);
+            for key in c.keys {
+                self.drop_entries(&key, |v| v <= c.version);
+            }
+            // Lost ranges at or below the horizon are covered by it.
+            while self.lost.front().is_some_and(|l| l.version <= c.version) {
+                if let Some(l) = self.lost.pop_front() {
+                    self.free_lost(&l);
+                }
+            }
+            tracing::debug!(
+                horizon = self.horizon,
+                bytes = self.bytes,
+                limit = self.limit,
+                "MVCC history over its byte bound: oldest commit dropped"
+            );
+        }
+    }
+
+    fn free_lost(&mut self, l: &Lost) {
+        let n = l.range.0.len() + l.range.1.len() + ENTRY_OVERHEAD;
+        self.bytes = self.bytes.saturating_sub(n);
     }
 
     /// Removes the entries of the last recorded commit, at `version` (a
     /// commit that did not happen). Only that commit's: others of its batch
     /// share the version.
     pub(crate) fn forget(&mut self, version: Version) {
-        if self.commits.back().is_none_or(|(v, _)| *v != version) {
+        if self.commits.back().is_none_or(|c| c.version != version) {
             return;
         }
-        let Some((_, keys)) = self.commits.pop_back() else {
+        let Some(c) = self.commits.pop_back() else {
             return;
         };
-        for key in keys {
+        while self.lost.back().is_some_and(|l| l.seq == c.seq) {
+            if let Some(l) = self.lost.pop_back() {
+                self.free_lost(&l);
+            }
+        }
+        for key in c.keys {
             let Some(entries) = self.keys.get_mut(&key) else {
                 continue;
             };
             if entries.back().is_some_and(|(v, _)| *v == version) {
                 if let Some((_, old)) = entries.pop_back() {
-                    let freed = key.len() + old.as_ref().map_or(0, Vec::len);
-                    self.bytes = self.bytes.saturating_sub(freed);
+                    self.bytes = self.bytes.saturating_sub(entry_bytes(&key, &old));
                 }
             }
             if entries.is_empty() {
@@ -72,11 +217,16 @@ impl History {
 
     /// Drops every entry of commits older than `cutoff`.
     pub(crate) fn prune(&mut self, cutoff: Version) {
-        while self.commits.front().is_some_and(|(v, _)| *v < cutoff) {
-            if let Some((_, keys)) = self.commits.pop_front() {
-                for key in keys {
+        while self.commits.front().is_some_and(|c| c.version < cutoff) {
+            if let Some(c) = self.commits.pop_front() {
+                for key in c.keys {
                     self.drop_entries(&key, |v| v < cutoff);
                 }
+            }
+        }
+        while self.lost.front().is_some_and(|l| l.version < cutoff) {
+            if let Some(l) = self.lost.pop_front() {
+                self.free_lost(&l);
             }
         }
     }
@@ -89,13 +239,44 @@ impl History {
         entries.retain(|(v, old)| {
             let drop = doomed(*v);
             if drop {
-                freed += key.len() + old.as_ref().map_or(0, Vec::len);
+                freed += entry_bytes(key, old);
             }
             !drop
         });
         self.bytes = self.bytes.saturating_sub(freed);
         if entries.is_empty() {
             self.keys.remove(key);
+        }
+    }
+
+    /// Fails when a read at `read_version` through a snapshot at
+    /// `snapshot_version` needs entries that were dropped: those of a
+    /// commit at or below the horizon, or of a lost range meeting
+    /// `[begin, end)`.
+    fn check(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        read_version: Version,
+        snapshot_version: Version,
+    ) -> Result<(), TooOld> {
+        if read_version >= snapshot_version {
+            return Ok(());
+        }
+        if read_version < self.horizon {
+            return Err(TooOld {
+                dropped: self.horizon,
+            });
+        }
+        let hit = self.lost.iter().find(|l| {
+            l.version > read_version
+                && l.version <= snapshot_version
+                && l.range.0.as_slice() < end
+                && begin < l.range.1.as_slice()
+        });
+        match hit {
+            Some(l) => Err(TooOld { dropped: l.version }),
+            None => Ok(()),
         }
     }
 
@@ -107,10 +288,14 @@ impl History {
         key: &[u8],
         read_version: Version,
         snapshot_version: Version,
-    ) -> Option<Option<Vec<u8>>> {
-        self.keys
+    ) -> Result<Option<Option<Vec<u8>>>, TooOld> {
+        let mut end = key.to_vec();
+        end.push(0);
+        self.check(key, &end, read_version, snapshot_version)?;
+        Ok(self
+            .keys
             .get(key)
-            .and_then(|e| first_between(e, read_version, snapshot_version))
+            .and_then(|e| first_between(e, read_version, snapshot_version)))
     }
 
     /// [`History::value_at`] for every key of `[begin, end)` that has one,
@@ -121,11 +306,13 @@ impl History {
         end: &[u8],
         read_version: Version,
         snapshot_version: Version,
-    ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    ) -> Result<Vec<Override>, TooOld> {
         if begin >= end || read_version >= snapshot_version {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        self.keys
+        self.check(begin, end, read_version, snapshot_version)?;
+        Ok(self
+            .keys
             .range::<[u8], _>((
                 std::ops::Bound::Included(begin),
                 std::ops::Bound::Excluded(end),
@@ -133,7 +320,7 @@ impl History {
             .filter_map(|(k, e)| {
                 first_between(e, read_version, snapshot_version).map(|v| (k.clone(), v))
             })
-            .collect()
+            .collect())
     }
 
     /// Number of commits and bytes held.
@@ -173,36 +360,40 @@ mod tests {
     fn reads_value_before_first_later_commit() {
         let mut h = History::default();
         // k: absent until 10, "a" until 20, "b" after (latest in redb).
-        h.record(10, before(&[("k", None)]));
-        h.record(20, before(&[("k", Some("a"))]));
-        assert_eq!(h.value_at(b"k", 5, 20), Some(None));
-        assert_eq!(h.value_at(b"k", 10, 20), Some(s("a")));
-        assert_eq!(h.value_at(b"k", 15, 20), Some(s("a")));
-        assert_eq!(h.value_at(b"k", 20, 20), None);
+        h.record(10, before(&[("k", None)]), vec![]);
+        h.record(20, before(&[("k", Some("a"))]), vec![]);
+        assert_eq!(h.value_at(b"k", 5, 20).unwrap(), Some(None));
+        assert_eq!(h.value_at(b"k", 10, 20).unwrap(), Some(s("a")));
+        assert_eq!(h.value_at(b"k", 15, 20).unwrap(), Some(s("a")));
+        assert_eq!(h.value_at(b"k", 20, 20).unwrap(), None);
         // A snapshot at 10 does not contain commit 20: its entry is ignored.
-        assert_eq!(h.value_at(b"k", 10, 10), None);
-        assert_eq!(h.value_at(b"other", 5, 20), None);
+        assert_eq!(h.value_at(b"k", 10, 10).unwrap(), None);
+        assert_eq!(h.value_at(b"other", 5, 20).unwrap(), None);
     }
 
     #[test]
     fn overrides_cover_range() {
         let mut h = History::default();
-        h.record(10, before(&[("a", None), ("b", Some("old")), ("z", None)]));
-        let o = h.overrides(b"a", b"c", 5, 10);
+        h.record(
+            10,
+            before(&[("a", None), ("b", Some("old")), ("z", None)]),
+            vec![],
+        );
+        let o = h.overrides(b"a", b"c", 5, 10).unwrap();
         assert_eq!(o, vec![(b"a".to_vec(), None), (b"b".to_vec(), s("old"))]);
-        assert!(h.overrides(b"a", b"c", 10, 10).is_empty());
+        assert!(h.overrides(b"a", b"c", 10, 10).unwrap().is_empty());
     }
 
     #[test]
     fn pruning_drops_old_commits_only() {
         let mut h = History::default();
-        h.record(10, before(&[("k", None), ("j", Some("x"))]));
-        h.record(20, before(&[("k", Some("a"))]));
+        h.record(10, before(&[("k", None), ("j", Some("x"))]), vec![]);
+        h.record(20, before(&[("k", Some("a"))]), vec![]);
         h.prune(15);
         assert_eq!(h.stats().0, 1);
-        assert_eq!(h.value_at(b"j", 5, 20), None);
+        assert_eq!(h.value_at(b"j", 5, 20).unwrap(), None);
         // The entry of commit 20 survives.
-        assert_eq!(h.value_at(b"k", 15, 20), Some(s("a")));
+        assert_eq!(h.value_at(b"k", 15, 20).unwrap(), Some(s("a")));
         h.prune(21);
         assert_eq!(h.stats(), (0, 0));
         assert!(h.keys.is_empty());
@@ -212,29 +403,75 @@ mod tests {
     fn batch_members_share_a_version() {
         let mut h = History::default();
         // Two commits of one batch at version 10: k written by both.
-        h.record(10, before(&[("k", None), ("a", Some("a0"))]));
-        h.record(10, before(&[("k", Some("first")), ("b", None)]));
+        h.record(10, before(&[("k", None), ("a", Some("a0"))]), vec![]);
+        h.record(10, before(&[("k", Some("first")), ("b", None)]), vec![]);
         // Before the batch: the value before its first commit.
-        assert_eq!(h.value_at(b"k", 5, 10), Some(None));
-        assert_eq!(h.value_at(b"a", 5, 10), Some(s("a0")));
-        assert_eq!(h.value_at(b"b", 5, 10), Some(None));
-        assert_eq!(h.value_at(b"k", 10, 10), None);
+        assert_eq!(h.value_at(b"k", 5, 10).unwrap(), Some(None));
+        assert_eq!(h.value_at(b"a", 5, 10).unwrap(), Some(s("a0")));
+        assert_eq!(h.value_at(b"b", 5, 10).unwrap(), Some(None));
+        assert_eq!(h.value_at(b"k", 10, 10).unwrap(), None);
         // Forgetting the second leaves the first whole.
         h.forget(10);
         assert_eq!(h.stats().0, 1);
-        assert_eq!(h.value_at(b"k", 5, 10), Some(None));
-        assert_eq!(h.value_at(b"a", 5, 10), Some(s("a0")));
-        assert_eq!(h.value_at(b"b", 5, 10), None);
+        assert_eq!(h.value_at(b"k", 5, 10).unwrap(), Some(None));
+        assert_eq!(h.value_at(b"a", 5, 10).unwrap(), Some(s("a0")));
+        assert_eq!(h.value_at(b"b", 5, 10).unwrap(), None);
     }
 
     #[test]
     fn forget_removes_one_commit() {
         let mut h = History::default();
-        h.record(10, before(&[("k", None)]));
-        h.record(20, before(&[("k", Some("a"))]));
+        h.record(10, before(&[("k", None)]), vec![]);
+        h.record(20, before(&[("k", Some("a"))]), vec![]);
         h.forget(20);
-        assert_eq!(h.value_at(b"k", 10, 30), None);
-        assert_eq!(h.value_at(b"k", 5, 30), Some(None));
+        assert_eq!(h.value_at(b"k", 10, 30).unwrap(), None);
+        assert_eq!(h.value_at(b"k", 5, 30).unwrap(), Some(None));
         assert_eq!(h.stats().0, 1);
+    }
+
+    #[test]
+    fn over_the_byte_bound_the_oldest_commits_go_and_old_reads_fail() {
+        let mut h = History::new(3 * (1 + 100 + ENTRY_OVERHEAD));
+        let v100 = "x".repeat(100);
+        h.record(10, before(&[("a", Some(&v100))]), vec![]);
+        h.record(20, before(&[("b", Some(&v100))]), vec![]);
+        h.record(30, before(&[("c", Some(&v100))]), vec![]);
+        assert_eq!(h.value_at(b"a", 5, 30).unwrap(), Some(s(&v100)));
+        h.record(40, before(&[("d", Some(&v100))]), vec![]);
+        assert_eq!(h.stats().0, 3);
+        // Commit 10's entries are gone: a reader before it must not see
+        // the latest value of "a" as if it were its own.
+        assert_eq!(h.value_at(b"a", 5, 40), Err(TooOld { dropped: 10 }));
+        assert_eq!(h.value_at(b"z", 9, 40), Err(TooOld { dropped: 10 }));
+        assert!(h.overrides(b"a", b"z", 5, 40).is_err());
+        // Readers at or after it are served.
+        assert_eq!(h.value_at(b"b", 10, 40).unwrap(), Some(s(&v100)));
+        // A reader whose snapshot is its read version needs nothing.
+        assert_eq!(h.value_at(b"a", 5, 5).unwrap(), None);
+    }
+
+    #[test]
+    fn lost_ranges_fail_old_readers_there_only() {
+        let mut h = History::default();
+        h.record(
+            10,
+            before(&[("d/1", Some("x")), ("e", Some("y"))]),
+            vec![(b"d/".to_vec(), b"d0".to_vec())],
+        );
+        assert_eq!(h.value_at(b"d/5", 5, 10), Err(TooOld { dropped: 10 }));
+        assert!(h.overrides(b"c", b"d/0", 5, 10).is_err());
+        // Outside the range, and at or after the clear, reads are served.
+        assert_eq!(h.value_at(b"e", 5, 10).unwrap(), Some(s("y")));
+        assert_eq!(h.overrides(b"d0", b"z", 5, 10).unwrap().len(), 1);
+        assert_eq!(h.value_at(b"d/5", 10, 20).unwrap(), None);
+        // The entry inside the lost range was not kept.
+        assert_eq!(h.stats().1, 1 + 1 + ENTRY_OVERHEAD + 2 + 2 + ENTRY_OVERHEAD);
+        // A forgotten commit takes its lost range with it; pruning too.
+        h.record(20, before(&[]), vec![(b"q".to_vec(), b"r".to_vec())]);
+        h.forget(20);
+        assert_eq!(h.value_at(b"q", 15, 20).unwrap(), None);
+        h.prune(11);
+        assert_eq!(h.stats(), (0, 0));
+        assert_eq!(h.value_at(b"d/5", 5, 10).unwrap(), None);
     }
 }

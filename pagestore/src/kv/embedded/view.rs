@@ -6,8 +6,8 @@ use std::iter::Peekable;
 use std::sync::{PoisonError, RwLock};
 
 use super::durable::{Rows, Snapshot};
-use super::mvcc::History;
-use crate::kv::{KvResult, Version};
+use super::mvcc::{History, TooOld};
+use crate::kv::{KvError, KvResult, Version};
 
 /// The store as of one read version.
 pub(crate) struct View<'a> {
@@ -33,12 +33,26 @@ impl<'a> View<'a> {
         self.history.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// 1007 for a read whose history was dropped (see [`super::mvcc`]).
+    fn too_old(&self, t: TooOld) -> KvError {
+        KvError::new(
+            KvError::TRANSACTION_TOO_OLD,
+            format!(
+                "read version {} is older than the MVCC history kept in memory \
+                 (the previous values of commit {} were dropped for the history's byte bound, \
+                 or by a large range clear)",
+                self.read_version, t.dropped
+            ),
+        )
+    }
+
     /// The value of `key` at the read version.
     pub(crate) fn get(&self, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
         if self.read_version < self.snapshot.version {
             let old = self
                 .history()
-                .value_at(key, self.read_version, self.snapshot.version);
+                .value_at(key, self.read_version, self.snapshot.version)
+                .map_err(|t| self.too_old(t))?;
             if let Some(old) = old {
                 return Ok(old);
             }
@@ -49,9 +63,10 @@ impl<'a> View<'a> {
     /// Rows of `[begin, end)` at the read version, lazily.
     pub(crate) fn range(&self, begin: &[u8], end: &[u8], reverse: bool) -> KvResult<Rows> {
         let base = self.snapshot.range(begin, end, reverse)?;
-        let mut overrides =
-            self.history()
-                .overrides(begin, end, self.read_version, self.snapshot.version);
+        let mut overrides = self
+            .history()
+            .overrides(begin, end, self.read_version, self.snapshot.version)
+            .map_err(|t| self.too_old(t))?;
         if overrides.is_empty() {
             return Ok(base);
         }
