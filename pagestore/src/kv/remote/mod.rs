@@ -98,6 +98,8 @@
 //! * In-memory stores (`dir == None`) are never shared.
 
 mod client;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod limits;
 mod protocol;
 mod server;
