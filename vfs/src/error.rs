@@ -66,6 +66,11 @@ pub enum Error {
     /// An I/O request the VFS cannot serve (bad offset or length).
     #[error("{0}")]
     BadIo(String),
+
+    /// A journal or temp file past its size limit, or no room left for it:
+    /// `SQLITE_FULL` (see `memfile`).
+    #[error("{0}")]
+    Full(String),
 }
 
 /// The VFS method an error happened in: SQLite wants the matching
@@ -132,6 +137,7 @@ pub fn sqlite_code(err: &Error, op: Op) -> c_int {
     match err {
         _ if op == Op::PhaseTwo => io_code(op),
         Error::AlreadyOpen(_) => ffi::SQLITE_CANTOPEN,
+        Error::Full(_) => ffi::SQLITE_FULL,
         e if e.is_conflict() => ffi::SQLITE_BUSY_SNAPSHOT,
         Error::Store(P::Kv(k)) if k.is_maybe_committed() => io_code(op),
         // The store did not answer in time (FDB's 1031: a timeout or an

@@ -557,7 +557,10 @@ unsafe extern "C" fn x_read(
         // SAFETY: SQLite gives amt writable bytes.
         let buf = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, amt as usize) };
         let full = match file {
-            FileKind::Mem(m) => m.read(buf, off as u64) == buf.len(),
+            FileKind::Mem(m) => match m.try_read(buf, off as u64) {
+                Ok(n) => n == buf.len(),
+                Err(e) => return report(Some(ctx), &mem_error(e), Op::Read, "(journal)"),
+            },
             FileKind::Super(s) => s.read(buf, off as u64) == buf.len(),
             FileKind::Main(m) => match m.read(buf, off as u64) {
                 Ok(full) => full,
@@ -591,9 +594,9 @@ unsafe extern "C" fn x_write(
         // SAFETY: SQLite gives amt readable bytes.
         let buf = unsafe { std::slice::from_raw_parts(buf as *const u8, amt as usize) };
         match file {
-            FileKind::Mem(m) => match m.write(buf, off as u64) {
+            FileKind::Mem(m) => match m.try_write(buf, off as u64) {
                 Ok(()) => ffi::SQLITE_OK,
-                Err(e) => report(Some(ctx), &Error::BadIo(e), Op::Write, "(journal)"),
+                Err(e) => report(Some(ctx), &mem_error(e), Op::Write, "(journal)"),
             },
             FileKind::Super(s) => match s.write(buf, off as u64) {
                 Ok(()) => ffi::SQLITE_OK,
@@ -616,7 +619,7 @@ unsafe extern "C" fn x_truncate(f: *mut ffi::sqlite3_file, size: i64) -> c_int {
             return ffi::SQLITE_IOERR_TRUNCATE;
         }
         let r = match file {
-            FileKind::Mem(m) => m.truncate(size as u64).map_err(Error::BadIo),
+            FileKind::Mem(m) => m.try_truncate(size as u64).map_err(mem_error),
             FileKind::Super(s) => s.truncate(size as u64).map_err(Error::BadIo),
             FileKind::Main(m) => m.truncate(size as u64),
         };
@@ -625,6 +628,16 @@ unsafe extern "C" fn x_truncate(f: *mut ffi::sqlite3_file, size: i64) -> c_int {
             Err(e) => report(Some(ctx), &e, Op::Truncate, file_name(file)),
         }
     })
+}
+
+/// A journal or temp file error: past its limit or out of room is
+/// `SQLITE_FULL` (see `memfile`), anything else an I/O error.
+fn mem_error(e: crate::memfile::MemError) -> Error {
+    if e.is_full() {
+        Error::Full(e.to_string())
+    } else {
+        Error::BadIo(e.to_string())
+    }
 }
 
 fn file_name(f: &FileKind) -> &str {

@@ -1,63 +1,367 @@
-//! Journals and temporary files, in memory.
+//! Journals and temporary files: in memory while small, spilled to an
+//! unnamed private temp file past a threshold, refused past a limit.
 //!
 //! The store commits atomically, so a rollback journal never has to survive
 //! a crash: it only serves ROLLBACK and statement rollback inside one
 //! connection. Each open handle has its own buffer, nothing is shared by
 //! name, and `xAccess` reports no journal as existing, so SQLite never takes
 //! another connection's journal for a hot one and never "recovers" from it.
+//!
+//! # Bounded memory ([`TempLimits`])
+//!
+//! * All journals and temp files of the process together keep at most
+//!   `memory_bytes` in memory (default [`DEFAULT_MEMORY_BYTES`], 64 MiB;
+//!   `FDBVFS_TEMP_MEMORY_BYTES`); a file that would take them past it (or
+//!   that cannot get memory) moves its content to a temp file in `dir`
+//!   (default the system temp directory; `FDBVFS_TEMP_DIR`). The
+//!   file has no name from the start (`O_TMPFILE`, or created 0600 and
+//!   unlinked at once), so no other user can open it and nothing is left
+//!   behind on close, at exit, or after a `kill -9`.
+//! * A file never grows past `max_bytes` (default [`DEFAULT_MAX_BYTES`],
+//!   32 GiB; `FDBVFS_TEMP_MAX_BYTES`): the write fails with `SQLITE_FULL`,
+//!   as does a full temp directory. Memory is reserved with `try_reserve`,
+//!   so a failed allocation is an error (or a spill), never an abort.
+//!
+//! The limits are read from the environment at first use and can be set
+//! for the whole process with [`set_temp_limits`]; a file keeps the limits
+//! in force when it was opened.
 
-/// An in-memory file.
-#[derive(Debug, Default)]
-pub struct MemFile {
-    data: Vec<u8>,
-}
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
 
-/// Largest in-memory file (SQLite's own limit on a journal is far lower in
-/// practice; this guards against absurd offsets from a broken caller).
+/// Default in-memory bytes of all journals and temp files of the process
+/// together; past it files spill to disk.
+pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+
+/// Default largest journal or temp file (in memory or spilled).
+pub const DEFAULT_MAX_BYTES: u64 = 32 << 30;
+
+/// Largest file whatever the settings (guards against absurd offsets from
+/// a broken caller).
 pub const MAX_MEM_FILE: u64 = 1 << 40;
 
+/// Where journals and temp files live and how large they may grow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TempLimits {
+    /// Bytes all journals and temp files of the process keep in memory
+    /// together; a file that would take them past it spills to disk.
+    pub memory_bytes: u64,
+    /// Bytes a file may hold at most; a write past it is `SQLITE_FULL`.
+    pub max_bytes: u64,
+    /// Directory of spilled files; `None` is the system temp directory.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for TempLimits {
+    fn default() -> Self {
+        TempLimits {
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            max_bytes: DEFAULT_MAX_BYTES,
+            dir: None,
+        }
+    }
+}
+
+impl TempLimits {
+    /// The defaults, overridden by `FDBVFS_TEMP_MEMORY_BYTES`,
+    /// `FDBVFS_TEMP_MAX_BYTES` and `FDBVFS_TEMP_DIR` where set and valid.
+    pub fn from_env() -> Self {
+        let num = |name: &str| {
+            let v = std::env::var(name).ok()?;
+            match v.trim().parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    tracing::warn!(variable = name, value = %v, "not a byte count; default used");
+                    None
+                }
+            }
+        };
+        let d = TempLimits::default();
+        TempLimits {
+            memory_bytes: num("FDBVFS_TEMP_MEMORY_BYTES").unwrap_or(d.memory_bytes),
+            max_bytes: num("FDBVFS_TEMP_MAX_BYTES").unwrap_or(d.max_bytes),
+            dir: std::env::var_os("FDBVFS_TEMP_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+}
+
+static LIMITS: RwLock<Option<TempLimits>> = RwLock::new(None);
+
+/// Bytes of memory held by all journals and temp files (their buffers'
+/// capacity).
+static IN_MEMORY: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of memory all journals and temp files hold now.
+pub fn temp_memory_bytes() -> u64 {
+    IN_MEMORY.load(Ordering::Relaxed)
+}
+
+/// Takes `n` bytes of the process budget `limit`; false when they would
+/// take it past.
+fn charge(n: u64, limit: u64) -> bool {
+    IN_MEMORY
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+            held.checked_add(n).filter(|t| *t <= limit)
+        })
+        .is_ok()
+}
+
+fn refund(n: u64) {
+    let _ = IN_MEMORY.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+        Some(held.saturating_sub(n))
+    });
+}
+
+/// The limits in force for files opened from now on.
+pub fn temp_limits() -> TempLimits {
+    if let Some(l) = LIMITS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+    {
+        return l.clone();
+    }
+    let mut w = LIMITS.write().unwrap_or_else(PoisonError::into_inner);
+    w.get_or_insert_with(TempLimits::from_env).clone()
+}
+
+/// Sets the limits for files opened from now on, in the whole process.
+pub fn set_temp_limits(limits: TempLimits) {
+    *LIMITS.write().unwrap_or_else(PoisonError::into_inner) = Some(limits);
+}
+
+/// Why a journal or temp file operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MemError {
+    /// Past the size limit, or no room left (memory and temp directory):
+    /// `SQLITE_FULL`.
+    #[error("{0}")]
+    Full(String),
+    /// A bad request or an I/O error of the spill file.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl MemError {
+    /// Whether SQLite should hear `SQLITE_FULL`.
+    pub fn is_full(&self) -> bool {
+        matches!(self, MemError::Full(_))
+    }
+}
+
+#[derive(Debug)]
+enum Body {
+    Mem(Vec<u8>),
+    Disk(File),
+}
+
+/// A journal or temporary file.
+#[derive(Debug)]
+pub struct MemFile {
+    body: Body,
+    size: u64,
+    limits: TempLimits,
+    /// Bytes of the process budget this file holds.
+    charged: u64,
+}
+
+impl Default for MemFile {
+    fn default() -> Self {
+        MemFile::with_limits(temp_limits())
+    }
+}
+
 impl MemFile {
+    /// An empty file under `limits`.
+    pub fn with_limits(limits: TempLimits) -> Self {
+        MemFile {
+            body: Body::Mem(Vec::new()),
+            size: 0,
+            limits,
+            charged: 0,
+        }
+    }
+
+    /// Whether the content lives in a temp file.
+    pub fn is_spilled(&self) -> bool {
+        matches!(self.body, Body::Disk(_))
+    }
+
+    fn max(&self) -> u64 {
+        self.limits.max_bytes.min(MAX_MEM_FILE)
+    }
+
+    fn too_large(&self, what: &str, end: u64) -> MemError {
+        MemError::Full(format!(
+            "{what} of a journal or temp file to {end} bytes, past its limit of {} bytes (FDBVFS_TEMP_MAX_BYTES)",
+            self.max()
+        ))
+    }
+
+    /// Moves the content to an unnamed temp file.
+    fn spill(&mut self) -> Result<(), MemError> {
+        let Body::Mem(data) = &self.body else {
+            return Ok(());
+        };
+        let dir = temp_dir(&self.limits);
+        let file = tempfile::tempfile_in(&dir).map_err(|e| disk_error(&dir, "create", &e))?;
+        file.write_all_at(data, 0)
+            .map_err(|e| disk_error(&dir, "write", &e))?;
+        tracing::debug!(bytes = self.size, dir = %dir.display(), "journal or temp file spilled to disk");
+        self.set_body(Body::Disk(file));
+        Ok(())
+    }
+
+    /// Replaces the content, giving its memory back to the budget.
+    fn set_body(&mut self, body: Body) {
+        self.body = body;
+        refund(std::mem::take(&mut self.charged));
+    }
+
+    /// Makes the in-memory buffer `len` bytes long, zero-filled, within
+    /// the process budget; spills when past it or when memory cannot be
+    /// had.
+    fn grow(&mut self, len: u64) -> Result<(), MemError> {
+        let limit = self.limits.memory_bytes;
+        if let Body::Mem(data) = &mut self.body {
+            let len = len as usize;
+            if len <= data.capacity() {
+                data.resize(len, 0);
+                return Ok(());
+            }
+            // Doubling keeps appends amortised; the budget is charged for
+            // the whole capacity.
+            let cap = len.max(data.capacity().saturating_mul(2)).max(4096);
+            let cap = if cap as u64 > limit { len } else { cap };
+            let extra = (cap - data.capacity()) as u64;
+            if charge(extra, limit) {
+                if data.try_reserve_exact(cap - data.len()).is_ok() {
+                    self.charged += extra;
+                    data.resize(len, 0);
+                    return Ok(());
+                }
+                refund(extra);
+                tracing::debug!(
+                    bytes = len,
+                    "no memory for a journal or temp file: spilling"
+                );
+            }
+            self.spill()?;
+        }
+        Ok(())
+    }
+
     /// Reads into `buf` from `offset`; returns the bytes read (the rest of
     /// `buf` is zero-filled, as SQLite requires for short reads).
-    pub fn read(&self, buf: &mut [u8], offset: u64) -> usize {
-        let start = offset.min(self.data.len() as u64) as usize;
-        let n = (self.data.len() - start).min(buf.len());
-        buf[..n].copy_from_slice(&self.data[start..start + n]);
+    pub fn try_read(&self, buf: &mut [u8], offset: u64) -> Result<usize, MemError> {
+        let start = offset.min(self.size);
+        let n = ((self.size - start) as usize).min(buf.len());
+        match &self.body {
+            Body::Mem(data) => {
+                let start = start as usize;
+                buf[..n].copy_from_slice(&data[start..start + n]);
+            }
+            Body::Disk(f) => f
+                .read_exact_at(&mut buf[..n], start)
+                .map_err(|e| MemError::Io(format!("read of a spilled temp file: {e}")))?,
+        }
         buf[n..].fill(0);
-        n
+        Ok(n)
+    }
+
+    /// [`MemFile::try_read`], with an I/O error read as nothing (for
+    /// super-journals, which are small and never spill).
+    pub fn read(&self, buf: &mut [u8], offset: u64) -> usize {
+        self.try_read(buf, offset).unwrap_or_else(|_| {
+            buf.fill(0);
+            0
+        })
     }
 
     /// Writes `buf` at `offset`, growing the file (zero-filled) as needed.
-    pub fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), String> {
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|e| *e <= MAX_MEM_FILE)
-            .ok_or_else(|| format!("write past {MAX_MEM_FILE} bytes of an in-memory file"))?;
-        if end as usize > self.data.len() {
-            self.data.resize(end as usize, 0);
+    pub fn try_write(&mut self, buf: &[u8], offset: u64) -> Result<(), MemError> {
+        let end = match offset.checked_add(buf.len() as u64) {
+            Some(e) if e <= self.max() => e,
+            other => return Err(self.too_large("write", other.unwrap_or(u64::MAX))),
+        };
+        if end > self.size {
+            self.grow(end)?;
         }
-        self.data[offset as usize..end as usize].copy_from_slice(buf);
+        match &mut self.body {
+            Body::Mem(data) => data[offset as usize..end as usize].copy_from_slice(buf),
+            Body::Disk(f) => f
+                .write_all_at(buf, offset)
+                .map_err(|e| disk_error(&temp_dir(&self.limits), "write", &e))?,
+        }
+        self.size = self.size.max(end);
         Ok(())
     }
 
+    /// [`MemFile::try_write`] with the error as text.
+    pub fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), String> {
+        self.try_write(buf, offset).map_err(|e| e.to_string())
+    }
+
     /// Truncates (or extends with zeros) to `size`.
-    pub fn truncate(&mut self, size: u64) -> Result<(), String> {
-        if size > MAX_MEM_FILE {
-            return Err(format!(
-                "size past {MAX_MEM_FILE} bytes of an in-memory file"
-            ));
+    pub fn try_truncate(&mut self, size: u64) -> Result<(), MemError> {
+        if size > self.max() {
+            return Err(self.too_large("truncation", size));
         }
-        self.data.resize(size as usize, 0);
-        // Give memory back after a journal is reset (journal_mode=TRUNCATE).
         if size == 0 {
-            self.data.shrink_to_fit();
+            // Give memory and disk back after a journal is reset
+            // (journal_mode=TRUNCATE); the next use starts in memory.
+            self.set_body(Body::Mem(Vec::new()));
+            self.size = 0;
+            return Ok(());
         }
+        match &mut self.body {
+            Body::Mem(data) if size <= data.len() as u64 => data.truncate(size as usize),
+            Body::Mem(_) => self.grow(size)?,
+            Body::Disk(_) => {}
+        }
+        if let Body::Disk(f) = &self.body {
+            f.set_len(size)
+                .map_err(|e| MemError::Io(format!("truncation of a spilled temp file: {e}")))?;
+        }
+        self.size = size;
         Ok(())
+    }
+
+    /// [`MemFile::try_truncate`] with the error as text.
+    pub fn truncate(&mut self, size: u64) -> Result<(), String> {
+        self.try_truncate(size).map_err(|e| e.to_string())
     }
 
     /// Current size.
     pub fn size(&self) -> u64 {
-        self.data.len() as u64
+        self.size
+    }
+}
+
+fn temp_dir(l: &TempLimits) -> PathBuf {
+    l.dir.clone().unwrap_or_else(std::env::temp_dir)
+}
+
+impl Drop for MemFile {
+    fn drop(&mut self) {
+        refund(std::mem::take(&mut self.charged));
+    }
+}
+
+/// A failure of the spill file: no space is `SQLITE_FULL`, the rest I/O.
+fn disk_error(dir: &std::path::Path, what: &str, e: &std::io::Error) -> MemError {
+    let msg = format!(
+        "cannot {what} a journal or temp file spilled to {} (FDBVFS_TEMP_DIR): {e}",
+        dir.display()
+    );
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => MemError::Full(msg),
+        _ => MemError::Io(msg),
     }
 }
 
@@ -65,9 +369,17 @@ impl MemFile {
 mod tests {
     use super::*;
 
+    fn limits(spill: u64, max: u64) -> TempLimits {
+        TempLimits {
+            memory_bytes: spill,
+            max_bytes: max,
+            dir: None,
+        }
+    }
+
     #[test]
     fn read_write_truncate() {
-        let mut f = MemFile::default();
+        let mut f = MemFile::with_limits(TempLimits::default());
         assert_eq!(f.write(b"abc", 5), Ok(()));
         assert_eq!(f.size(), 8);
         let mut b = [9u8; 10];
@@ -78,5 +390,67 @@ mod tests {
         assert_eq!(f.size(), 6);
         assert!(f.write(b"x", u64::MAX).is_err());
         assert!(f.truncate(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn spills_past_the_threshold_and_reads_back() {
+        let mut f = MemFile::with_limits(limits(16, 1 << 20));
+        // (Other tests' files share the budget: this one may spill early.)
+        f.try_write(b"0123456789", 0).unwrap();
+        f.try_write(b"abcdefghij", 10).unwrap();
+        assert!(f.is_spilled());
+        let mut b = [9u8; 24];
+        assert_eq!(f.try_read(&mut b, 0).unwrap(), 20);
+        assert_eq!(&b[..20], b"0123456789abcdefghij");
+        assert_eq!(&b[20..], &[0; 4]);
+        // Growth by truncation reads as zeros; shrinking cuts.
+        f.try_truncate(30).unwrap();
+        assert_eq!(f.try_read(&mut b, 18).unwrap(), 12);
+        assert_eq!(&b[..12], b"ij\0\0\0\0\0\0\0\0\0\0");
+        f.try_truncate(5).unwrap();
+        assert_eq!(f.size(), 5);
+        assert_eq!(f.try_read(&mut b, 0).unwrap(), 5);
+        // Reset: back in memory.
+        f.try_truncate(0).unwrap();
+        assert!(!f.is_spilled());
+    }
+
+    #[test]
+    fn memory_is_charged_and_given_back() {
+        let mut f = MemFile::with_limits(limits(u64::MAX, 1 << 30));
+        f.try_write(&[1; 100_000], 0).unwrap();
+        assert!(f.charged >= 100_000);
+        assert!(temp_memory_bytes() >= f.charged);
+        f.try_truncate(0).unwrap();
+        assert_eq!(f.charged, 0);
+        f.try_write(&[1; 10], 0).unwrap();
+        drop(f);
+    }
+
+    #[test]
+    fn past_the_limit_is_full() {
+        let mut f = MemFile::with_limits(limits(8, 32));
+        f.try_write(&[1; 32], 0).unwrap();
+        let e = f.try_write(&[1], 32).unwrap_err();
+        assert!(e.is_full(), "{e}");
+        assert!(e.to_string().contains("FDBVFS_TEMP_MAX_BYTES"), "{e}");
+        assert!(f.try_truncate(33).unwrap_err().is_full());
+        assert_eq!(f.size(), 32);
+    }
+
+    #[test]
+    fn an_unusable_temp_dir_is_an_error_not_a_crash() {
+        let mut f = MemFile::with_limits(TempLimits {
+            dir: Some("/nonexistent/fdbvfs-temp".into()),
+            ..limits(4, 1 << 20)
+        });
+        let e = f.try_write(b"abcdefgh", 0).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/fdbvfs-temp"), "{e}");
+        assert!(!e.is_full());
+        // Nothing was written, and the file is still usable.
+        assert_eq!(f.size(), 0);
+        let mut b = [7u8; 3];
+        assert_eq!(f.try_read(&mut b, 0).unwrap(), 0);
+        assert_eq!(b, [0; 3]);
     }
 }

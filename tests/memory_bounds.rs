@@ -1,0 +1,185 @@
+//! Bounded memory of journals and temp files (issue 11, part 3): past the
+//! process budget they spill to an unnamed temp file, and past their size
+//! limit a write is `SQLITE_FULL`, never an abort.
+//!
+//! The limits are process-wide and read from the environment at first use,
+//! so every test runs in a child process (this binary re-run on one test)
+//! with its own settings; RSS is sampled there, undisturbed by other tests.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fdbvfs::Store;
+
+const CHILD_ENV: &str = "FDBVFS_MEMORY_BOUNDS_CHILD";
+const MIB: u64 = 1 << 20;
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs `f` while a thread samples RSS; returns (baseline, peak) in KiB.
+fn peak_rss<T>(f: impl FnOnce() -> T) -> (T, u64, u64) {
+    let baseline = rss_kib();
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let out = f();
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    (out, baseline, peak.load(Ordering::Relaxed))
+}
+
+/// Runs test `test` in a child with `env`; returns its RESULT line.
+fn run_child(test: &str, env: &[(&str, String)]) -> String {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, test);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.find("RESULT ").map(|i| l[i..].to_string()))
+        .unwrap_or_else(|| panic!("no RESULT line in\n{stdout}"))
+}
+
+fn field(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+}
+
+fn is_child(test: &str) -> bool {
+    std::env::var(CHILD_ENV).as_deref() == Ok(test)
+}
+
+/// Rows of the sort: ~240 MB of sort keys.
+const SORT_ROWS: u64 = 1_500_000;
+
+fn sort_child() {
+    let store = Store::builder()
+        .in_memory()
+        .cache_bytes(4 * MIB)
+        .build()
+        .unwrap();
+    let conn = store.open("sort").unwrap();
+    let ((rows, bytes), baseline, peak) = peak_rss(|| {
+        let mut stmt = conn
+            .prepare(&format!(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {SORT_ROWS}) \
+                 SELECT randomblob(160) AS b FROM c ORDER BY b"
+            ))
+            .unwrap();
+        let mut rows = stmt.query([]).unwrap();
+        let (mut n, mut bytes, mut last) = (0u64, 0u64, Vec::new());
+        while let Some(r) = rows.next().unwrap() {
+            let b: Vec<u8> = r.get(0).unwrap();
+            assert!(b >= last, "not sorted");
+            bytes += b.len() as u64;
+            last = b;
+            n += 1;
+        }
+        (n, bytes)
+    });
+    assert_eq!(rows, SORT_ROWS);
+    println!(
+        "RESULT sorted_mib={} baseline_kib={baseline} peak_kib={peak} above_baseline_kib={} temp_memory_now={}",
+        bytes / MIB,
+        peak.saturating_sub(baseline),
+        vfs::memfile::temp_memory_bytes()
+    );
+}
+
+/// Acceptance (issue 11): a large sort (~240 MB of temp files) runs
+/// without growing RSS past the configured temp memory budget (32 MiB
+/// here) plus what SQLite and the store hold anyway.
+#[test]
+fn a_large_sort_stays_within_the_temp_memory_budget() {
+    const T: &str = "a_large_sort_stays_within_the_temp_memory_budget";
+    if is_child(T) {
+        return sort_child();
+    }
+    let line = run_child(T, &[("FDBVFS_TEMP_MEMORY_BYTES", (32 * MIB).to_string())]);
+    eprintln!("{line}");
+    let above = field(&line, "above_baseline_kib");
+    assert!(
+        above < 64 * 1024,
+        "a {} MiB sort grew RSS by {above} KiB with a 32 MiB temp budget: {line}",
+        field(&line, "sorted_mib")
+    );
+    assert_eq!(field(&line, "temp_memory_now"), 0, "{line}");
+}
+
+fn journal_full_child() {
+    let store = Store::in_memory().unwrap();
+    let conn = store.open("journal").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 6000)
+         INSERT INTO t SELECT x, randomblob(3000) FROM c;",
+    )
+    .unwrap();
+    let sum = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT sum(length(b)) + sum(unicode(b)) FROM t", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    let before = sum(&conn);
+    // ~18 MB of journal against an 8 MiB limit.
+    let err = conn
+        .execute("UPDATE t SET b = randomblob(3000)", [])
+        .unwrap_err();
+    let code = err.sqlite_error_code();
+    println!("error: {err}");
+    assert_eq!(code, Some(rusqlite::ErrorCode::DiskFull), "{err}");
+    // Rolled back, and the connection goes on.
+    assert_eq!(sum(&conn), before);
+    conn.execute("UPDATE t SET b = x'00' WHERE id = 1", [])
+        .unwrap();
+    println!("RESULT full=1");
+}
+
+/// Every limit is a clear SQLite error: a journal past
+/// `FDBVFS_TEMP_MAX_BYTES` fails the statement with `SQLITE_FULL`, the
+/// transaction rolls back and the connection stays usable.
+#[test]
+fn a_journal_past_its_limit_is_sqlite_full() {
+    const T: &str = "a_journal_past_its_limit_is_sqlite_full";
+    if is_child(T) {
+        return journal_full_child();
+    }
+    let line = run_child(
+        T,
+        &[
+            ("FDBVFS_TEMP_MAX_BYTES", (8 * MIB).to_string()),
+            ("FDBVFS_TEMP_MEMORY_BYTES", (2 * MIB).to_string()),
+        ],
+    );
+    assert_eq!(field(&line, "full"), 1);
+}
