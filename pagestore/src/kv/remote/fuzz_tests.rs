@@ -8,21 +8,71 @@
 //! that arrive, never the announced length (`protocol::read_frame_within`),
 //! and every other buffer is capped (`limits.rs`).
 //!
-//! Bounded for CI: 160 cases, each a fresh connection, in a few seconds;
+//! Allocation is measured: the fuzzer runs in a child process of the test
+//! (alone, so that no other test's allocations count) under a global
+//! allocator that records the largest single allocation, which must stay
+//! under [`LARGEST_ALLOWED`]. A server that trusted a length prefix (up to
+//! the cap, as before issue 11) allocates it at once and fails this.
+//!
+//! Bounded for CI: 256 cases, each a fresh connection, in a few seconds;
 //! every wait is capped by a timeout, so a hang fails instead of stalling.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::limits::ServerLimits;
+use super::limits::{ServerLimits, MAX_REQUEST_FRAME};
 use super::protocol::{decode, encode, Call, Op, Request, Response, WireRange, WireRead};
 use super::{RemoteKv, RemoteServer};
 use crate::kv::embedded::{EmbeddedKv, EmbeddedOptions};
 use crate::kv::{Kv, MutationType};
+
+/// The largest single allocation the fuzzed server may make: an answer of
+/// a batch of six range reads (about 1 MiB each) and its encoding, with
+/// room. Far below the lengths the fuzzer announces (up to 4 GiB).
+const LARGEST_ALLOWED: usize = 16 << 20;
+
+/// Records the largest allocation while [`TRACK`] is on (the child only).
+struct Tracking;
+
+static TRACK: AtomicBool = AtomicBool::new(false);
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged.
+unsafe impl GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if TRACK.load(Ordering::Relaxed) {
+            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        }
+        System.alloc(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if TRACK.load(Ordering::Relaxed) {
+            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        }
+        System.alloc_zeroed(layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if TRACK.load(Ordering::Relaxed) {
+            LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        }
+        System.realloc(ptr, layout, new_size)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Tracking = Tracking;
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..max)
@@ -133,7 +183,16 @@ enum Case {
 fn case() -> impl Strategy<Value = Case> {
     prop_oneof![
         bytes(300).prop_map(Case::Raw),
-        (prop_oneof![0u32..64, 1u32..=u32::MAX], bytes(64))
+        (
+            prop_oneof![
+                0u32..64,
+                1u32..=u32::MAX,
+                // Near the cap, and between it and the old 256 MiB cap.
+                (MAX_REQUEST_FRAME as u32 - 16)..=(MAX_REQUEST_FRAME as u32),
+                (16u32 << 20)..(256 << 20),
+            ],
+            bytes(64)
+        )
             .prop_map(|(len, b)| Case::Prefix(len, b)),
         (prop::collection::vec(request(), 1..4), any::<usize>())
             .prop_map(|(r, cut)| Case::Truncated(r, cut)),
@@ -182,7 +241,7 @@ fn exchange(path: &std::path::Path, bytes: Vec<u8>) -> Result<usize, TestCaseErr
     while rest.len() >= 4 {
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         prop_assert!(rest.len() >= 4 + len, "truncated answer");
-        decode::<Response>(&rest[4..4 + len])
+        let _: Response = decode::<Response>(&rest[4..4 + len])
             .map_err(|e| TestCaseError::fail(format!("malformed answer: {e}")))?;
         rest = &rest[4 + len..];
         answers += 1;
@@ -191,11 +250,40 @@ fn exchange(path: &std::path::Path, bytes: Vec<u8>) -> Result<usize, TestCaseErr
     Ok(answers)
 }
 
+/// Set in the child process that runs the fuzzer.
+const CHILD: &str = "PAGESTORE_FRAME_FUZZ_CHILD";
+
 #[test]
 fn server_survives_random_frames() {
+    if std::env::var_os(CHILD).is_some() {
+        fuzz();
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "kv::remote::fuzz_tests::server_survives_random_frames",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "the fuzzer found something:\n{text}\n{err}"
+    );
+    assert!(text.contains("FUZZ DONE"), "{text}\n{err}");
+}
+
+fn fuzz() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv.sock");
-    let kv: Arc<dyn Kv> = EmbeddedKv::open(EmbeddedOptions::in_memory()).unwrap();
+    let kv: Arc<dyn Kv> = EmbeddedKv::open(EmbeddedOptions::dir(dir.path().join("store"))).unwrap();
     let limits = ServerLimits {
         frame_timeout: Duration::from_secs(5),
         ..ServerLimits::default()
@@ -203,12 +291,13 @@ fn server_survives_random_frames() {
     let _server = RemoteServer::start_with_limits(kv, &path, limits).unwrap();
     let healthy = RemoteKv::connect(&path).unwrap();
     let config = ProptestConfig {
-        cases: 160,
+        cases: 256,
         max_shrink_iters: 200,
         failure_persistence: None,
         ..ProptestConfig::default()
     };
     let mut runner = proptest::test_runner::TestRunner::new(config);
+    TRACK.store(true, Ordering::SeqCst);
     let result = runner.run(&case(), |case| {
         let bytes = match &case {
             Case::Raw(b) => b.clone(),
@@ -237,9 +326,19 @@ fn server_survives_random_frames() {
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         t.read_version()
             .map_err(|e| TestCaseError::fail(format!("server no longer serves: {e}")))?;
+        let largest = LARGEST.load(Ordering::SeqCst);
+        prop_assert!(
+            largest < LARGEST_ALLOWED,
+            "an allocation of {largest} bytes (limit {LARGEST_ALLOWED})"
+        );
         Ok(())
     });
+    TRACK.store(false, Ordering::SeqCst);
     if let Err(e) = result {
         panic!("{e}");
     }
+    println!(
+        "FUZZ DONE: largest allocation {} bytes",
+        LARGEST.load(Ordering::SeqCst)
+    );
 }
