@@ -37,6 +37,7 @@ pub struct StoreBuilder {
     prefix: Option<Vec<u8>>,
     clock: Option<Arc<dyn Clock>>,
     gc_interval: Option<Duration>,
+    admin: bool,
 }
 
 struct Inner {
@@ -46,6 +47,8 @@ struct Inner {
     /// Dropped with the last clone of the store: stops the background GC
     /// thread (its `recv_timeout` sees the channel close).
     _gc_stop: Option<mpsc::Sender<()>>,
+    /// [`StoreBuilder::admin`].
+    admin: bool,
 }
 
 impl Drop for Inner {
@@ -89,6 +92,7 @@ impl Default for StoreBuilder {
             prefix: None,
             clock: None,
             gc_interval: None,
+            admin: true,
         }
     }
 }
@@ -172,6 +176,26 @@ impl StoreBuilder {
         self
     }
 
+    /// Whether SQL on this store's connections may run admin operations
+    /// (default true). Off, every connection [`Store::open`] gives is
+    /// opened with `admin=0`: `PRAGMA fdb_fork`, `fdb_restore`, setting
+    /// `fdb_retention` or `fdb_cache_size`, and attaching a database of
+    /// another store are refused (the Rust API's own [`Store::fork`],
+    /// [`Store::restore`]… still work). A connection the host put in
+    /// SQLite's defensive mode gets the same whatever this says.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), fdbvfs::Error> {
+    /// let store = fdbvfs::Store::builder().in_memory().admin(false).build()?;
+    /// let conn = store.open("t")?;
+    /// assert!(conn.execute_batch("PRAGMA fdb_retention = 0").is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn admin(mut self, allowed: bool) -> Self {
+        self.admin = allowed;
+        self
+    }
+
     fn store_options(&self) -> StoreOptions {
         let mut o = StoreOptions::default();
         if let Some(n) = self.cache_bytes {
@@ -248,6 +272,7 @@ impl StoreBuilder {
                 handle,
                 description,
                 _gc_stop: gc_stop,
+                admin: self.admin,
             }),
         })
     }
@@ -335,7 +360,12 @@ impl Store {
     /// The `file:` URI that opens `name` in this store through the `fdb`
     /// VFS (valid in this process only: it names the store by id).
     pub fn uri(&self, name: &str) -> String {
-        format!("file:{}?vfs=fdb&store={}", uri_escape(name), self.inner.id)
+        let admin = if self.inner.admin { "" } else { "&admin=0" };
+        format!(
+            "file:{}?vfs=fdb&store={}{admin}",
+            uri_escape(name),
+            self.inner.id
+        )
     }
 
     /// Opens database `name`, creating it on first use.

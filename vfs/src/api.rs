@@ -29,6 +29,8 @@ pub type UriParameterFn =
     unsafe extern "C" fn(ffi::sqlite3_filename, *const c_char) -> *const c_char;
 /// `sqlite3_uri_key`.
 pub type UriKeyFn = unsafe extern "C" fn(ffi::sqlite3_filename, c_int) -> *const c_char;
+/// `sqlite3_db_config`: variadic; we only ask `SQLITE_DBCONFIG_DEFENSIVE`.
+pub type DbConfigFn = unsafe extern "C" fn(*mut ffi::sqlite3, c_int, ...) -> c_int;
 
 /// The SQLite functions the VFS uses.
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +49,9 @@ pub struct Api {
     pub uri_key: unsafe extern "C" fn(ffi::sqlite3_filename, c_int) -> *const c_char,
     /// `sqlite3_log`.
     pub log: LogFn,
+    /// `sqlite3_db_config` (to see a connection's defensive mode), when
+    /// the host has it.
+    pub db_config: Option<DbConfigFn>,
     /// Which SQLite this table calls ("linked" or "host").
     pub origin: &'static str,
 }
@@ -61,6 +66,7 @@ mod slot {
     pub const LIBVERSION_NUMBER: usize = 67;
     pub const VFS_FIND: usize = 141;
     pub const VFS_REGISTER: usize = 142;
+    pub const DB_CONFIG: usize = 163;
     pub const LOG: usize = 167;
     pub const URI_PARAMETER: usize = 189;
     pub const MALLOC64: usize = 197;
@@ -81,6 +87,7 @@ impl Api {
             uri_parameter: ffi::sqlite3_uri_parameter,
             uri_key: ffi::sqlite3_uri_key,
             log: ffi::sqlite3_log,
+            db_config: Some(ffi::sqlite3_db_config),
             origin: "linked",
         }
     }
@@ -144,6 +151,9 @@ impl Api {
                     "uri_key",
                 )?),
                 log: std::mem::transmute::<*const c_void, LogFn>(need(slot::LOG, "log")?),
+                db_config: need(slot::DB_CONFIG, "db_config")
+                    .ok()
+                    .map(|p| std::mem::transmute::<*const c_void, DbConfigFn>(p)),
                 origin: "host",
             })
         }
@@ -176,6 +186,34 @@ impl Api {
         };
         // SAFETY: "%s" with one NUL-terminated string argument.
         unsafe { (self.log)(code, c"%s".as_ptr(), c.as_ptr()) };
+    }
+
+    /// Whether connection `conn` (a `sqlite3*`) is in defensive mode
+    /// (`SQLITE_DBCONFIG_DEFENSIVE`); false when that cannot be told.
+    ///
+    /// # Safety
+    /// `conn` must be a connection that is open, and the caller must be
+    /// inside one of its calls into the VFS (its mutex, if any, is held by
+    /// this thread and is recursive).
+    pub unsafe fn is_defensive(&self, conn: usize) -> bool {
+        let Some(db_config) = self.db_config else {
+            return false;
+        };
+        if conn == 0 {
+            return false;
+        }
+        let mut on: c_int = 0;
+        // SAFETY: -1 only reads the setting into `on` (sqlite3_db_config
+        // with a boolean op takes an int and an int*).
+        let rc = unsafe {
+            db_config(
+                conn as *mut ffi::sqlite3,
+                ffi::SQLITE_DBCONFIG_DEFENSIVE,
+                -1 as c_int,
+                &mut on as *mut c_int,
+            )
+        };
+        rc == ffi::SQLITE_OK && on != 0
     }
 
     /// All URI parameters of a main-database filename, in order.
@@ -219,5 +257,28 @@ mod tests {
         let s = unsafe { CStr::from_ptr(p) }.to_str().map(str::to_owned);
         unsafe { (api.free)(p as *mut c_void) };
         assert_eq!(s.as_deref(), Ok("hello world"));
+    }
+
+    #[test]
+    fn defensive_mode_is_seen() {
+        let api = Api::linked();
+        let mut db: *mut ffi::sqlite3 = std::ptr::null_mut();
+        // SAFETY: an in-memory connection, closed below.
+        unsafe {
+            assert_eq!(
+                ffi::sqlite3_open(c":memory:".as_ptr(), &mut db),
+                ffi::SQLITE_OK
+            );
+            assert!(!api.is_defensive(db as usize));
+            let mut out: c_int = 0;
+            ffi::sqlite3_db_config(
+                db,
+                ffi::SQLITE_DBCONFIG_DEFENSIVE,
+                1 as c_int,
+                &mut out as *mut c_int,
+            );
+            assert!(api.is_defensive(db as usize));
+            ffi::sqlite3_close(db);
+        }
     }
 }

@@ -15,7 +15,7 @@ pub enum Error {
     Store(#[from] pagestore::Error),
 
     /// URI parameters the VFS does not know.
-    #[error("unknown URI parameter(s) {names} (the fdb VFS accepts: dir, cluster, store, version, at; SQLite's own: vfs, mode, cache=private, psow; it refuses cache=shared, nolock=1 and immutable=1)", names = .0.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "))]
+    #[error("unknown URI parameter(s) {names} (the fdb VFS accepts: dir, cluster, store, version, at, admin; SQLite's own: vfs, mode, cache=private, psow; it refuses cache=shared, nolock=1 and immutable=1)", names = .0.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "))]
     UnknownParams(Vec<String>),
 
     /// A URI parameter with a bad value.
@@ -66,6 +66,11 @@ pub enum Error {
     /// An I/O request the VFS cannot serve (bad offset or length).
     #[error("{0}")]
     BadIo(String),
+
+    /// An admin operation refused for this connection (`admin=0`, or
+    /// defensive mode): `SQLITE_AUTH`.
+    #[error("{0}")]
+    Refused(String),
 
     /// A journal or temp file past its size limit, or no room left for it:
     /// `SQLITE_FULL` (see `memfile`).
@@ -138,6 +143,7 @@ pub fn sqlite_code(err: &Error, op: Op) -> c_int {
         _ if op == Op::PhaseTwo => io_code(op),
         Error::AlreadyOpen(_) => ffi::SQLITE_CANTOPEN,
         Error::Full(_) => ffi::SQLITE_FULL,
+        Error::Refused(_) => ffi::SQLITE_AUTH,
         e if e.is_conflict() => ffi::SQLITE_BUSY_SNAPSHOT,
         Error::Store(P::Kv(k)) if k.is_maybe_committed() => io_code(op),
         // The store did not answer in time (FDB's 1031: a timeout or an

@@ -174,7 +174,9 @@ unsafe extern "C" fn x_open(
                 let p = OpenParams::parse(&params)?;
                 let store = registry::resolve(&p.spec)?;
                 let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
-                MainFile::open(n, store, p.at, create)
+                let mut m = MainFile::open(n, store, p.at, create)?;
+                m.set_admin(p.admin);
+                Ok(m)
             })();
             match opened {
                 Ok(m) => {
@@ -768,6 +770,10 @@ unsafe extern "C" fn x_file_control(
                     let conn = unsafe { *(arg as *const *mut ffi::sqlite3) };
                     if !conn.is_null() {
                         m.set_connection(conn as usize);
+                        // SAFETY: SQLite is inside a call of this open
+                        // connection (sqlite3BtreeOpen).
+                        let defensive = unsafe { ctx.api.is_defensive(conn as usize) };
+                        m.check_attach(defensive);
                     }
                 }
                 ffi::SQLITE_OK
@@ -829,7 +835,11 @@ unsafe fn file_control_pragma(m: &mut MainFile, ctx: &VfsCtx, arg: *mut c_void) 
         // SAFETY: slot 0 takes a string from SQLite's allocator.
         unsafe { *a = p };
     };
-    match m.pragma(&name, value.as_deref()) {
+    // SAFETY: SQLite runs the PRAGMA inside a call of this connection.
+    let defensive = m
+        .connection()
+        .is_some_and(|c| unsafe { ctx.api.is_defensive(c) });
+    match m.pragma(&name, value.as_deref(), defensive) {
         Ok(PragmaOutcome::NotOurs) => ffi::SQLITE_NOTFOUND,
         Ok(PragmaOutcome::Value(v)) => {
             set(&v);

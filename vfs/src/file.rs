@@ -89,6 +89,9 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// at one snapshot. Process-wide; entries leave at `xClose`.
 struct ConnFile {
     file: u64,
+    /// Opened with `admin=0`: admin operations are refused in its
+    /// connection.
+    admin: bool,
     store: usize,
     /// The database's id in its store (identity across handles).
     db_id: u64,
@@ -175,6 +178,11 @@ pub struct MainFile {
     /// The database is already open in this handle's connection (another
     /// schema): every use of this handle fails.
     duplicate: bool,
+    /// `admin=` of its URI (see [`MainFile::admin_refused`]).
+    admin: bool,
+    /// Why every use of this handle fails: a database of another store
+    /// attached in a connection where admin operations are refused.
+    refused: Option<String>,
     phase: Phase,
     level: Level,
     salt: u32,
@@ -262,6 +270,8 @@ impl MainFile {
             joining: None,
             synced_at_fcntl: false,
             duplicate: false,
+            admin: true,
+            refused: None,
             phase: Phase::Idle,
             level: Level::None,
             salt: rand::random::<u32>() | 1,
@@ -354,6 +364,7 @@ impl MainFile {
         }
         c.entry(conn).or_default().push(ConnFile {
             file: self.file_id,
+            admin: self.admin,
             store,
             db_id,
             state: Arc::downgrade(&self.state),
@@ -512,7 +523,79 @@ impl MainFile {
         if self.duplicate {
             return Err(Error::AlreadyOpen(self.name.clone()));
         }
+        if let Some(why) = &self.refused {
+            return Err(Error::Refused(why.clone()));
+        }
         Ok(())
+    }
+
+    /// The `sqlite3*` this file belongs to, when SQLite said.
+    pub fn connection(&self) -> Option<usize> {
+        self.conn
+    }
+
+    /// `admin=` of the URI: off refuses admin operations in this file's
+    /// connection.
+    pub fn set_admin(&mut self, admin: bool) {
+        self.admin = admin;
+    }
+
+    /// Why admin operations are refused in this file's connection, if they
+    /// are: a file of the connection was opened with `admin=0`, or the
+    /// host put the connection in defensive mode (`defensive`, which the
+    /// caller asked SQLite) — as SQLite itself refuses its dangerous
+    /// features (writable schema, `sqlite_dbpage`) to untrusted SQL then.
+    pub fn admin_refused(&self, defensive: bool) -> Option<&'static str> {
+        if defensive {
+            return Some("the connection is in defensive mode (SQLITE_DBCONFIG_DEFENSIVE)");
+        }
+        if !self.admin {
+            return Some("the connection was opened with admin=0");
+        }
+        let conn = self.conn?;
+        let c = connections();
+        let restricted = c
+            .get(&conn)
+            .is_some_and(|files| files.iter().any(|f| !f.admin && f.state.strong_count() > 0));
+        restricted.then_some("the connection was opened with admin=0")
+    }
+
+    /// Right after [`MainFile::set_connection`]: in a connection where
+    /// admin operations are refused, a database of another store than
+    /// the connection's (an `ATTACH` naming `dir=`, `cluster=` or
+    /// `store=`, or the default store) is refused at its first use.
+    pub fn check_attach(&mut self, defensive: bool) {
+        let Some(conn) = self.conn else {
+            return;
+        };
+        let me = store_key(&self.store);
+        let (others, same_store) = {
+            let c = connections();
+            let others: Vec<(usize, bool)> = c
+                .get(&conn)
+                .map(|files| {
+                    files
+                        .iter()
+                        .filter(|f| f.file != self.file_id && f.state.strong_count() > 0)
+                        .map(|f| (f.store, f.admin))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let same = others.iter().any(|(s, _)| *s == me);
+            (others, same)
+        };
+        // The connection's first file (its main database) is the host's
+        // choice.
+        if others.is_empty() || same_store {
+            return;
+        }
+        if let Some(why) = self.admin_refused(defensive) {
+            warn!(database = %self.name, "database of another store attached where admin operations are refused: refused");
+            self.refused = Some(format!(
+                "database {:?} is in another store than its connection's, and attaching a database of another store is an admin operation: refused because {why}",
+                self.name
+            ));
+        }
     }
 
     /// xWrite: whole pages at page boundaries, as SQLite writes them.
@@ -1167,12 +1250,28 @@ impl MainFile {
     }
 
     /// Handles a PRAGMA (SQLITE_FCNTL_PRAGMA).
-    pub fn pragma(&mut self, name: &str, arg: Option<&str>) -> Result<PragmaOutcome> {
+    ///
+    /// `defensive`: the connection is in SQLite's defensive mode (admin
+    /// pragmas are then refused, see [`MainFile::admin_refused`]).
+    pub fn pragma(
+        &mut self,
+        name: &str,
+        arg: Option<&str>,
+        defensive: bool,
+    ) -> Result<PragmaOutcome> {
         let p = match Pragma::parse(name, arg) {
             Ok(Some(p)) => p,
             Ok(None) => return Ok(PragmaOutcome::NotOurs),
             Err(e) => return Ok(PragmaOutcome::Refused(e.0)),
         };
+        if p.is_admin() {
+            if let Some(why) = self.admin_refused(defensive) {
+                return Ok(PragmaOutcome::Refused(format!(
+                    "PRAGMA {} is an admin operation, refused because {why}; run it from a trusted connection, the fdbvfs CLI or the Rust API",
+                    name.to_ascii_lowercase()
+                )));
+            }
+        }
         Ok(match p {
             Pragma::Version => PragmaOutcome::Value(self.version()?.to_string()),
             Pragma::Stats => PragmaOutcome::Value(stats_line(&self.store)),

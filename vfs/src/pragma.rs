@@ -54,6 +54,21 @@ pub enum Pragma {
     Retention(Option<Duration>),
 }
 
+impl Pragma {
+    /// Whether it acts beyond the connection's own data (other databases,
+    /// history, the whole process): refused where admin operations are
+    /// (URI `admin=0`, defensive mode). Reading a setting is not.
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Pragma::Fork(_)
+                | Pragma::Restore(_)
+                | Pragma::Retention(Some(_))
+                | Pragma::CacheSize(Some(_))
+        )
+    }
+}
+
 /// A pragma argument that does not parse.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BadArgument(pub String);
@@ -176,6 +191,19 @@ mod tests {
         );
         assert!(Pragma::parse("fdb_retention", Some("-1")).is_err());
         assert!(Pragma::parse("fdb_retention", Some("soon")).is_err());
+    }
+
+    #[test]
+    fn admin_pragmas() {
+        let admin = |n: &str, a: Option<&str>| Pragma::parse(n, a).unwrap().unwrap().is_admin();
+        assert!(admin("fdb_fork", Some("x")));
+        assert!(admin("fdb_restore", Some("v:1")));
+        assert!(admin("fdb_retention", Some("0")));
+        assert!(admin("fdb_cache_size", Some("1")));
+        assert!(!admin("fdb_retention", None));
+        assert!(!admin("fdb_cache_size", None));
+        assert!(!admin("fdb_version", None));
+        assert!(!admin("fdb_stats", None));
     }
 
     #[test]

@@ -12,6 +12,13 @@
 //! * none of these: the default ([`set_default_spec`]), else the directory
 //!   in `FDBVFS_DIR`, else `./fdbvfs-data`.
 //!
+//! Admin operations: `admin=0` refuses, for the connection, the PRAGMAs
+//! that act beyond its own data (`fdb_fork`, `fdb_restore`, setting
+//! `fdb_retention` or `fdb_cache_size`) and attaching a database of another
+//! store; a connection in SQLite's defensive mode
+//! (`SQLITE_DBCONFIG_DEFENSIVE`) gets the same whatever `admin=` says (see
+//! `MainFile::admin_refused`).
+//!
 //! Time travel (read-only connections): `version=<n>` opens the database as
 //! of store version `n`; `at=<time>` as of the last version committed at or
 //! before an RFC 3339 time (`at=2026-11-21T10:00:00Z`; see [`crate::at`] for
@@ -67,6 +74,9 @@ pub struct OpenParams {
     pub spec: StoreSpec,
     /// Time travel: read-only as of this point (`version=` or `at=`).
     pub at: Option<At>,
+    /// `admin=` (default on): off refuses admin operations for the
+    /// connection (see the module docs).
+    pub admin: bool,
 }
 
 /// URI parameters SQLite defines itself; it passes them on to the VFS.
@@ -82,6 +92,7 @@ impl OpenParams {
     pub fn parse(params: &[(String, String)]) -> Result<OpenParams> {
         let mut unknown = Vec::new();
         let (mut store, mut dir, mut cluster, mut version, mut at) = (None, None, None, None, None);
+        let mut admin = true;
         for (k, v) in params {
             let bad = |why: &str| Error::BadParam {
                 name: k.clone(),
@@ -98,6 +109,13 @@ impl OpenParams {
                     version = Some(v.parse::<u64>().map_err(|_| bad("not a version number"))?)
                 }
                 "at" => at = Some(v.parse::<At>().map_err(|e| bad(&e.0))?),
+                "admin" => {
+                    admin = match v.to_ascii_lowercase().as_str() {
+                        "1" | "on" | "true" | "yes" => true,
+                        "0" | "off" | "false" | "no" => false,
+                        _ => return Err(bad("admin takes 0 or 1")),
+                    }
+                }
                 k if SQLITE_PARAMS.contains(&k) => {}
                 k => unknown.push(k.to_string()),
             }
@@ -130,7 +148,7 @@ impl OpenParams {
             (_, _, Some(c)) => StoreSpec::Cluster(c),
             _ => default_spec(),
         };
-        Ok(OpenParams { spec, at })
+        Ok(OpenParams { spec, at, admin })
     }
 }
 
@@ -349,9 +367,13 @@ mod tests {
             o,
             Ok(OpenParams {
                 spec: StoreSpec::Dir("/tmp/x".into()),
-                at: Some(At::Version(42))
+                at: Some(At::Version(42)),
+                admin: true,
             })
         );
+        let o = OpenParams::parse(&p(&[("admin", "0")])).map_err(|e| e.to_string());
+        assert_eq!(o.map(|o| o.admin), Ok(false));
+        assert!(OpenParams::parse(&p(&[("admin", "maybe")])).is_err());
         let o = OpenParams::parse(&p(&[("store", "3"), ("mode", "ro")])).map_err(|e| e.to_string());
         assert_eq!(o.map(|o| o.spec), Ok(StoreSpec::Registered(3)));
     }
