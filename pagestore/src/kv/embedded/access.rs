@@ -8,14 +8,16 @@
 //!
 //! * the directory is created `0700` and its files `0600`, set explicitly
 //!   (a umask of 000 would otherwise leave them open to everyone);
-//! * an existing directory must belong to this process's effective uid and
-//!   every entry in it too; otherwise opening fails with a message that
-//!   says how to fix it (`chown`);
+//! * an existing directory must belong to this process's effective uid, and
+//!   so must the store's files in it; otherwise opening fails with a message
+//!   that says how to fix it (`chown`);
 //! * an existing directory writable by group or others is refused unless
 //!   it is empty (nothing in it can have been planted yet: it is tightened
 //!   to `0700`, which is what a `mkdir -p` under umask 000 produces);
-//! * an existing directory or file merely readable by others (a store made
-//!   by an older version under umask 022) is tightened to `0700` / `0600`.
+//! * the store's files are tightened to `0600`, and a directory merely
+//!   readable by others that holds nothing else (a store made by an older
+//!   version under umask 022) to `0700`; a readable directory that holds
+//!   other things too (`dir=.`) is left as it is, its store files private.
 //!
 //! The socket server also checks the uid of every peer, and clients the
 //! uid of the server (`kv::remote`), so a socket reachable by mistake still
@@ -29,6 +31,25 @@ use crate::kv::{KvError, KvResult};
 pub(crate) const DIR_MODE: u32 = 0o700;
 /// Mode of the files in a store directory.
 pub(crate) const FILE_MODE: u32 = 0o600;
+
+/// The files a store directory holds (the redb file, the lock, the
+/// shared-mode socket): only these are checked and made private.
+const STORE_FILES: [&str; 3] = ["data.redb", "LOCK", "kv.sock"];
+
+/// Whether `dir` holds nothing but a store's files.
+#[cfg(unix)]
+fn only_store_files(dir: &Path) -> KvResult<bool> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| io_error(format!("cannot list store directory {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry
+            .map_err(|e| io_error(format!("cannot list store directory {}", dir.display()), e))?;
+        if !STORE_FILES.iter().any(|f| entry.file_name() == *f) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
 
 /// The effective uid of this process.
 #[cfg(unix)]
@@ -127,19 +148,21 @@ pub(crate) fn prepare_dir(dir: &Path) -> KvResult<()> {
         // to distrust yet. Entries planted meanwhile are caught below.
         set_mode(DIR_MODE)?;
         tracing::info!(dir = %shown, old_mode = format!("{mode:04o}"), "store directory made private (0700)");
-    } else if mode & 0o077 != 0 {
+    } else if mode & 0o077 != 0 && only_store_files(dir)? {
+        // A store made by an older version under umask 022. A directory
+        // holding other things too (`dir=.`) is not ours to restrict: the
+        // store's own files are made private below, which is what counts.
         set_mode(DIR_MODE)?;
         tracing::info!(dir = %shown, old_mode = format!("{mode:04o}"), "store directory made private (0700)");
     }
-    // Now no one else can add entries: check the ones there.
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| io_error(format!("cannot list store directory {shown}"), e))?;
-    for entry in entries {
-        let entry =
-            entry.map_err(|e| io_error(format!("cannot list store directory {shown}"), e))?;
-        let path = entry.path();
-        let meta = std::fs::symlink_metadata(&path)
-            .map_err(|e| io_error(format!("cannot read {}", path.display()), e))?;
+    // No one else can add entries now: check the store's own.
+    for name in STORE_FILES {
+        let path = dir.join(name);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error(format!("cannot read {}", path.display()), e)),
+        };
         if meta.uid() != me {
             return Err(refuse(format!(
                 "{} belongs to uid {}, not to this process's uid {me}: another user put it \
@@ -150,7 +173,7 @@ pub(crate) fn prepare_dir(dir: &Path) -> KvResult<()> {
                 path.display()
             )));
         }
-        if meta.is_file() && meta.mode() & 0o077 != 0 {
+        if meta.mode() & 0o077 != 0 && !meta.file_type().is_symlink() {
             private_file(&path)?;
         }
     }
@@ -235,6 +258,21 @@ mod tests {
         assert!(err.message.contains("writable by other users"), "{err}");
         assert!(err.message.contains("chmod 700"), "{err}");
         assert_eq!(mode(&dir), 0o777, "left as found");
+
+        // A readable directory with other things in it is left alone; the
+        // store's files are still made private.
+        let general = base.path().join("project");
+        std::fs::create_dir(&general).unwrap();
+        std::fs::write(general.join("notes.txt"), b"x").unwrap();
+        std::fs::set_permissions(general.join("notes.txt"), PermissionsExt::from_mode(0o644))
+            .unwrap();
+        std::fs::write(general.join("LOCK"), b"").unwrap();
+        std::fs::set_permissions(general.join("LOCK"), PermissionsExt::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&general, PermissionsExt::from_mode(0o755)).unwrap();
+        prepare_dir(&general).unwrap();
+        assert_eq!(mode(&general), 0o755);
+        assert_eq!(mode(&general.join("notes.txt")), 0o644);
+        assert_eq!(mode(&general.join("LOCK")), 0o600);
 
         // Empty and world-writable (mkdir -p under umask 000): tightened.
         let empty = base.path().join("empty");
