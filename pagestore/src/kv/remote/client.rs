@@ -151,6 +151,11 @@ fn transport_error(path: &Path, timeout: Duration, e: &io::Error) -> KvError {
              the store directory has exited",
             path.display()
         ),
+        // Another user's store, or a server of another uid (`check_peer`).
+        io::ErrorKind::PermissionDenied => format!(
+            "refused to use the store server at {} ({e})",
+            path.display()
+        ),
         _ => format!(
             "lost the connection to the store server at {} ({e}); the process that \
              owns the store directory may have exited",
