@@ -183,3 +183,45 @@ fn a_journal_past_its_limit_is_sqlite_full() {
     );
     assert_eq!(field(&line, "full"), 1);
 }
+
+fn idle_child() {
+    vfs::register_linked().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let canon = dir.path().canonicalize().unwrap();
+    let uri = format!("file:idle?vfs=fdb&dir={}", dir.path().display());
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+        | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+        | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let conn = rusqlite::Connection::open_with_flags(&uri, flags).unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (42);")
+        .unwrap();
+    let open = || vfs::registry::open_dirs().contains(&canon);
+    // In use: kept however long it waits.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(open(), "a store in use was released");
+    drop(conn);
+    let mut waited = 0;
+    while open() && waited < 300 {
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    }
+    assert!(!open(), "an idle store was not released");
+    // The next connection opens it again, data intact.
+    let conn = rusqlite::Connection::open_with_flags(&uri, flags).unwrap();
+    let x: i64 = conn.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+    assert_eq!(x, 42);
+    assert!(open());
+    println!("RESULT released=1");
+}
+
+/// A `dir=` store no connection uses is released after the idle timeout
+/// (`FDBVFS_IDLE_STORE_SECS`), and opened again when named again.
+#[test]
+fn an_idle_store_is_released() {
+    const T: &str = "an_idle_store_is_released";
+    if is_child(T) {
+        return idle_child();
+    }
+    let line = run_child(T, &[("FDBVFS_IDLE_STORE_SECS", "0.5".into())]);
+    assert_eq!(field(&line, "released"), 1);
+}

@@ -153,6 +153,13 @@ impl PageStore {
         &self.inner.kv
     }
 
+    /// How many handles share this store (its clones and the databases
+    /// opened from it): 1 when the caller's is the last, so that a registry
+    /// can release a store nobody uses.
+    pub fn handle_count(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// The options.
     pub fn options(&self) -> &StoreOptions {
         &self.inner.opts

@@ -19,6 +19,14 @@
 //! (`SQLITE_DBCONFIG_DEFENSIVE`) gets the same whatever `admin=` says (see
 //! `MainFile::admin_refused`).
 //!
+//! # Idle stores
+//!
+//! A `dir=` store (or the default one) that no connection has used for
+//! [`idle_store_timeout`] (default [`DEFAULT_IDLE_STORE`], 5 min;
+//! `FDBVFS_IDLE_STORE_SECS`, 0 never) is released: its registry entry and
+//! page store (page cache) go, and the next connection naming it opens it
+//! again. Stores of the Rust API (`store=`) live as long as their `Store`.
+//!
 //! Time travel (read-only connections): `version=<n>` opens the database as
 //! of store version `n`; `at=<time>` as of the last version committed at or
 //! before an RFC 3339 time (`at=2026-11-21T10:00:00Z`; see [`crate::at`] for
@@ -37,7 +45,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
 use pagestore::kv::process;
@@ -166,6 +176,8 @@ struct Registry {
     by_id: HashMap<u64, StoreHandle>,
     by_dir: HashMap<PathBuf, StoreHandle>,
     by_cluster: HashMap<String, StoreHandle>,
+    /// When each `by_dir` store was first seen unused (idle release).
+    idle_since: HashMap<PathBuf, Instant>,
 }
 
 impl Registry {
@@ -179,6 +191,7 @@ impl Registry {
         process::leak(std::mem::take(&mut self.by_id));
         process::leak(std::mem::take(&mut self.by_dir));
         process::leak(std::mem::take(&mut self.by_cluster));
+        self.idle_since.clear();
         info!(
             parent,
             "process forked: stores opened by the parent are opened anew in this process"
@@ -244,6 +257,106 @@ pub fn default_spec() -> StoreSpec {
     }
 }
 
+/// Default time after which a `dir=` store no connection uses is released.
+pub const DEFAULT_IDLE_STORE: Duration = Duration::from_secs(300);
+
+/// Idle timeout in ms; `u64::MAX` before it is read from the environment,
+/// 0 for never.
+static IDLE_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// After how long a `dir=` store no connection uses is released (`None`:
+/// never). From `FDBVFS_IDLE_STORE_SECS` (0: never), else
+/// [`DEFAULT_IDLE_STORE`], unless [`set_idle_store_timeout`] said.
+pub fn idle_store_timeout() -> Option<Duration> {
+    let mut ms = IDLE_MS.load(Ordering::Relaxed);
+    if ms == u64::MAX {
+        ms = match std::env::var("FDBVFS_IDLE_STORE_SECS") {
+            Ok(v) => match v.trim().parse::<f64>() {
+                Ok(secs) if secs >= 0.0 && secs.is_finite() => (secs * 1000.0) as u64,
+                _ => {
+                    warn!(value = %v, "FDBVFS_IDLE_STORE_SECS is not a number of seconds; default used");
+                    DEFAULT_IDLE_STORE.as_millis() as u64
+                }
+            },
+            Err(_) => DEFAULT_IDLE_STORE.as_millis() as u64,
+        };
+        IDLE_MS.store(ms, Ordering::Relaxed);
+    }
+    (ms != 0).then(|| Duration::from_millis(ms))
+}
+
+/// Sets the idle timeout of `dir=` stores (`None`: never released).
+pub fn set_idle_store_timeout(timeout: Option<Duration>) {
+    let ms = timeout.map_or(0, |d| (d.as_millis() as u64).clamp(1, u64::MAX - 1));
+    IDLE_MS.store(ms, Ordering::Relaxed);
+}
+
+/// The `dir=` stores open in this process (canonical directories).
+pub fn open_dirs() -> Vec<PathBuf> {
+    reg().by_dir.keys().cloned().collect()
+}
+
+/// Takes out of the registry the `dir=` stores no connection has used for
+/// the idle timeout; the caller drops them outside the registry lock.
+fn take_idle(r: &mut Registry, now: Instant) -> Vec<StoreHandle> {
+    let Some(timeout) = idle_store_timeout() else {
+        return Vec::new();
+    };
+    let mut released = Vec::new();
+    let dirs: Vec<PathBuf> = r.by_dir.keys().cloned().collect();
+    for dir in dirs {
+        // Only the registry's handle left: no file, database or
+        // connection holds the store.
+        let unused = r
+            .by_dir
+            .get(&dir)
+            .is_some_and(|h| h.pages.handle_count() == 1);
+        if !unused {
+            r.idle_since.remove(&dir);
+            continue;
+        }
+        let since = *r.idle_since.entry(dir.clone()).or_insert(now);
+        if now.duration_since(since) >= timeout {
+            r.idle_since.remove(&dir);
+            if let Some(h) = r.by_dir.remove(&dir) {
+                info!(dir = %dir.display(), idle = ?timeout, "released an idle embedded store");
+                released.push(h);
+            }
+        }
+    }
+    released
+}
+
+/// Starts (once per process, forked children included) the thread that
+/// releases idle `dir=` stores.
+fn ensure_idle_sweeper() {
+    static SWEEPER_PID: AtomicU32 = AtomicU32::new(0);
+    let Some(timeout) = idle_store_timeout() else {
+        return;
+    };
+    let pid = process::pid();
+    if SWEEPER_PID.swap(pid, Ordering::Relaxed) == pid {
+        return;
+    }
+    let every = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    let spawned = std::thread::Builder::new()
+        .name("fdbvfs-idle-stores".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            // A forked child's copy of this thread does not exist; the
+            // child starts its own.
+            let released = {
+                let mut r = reg();
+                take_idle(&mut r, Instant::now())
+            };
+            drop(released);
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start the idle-store thread: idle stores are released at the next open only");
+        SWEEPER_PID.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Registers a store for `store=<id>` and returns the id.
 pub fn register_store(handle: StoreHandle) -> u64 {
     let mut r = reg();
@@ -273,9 +386,15 @@ pub fn open_dir(
     // Probe readability up front: a clear message beats one from deep in
     // the backend.
     std::fs::read_dir(&canon).map_err(|e| fail(format!("not readable: {e}")))?;
+    ensure_idle_sweeper();
     let mut r = reg();
+    let released = take_idle(&mut r, Instant::now());
     if let Some(h) = r.by_dir.get(&canon) {
-        return Ok(h.clone());
+        let h = h.clone();
+        r.idle_since.remove(&canon);
+        drop(r);
+        drop(released);
+        return Ok(h);
     }
     let (eopts, sopts) = make(&canon);
     // Shared mode: the first process to open the directory owns it and
