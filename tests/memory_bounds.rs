@@ -225,3 +225,55 @@ fn an_idle_store_is_released() {
     let line = run_child(T, &[("FDBVFS_IDLE_STORE_SECS", "0.5".into())]);
     assert_eq!(field(&line, "released"), 1);
 }
+
+/// Rows of the UPDATE test (4 KB each: ~150 MB of table, as much journal).
+const UPDATE_ROWS: u64 = 37_500;
+
+fn update_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder()
+        .dir(dir.path())
+        .cache_bytes(8 * MIB)
+        .build()
+        .unwrap();
+    let conn = store.open("update").unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {UPDATE_ROWS})
+         INSERT INTO t SELECT x, randomblob(4000) FROM c;"
+    ))
+    .unwrap();
+    let (_, baseline, peak) = peak_rss(|| {
+        conn.execute("UPDATE t SET b = randomblob(4000)", [])
+            .unwrap()
+    });
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n as u64, UPDATE_ROWS);
+    println!(
+        "RESULT table_mib={} baseline_kib={baseline} peak_kib={peak} above_baseline_kib={}",
+        UPDATE_ROWS * 4000 / MIB,
+        peak.saturating_sub(baseline)
+    );
+}
+
+/// Acceptance (issue 11): an UPDATE-heavy transaction (~150 MB of rollback
+/// journal) runs without growing RSS far past the temp memory budget (32
+/// MiB here): the journal spills to disk, and the store uploads large
+/// transactions ahead.
+#[test]
+fn an_update_heavy_transaction_stays_within_the_temp_memory_budget() {
+    const T: &str = "an_update_heavy_transaction_stays_within_the_temp_memory_budget";
+    if is_child(T) {
+        return update_child();
+    }
+    let line = run_child(T, &[("FDBVFS_TEMP_MEMORY_BYTES", (32 * MIB).to_string())]);
+    eprintln!("{line}");
+    let above = field(&line, "above_baseline_kib");
+    assert!(
+        above < 100 * 1024,
+        "a {} MiB UPDATE grew RSS by {above} KiB with a 32 MiB temp budget: {line}",
+        field(&line, "table_mib")
+    );
+}
