@@ -84,26 +84,9 @@ pub(crate) fn read_after(
     after: Versionstamp,
     upto: Version,
 ) -> Result<Vec<(Versionstamp, LogRecord)>> {
-    let (mut b, e) = keys.log_after(&after, upto);
-    let mut rows = Vec::new();
-    loop {
-        let r = read_rows(
-            t,
-            database,
-            keys,
-            after,
-            RangeOption::new(b.clone(), e.clone()),
-        )?;
-        let more = r.more;
-        if let Some(last) = r.kvs.last() {
-            b = last.key.clone();
-            b.push(0);
-        }
-        rows.extend(r.kvs.into_iter().map(|kv| (kv.key, kv.value)));
-        if !more {
-            return group(keys, rows.into_iter());
-        }
-    }
+    read_chunks(keys, after, upto, 0, |range| {
+        read_rows(t, database, keys, after, range)
+    })
 }
 
 /// Like [`read_after`], in as many short store transactions as the range
@@ -116,14 +99,28 @@ pub(crate) fn read_all(
     after: Versionstamp,
     upto: Version,
 ) -> Result<Vec<(Versionstamp, LogRecord)>> {
+    read_chunks(keys, after, upto, ROWS_PER_READ, |range| {
+        inner.run("changes", |t| {
+            read_rows(t, database, keys, after, range.clone())
+        })
+    })
+}
+
+/// The one paginated reader of the log: `read` answers one range (of at
+/// most `limit` rows, 0 = as many as the store returns at once); chunks
+/// continue after the last key until the range is exhausted.
+fn read_chunks(
+    keys: &DbKeys,
+    after: Versionstamp,
+    upto: Version,
+    limit: usize,
+    mut read: impl FnMut(RangeOption) -> Result<RangeResult>,
+) -> Result<Vec<(Versionstamp, LogRecord)>> {
     let (mut b, e) = keys.log_after(&after, upto);
     let mut rows = Vec::new();
     loop {
-        let range = RangeOption::new(b.clone(), e.clone()).limit(ROWS_PER_READ);
-        let r = inner.run("changes", |t| {
-            read_rows(t, database, keys, after, range.clone())
-        })?;
-        let done = !r.more && r.kvs.len() < ROWS_PER_READ;
+        let r = read(RangeOption::new(b.clone(), e.clone()).limit(limit))?;
+        let done = !r.more && (limit == 0 || r.kvs.len() < limit);
         if let Some(last) = r.kvs.last() {
             b = last.key.clone();
             b.push(0);

@@ -353,20 +353,8 @@ pub(crate) fn commit_group(
         let outcome = attempt_commit(&inner, path, snapshot, &members);
         drop(members);
         match outcome {
-            Ok(Attempt::Committed(vs)) | Ok(Attempt::Landed(vs)) => {
-                if matches!(outcome, Ok(Attempt::Landed(_))) {
-                    inner.recovered_unknown.fetch_add(1, Ordering::Relaxed);
-                    info!(commit = %vs, "earlier attempt had landed after an unknown result");
-                }
-                inner.commits.fetch_add(1, Ordering::Relaxed);
-                for (txn, plan) in txns.iter_mut().zip(&plans) {
-                    finish(txn, plan, vs);
-                }
-                return Ok(Committed {
-                    version: vs.version(),
-                    versionstamp: Some(vs),
-                });
-            }
+            Ok(Attempt::Committed(vs)) => return Ok(succeeded(&inner, txns, &plans, vs, false)),
+            Ok(Attempt::Landed(vs)) => return Ok(succeeded(&inner, txns, &plans, vs, true)),
             Err(e) => {
                 let retry = matches!(&e, Error::Kv(k) if k.is_retryable() && !k.is_conflict())
                     && attempt < inner.opts.max_retries;
@@ -395,18 +383,7 @@ pub(crate) fn commit_group(
                     return Err(conflict_error(&names, snapshot, e));
                 }
                 match fence(&inner, &first_keys, &token) {
-                    Ok(Some(vs)) => {
-                        inner.recovered_unknown.fetch_add(1, Ordering::Relaxed);
-                        inner.commits.fetch_add(1, Ordering::Relaxed);
-                        info!(commit = %vs, "earlier attempt had landed after an unknown result");
-                        for (txn, plan) in txns.iter_mut().zip(&plans) {
-                            finish(txn, plan, vs);
-                        }
-                        return Ok(Committed {
-                            version: vs.version(),
-                            versionstamp: Some(vs),
-                        });
-                    }
+                    Ok(Some(vs)) => return Ok(succeeded(&inner, txns, &plans, vs, true)),
                     Ok(None) => {
                         debug!(error = %e, "earlier attempt fenced: definitely not committed");
                         if e.is_conflict() || e.is_maybe_committed() {
@@ -426,6 +403,29 @@ pub(crate) fn commit_group(
                 }
             }
         }
+    }
+}
+
+/// The group committed as `vs` (by this attempt, or by an earlier one whose
+/// result was unknown: `recovered`): counters, cache, large commits' index.
+fn succeeded(
+    inner: &crate::store::Inner,
+    txns: &mut [&mut Transaction],
+    plans: &[Plan],
+    vs: Versionstamp,
+    recovered: bool,
+) -> Committed {
+    if recovered {
+        inner.recovered_unknown.fetch_add(1, Ordering::Relaxed);
+        info!(commit = %vs, "earlier attempt had landed after an unknown result");
+    }
+    inner.commits.fetch_add(1, Ordering::Relaxed);
+    for (txn, plan) in txns.iter_mut().zip(plans) {
+        finish(txn, plan, vs);
+    }
+    Committed {
+        version: vs.version(),
+        versionstamp: Some(vs),
     }
 }
 
