@@ -14,101 +14,17 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::{cdylib, in_ci, target_dir, unavailable};
 
 /// Longest a child process may run before the test kills it and fails.
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// apsw pinned to a release with CPython 3.11 x86_64 manylinux wheels.
 const APSW: &str = "apsw==3.54.1.0";
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Outside CI a missing tool skips the test (one line); in CI it fails.
-fn unavailable(what: &str) {
-    if in_ci() {
-        panic!("CI=true but {what}");
-    }
-    eprintln!("SKIP: {what}");
-}
-
-/// The target directory this test binary was built into
-/// (`<target>/<profile>/deps/extension-…`), so `CARGO_TARGET_DIR` is
-/// honoured.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    exe.ancestors()
-        .nth(3)
-        .unwrap_or_else(|| panic!("unexpected test binary path {}", exe.display()))
-        .to_path_buf()
-}
-
-/// `target/release/libfdbvfs.so`, built (once per test process) by
-/// `cargo build --release --lib` unless it is newer than every source file
-/// of the workspace. (`cargo test` builds the cdylib into `deps/` with the
-/// dev-dependency feature set and does not copy it up; an unconditional
-/// nested `cargo build` would then relink it on every run, and the next
-/// `cargo test` would relink it back.)
-fn cdylib() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let target = target_dir();
-        let lib = target.join("release").join("libfdbvfs.so");
-        let built = std::fs::metadata(&lib).and_then(|m| m.modified()).ok();
-        if built.is_some_and(|b| newest_source().is_some_and(|s| s <= b)) {
-            return lib;
-        }
-        let t0 = Instant::now();
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--lib", "--manifest-path"])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-            .env("CARGO_TARGET_DIR", &target)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("running cargo build: {e}"));
-        assert!(
-            out.status.success(),
-            "cargo build --release --lib failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(lib.is_file(), "{} was not built", lib.display());
-        eprintln!(
-            "built {} in {:.1}s",
-            lib.display(),
-            t0.elapsed().as_secs_f64()
-        );
-        lib
-    })
-}
-
-/// The newest modification time of the sources the cdylib is built from:
-/// the manifests, the lock file, and `src/` of the root package and its
-/// path dependencies (`None`: a file could not be read; rebuild).
-fn newest_source() -> Option<std::time::SystemTime> {
-    fn walk(p: &Path, newest: &mut std::time::SystemTime) -> std::io::Result<()> {
-        let m = std::fs::metadata(p)?;
-        if m.is_dir() {
-            for e in std::fs::read_dir(p)? {
-                walk(&e?.path(), newest)?;
-            }
-        } else {
-            *newest = (*newest).max(m.modified()?);
-        }
-        Ok(())
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    walk(&root.join("Cargo.lock"), &mut newest).ok()?;
-    for pkg in [".", "vfs", "pagestore"] {
-        walk(&root.join(pkg).join("Cargo.toml"), &mut newest).ok()?;
-        walk(&root.join(pkg).join("src"), &mut newest).ok()?;
-    }
-    Some(newest)
-}
 
 /// The library path as `.load` takes it: without the `.so`, so SQLite
 /// derives the entry point `sqlite3_fdbvfs_init` from the name.

@@ -22,6 +22,8 @@
 //! See docs/testing.md.
 
 mod common;
+mod support;
+use support::{in_ci, newest_source};
 
 #[path = "history_check/checker.rs"]
 #[allow(dead_code)]
@@ -409,10 +411,6 @@ fn history_child() {
     workload::child_main();
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
 /// `target/release/libfdbvfs.so` for the Python worker, built by
 /// `cargo build --release --lib` unless it is newer than every source file
 /// (as tests/extension.rs does); `None` (with a note) when it cannot be
@@ -448,30 +446,6 @@ fn cdylib() -> Option<PathBuf> {
             None
         }
     }
-}
-
-/// The newest modification time of the sources the cdylib is built from
-/// (`None`: a file could not be read; rebuild).
-fn newest_source() -> Option<std::time::SystemTime> {
-    fn walk(p: &Path, newest: &mut std::time::SystemTime) -> std::io::Result<()> {
-        let m = std::fs::metadata(p)?;
-        if m.is_dir() {
-            for e in std::fs::read_dir(p)? {
-                walk(&e?.path(), newest)?;
-            }
-        } else {
-            *newest = (*newest).max(m.modified()?);
-        }
-        Ok(())
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    walk(&root.join("Cargo.lock"), &mut newest).ok()?;
-    for pkg in [".", "vfs", "pagestore"] {
-        walk(&root.join(pkg).join("Cargo.toml"), &mut newest).ok()?;
-        walk(&root.join(pkg).join("src"), &mut newest).ok()?;
-    }
-    Some(newest)
 }
 
 fn print(label: &str, r: &RunResult) {

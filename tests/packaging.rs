@@ -31,6 +31,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod support;
+use support::{in_ci, target_dir, unavailable};
+
 /// Longest a build or install step may take (cargo may first wait for
 /// another build's lock on the shared target directory).
 const BUILD_DEADLINE: Duration = Duration::from_secs(1200);
@@ -43,31 +46,8 @@ const PROMETHEUS_CLIENT: &str = "prometheus_client>=0.20,<1";
 /// better-sqlite3 13 needs Node 22; 12 works with Debian 12's Node 20.
 const BETTER_SQLITE3: &str = "better-sqlite3@12";
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Outside CI a missing tool skips the test (one line); in CI it fails.
-fn unavailable(what: &str) {
-    if in_ci() {
-        panic!("CI=true but {what}");
-    }
-    eprintln!("SKIP: {what}");
-}
-
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The target directory this test binary was built into
-/// (`<target>/<profile>/deps/packaging-…`), so `CARGO_TARGET_DIR` is
-/// honoured by the nested builds.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    exe.ancestors()
-        .nth(3)
-        .unwrap_or_else(|| panic!("unexpected test binary path {}", exe.display()))
-        .to_path_buf()
 }
 
 /// `<target>/packaging/NAME`.

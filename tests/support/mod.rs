@@ -92,7 +92,7 @@ pub fn cdylib() -> &'static Path {
     })
 }
 
-fn newest_source() -> Option<std::time::SystemTime> {
+pub fn newest_source() -> Option<std::time::SystemTime> {
     fn walk(p: &Path, newest: &mut std::time::SystemTime) -> std::io::Result<()> {
         let m = std::fs::metadata(p)?;
         if m.is_dir() {
