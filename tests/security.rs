@@ -3,22 +3,13 @@
 //! `pagestore/tests/security.rs`.
 #![cfg(unix)]
 
+mod common;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
 
-fn open_uri(uri: &str) -> (Result<Connection, rusqlite::Error>, Option<String>) {
-    let _ = vfs::register_linked();
-    let _ = vfs::take_last_error();
-    let r = Connection::open_with_flags(
-        uri,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_URI,
-    );
-    (r, vfs::take_last_error())
-}
+use common::open_uri;
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().mode() & 0o777

@@ -4,20 +4,8 @@
 mod common;
 
 use proptest::prelude::*;
-use rusqlite::{Connection, OpenFlags};
 
-fn open_uri(uri: &str) -> (Result<Connection, rusqlite::Error>, Option<String>) {
-    // Registration happens with the first Store::open; make sure it did.
-    let _ = vfs::register_linked();
-    let _ = vfs::take_last_error();
-    let r = Connection::open_with_flags(
-        uri,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_URI,
-    );
-    (r, vfs::take_last_error())
-}
+use common::open_uri;
 
 #[test]
 fn unknown_uri_parameter_is_named() {

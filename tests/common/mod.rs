@@ -97,3 +97,25 @@ pub fn init_tracing() {
             .try_init();
     }
 }
+
+/// Opens `uri` (read-write, create, URI) through the linked SQLite and
+/// returns the result with the VFS's last error message, so a test can
+/// check what an application would be told.
+pub fn open_uri(
+    uri: &str,
+) -> (
+    Result<rusqlite::Connection, rusqlite::Error>,
+    Option<String>,
+) {
+    use rusqlite::OpenFlags;
+    // Registration happens with the first Store::open; make sure it did.
+    let _ = vfs::register_linked();
+    let _ = vfs::take_last_error();
+    let r = rusqlite::Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI,
+    );
+    (r, vfs::take_last_error())
+}
