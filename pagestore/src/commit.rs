@@ -306,7 +306,13 @@ pub(crate) fn commit_group(
     // The change-log record goes into the final commit whatever the
     // transaction's size: refuse (before uploading anything) a record that
     // would not fit one FoundationDB transaction.
-    let record_bytes: usize = plans.iter().map(|p| p.record.encode().len()).sum();
+    // (Only large members can have a big record: an inline one holds at
+    // most `inline_commit_bytes` of pages.)
+    let record_bytes: usize = plans
+        .iter()
+        .filter(|p| p.large)
+        .map(|p| p.record.encode().len())
+        .sum();
     if record_bytes > MAX_RECORD_BYTES {
         return Err(Error::TooLarge(format!(
             "the transaction changes too many scattered pages: its change-log record would be {record_bytes} bytes (at most {MAX_RECORD_BYTES}); commit it in parts"

@@ -187,12 +187,7 @@ fn gc_one(store: &PageStore, id: u64, meta: &DbMeta, dry_run: bool) -> Result<Gc
     failpoint!("gc::after_pages");
     collect_metadata(store, &keys, horizon, &pins, latest, dry_run, &mut report)?;
     if !dry_run {
-        let add = |i: usize, n: u64| inner.gc[i].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        add(0, 1);
-        add(1, report.page_versions);
-        add(2, report.page_bytes);
-        add(3, report.metadata_keys);
-        add(4, report.transactions);
+        inner.gc.add(&report);
     }
     info!(database = %meta.name, horizon, removed = report.page_versions,
         bytes = report.page_bytes, dry_run, "gc pass");

@@ -71,6 +71,40 @@ pub struct StoreStats {
     pub gc: GcTotals,
 }
 
+/// The live counters behind [`GcTotals`].
+#[derive(Debug, Default)]
+pub(crate) struct GcCounters {
+    passes: AtomicU64,
+    page_versions: AtomicU64,
+    page_bytes: AtomicU64,
+    metadata_keys: AtomicU64,
+    transactions: AtomicU64,
+}
+
+impl GcCounters {
+    /// Adds one finished pass.
+    pub(crate) fn add(&self, r: &crate::GcReport) {
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        self.page_versions
+            .fetch_add(r.page_versions, Ordering::Relaxed);
+        self.page_bytes.fetch_add(r.page_bytes, Ordering::Relaxed);
+        self.metadata_keys
+            .fetch_add(r.metadata_keys, Ordering::Relaxed);
+        self.transactions
+            .fetch_add(r.transactions, Ordering::Relaxed);
+    }
+
+    fn totals(&self) -> GcTotals {
+        GcTotals {
+            passes: self.passes.load(Ordering::Relaxed),
+            page_versions: self.page_versions.load(Ordering::Relaxed),
+            page_bytes: self.page_bytes.load(Ordering::Relaxed),
+            metadata_keys: self.metadata_keys.load(Ordering::Relaxed),
+            transactions: self.transactions.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// GC progress of one process: sums over the passes it ran (dry runs
 /// excluded).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,8 +130,7 @@ pub(crate) struct Inner {
     pub conflicts: AtomicU64,
     pub recovered_unknown: AtomicU64,
     pub retries: AtomicU64,
-    /// GC totals: passes, page versions, page bytes, metadata keys, transactions.
-    pub gc: [AtomicU64; 5],
+    pub gc: GcCounters,
 }
 
 /// Versioned page storage; cheap to clone and share between threads.
@@ -179,16 +212,7 @@ impl PageStore {
             conflicts: self.inner.conflicts.load(Ordering::Relaxed),
             recovered_unknown: self.inner.recovered_unknown.load(Ordering::Relaxed),
             retries: self.inner.retries.load(Ordering::Relaxed),
-            gc: {
-                let g = |i: usize| self.inner.gc[i].load(Ordering::Relaxed);
-                GcTotals {
-                    passes: g(0),
-                    page_versions: g(1),
-                    page_bytes: g(2),
-                    metadata_keys: g(3),
-                    transactions: g(4),
-                }
-            },
+            gc: self.inner.gc.totals(),
         }
     }
 }
