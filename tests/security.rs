@@ -8,7 +8,6 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-
 use common::open_uri;
 
 fn mode(p: &Path) -> u32 {
