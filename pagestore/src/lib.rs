@@ -10,6 +10,7 @@ mod failpoints;
 pub mod clock;
 pub mod keys;
 pub mod kv;
+pub mod sync;
 
 mod cache;
 mod catalog;

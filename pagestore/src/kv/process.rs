@@ -63,7 +63,7 @@
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 
 use crate::kv::{Kv, KvError, KvMetrics, KvResult, KvTxn};
 
@@ -365,7 +365,7 @@ static REGISTRATIONS: AtomicUsize = AtomicUsize::new(0);
 const MAX_REGISTRATIONS: usize = 10_000;
 
 fn hooks() -> MutexGuard<'static, Hooks> {
-    HOOKS.lock().unwrap_or_else(PoisonError::into_inner)
+    crate::sync::lock(&HOOKS)
 }
 
 /// Runs `hook` once at process exit, before the exit handlers registered

@@ -24,9 +24,10 @@ use super::atomic;
 use super::faults::{LateDelivery, ModelCounters, UnknownOutcome};
 use super::ranges::{normalize, single_key_range, KeyRange};
 use super::writes::Mutation;
-use super::{lock, read_history, write, Inner};
+use super::Inner;
 use crate::kv::limits::{MAX_KEY_SIZE, MAX_VALUE_SIZE, MVCC_WINDOW_MICROS};
 use crate::kv::{CommitInfo, KvError, KvResult, MutationType, Version, Versionstamp};
+use crate::sync::{lock, read, write};
 
 use super::conflicts::RecentWrites;
 
@@ -341,7 +342,7 @@ impl Inner {
         let stamp = Versionstamp::new(version, order);
         let writes = write_ranges(&req.mutations, req.explicit_writes);
         let mutations = resolve(req.mutations, &stamp)?;
-        let clear_budget = read_history(&self.history).clear_range_budget();
+        let clear_budget = read(&self.history).clear_range_budget();
         self.durable
             .commit(version, &mutations, clear_budget, |before, lost| {
                 write(&self.history).record(version, before, lost);

@@ -142,17 +142,11 @@ impl FaultInjector {
     }
 
     pub(crate) fn get(&self) -> Faults {
-        *self
-            .faults
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        *crate::sync::read(&self.faults)
     }
 
     pub(crate) fn set(&self, faults: Faults) {
-        *self
-            .faults
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = faults;
+        *crate::sync::write(&self.faults) = faults;
     }
 
     /// Sleeps the injected latency of one round trip.

@@ -60,13 +60,14 @@ mod view;
 mod writes;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tracing::debug;
 
 use crate::clock::{Clock, SystemClock};
 use crate::kv::counters::Counters;
 use crate::kv::{Kv, KvMetrics, KvResult, KvTxn, Version};
+use crate::sync::lock;
 
 pub use commit::LateOutcome;
 pub use faults::{Faults, LateDelivery, ModelCounts};
@@ -164,22 +165,6 @@ pub(crate) struct Inner {
     counters: Counters,
     /// What the FDB model did (batch joins, late commits).
     model: ModelCounters,
-}
-
-/// Locks a mutex, recovering from poisoning (our critical sections leave
-/// the data consistent at every step that can fail).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Read-locks the history, recovering from poisoning.
-pub(crate) fn read_history(h: &RwLock<History>) -> std::sync::RwLockReadGuard<'_, History> {
-    h.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Write-locks an RwLock, recovering from poisoning.
-pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Inner {

@@ -26,7 +26,7 @@
 //! (chosen, being written to disk, not yet visible). A read version handed
 //! out while a new (non-joining) commit is in flight is just below it.
 
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::kv::{KvError, KvResult, Version};
@@ -79,11 +79,11 @@ impl Versions {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     fn wait<'a>(&self, s: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.visible.wait(s).unwrap_or_else(PoisonError::into_inner)
+        crate::sync::wait(&self.visible, s)
     }
 
     /// The newest visible commit version.
@@ -134,10 +134,7 @@ impl Versions {
                             format!("read version {version} waits for commit {v}"),
                         ));
                     }
-                    s = match self.visible.wait_timeout(s, left) {
-                        Ok((g, _)) => g,
-                        Err(p) => p.into_inner().0,
-                    };
+                    s = crate::sync::wait_timeout(&self.visible, s, left);
                 }
                 _ => {
                     s.floor = s.floor.max(version);

@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 use std::iter::Peekable;
-use std::sync::{PoisonError, RwLock};
+use std::sync::RwLock;
 
 use super::durable::{Rows, Snapshot};
 use super::mvcc::{History, TooOld};
@@ -30,7 +30,7 @@ impl<'a> View<'a> {
     }
 
     fn history(&self) -> std::sync::RwLockReadGuard<'_, History> {
-        self.history.read().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::read(self.history)
     }
 
     /// 1007 for a read whose history was dropped (see [`super::mvcc`]).

@@ -104,7 +104,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,7 @@ use foundationdb::Database;
 
 use crate::kv::process;
 use crate::kv::{KvError, KvResult};
+use crate::sync::lock;
 
 /// FDB's `network_cannot_be_restarted`.
 pub(super) const NETWORK_CANNOT_BE_RESTARTED: i32 = 2025;
@@ -150,13 +151,6 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 /// One database handle per cluster file (`None` = FDB's default resolution).
 static DATABASES: LazyLock<Mutex<HashMap<Option<PathBuf>, Arc<Database>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// Locks a mutex, recovering it if a panicking thread poisoned it (the
-/// guarded data stays consistent: every critical section is a single
-/// insert/take).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Boots the API and the network thread unless already done; fails if the
 /// boot failed before, the network was shut down, or it belongs to the

@@ -16,7 +16,7 @@ use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::debug;
@@ -38,6 +38,7 @@ use crate::kv::{
     CommitInfo, ConflictKind, KvError, KvMetrics, KvResult, KvTxn, MutationType, RangeOption,
     RangeResult, ReadRequest, ReadResult, Version,
 };
+use crate::sync::lock;
 
 /// How long a client waits for one answer before giving up with 1510.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -108,10 +109,6 @@ impl Drop for Client {
             process::leak(std::mem::take(&mut *lock(&self.pool)));
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One connection to the server.

@@ -106,7 +106,7 @@ mod server;
 mod shared;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
@@ -170,7 +170,7 @@ impl Backend {
 pub(crate) type Owned = MutexGuard<'static, Vec<(PathBuf, Arc<EmbeddedKv>)>>;
 
 pub(crate) fn lock_owned() -> Owned {
-    let mut owned = OWNED.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut owned = crate::sync::lock(&OWNED);
     // In a forked child the stores are the parent's: leak them (never
     // reuse nor drop them; see `kv::process`), so this process opens anew.
     let pid = crate::kv::process::pid();

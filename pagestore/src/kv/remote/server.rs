@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,7 @@ use super::protocol::{
     Incoming, Op, Reply, Request, Response, WireError, WireRead, PROTOCOL_VERSION,
 };
 use crate::kv::{ConflictKind, Kv, KvError, KvResult, KvTxn, RangeOption, ReadRequest};
+use crate::sync::lock;
 
 /// Serves a store on a Unix domain socket until shut down or dropped.
 ///
@@ -59,10 +60,6 @@ struct ServerShared {
     /// Open connections (clones of their streams), to close at shutdown.
     conns: Mutex<HashMap<u64, UnixStream>>,
     limits: ServerLimits,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn io_error(what: String, e: std::io::Error) -> KvError {

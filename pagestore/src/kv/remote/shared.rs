@@ -46,7 +46,7 @@ use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use tracing::{debug, info, warn};
 
@@ -57,6 +57,7 @@ use crate::kv::{
     CommitInfo, ConflictKind, Kv, KvError, KvMetrics, KvResult, KvTxn, MutationType, RangeOption,
     RangeResult, ReadRequest, ReadResult, Version,
 };
+use crate::sync::{lock, read, write};
 
 /// A store directory shared with other processes, which keeps working when
 /// the process that owns the directory exits (see the module
@@ -107,10 +108,6 @@ struct Slot {
     /// Read versions below this one are refused (1007): the current
     /// backend cannot serve them exactly (0 before any failover).
     floor: Version,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn add(a: KvMetrics, b: KvMetrics) -> KvMetrics {
@@ -196,7 +193,7 @@ impl Drop for SharedKv {
 
 impl Inner {
     fn current(&self) -> (Backend, u64) {
-        let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
+        let slot = read(&self.slot);
         (slot.current.backend.clone(), slot.generation)
     }
 
@@ -245,7 +242,7 @@ impl Inner {
         };
         let generation = {
             let mut retired = lock(&self.retired);
-            let mut slot = self.slot.write().unwrap_or_else(PoisonError::into_inner);
+            let mut slot = write(&self.slot);
             let old = std::mem::replace(
                 &mut slot.current,
                 Counted {
@@ -353,11 +350,7 @@ impl Kv for SharedKv {
             }
         }
         let (backend, floor) = {
-            let slot = self
-                .inner
-                .slot
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let slot = read(&self.inner.slot);
             (slot.current.backend.clone(), slot.floor)
         };
         let txn = backend.kv().begin()?;
@@ -376,11 +369,7 @@ impl Kv for SharedKv {
     /// every process's).
     fn metrics(&self) -> KvMetrics {
         let retired = lock(&self.inner.retired);
-        let slot = self
-            .inner
-            .slot
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let slot = read(&self.inner.slot);
         retired
             .iter()
             .map(Counted::metrics)
