@@ -35,6 +35,7 @@
 //! conflict; if even the fence cannot run, the caller gets the unknown
 //! result, never a conflict.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
@@ -48,7 +49,7 @@ use crate::kv::{
     ConflictKind, KvError, KvTxn, MutationType, RangeOption, ReadRequest, ReadResult, Version,
     Versionstamp, INCOMPLETE_VERSIONSTAMP,
 };
-use crate::store::backoff;
+use crate::retry::{self, Backoff, Pause};
 use crate::txn::{Committed, Dirty, Transaction, READ_VERSION_REUSE};
 use crate::upload;
 
@@ -244,6 +245,18 @@ enum Path {
     Slow { after_unknown: bool },
 }
 
+impl Path {
+    /// An earlier attempt's result was unknown: it may still land.
+    fn after_unknown(self) -> bool {
+        matches!(
+            self,
+            Path::Slow {
+                after_unknown: true
+            }
+        )
+    }
+}
+
 /// Largest change-log record (all members of a group): well under FDB's
 /// 10 MB with the rest of the final commit (conflict ranges, markers).
 const MAX_RECORD_BYTES: usize = 4_000_000;
@@ -328,84 +341,79 @@ pub(crate) fn commit_group(
         t.snapshot == snapshot
             && matches!(t.rv, Some((rv, at)) if rv == t.snapshot && at.elapsed() < READ_VERSION_REUSE)
     });
-    let mut path = if fresh {
+    let path = Cell::new(if fresh {
         Path::Fast
     } else {
         Path::Slow {
             after_unknown: false,
         }
-    };
-    let mut attempt = 0u32;
-    loop {
-        let members: Vec<(&Transaction, &Plan, bool)> = txns
-            .iter()
-            .map(|t| &**t)
-            .zip(&plans)
-            .map(|(t, p)| (t, p, true))
-            .chain(
-                readers
-                    .iter()
-                    .copied()
-                    .zip(&reader_plans)
-                    .map(|(t, p)| (t, p, false)),
-            )
-            .collect();
-        let after_unknown = matches!(
-            path,
-            Path::Slow {
-                after_unknown: true
+    });
+    let outcome = retry::run(
+        &Backoff::store(inner.opts.max_retries),
+        |e: &Error| matches!(e, Error::Kv(k) if k.is_retryable() && !k.is_conflict()),
+        |e, attempt| {
+            inner.retries.fetch_add(1, Ordering::Relaxed);
+            let after_unknown = path.get().after_unknown() || e.is_maybe_committed();
+            debug!(error = %e, attempt, after_unknown, "commit retried on the slow path");
+            path.set(Path::Slow { after_unknown });
+            if matches!(e, Error::Kv(k) if k.is_too_old()) {
+                Pause::Skip
+            } else {
+                Pause::Backoff
             }
-        );
-        let outcome = attempt_commit(&inner, path, snapshot, &members);
-        drop(members);
-        match outcome {
-            Ok(Attempt::Committed(vs)) => return Ok(succeeded(&inner, txns, &plans, vs, false)),
-            Ok(Attempt::Landed(vs)) => return Ok(succeeded(&inner, txns, &plans, vs, true)),
-            Err(e) => {
-                let retry = matches!(&e, Error::Kv(k) if k.is_retryable() && !k.is_conflict())
-                    && attempt < inner.opts.max_retries;
-                if retry {
-                    attempt += 1;
-                    inner.retries.fetch_add(1, Ordering::Relaxed);
-                    let after_unknown = after_unknown || e.is_maybe_committed();
-                    debug!(error = %e, attempt, after_unknown, "commit retried on the slow path");
-                    path = Path::Slow { after_unknown };
-                    if !matches!(&e, Error::Kv(k) if k.is_too_old()) {
-                        backoff(attempt);
-                    }
-                    continue;
-                }
-                if !after_unknown && !e.is_maybe_committed() {
-                    if e.is_conflict() {
+        },
+        |_| {
+            let members: Vec<(&Transaction, &Plan, bool)> = txns
+                .iter()
+                .map(|t| &**t)
+                .zip(&plans)
+                .map(|(t, p)| (t, p, true))
+                .chain(
+                    readers
+                        .iter()
+                        .copied()
+                        .zip(&reader_plans)
+                        .map(|(t, p)| (t, p, false)),
+                )
+                .collect();
+            attempt_commit(&inner, path.get(), snapshot, &members)
+        },
+    );
+    let after_unknown = path.get().after_unknown();
+    match outcome {
+        Ok(Attempt::Committed(vs)) => Ok(succeeded(&inner, txns, &plans, vs, false)),
+        Ok(Attempt::Landed(vs)) => Ok(succeeded(&inner, txns, &plans, vs, true)),
+        Err(e) if !after_unknown && !e.is_maybe_committed() => {
+            if e.is_conflict() {
+                inner.conflicts.fetch_add(1, Ordering::Relaxed);
+                return Err(conflict_error(&names, snapshot, e));
+            }
+            Err(e)
+        }
+        Err(e) => {
+            // An earlier attempt's result was unknown and it may still
+            // land: only a fenced token makes "not committed" true.
+            if planted!("plant::unknown_as_conflict") {
+                inner.conflicts.fetch_add(1, Ordering::Relaxed);
+                return Err(conflict_error(&names, snapshot, e));
+            }
+            match fence(&inner, &first_keys, &token) {
+                Ok(Some(vs)) => Ok(succeeded(&inner, txns, &plans, vs, true)),
+                Ok(None) => {
+                    debug!(error = %e, "earlier attempt fenced: definitely not committed");
+                    if e.is_conflict() || e.is_maybe_committed() {
                         inner.conflicts.fetch_add(1, Ordering::Relaxed);
                         return Err(conflict_error(&names, snapshot, e));
                     }
-                    return Err(e);
+                    Err(e)
                 }
-                // An earlier attempt's result was unknown and it may still
-                // land: only a fenced token makes "not committed" true.
-                if planted!("plant::unknown_as_conflict") {
-                    inner.conflicts.fetch_add(1, Ordering::Relaxed);
-                    return Err(conflict_error(&names, snapshot, e));
-                }
-                match fence(&inner, &first_keys, &token) {
-                    Ok(Some(vs)) => return Ok(succeeded(&inner, txns, &plans, vs, true)),
-                    Ok(None) => {
-                        debug!(error = %e, "earlier attempt fenced: definitely not committed");
-                        if e.is_conflict() || e.is_maybe_committed() {
-                            inner.conflicts.fetch_add(1, Ordering::Relaxed);
-                            return Err(conflict_error(&names, snapshot, e));
-                        }
-                        return Err(e);
-                    }
-                    Err(fence_err) => {
-                        tracing::warn!(error = %e, fence = %fence_err,
-                            "could not fence a commit after an unknown result; its outcome stays unknown");
-                        return Err(Error::Kv(KvError::new(
-                            KvError::COMMIT_UNKNOWN_RESULT,
-                            format!("the commit may or may not have been applied ({e}; fencing it failed: {fence_err})"),
-                        )));
-                    }
+                Err(fence_err) => {
+                    tracing::warn!(error = %e, fence = %fence_err,
+                        "could not fence a commit after an unknown result; its outcome stays unknown");
+                    Err(Error::Kv(KvError::new(
+                        KvError::COMMIT_UNKNOWN_RESULT,
+                        format!("the commit may or may not have been applied ({e}; fencing it failed: {fence_err})"),
+                    )))
                 }
             }
         }

@@ -22,6 +22,7 @@ mod error;
 mod gc;
 mod history;
 mod rename;
+pub mod retry;
 mod store;
 mod txn;
 mod upload;

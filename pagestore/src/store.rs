@@ -4,8 +4,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
 use tracing::debug;
 
 use crate::cache::{CacheStats, PageCache};
@@ -13,6 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::keys::Keyspace;
 use crate::kv::{Kv, KvMetrics, KvTxn};
+use crate::retry::{self, Backoff, Failed, Pause};
 
 /// Options of a [`PageStore`].
 #[derive(Clone, Debug)]
@@ -222,31 +221,29 @@ impl Inner {
     /// exponential backoff like FDB's `run`. `f` must be idempotent: after
     /// `commit_unknown_result` it runs again and must detect its own work.
     pub fn run<T>(&self, what: &str, mut f: impl FnMut(&mut dyn KvTxn) -> Result<T>) -> Result<T> {
-        let mut attempt = 0u32;
-        loop {
-            let mut txn = self.kv.begin()?;
-            let out = f(txn.as_mut()).and_then(|v| txn.commit().map(|_| v).map_err(Error::from));
-            match out {
-                Ok(v) => return Ok(v),
-                Err(Error::Kv(e)) if e.is_retryable() && attempt < self.opts.max_retries => {
-                    attempt += 1;
-                    self.retries.fetch_add(1, Ordering::Relaxed);
+        let out = retry::run(
+            &Backoff::store(self.opts.max_retries),
+            // A failure to begin is never retried.
+            |e: &Failed<Error>| matches!(e.body(), Some(Error::Kv(k)) if k.is_retryable()),
+            |e, attempt| {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                if let Some(Error::Kv(e)) = e.body() {
                     debug!(
                         op = what,
                         code = e.code,
                         attempt,
                         "retrying store transaction"
                     );
-                    backoff(attempt);
                 }
-                Err(e) => return Err(e),
-            }
-        }
+                Pause::Backoff
+            },
+            |_| {
+                let mut txn = self.kv.begin().map_err(|e| Failed::Setup(e.into()))?;
+                f(txn.as_mut())
+                    .and_then(|v| txn.commit().map(|_| v).map_err(Error::from))
+                    .map_err(Failed::Body)
+            },
+        );
+        out.map_err(Failed::into_inner)
     }
-}
-
-/// Sleeps 1, 2, 4 … ms, capped at 100 ms, like FDB's `on_error`.
-pub(crate) fn backoff(attempt: u32) {
-    let ms = 1u64 << attempt.min(7);
-    std::thread::sleep(Duration::from_millis(ms.min(100)));
 }

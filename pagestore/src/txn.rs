@@ -13,6 +13,7 @@ use crate::encoding::PageValue;
 use crate::error::{Error, Result};
 use crate::keys::Token;
 use crate::kv::{KvTxn, RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
+use crate::retry::{self, Backoff, Failed, Pause};
 use crate::upload;
 
 /// A read version younger than this is reused for store reads instead of
@@ -386,26 +387,37 @@ impl Transaction {
         &mut self,
         mut f: impl FnMut(&mut dyn KvTxn) -> crate::kv::KvResult<T>,
     ) -> Result<T> {
-        let kv = &self.db.store.inner.kv;
-        for attempt in 0..3 {
-            let mut t = kv.begin()?;
-            match self.rv {
-                Some((rv, at)) if at.elapsed() < READ_VERSION_REUSE => t.set_read_version(rv),
-                _ => {
-                    let rv = t.read_version()?;
-                    self.rv = Some((rv, Instant::now()));
-                }
-            }
-            match f(t.as_mut()) {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable_not_committed() && attempt < 2 => {
+        let kv = self.db.store.inner.kv.clone();
+        let rv = &mut self.rv;
+        let out = retry::run(
+            &Backoff::immediate(2),
+            // Only the read itself is retried, not beginning or taking
+            // a read version.
+            |e: &Failed<crate::kv::KvError>| {
+                e.body().is_some_and(|e| e.is_retryable_not_committed())
+            },
+            |e, _| {
+                if let Some(e) = e.body() {
                     debug!(code = e.code, "read retried with a fresh read version");
-                    self.rv = None;
                 }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Other("store reads kept failing".into()))
+                Pause::Skip
+            },
+            |attempt| {
+                if attempt > 0 {
+                    *rv = None;
+                }
+                let mut t = kv.begin().map_err(Failed::Setup)?;
+                match *rv {
+                    Some((v, at)) if at.elapsed() < READ_VERSION_REUSE => t.set_read_version(v),
+                    _ => {
+                        let v = t.read_version().map_err(Failed::Setup)?;
+                        *rv = Some((v, Instant::now()));
+                    }
+                }
+                f(t.as_mut()).map_err(Failed::Body)
+            },
+        );
+        out.map_err(|e| e.into_inner().into())
     }
 
     /// Writes page `pgno`. All pages of a database have one size: a power of
