@@ -1,4 +1,4 @@
-//! The KV contract suite (`pagestore::kv::contract`) against a real
+//! The KV contract suite (`pagestore/tests/contract`) against a real
 //! FoundationDB cluster. Runs only with `--features fdb` and when
 //! `FDB_CLUSTER_FILE` is set (see docs/running-on-fdb.md); otherwise it
 //! prints `skipped: FDB_CLUSTER_FILE not set`.
@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pagestore::kv::contract;
+mod contract;
+
 use pagestore::kv::fdb::{FdbKv, FdbOptions};
 
 fn configured() -> bool {

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use pagestore::clock::ManualClock;
-use pagestore::kv::contract;
+mod contract;
+
 use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
 use pagestore::kv::Kv;
 

@@ -5,6 +5,8 @@
 //! (the ignored test `helper_process`, driven by environment variables).
 #![cfg(unix)]
 
+mod contract;
+
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -12,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pagestore::clock::ManualClock;
-use pagestore::kv::contract;
 use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
 use pagestore::kv::remote::{
     open_shared, owned, RemoteKv, RemoteServer, LOST_CONNECTION, SOCKET_FILE,

@@ -28,8 +28,8 @@
 
 mod counters;
 mod error;
+mod key_range;
 mod overlay;
-mod ranges;
 mod size;
 mod types;
 
@@ -42,7 +42,6 @@ pub use types::{
 #[cfg(feature = "fdb")]
 pub mod fdb;
 
-pub mod contract;
 pub mod embedded;
 
 #[cfg(unix)]

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use crate::kv::ranges::RangeSet;
+use crate::kv::key_range::RangeSet;
 
 /// Written keys and cleared ranges of one transaction.
 #[derive(Debug)]

@@ -234,8 +234,9 @@ pub fn close_in_forked_children(dir: &Path) {
 }
 
 fn identity(fd: i32) -> Option<(u64, u64)> {
-    // SAFETY: fstat writes into `st`; a closed descriptor just fails.
+    // SAFETY: `stat` is plain old data, for which all zero bytes is valid.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into the live `st`; a closed descriptor just fails.
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return None;
     }
@@ -246,10 +247,13 @@ fn identity(fd: i32) -> Option<(u64, u64)> {
 /// connected (`peer == true`) to.
 fn socket_path(fd: i32, peer: bool) -> Option<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
-    // SAFETY: the kernel fills at most `len` bytes of `addr`.
+    // SAFETY: `sockaddr_un` is plain old data, for which all zero bytes is
+    // valid.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
     let p = (&mut addr as *mut libc::sockaddr_un).cast::<libc::sockaddr>();
+    // SAFETY: `p` points to the live `addr` and `len` is its exact size: the
+    // kernel fills at most `len` bytes.
     let rc = unsafe {
         if peer {
             libc::getpeername(fd, p, &mut len)

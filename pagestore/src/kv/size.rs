@@ -6,8 +6,8 @@
 //! The size counts mutations plus their conflict ranges, as FDB does
 //! (the limit is [`MAX_TRANSACTION_SIZE`](crate::kv::limits::MAX_TRANSACTION_SIZE)).
 
+use crate::kv::key_range::{key_after, KeyRange};
 use crate::kv::limits::MAX_KEY_SIZE;
-use crate::kv::ranges::{key_after, KeyRange};
 use crate::kv::{KvError, KvResult, RangeOption, RangeResult, ReadRequest};
 
 /// Fails with `key_too_large` (2102) for a read of a key over the limit.

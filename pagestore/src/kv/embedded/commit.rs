@@ -21,10 +21,10 @@ use rand::RngExt;
 use tracing::debug;
 
 use super::atomic;
+use super::conflict_ranges::{normalize, single_key_range, KeyRange};
 use super::faults::{LateDelivery, ModelCounters, UnknownOutcome};
-use super::ranges::{normalize, single_key_range, KeyRange};
 use super::writes::Mutation;
-use super::Inner;
+use super::StoreState;
 use crate::kv::limits::{MAX_KEY_SIZE, MAX_VALUE_SIZE, MVCC_WINDOW_MICROS};
 use crate::kv::{CommitInfo, KvError, KvResult, MutationType, Version, Versionstamp};
 use crate::sync::{lock, read, write};
@@ -160,7 +160,7 @@ fn not_committed(message: String) -> KvError {
 /// [`InFlight::published`], it forgets the commit's history entries and
 /// gives the version up.
 struct InFlight<'a> {
-    inner: &'a Inner,
+    store: &'a StoreState,
     version: Version,
     recorded: bool,
     published: bool,
@@ -168,7 +168,7 @@ struct InFlight<'a> {
 
 impl InFlight<'_> {
     fn published(mut self) {
-        self.inner.versions.finish_commit(self.version, true);
+        self.store.versions.finish_commit(self.version, true);
         self.published = true;
     }
 }
@@ -179,9 +179,9 @@ impl Drop for InFlight<'_> {
             return;
         }
         if self.recorded {
-            write(&self.inner.history).forget(self.version);
+            write(&self.store.history).forget(self.version);
         }
-        self.inner.versions.finish_commit(self.version, false);
+        self.store.versions.finish_commit(self.version, false);
     }
 }
 
@@ -194,7 +194,7 @@ enum Refusal {
     },
 }
 
-impl Inner {
+impl StoreState {
     /// One commit round trip.
     pub(crate) fn commit(&self, mut req: CommitRequest) -> KvResult<CommitInfo> {
         self.faults.commit_round_trip_latency();
@@ -334,7 +334,7 @@ impl Inner {
         // Gives the version up if anything below fails or panics, so that
         // read versions waiting for it never hang.
         let mut in_flight = InFlight {
-            inner: self,
+            store: self,
             version,
             recorded: false,
             published: false,
@@ -428,7 +428,7 @@ impl Inner {
         out
     }
 
-    /// [`Inner::deliver_late`] under the commit lock, for tests.
+    /// [`StoreState::deliver_late`] under the commit lock, for tests.
     pub(crate) fn deliver_late_now(&self) -> LateOutcome {
         let mut recent = lock(&self.recent);
         let now = self.clock.now_micros();

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::ranges::{intersects, KeyRange};
+use super::conflict_ranges::{intersects, KeyRange};
 use crate::kv::Version;
 
 /// Write-conflict ranges of the commits of the last MVCC window.
@@ -64,7 +64,7 @@ impl RecentWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::embedded::ranges::single_key_range;
+    use crate::kv::embedded::conflict_ranges::single_key_range;
 
     fn r(b: &str, e: &str) -> KeyRange {
         (b.as_bytes().to_vec(), e.as_bytes().to_vec())

@@ -28,8 +28,8 @@ use redb::{
 
 use super::access;
 use super::atomic;
+use super::conflict_ranges::KeyRange;
 use super::dir_lock::DirLock;
-use super::ranges::KeyRange;
 use super::writes::Mutation;
 use crate::kv::{KvError, KvResult, Version};
 

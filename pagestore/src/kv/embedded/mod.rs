@@ -36,7 +36,7 @@
 //!   may land on.
 //!
 //! What it does not model is listed by the contract tests
-//! ([`crate::kv::contract`]) that say so.
+//! (`pagestore/tests/contract`, `pagestore/tests/kv_contract.rs`).
 //! * [`dir_lock`]: one process per store directory, with a clear error
 //!   naming the holder.
 //! * [`access`]: the directory is its owner's alone (0700, files 0600,
@@ -48,12 +48,12 @@
 pub(crate) mod access;
 mod atomic;
 mod commit;
+mod conflict_ranges;
 mod conflicts;
 mod dir_lock;
 mod durable;
 mod faults;
 mod mvcc;
-mod ranges;
 mod txn;
 mod versions;
 mod view;
@@ -140,19 +140,19 @@ impl EmbeddedOptions {
 
 /// The embedded store.
 pub struct EmbeddedKv {
-    inner: Arc<Inner>,
+    store: Arc<StoreState>,
 }
 
 impl std::fmt::Debug for EmbeddedKv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedKv")
-            .field("location", &self.inner.durable.location())
+            .field("location", &self.store.durable.location())
             .finish()
     }
 }
 
 /// State shared by a store and its transactions.
-pub(crate) struct Inner {
+pub(crate) struct StoreState {
     durable: Durable,
     clock: Arc<dyn Clock>,
     faults: FaultInjector,
@@ -167,7 +167,7 @@ pub(crate) struct Inner {
     model: ModelCounters,
 }
 
-impl Inner {
+impl StoreState {
     /// One GRV round trip.
     fn get_read_version(&self) -> Version {
         self.faults.round_trip_latency();
@@ -200,7 +200,7 @@ impl EmbeddedKv {
             committed, "embedded store opened"
         );
         Ok(Arc::new(EmbeddedKv {
-            inner: Arc::new(Inner {
+            store: Arc::new(StoreState {
                 durable,
                 clock: opts.clock,
                 faults: FaultInjector::new(opts.faults),
@@ -216,17 +216,17 @@ impl EmbeddedKv {
 
     /// Replaces the injected faults.
     pub fn set_faults(&self, faults: Faults) {
-        self.inner.faults.set(faults);
+        self.store.faults.set(faults);
     }
 
     /// The injected faults.
     pub fn faults(&self) -> Faults {
-        self.inner.faults.get()
+        self.store.faults.get()
     }
 
     /// The newest committed version (no round trip; for tests and tools).
     pub fn committed_version(&self) -> Version {
-        self.inner.versions.committed()
+        self.store.versions.committed()
     }
 
     /// Lands every commit held by [`Faults::late_unknown_probability`] now,
@@ -235,24 +235,24 @@ impl EmbeddedKv {
     /// a late apply happen at an exact moment (with
     /// [`LateDelivery::Manual`]); a history checker calls it at quiescence.
     pub fn deliver_late_commits(&self) -> LateOutcome {
-        self.inner.deliver_late_now()
+        self.store.deliver_late_now()
     }
 
     /// What the FDB model did since the store was opened: batch joins and
     /// late commits held, applied, refused and pending.
     pub fn model_counts(&self) -> ModelCounts {
-        let pending = lock(&self.inner.late).len() as u64;
-        self.inner.model.snapshot(pending)
+        let pending = lock(&self.store.late).len() as u64;
+        self.store.model.snapshot(pending)
     }
 }
 
 impl Kv for EmbeddedKv {
     fn begin(&self) -> KvResult<Box<dyn KvTxn>> {
-        Ok(Box::new(txn::EmbeddedTxn::new(self.inner.clone())))
+        Ok(Box::new(txn::EmbeddedTxn::new(self.store.clone())))
     }
 
     fn metrics(&self) -> KvMetrics {
-        self.inner.counters.snapshot()
+        self.store.counters.snapshot()
     }
 
     fn backend_name(&self) -> &'static str {

@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::ranges::KeyRange;
+use super::conflict_ranges::KeyRange;
 use crate::kv::Version;
 
 /// Default byte bound of the MVCC history (keys and previous values).

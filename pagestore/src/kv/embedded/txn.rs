@@ -16,11 +16,11 @@ use tracing::debug;
 
 use super::atomic::versionstamp_key_range;
 use super::commit::CommitRequest;
+use super::conflict_ranges::{single_key_range, KeyRange};
 use super::durable::Rows;
-use super::ranges::{single_key_range, KeyRange};
 use super::view::{next_side, Side, View};
 use super::writes::{apply_ops, Lookup, Pending, WriteBuffer};
-use super::Inner;
+use super::StoreState;
 use crate::kv::limits::MVCC_WINDOW_MICROS;
 use crate::kv::size::{
     check_batch_keys, check_read_key, clear_range_size, covered_range, mutation_size, range_size,
@@ -37,7 +37,7 @@ pub(crate) const RANGE_BYTE_BUDGET: usize = 1 << 20;
 
 /// A transaction on an [`super::EmbeddedKv`].
 pub(crate) struct EmbeddedTxn {
-    inner: Arc<Inner>,
+    store: Arc<StoreState>,
     read_version: Option<Version>,
     /// Whether the read version was obtained or validated (a version set
     /// with `set_read_version` is checked by the first read or the commit).
@@ -74,9 +74,9 @@ fn show(key: &[u8]) -> String {
 }
 
 impl EmbeddedTxn {
-    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+    pub(crate) fn new(store: Arc<StoreState>) -> Self {
         EmbeddedTxn {
-            inner,
+            store,
             read_version: None,
             read_version_ok: false,
             writes: WriteBuffer::default(),
@@ -93,14 +93,14 @@ impl EmbeddedTxn {
             Some(v) if self.read_version_ok => Ok(v),
             Some(v) => {
                 self.check_not_too_old(v)?;
-                self.inner
+                self.store
                     .versions
-                    .accept_read_version(v, self.inner.clock.now_micros())?;
+                    .accept_read_version(v, self.store.clock.now_micros())?;
                 self.read_version_ok = true;
                 Ok(v)
             }
             None => {
-                let v = self.inner.get_read_version();
+                let v = self.store.get_read_version();
                 self.read_version = Some(v);
                 self.read_version_ok = true;
                 Ok(v)
@@ -109,7 +109,7 @@ impl EmbeddedTxn {
     }
 
     fn check_not_too_old(&self, rv: Version) -> KvResult<()> {
-        let now = self.inner.clock.now_micros();
+        let now = self.store.clock.now_micros();
         let age = now.saturating_sub(rv);
         if age > MVCC_WINDOW_MICROS {
             return Err(KvError::new(
@@ -128,8 +128,8 @@ impl EmbeddedTxn {
     fn read_round_trip(&mut self) -> KvResult<Version> {
         let rv = self.ensure_read_version()?;
         self.check_not_too_old(rv)?;
-        self.inner.faults.round_trip_latency();
-        self.inner.counters.read();
+        self.store.faults.round_trip_latency();
+        self.store.counters.read();
         Ok(rv)
     }
 
@@ -137,7 +137,7 @@ impl EmbeddedTxn {
     /// in which case the read version is out of the window by now.
     fn end_read(&mut self, rv: Version, value_bytes: usize) -> KvResult<()> {
         self.check_not_too_old(rv)?;
-        self.inner.counters.bytes_read(value_bytes as u64);
+        self.store.counters.bytes_read(value_bytes as u64);
         Ok(())
     }
 
@@ -313,7 +313,7 @@ impl KvTxn for EmbeddedTxn {
             Lookup::Unmodified | Lookup::Ops(_) => {}
         }
         let rv = self.read_round_trip()?;
-        let view = self.inner.view(rv)?;
+        let view = self.store.view(rv)?;
         let (value, _) = point(&view, &self.writes, key)?;
         drop(view);
         let n = value.as_ref().map_or(0, Vec::len);
@@ -337,7 +337,7 @@ impl KvTxn for EmbeddedTxn {
             return Ok(RangeResult::default());
         }
         let rv = self.read_round_trip()?;
-        let view = self.inner.view(rv)?;
+        let view = self.store.view(rv)?;
         let (result, covered, conflicts) = range(&view, &self.writes, opt)?;
         drop(view);
         let n = value_bytes(&result);
@@ -363,7 +363,7 @@ impl KvTxn for EmbeddedTxn {
         }
         check_batch_keys(requests)?;
         let rv = self.read_round_trip()?;
-        let view = self.inner.view(rv)?;
+        let view = self.store.view(rv)?;
         let mut out = Vec::with_capacity(requests.len());
         // (range covered, its read-conflict ranges)
         let mut conflicts: Vec<(KeyRange, Vec<KeyRange>)> = Vec::new();
@@ -473,14 +473,14 @@ impl KvTxn for EmbeddedTxn {
             Some(this.ensure_read_version()?)
         };
         let EmbeddedTxn {
-            inner,
+            store,
             read_conflicts,
             write_conflicts,
             writes,
             size,
             ..
         } = this;
-        inner.commit(CommitRequest {
+        store.commit(CommitRequest {
             read_version,
             reads: read_conflicts,
             explicit_writes: write_conflicts,

@@ -3,7 +3,7 @@
 //! read-conflict range, and which keys are unreadable until commit.
 
 use super::atomic;
-use super::ranges::{normalize, single_key_range, subtract, KeyRange};
+use super::conflict_ranges::{normalize, single_key_range, subtract, KeyRange};
 use crate::kv::overlay::{KeyOverlay, Seen};
 use crate::kv::{KvError, MutationType};
 

@@ -67,10 +67,12 @@ use crate::sync::{lock, read, write};
 /// directory. [`Kv::backend_name`] is the current backend's: "remote" while
 /// a client, "embedded" after this process took the store over.
 pub struct SharedKv {
-    inner: Arc<Inner>,
+    state: Arc<FailoverState>,
 }
 
-struct Inner {
+/// What a handle and its watcher thread share: the current backend (and
+/// the ones before it), and what taking the store over needs.
+struct FailoverState {
     /// What to open the store with when taking it over.
     opts: EmbeddedOptions,
     canonical: PathBuf,
@@ -131,7 +133,7 @@ impl SharedKv {
         canonical: PathBuf,
         remote: Arc<RemoteKv>,
     ) -> Arc<SharedKv> {
-        let inner = Arc::new(Inner {
+        let state = Arc::new(FailoverState {
             opts,
             canonical,
             slot: RwLock::new(Slot {
@@ -148,28 +150,28 @@ impl SharedKv {
             stop: AtomicBool::new(false),
             pid: process::pid(),
         });
-        process::close_in_forked_children(&inner.canonical);
-        inner.watch_owner(remote, 0);
-        Arc::new(SharedKv { inner })
+        process::close_in_forked_children(&state.canonical);
+        state.watch_owner(remote, 0);
+        Arc::new(SharedKv { state })
     }
 
     /// Whether this process owns the store now (it took it over).
     pub fn is_owner(&self) -> bool {
-        matches!(self.inner.current().0, Backend::Owner(_))
+        matches!(self.state.current().0, Backend::Owner(_))
     }
 
     /// How many times this handle switched backends (took the store over or
     /// reconnected to a new owner).
     pub fn failovers(&self) -> u64 {
-        self.inner.current().1
+        self.state.current().1
     }
 }
 
 impl std::fmt::Debug for SharedKv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (backend, generation) = self.inner.current();
+        let (backend, generation) = self.state.current();
         f.debug_struct("SharedKv")
-            .field("dir", &self.inner.canonical)
+            .field("dir", &self.state.canonical)
             .field("backend", &backend)
             .field("failovers", &generation)
             .finish()
@@ -178,20 +180,20 @@ impl std::fmt::Debug for SharedKv {
 
 impl Drop for SharedKv {
     fn drop(&mut self) {
-        if self.inner.pid != process::pid() {
+        if self.state.pid != process::pid() {
             // A forked child: the watcher socket is the parent's, and
             // shutting it down would end the parent's watcher too.
-            process::leak(self.inner.clone());
+            process::leak(self.state.clone());
             return;
         }
-        self.inner.stop.store(true, Ordering::SeqCst);
-        if let Some(s) = lock(&self.inner.watch).take() {
+        self.state.stop.store(true, Ordering::SeqCst);
+        if let Some(s) = lock(&self.state.watch).take() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
     }
 }
 
-impl Inner {
+impl FailoverState {
     fn current(&self) -> (Backend, u64) {
         let slot = read(&self.slot);
         (slot.current.backend.clone(), slot.generation)
@@ -303,7 +305,7 @@ impl Inner {
                 *watch = Some(clone);
             }
         }
-        let weak: Weak<Inner> = Arc::downgrade(self);
+        let weak: Weak<FailoverState> = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("kv-shared-watch".into())
             .spawn(move || {
@@ -320,13 +322,13 @@ impl Inner {
                         }
                     }
                 }
-                let Some(inner) = weak.upgrade() else { return };
-                if inner.stop.load(Ordering::SeqCst) || inner.current().1 != generation {
+                let Some(state) = weak.upgrade() else { return };
+                if state.stop.load(Ordering::SeqCst) || state.current().1 != generation {
                     return;
                 }
                 debug!(socket = %remote.socket_path().display(), "the store's owner closed the connection");
                 remote.mark_lost();
-                if let Err(e) = inner.fail_over(generation) {
+                if let Err(e) = state.fail_over(generation) {
                     // The next transaction tries again.
                     warn!(error = %e, "store failover failed");
                 }
@@ -339,18 +341,18 @@ impl Inner {
 
 impl Kv for SharedKv {
     fn begin(&self) -> KvResult<Box<dyn KvTxn>> {
-        if self.inner.pid != process::pid() {
-            let what = format!("store {}", self.inner.canonical.display());
-            return Err(process::opened_before_fork(&what, self.inner.pid));
+        if self.state.pid != process::pid() {
+            let what = format!("store {}", self.state.canonical.display());
+            return Err(process::opened_before_fork(&what, self.state.pid));
         }
-        let (backend, generation) = self.inner.current();
+        let (backend, generation) = self.state.current();
         if let Backend::Client(remote) = &backend {
             if remote.is_lost() {
-                self.inner.fail_over(generation)?;
+                self.state.fail_over(generation)?;
             }
         }
         let (backend, floor) = {
-            let slot = read(&self.inner.slot);
+            let slot = read(&self.state.slot);
             (slot.current.backend.clone(), slot.floor)
         };
         let txn = backend.kv().begin()?;
@@ -368,8 +370,8 @@ impl Kv for SharedKv {
     /// round trips, then, after a takeover, the owned store's (which count
     /// every process's).
     fn metrics(&self) -> KvMetrics {
-        let retired = lock(&self.inner.retired);
-        let slot = read(&self.inner.slot);
+        let retired = lock(&self.state.retired);
+        let slot = read(&self.state.slot);
         retired
             .iter()
             .map(Counted::metrics)
@@ -377,7 +379,7 @@ impl Kv for SharedKv {
     }
 
     fn backend_name(&self) -> &'static str {
-        self.inner.current().0.kv().backend_name()
+        self.state.current().0.kv().backend_name()
     }
 }
 

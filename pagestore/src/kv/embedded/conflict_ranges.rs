@@ -1,7 +1,7 @@
 //! Conflict ranges: normalisation and intersection of two sets of ranges
-//! (conflict detection). The range type itself is [`crate::kv::ranges`]'s.
+//! (conflict detection). The range type itself is [`crate::kv::key_range`]'s.
 
-pub(crate) use crate::kv::ranges::{single_key_range, KeyRange};
+pub(crate) use crate::kv::key_range::{single_key_range, KeyRange};
 
 /// Sorts `ranges`, drops empty ones and merges overlapping or touching ones,
 /// so that the result is disjoint and ascending.
@@ -74,7 +74,7 @@ pub(crate) fn intersects(a: &[KeyRange], b: &[KeyRange]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::ranges::tests::r;
+    use crate::kv::key_range::tests::r;
 
     #[test]
     fn normalize_merges_and_drops_empty() {

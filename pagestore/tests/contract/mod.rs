@@ -7,6 +7,11 @@
 //! a fresh store. These are test helpers: a violated property panics with a
 //! message saying what broke.
 //!
+//! It lives among pagestore's tests, not in the library, so that no build
+//! of the library carries it: `kv_contract.rs`, `shared.rs` and
+//! `fdb_contract.rs` each include it with `mod contract;` (and each uses a
+//! part of it, hence `dead_code` is allowed).
+//!
 //! Every property holds on FoundationDB 7.3 (`tests/fdb_contract.rs`).
 //! What FDB does that no property can force on a real cluster (commits
 //! sharing a batch version, a commit landing after its client heard 1021)
@@ -14,16 +19,16 @@
 //! `tests/embedded_backend.rs`; differences the embedded backend keeps are
 //! listed in `tests/kv_contract.rs`.
 //!
-//! ```no_run
-//! use std::sync::Arc;
-//! use pagestore::kv::{contract, embedded::{EmbeddedKv, EmbeddedOptions}, Kv};
+//! ```ignore
 //! contract::run_all(&|| -> Arc<dyn Kv> { EmbeddedKv::open(EmbeddedOptions::in_memory()).unwrap() }, None);
 //! ```
 
+#![allow(dead_code)]
+
 use std::sync::Arc;
 
-use super::limits::{MAX_KEY_SIZE, MAX_TRANSACTION_SIZE, MAX_VALUE_SIZE};
-use super::{
+use pagestore::kv::limits::{MAX_KEY_SIZE, MAX_TRANSACTION_SIZE, MAX_VALUE_SIZE};
+use pagestore::kv::{
     ConflictKind, KeyValue, Kv, KvError, KvResult, KvTxn, MutationType, RangeOption, ReadRequest,
     ReadResult, Versionstamp, INCOMPLETE_VERSIONSTAMP,
 };
@@ -558,7 +563,7 @@ pub fn versionstamps_follow_commit_order(kv: &dyn Kv, p: &[u8]) {
     }
     assert!(stamps[0] < stamps[1], "versionstamps out of commit order");
     let mut t = begin(kv);
-    let end = crate::kv::strinc(&log).unwrap_or_default();
+    let end = pagestore::kv::strinc(&log).unwrap_or_default();
     let rows = ok(
         t.get_range(&RangeOption::new(log.clone(), end), false),
         "log",
@@ -930,7 +935,7 @@ pub fn concurrent_commits_have_distinct_ordered_versionstamps(kv: &dyn Kv, p: &[
         );
     }
     let mut t = begin(kv);
-    let end = crate::kv::strinc(&log).unwrap_or_default();
+    let end = pagestore::kv::strinc(&log).unwrap_or_default();
     let rows = scan(t.as_mut(), &log, &end);
     assert_eq!(rows.len(), all.len(), "versionstamped keys missing");
     for (row, (vs, th, i)) in rows.iter().zip(&all) {
