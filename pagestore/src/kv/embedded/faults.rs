@@ -5,6 +5,13 @@
 //! All probabilities default to 0: [`Faults::default()`] is an idealised
 //! but FDB-conformant store. [`Faults::fdb_like`] turns on what a loaded
 //! FoundationDB cluster does anyway (batch versions) without failures.
+//!
+//! Not test-only code: it is part of the embedded backend's public API
+//! (`fdbvfs::Faults`, `StoreBuilder::faults`), because it is what
+//! makes the embedded store behave like a loaded or failing FDB cluster for
+//! the protocol tests, the history checker and the benchmarks (commit
+//! latency of a real cluster). With the default every fault is off and it
+//! costs one read of a lock per round trip.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
