@@ -5,10 +5,11 @@
 //! attaching a database of another store are refused; reading settings
 //! and ordinary SQL still work.
 
-mod common;
+mod support;
 
 use fdbvfs::Store;
 use rusqlite::{Connection, OpenFlags};
+use support::scalar;
 
 /// The admin PRAGMAs and whether each must be refused.
 fn admin_pragmas() -> Vec<&'static str> {
@@ -41,24 +42,21 @@ fn setup(conn: &Connection) {
 /// What still works on a restricted connection.
 fn assert_ordinary_sql_works(conn: &Connection) {
     conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = scalar(conn, "SELECT count(*) FROM t");
     assert_eq!(n, 2);
     for read in [
         "PRAGMA fdb_retention",
         "PRAGMA fdb_cache_size",
         "PRAGMA fdb_version",
     ] {
-        conn.query_row(read, [], |r| r.get::<_, String>(0))
-            .unwrap_or_else(|e| panic!("{read}: {e}"));
+        scalar::<String>(conn, read);
     }
 }
 
 #[test]
 fn builder_admin_false_refuses_admin_pragmas() {
     let store = Store::builder().in_memory().admin(false).build().unwrap();
-    let name = common::name("adm-builder");
+    let name = support::name("adm-builder");
     let conn = store.open(&name).unwrap();
     setup(&conn);
     assert_refused(&conn, "admin=0");
@@ -70,8 +68,8 @@ fn builder_admin_false_refuses_admin_pragmas() {
 
 #[test]
 fn uri_admin_0_refuses_admin_pragmas_and_admin_1_allows_them() {
-    let store = common::store();
-    let name = common::name("adm-uri");
+    let store = support::store();
+    let name = support::name("adm-uri");
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_URI;
@@ -81,43 +79,36 @@ fn uri_admin_0_refuses_admin_pragmas_and_admin_1_allows_them() {
     drop(conn);
     // The same database on a trusted connection: allowed.
     let conn = store.open(&name).unwrap();
-    let fork = common::name("adm-fork");
-    conn.query_row(&format!("PRAGMA fdb_fork = '{fork}'"), [], |r| {
-        r.get::<_, String>(0)
-    })
-    .unwrap();
+    let fork = support::name("adm-fork");
+    scalar::<String>(&conn, &format!("PRAGMA fdb_fork = '{fork}'"));
     assert!(store.list().unwrap().contains(&fork));
 }
 
 #[test]
 fn defensive_mode_refuses_admin_pragmas() {
-    let store = common::store();
-    let name = common::name("adm-defensive");
+    let store = support::store();
+    let name = support::name("adm-defensive");
     let conn = store.open(&name).unwrap();
     setup(&conn);
     // Trusted until the host turns defensive mode on.
-    conn.query_row("PRAGMA fdb_cache_size = 300000000", [], |r| {
-        r.get::<_, String>(0)
-    })
-    .unwrap();
+    scalar::<String>(&conn, "PRAGMA fdb_cache_size = 300000000");
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
         .unwrap();
     assert_refused(&conn, "defensive mode");
     assert_ordinary_sql_works(&conn);
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
         .unwrap();
-    conn.query_row("PRAGMA fdb_retention = 3600", [], |r| r.get::<_, String>(0))
-        .unwrap();
+    scalar::<String>(&conn, "PRAGMA fdb_retention = 3600");
 }
 
 #[test]
 fn restricted_connections_cannot_attach_another_store() {
     let store = Store::builder().in_memory().admin(false).build().unwrap();
     let other = Store::in_memory().unwrap();
-    let name = common::name("adm-attach");
+    let name = support::name("adm-attach");
     let conn = store.open(&name).unwrap();
     setup(&conn);
-    let theirs = common::name("adm-theirs");
+    let theirs = support::name("adm-theirs");
     other
         .open(&theirs)
         .unwrap()
@@ -133,7 +124,7 @@ fn restricted_connections_cannot_attach_another_store() {
     eprintln!("attach refused: {e}");
     assert!(e.contains("authorization denied"), "{e}");
     // A database of its own store may be attached.
-    let mine = common::name("adm-mine");
+    let mine = support::name("adm-mine");
     store
         .open(&mine)
         .unwrap()

@@ -15,9 +15,12 @@
 //!   round trips, BEGIN's change-log read included: one read loads the
 //!   database's view, one reads page 1, then ⌈(N-1)/32⌉ batches.
 
+mod support;
+
 use fdbvfs::Store;
 use pagestore::kv::KvMetrics;
 use rusqlite::Connection;
+use support::{scalar, scalar_with};
 
 const ROWS: i64 = 5_000;
 
@@ -57,32 +60,18 @@ fn fixture(name: &str) -> (Store, Connection) {
     (store, conn)
 }
 
+/// Rows `from..=to` with `pad` bytes of padding, 500 rows per commit.
 fn fill(conn: &Connection, from: i64, to: i64, pad: usize) {
-    let mut i = from;
-    while i <= to {
-        let end = (i + 499).min(to);
-        conn.execute(
-            &format!(
-                "WITH RECURSIVE s(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM s WHERE i < ?2)
-                 INSERT INTO t SELECT i, i, randomblob({pad}) FROM s"
-            ),
-            [i, end],
-        )
-        .expect("fill");
-        i = end + 1;
-    }
+    support::insert_rows(conn, from, to, pad, 500);
 }
 
 fn point_read(conn: &Connection, id: i64) -> i64 {
-    conn.query_row("SELECT v FROM t WHERE id = ?1", [id], |r| r.get(0))
-        .expect("point read")
+    scalar_with(conn, "SELECT v FROM t WHERE id = ?1", [id])
 }
 
 /// Warms the process cache with every page of `t` (and the schema).
 fn warm(conn: &Connection) {
-    let _: i64 = conn
-        .query_row("SELECT sum(length(pad)) FROM t", [], |r| r.get(0))
-        .expect("scan");
+    let _: i64 = scalar(conn, "SELECT sum(length(pad)) FROM t");
 }
 
 #[test]
@@ -127,13 +116,7 @@ fn warm_read_only_transaction_reads_no_pages() {
             for id in [1, 17, 999, 2_500, ROWS] {
                 point_read(&conn, id);
             }
-            let n: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM t WHERE id BETWEEN 100 AND 200",
-                    [],
-                    |r| r.get(0),
-                )
-                .expect("range");
+            let n: i64 = scalar(&conn, "SELECT count(*) FROM t WHERE id BETWEEN 100 AND 200");
             assert_eq!(n, 101);
             conn.execute_batch("COMMIT").expect("commit");
         });
@@ -181,13 +164,10 @@ fn small_write_transaction_is_one_commit() {
 
 /// (pages of the database, read round trips of a cold full scan)
 fn cold_scan(store: &Store, conn: &Connection) -> (u64, KvMetrics) {
-    let pages: i64 = conn
-        .query_row("PRAGMA page_count", [], |r| r.get(0))
-        .expect("page_count");
+    let pages: i64 = scalar(conn, "PRAGMA page_count");
     store.page_store().cache().clear();
     let (sum, m) = measure(store, || {
-        conn.query_row("SELECT sum(length(pad)) FROM t", [], |r| r.get::<_, i64>(0))
-            .expect("scan")
+        scalar::<i64>(conn, "SELECT sum(length(pad)) FROM t")
     });
     assert!(sum > 0);
     (pages as u64, m)

@@ -4,6 +4,8 @@
 //! driven by a stdin script and through a pseudo-terminal, and
 //! `stats --json`.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 use rusqlite::Connection;
+use support::assert_integrity;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fdbvfs");
 
@@ -161,12 +164,6 @@ fn file_digest(path: &Path) -> String {
     hex(&h.finalize())
 }
 
-fn integrity(path: &Path) -> String {
-    let c = Connection::open(path).unwrap_or_else(|e| panic!("open {path:?}: {e}"));
-    c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("integrity_check: {e}"))
-}
-
 #[test]
 fn import_export_round_trip_200mb() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -191,7 +188,7 @@ fn import_export_round_trip_200mb() {
     eprintln!("export: {:.1?}: {out}", t.elapsed());
     assert!(!tmp.path().join("exported.db.part").exists());
 
-    assert_eq!(integrity(&dst), "ok");
+    assert_integrity(&Connection::open(&dst).unwrap_or_else(|e| panic!("open {dst:?}: {e}")));
     let t = Instant::now();
     assert_eq!(dump_digest(&src), dump_digest(&dst), "dumps differ");
     eprintln!("dumps compared in {:.1?}", t.elapsed());
@@ -221,33 +218,12 @@ fn killed_import_leaves_no_visible_name() {
     // Slow store round trips make the import last long enough to be killed
     // in the middle; the log line of the temporary's creation says when.
     let t = Instant::now();
-    let mut child = fdbvfs(&store)
-        .args(["import", "victim", src.to_str().unwrap_or("")])
-        .env("FDBVFS_IMPORT_TEST_LATENCY_MS", "20")
-        .env("RUST_LOG", "pagestore=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
-    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = Vec::new();
-    let mut created = false;
-    for line in lines.by_ref() {
-        let line = line.unwrap_or_default();
-        seen.push(line.clone());
-        if line.contains("created database") && line.contains(".import/victim/") {
-            created = true;
-            break;
-        }
-    }
-    assert!(created, "no temporary created: {seen:?}");
+    let (mut child, rest) = spawn_slow_import(&store, "victim", &src);
     std::thread::sleep(Duration::from_millis(500));
     child.kill().unwrap_or_else(|e| panic!("kill: {e}"));
     let status = child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
     assert!(!status.success(), "the import finished before the kill");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest = rest.join().unwrap_or_default();
     assert!(
         !rest.iter().any(|l| l.contains("renamed database")),
         "killed after the rename: {rest:?}"
@@ -286,8 +262,14 @@ fn killed_import_leaves_no_visible_name() {
 }
 
 /// Spawns a slow import (20 ms per store round trip) and returns once its
-/// hidden temporary exists (the log line of its creation).
-fn spawn_slow_import(store: &Path, name: &str, src: &Path) -> std::process::Child {
+/// hidden temporary exists (the log line of its creation), with a thread
+/// that reads the rest of its log (so the child never blocks on stderr)
+/// and returns it once the child is gone.
+fn spawn_slow_import(
+    store: &Path,
+    name: &str,
+    src: &Path,
+) -> (std::process::Child, std::thread::JoinHandle<Vec<String>>) {
     let mut child = fdbvfs(store)
         .args(["import", name, src.to_str().unwrap_or("")])
         .env("FDBVFS_IMPORT_TEST_LATENCY_MS", "20")
@@ -304,10 +286,8 @@ fn spawn_slow_import(store: &Path, name: &str, src: &Path) -> std::process::Chil
         let line = line.unwrap_or_default();
         seen.push(line.clone());
         if line.contains("created database") && line.contains(&format!(".import/{name}/")) {
-            // Keep draining stderr so the child never blocks on it.
-            let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-            std::mem::forget(rest);
-            return child;
+            let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+            return (child, rest);
         }
     }
     let _ = child.kill();
@@ -321,7 +301,7 @@ fn ctrl_c_stops_an_import_and_drops_its_temporary() {
     let store = tmp.path().join("store");
     let src = tmp.path().join("source.db");
     make_source(&src, 10);
-    let mut child = spawn_slow_import(&store, "stopped", &src);
+    let (mut child, _log) = spawn_slow_import(&store, "stopped", &src);
     std::thread::sleep(Duration::from_millis(300));
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{cdylib, in_ci, target_dir, unavailable};
+use support::{cdylib, pip_quick, target_dir, unavailable};
 
 /// Longest a child process may run before the test kills it and fails.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -460,12 +460,6 @@ fn apsw_python() -> Option<PathBuf> {
             return None;
         }
     }
-    // Offline outside CI: give up quickly rather than retry for minutes.
-    let quick: &[&str] = if in_ci() {
-        &[]
-    } else {
-        &["--retries", "1", "--timeout", "15"]
-    };
     let pip = Command::new(&python)
         .args([
             "-m",
@@ -477,7 +471,7 @@ fn apsw_python() -> Option<PathBuf> {
             ":all:",
             APSW,
         ])
-        .args(quick)
+        .args(pip_quick())
         .stdin(Stdio::null())
         .output();
     match pip {

@@ -21,7 +21,7 @@ mod bank;
 mod support;
 
 use std::ffi::{CString, OsStr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -30,77 +30,7 @@ use fdbvfs::Store;
 use rusqlite::{Connection, OpenFlags};
 
 use bank::{parse_child, spawn_child, workers, Report, DB, READY};
-use support::{cdylib, fdb_cluster, run};
-
-/// Where a test's store is.
-#[derive(Clone, Debug)]
-enum Where {
-    /// An embedded store directory.
-    Dir(PathBuf),
-    /// FoundationDB: cluster file and key prefix.
-    Fdb(PathBuf, String),
-}
-
-impl Where {
-    /// The FDB variant of a test, or `None` after its skip line.
-    fn fdb(test: &str) -> Option<Where> {
-        let cluster = fdb_cluster(test)?;
-        let prefix = format!("fdbvfs-proc/{:016x}/", rand::random::<u64>());
-        Some(Where::Fdb(cluster, prefix))
-    }
-
-    fn store(&self) -> Store {
-        match self {
-            Where::Dir(d) => Store::embedded(d).unwrap_or_else(|e| panic!("store {d:?}: {e}")),
-            Where::Fdb(cluster, prefix) => fdb_store(cluster, prefix),
-        }
-    }
-
-    /// The environment that hands this store to a child process.
-    fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
-        match self {
-            Where::Dir(d) => vec![("FDBP_DIR", d.clone().into_os_string())],
-            Where::Fdb(c, p) => vec![
-                ("FDBP_CLUSTER", c.clone().into_os_string()),
-                ("FDBP_PREFIX", p.into()),
-            ],
-        }
-    }
-
-    fn from_env() -> Option<Where> {
-        if let Some(d) = std::env::var_os("FDBP_DIR") {
-            return Some(Where::Dir(d.into()));
-        }
-        let c = std::env::var_os("FDBP_CLUSTER")?;
-        let p = std::env::var("FDBP_PREFIX").unwrap_or_default();
-        Some(Where::Fdb(c.into(), p))
-    }
-
-    /// Clears an FDB test's keys.
-    fn cleanup(&self) {
-        #[cfg(feature = "fdb")]
-        if let Where::Fdb(c, p) = self {
-            let opts = pagestore::kv::fdb::FdbOptions::default().cluster_file(c);
-            if let Ok(kv) = pagestore::kv::fdb::FdbKv::open(opts) {
-                let _ = kv.clear_prefix(p.as_bytes());
-            }
-        }
-    }
-}
-
-#[cfg(feature = "fdb")]
-fn fdb_store(cluster: &Path, prefix: &str) -> Store {
-    Store::builder()
-        .cluster_file(cluster)
-        .prefix(prefix.as_bytes().to_vec())
-        .build()
-        .unwrap_or_else(|e| panic!("FDB store: {e}"))
-}
-
-#[cfg(not(feature = "fdb"))]
-fn fdb_store(_cluster: &Path, _prefix: &str) -> Store {
-    panic!("FoundationDB needs the `fdb` feature")
-}
+use support::{assert_integrity, cdylib, run, scalar, TestBackend};
 
 fn env_refs<'a>(env: &'a [(&'static str, std::ffi::OsString)]) -> Vec<(&'static str, &'a OsStr)> {
     env.iter().map(|(k, v)| (*k, v.as_os_str())).collect()
@@ -204,8 +134,7 @@ fn count_rows(store: &Store, name: &str) -> i64 {
     let c = store
         .open(name)
         .unwrap_or_else(|e| panic!("open {name}: {e}"));
-    c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("count: {e}"))
+    scalar(&c, "SELECT count(*) FROM t")
 }
 
 fn exit_cases(uri_of: &dyn Fn(&str) -> String, store_after: &dyn Fn() -> Store) {
@@ -230,10 +159,7 @@ fn exit_cases(uri_of: &dyn Fn(&str) -> String, store_after: &dyn Fn() -> Store) 
     // Whatever was committed before the exit is there, and the database
     // opens and checks clean.
     let c = store.open(&midway).unwrap_or_else(|e| panic!("open: {e}"));
-    let ic: String = c
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(ic, "ok");
+    assert_integrity(&c);
     let n = count_rows(&store, &midway);
     assert!(n >= (EXIT_TXNS / 2) as i64, "{n} rows");
     let _ = store.drop_database(&name);
@@ -246,14 +172,23 @@ fn extension_threads_then_exit() {
     let d = dir.path().to_path_buf();
     exit_cases(
         &|name| format!("file:{name}?vfs=fdb&dir={}", d.display()),
-        &|| Store::embedded(&d).unwrap_or_else(|e| panic!("{e}")),
+        &|| TestBackend::Dir(d.clone()).open(),
     );
-    if let Some(Where::Fdb(cluster, _)) = Where::fdb("extension_threads_then_exit") {
+    if let Some(TestBackend::Fdb { cluster, .. }) =
+        TestBackend::fdb("extension_threads_then_exit", "fdbvfs-proc")
+    {
         // `cluster=` opens the default key prefix; the databases are
         // dropped afterwards.
         exit_cases(
             &|name| format!("file:{name}?vfs=fdb&cluster={}", cluster.display()),
-            &|| fdb_store(&cluster, "fv"),
+            &|| {
+                let default_prefix = Some(b"fv".to_vec());
+                TestBackend::Fdb {
+                    cluster: cluster.clone(),
+                    prefix: default_prefix,
+                }
+                .open()
+            },
         );
     }
 }
@@ -269,14 +204,14 @@ const GO_FILE: &str = "bank-go";
 #[test]
 #[ignore = "run as a child process by the bank tests"]
 fn bank_process_child() {
-    let Some(place) = Where::from_env() else {
+    let Some(place) = TestBackend::from_env() else {
         return;
     };
     let Some(signals) = std::env::var_os("FDBP_SIGNALS") else {
         return;
     };
     let tag = std::env::var("BANK_CHILD_TAG").unwrap_or_else(|_| "c".into());
-    let store = place.store();
+    let store = place.open();
     let backend = store.page_store().kv().backend_name().to_string();
     drop(store.open(DB).unwrap_or_else(|e| panic!("child open: {e}")));
     println!("\n{READY}");
@@ -288,7 +223,7 @@ fn bank_process_child() {
 
 /// Runs the bank in 2 child processes on `place`; `store` is this
 /// process's handle on it (set up here); returns everything acknowledged.
-fn bank_in_children(place: &Where, store: &Store) -> Report {
+fn bank_in_children(place: &TestBackend, store: &Store) -> Report {
     bank::setup(store).unwrap_or_else(|e| panic!("setup: {e}"));
     let signals = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let env = place.env();
@@ -317,17 +252,17 @@ fn bank_in_children(place: &Where, store: &Store) -> Report {
 #[test]
 fn bank_across_two_processes() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let place = Where::Dir(dir.path().to_path_buf());
-    let store = place.store();
+    let place = TestBackend::Dir(dir.path().to_path_buf());
+    let store = place.open();
     let all = bank_in_children(&place, &store);
     bank::check(&store, &all).unwrap_or_else(|e| panic!("check: {e}"));
     drop(store);
-    if let Some(place) = Where::fdb("bank_across_two_processes") {
-        let store = place.store();
+    if let Some(place) = TestBackend::fdb("bank_across_two_processes", "fdbvfs-proc") {
+        let store = place.open();
         let all = bank_in_children(&place, &store);
         bank::check(&store, &all).unwrap_or_else(|e| panic!("check: {e}"));
         drop(store);
-        place.cleanup();
+        place.clear();
     }
 }
 
@@ -341,12 +276,12 @@ const PAUSE_THREADS: usize = 4;
 #[test]
 #[ignore = "run as a child process by store_paused_mid_workload"]
 fn store_owner_child() {
-    let (Some(Where::Dir(dir)), Some(signals)) =
-        (Where::from_env(), std::env::var_os("FDBP_SIGNALS"))
+    let (Some(TestBackend::Dir(dir)), Some(signals)) =
+        (TestBackend::from_env(), std::env::var_os("FDBP_SIGNALS"))
     else {
         return;
     };
-    let store = Store::embedded(&dir).unwrap_or_else(|e| panic!("owner: {e}"));
+    let store = TestBackend::Dir(dir).open();
     assert_eq!(store.page_store().kv().backend_name(), "embedded");
     bank::setup(&store).unwrap_or_else(|e| panic!("setup: {e}"));
     println!("\n{READY}");
@@ -399,14 +334,14 @@ fn bank_with_pause(store: &Store, pid: u32) -> (Report, usize) {
 fn store_paused_mid_workload() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let signals = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let place = Where::Dir(dir.path().to_path_buf());
+    let place = TestBackend::Dir(dir.path().to_path_buf());
     let env = place.env();
     let mut e = env_refs(&env);
     e.push(("FDBP_SIGNALS", signals.path().as_os_str()));
     let owner = spawn_child("store_owner_child", &e);
     owner.wait_ready(Duration::from_secs(120));
     // This process is a client of the owner.
-    let store = place.store();
+    let store = place.open();
     assert_eq!(store.page_store().kv().backend_name(), "remote");
     let (all, after) = bank_with_pause(&store, owner.child.id());
     assert_eq!(all.acks.len(), PAUSE_THREADS * BANK_TRANSFERS);
@@ -419,7 +354,7 @@ fn store_paused_mid_workload() {
     bank::check(&store, &all).unwrap_or_else(|e| panic!("check after takeover: {e}"));
     drop(store);
 
-    if let Some(place) = Where::fdb("store_paused_mid_workload") {
+    if let Some(place) = TestBackend::fdb("store_paused_mid_workload", "fdbvfs-proc") {
         let Some(pid) = std::env::var("FDBSERVER_PID")
             .ok()
             .and_then(|p| p.parse::<u32>().ok())
@@ -430,12 +365,12 @@ fn store_paused_mid_workload() {
             );
             return;
         };
-        let store = place.store();
+        let store = place.open();
         bank::setup(&store).unwrap_or_else(|e| panic!("setup: {e}"));
         let (all, after) = bank_with_pause(&store, pid);
         assert!(after > 0, "no transfer after fdbserver was resumed");
         bank::check(&store, &all).unwrap_or_else(|e| panic!("check: {e}"));
         drop(store);
-        place.cleanup();
+        place.clear();
     }
 }

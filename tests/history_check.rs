@@ -21,7 +21,6 @@
 //! lives in `history_check/workload.rs`, shared with `examples/soak.rs`.
 //! See docs/testing.md.
 
-mod common;
 mod support;
 use support::{in_ci, newest_source};
 
@@ -458,7 +457,7 @@ fn print(label: &str, r: &RunResult) {
 /// ≥ 60 s of the mixed workload, every fault on: no anomaly.
 #[test]
 fn mixed_workload_all_faults() {
-    common::init_tracing();
+    support::init_tracing();
     let cfg = Config::all_faults(60, LAUNCHER);
     let r = workload::run(&cfg, cdylib());
     print("mixed workload, all faults", &r);
@@ -491,7 +490,7 @@ fn mixed_workload_all_faults() {
 }
 
 fn planted(plant: &'static str, seconds: u64) -> RunResult {
-    common::init_tracing();
+    support::init_tracing();
     let cfg = Config::planted(plant, seconds, LAUNCHER);
     let r = workload::run(&cfg, None);
     print(&format!("planted bug {plant}"), &r);

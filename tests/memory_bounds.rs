@@ -6,77 +6,16 @@
 //! so every test runs in a child process (this binary re-run on one test)
 //! with its own settings; RSS is sampled there, undisturbed by other tests.
 
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use fdbvfs::Store;
+use support::child::{field, is_child, peak_rss, run_child};
+use support::scalar;
 
 const CHILD_ENV: &str = "FDBVFS_MEMORY_BOUNDS_CHILD";
 const MIB: u64 = 1 << 20;
-
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Runs `f` while a thread samples RSS; returns (baseline, peak) in KiB.
-fn peak_rss<T>(f: impl FnOnce() -> T) -> (T, u64, u64) {
-    let baseline = rss_kib();
-    let peak = Arc::new(AtomicU64::new(baseline));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, stop) = (peak.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    let out = f();
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    (out, baseline, peak.load(Ordering::Relaxed))
-}
-
-/// Runs test `test` in a child with `env`; returns its RESULT line.
-fn run_child(test: &str, env: &[(&str, String)]) -> String {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, test);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "child failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .find_map(|l| l.find("RESULT ").map(|i| l[i..].to_string()))
-        .unwrap_or_else(|| panic!("no RESULT line in\n{stdout}"))
-}
-
-fn field(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line}"))
-}
-
-fn is_child(test: &str) -> bool {
-    std::env::var(CHILD_ENV).as_deref() == Ok(test)
-}
 
 /// Rows of the sort: ~240 MB of sort keys.
 const SORT_ROWS: u64 = 1_500_000;
@@ -121,10 +60,14 @@ fn sort_child() {
 #[test]
 fn a_large_sort_stays_within_the_temp_memory_budget() {
     const T: &str = "a_large_sort_stays_within_the_temp_memory_budget";
-    if is_child(T) {
+    if is_child(CHILD_ENV, T) {
         return sort_child();
     }
-    let line = run_child(T, &[("FDBVFS_TEMP_MEMORY_BYTES", (32 * MIB).to_string())]);
+    let line = run_child(
+        T,
+        CHILD_ENV,
+        &[("FDBVFS_TEMP_MEMORY_BYTES", (32 * MIB).to_string())],
+    );
     eprintln!("{line}");
     let above = field(&line, "above_baseline_kib");
     assert!(
@@ -145,10 +88,7 @@ fn journal_full_child() {
     )
     .unwrap();
     let sum = |conn: &rusqlite::Connection| -> i64 {
-        conn.query_row("SELECT sum(length(b)) + sum(unicode(b)) FROM t", [], |r| {
-            r.get(0)
-        })
-        .unwrap()
+        scalar(conn, "SELECT sum(length(b)) + sum(unicode(b)) FROM t")
     };
     let before = sum(&conn);
     // ~18 MB of journal against an 8 MiB limit.
@@ -171,11 +111,12 @@ fn journal_full_child() {
 #[test]
 fn a_journal_past_its_limit_is_sqlite_full() {
     const T: &str = "a_journal_past_its_limit_is_sqlite_full";
-    if is_child(T) {
+    if is_child(CHILD_ENV, T) {
         return journal_full_child();
     }
     let line = run_child(
         T,
+        CHILD_ENV,
         &[
             ("FDBVFS_TEMP_MAX_BYTES", (8 * MIB).to_string()),
             ("FDBVFS_TEMP_MEMORY_BYTES", (2 * MIB).to_string()),
@@ -208,7 +149,7 @@ fn idle_child() {
     assert!(!open(), "an idle store was not released");
     // The next connection opens it again, data intact.
     let conn = rusqlite::Connection::open_with_flags(&uri, flags).unwrap();
-    let x: i64 = conn.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+    let x: i64 = scalar(&conn, "SELECT x FROM t");
     assert_eq!(x, 42);
     assert!(open());
     println!("RESULT released=1");
@@ -219,10 +160,10 @@ fn idle_child() {
 #[test]
 fn an_idle_store_is_released() {
     const T: &str = "an_idle_store_is_released";
-    if is_child(T) {
+    if is_child(CHILD_ENV, T) {
         return idle_child();
     }
-    let line = run_child(T, &[("FDBVFS_IDLE_STORE_SECS", "0.5".into())]);
+    let line = run_child(T, CHILD_ENV, &[("FDBVFS_IDLE_STORE_SECS", "0.5".into())]);
     assert_eq!(field(&line, "released"), 1);
 }
 
@@ -247,9 +188,7 @@ fn update_child() {
         conn.execute("UPDATE t SET b = randomblob(4000)", [])
             .unwrap()
     });
-    let n: i64 = conn
-        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = scalar(&conn, "SELECT count(*) FROM t");
     assert_eq!(n as u64, UPDATE_ROWS);
     println!(
         "RESULT table_mib={} baseline_kib={baseline} peak_kib={peak} above_baseline_kib={}",
@@ -265,10 +204,14 @@ fn update_child() {
 #[test]
 fn an_update_heavy_transaction_stays_within_the_temp_memory_budget() {
     const T: &str = "an_update_heavy_transaction_stays_within_the_temp_memory_budget";
-    if is_child(T) {
+    if is_child(CHILD_ENV, T) {
         return update_child();
     }
-    let line = run_child(T, &[("FDBVFS_TEMP_MEMORY_BYTES", (32 * MIB).to_string())]);
+    let line = run_child(
+        T,
+        CHILD_ENV,
+        &[("FDBVFS_TEMP_MEMORY_BYTES", (32 * MIB).to_string())],
+    );
     eprintln!("{line}");
     let above = field(&line, "above_baseline_kib");
     assert!(

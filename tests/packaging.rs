@@ -32,7 +32,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{in_ci, target_dir, unavailable};
+use support::{pip_quick, target_dir, unavailable};
 
 /// Longest a build or install step may take (cargo may first wait for
 /// another build's lock on the shared target directory).
@@ -154,16 +154,6 @@ fn fresh_dir(path: &Path) {
         .mode(0o700)
         .create(path)
         .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-}
-
-/// pip flags: fail fast when offline outside CI, rather than retry for
-/// minutes.
-fn pip_quick() -> &'static [&'static str] {
-    if in_ci() {
-        &[]
-    } else {
-        &["--retries", "1", "--timeout", "15"]
-    }
 }
 
 // ------------------------------------------------------------------ Python

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{cdylib, python, run, Output};
+use support::{cdylib, python, run, scalar, TestBackend, Output};
 
 const ROWS: u64 = 150;
 
@@ -348,14 +348,14 @@ const FORK_STORE: &str = "FDBVFS_TEST_FORK_STORE";
 
 fn fork_store(spec: &str) -> fdbvfs::Store {
     if let Some(dir) = spec.strip_prefix("dir:") {
-        return fdbvfs::Store::embedded(dir).unwrap_or_else(|e| panic!("store: {e}"));
+        return TestBackend::Dir(dir.into()).open();
     }
-    #[cfg(feature = "fdb")]
     if let Some(cluster) = spec.strip_prefix("fdb:") {
-        return fdbvfs::Store::builder()
-            .cluster_file(cluster)
-            .build()
-            .unwrap_or_else(|e| panic!("FDB store: {e}"));
+        let backend = TestBackend::Fdb {
+            cluster: cluster.into(),
+            prefix: None,
+        };
+        return backend.open();
     }
     panic!("bad {FORK_STORE}={spec}")
 }
@@ -465,9 +465,7 @@ fn rust_fork_child() {
         r.map(|x| x.unwrap_or_else(|e| panic!("{e}"))).collect()
     };
     raw_line(&format!("ROWS {}", rows.join(",")));
-    let ic: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ic: String = scalar(&conn, "PRAGMA integrity_check");
     raw_line(&format!("INTEGRITY {ic}"));
     drop(conn);
     let _ = store.drop_database(&db);
@@ -508,11 +506,7 @@ fn fork_before_fdb(cluster: &str, db: &str) {
     raw_line(&format!("GRANDCHILD-STATUS {status}"));
     let store = fork_store(&spec);
     let conn = store.open(db).unwrap_or_else(|e| panic!("open: {e}"));
-    let n: i64 = conn
-        .query_row("SELECT count(*) FROM t WHERE who = 'child'", [], |r| {
-            r.get(0)
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let n: i64 = scalar(&conn, "SELECT count(*) FROM t WHERE who = 'child'");
     raw_line(&format!("LATE-ROWS {n}"));
     drop(conn);
     let _ = store.drop_database(db);

@@ -3,12 +3,12 @@
 //! `pagestore/tests/security.rs`.
 #![cfg(unix)]
 
-mod common;
+mod support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::open_uri;
+use support::open_uri;
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().mode() & 0o777

@@ -2,7 +2,7 @@
 //! one snapshot for every database of a SQL transaction, and one store
 //! commit (all or none) for every database it wrote.
 
-mod common;
+mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -12,6 +12,7 @@ use fdbvfs::{Faults, Store};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rusqlite::{Connection, ErrorCode};
+use support::{assert_integrity, scalar, scalar_with};
 
 /// `main` = database `a`, with `b` attached as `b`.
 fn open_pair(store: &Store, a: &str, b: &str) -> Connection {
@@ -21,14 +22,28 @@ fn open_pair(store: &Store, a: &str, b: &str) -> Connection {
     c
 }
 
-fn value(c: &Connection, sql: &str) -> i64 {
-    c.query_row(sql, [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+/// Begins a transaction of `c` that writes 1000 into row 1 of both
+/// databases.
+fn write_both(c: &Connection) {
+    c.execute_batch(
+        "BEGIN;
+         UPDATE main.t SET v = 1000 WHERE id = 1;
+         UPDATE b.t SET v = 1000 WHERE id = 1;",
+    )
+    .expect("writes");
 }
 
-fn text(c: &Connection, sql: &str) -> String {
-    c.query_row(sql, [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+/// Another connection (`other`, on `b` alone) sets `b`'s row 1 to 7.
+fn change_b_elsewhere(other: &Connection) {
+    other
+        .execute("UPDATE t SET v = 7 WHERE id = 1", [])
+        .expect("concurrent update of b");
+}
+
+/// Row `id`'s `v` in `main.t` and in `b.t`, as `c` sees them.
+fn row_values(c: &Connection, id: i64) -> (i64, i64) {
+    let v = |db: &str| scalar_with(c, &format!("SELECT v FROM {db}.t WHERE id = ?1"), [id]);
+    (v("main"), v("b"))
 }
 
 fn setup(c: &Connection) {
@@ -52,23 +67,23 @@ fn extended_code(e: &rusqlite::Error) -> Option<(ErrorCode, i32)> {
 
 #[test]
 fn attached_databases_use_a_journal_mode_with_a_super_journal() {
-    let store = common::store();
-    let (a, b) = (common::name("jm-a"), common::name("jm-b"));
+    let store = support::store();
+    let (a, b) = (support::name("jm-a"), support::name("jm-b"));
     let c = open_pair(&store, &a, &b);
-    assert_eq!(text(&c, "PRAGMA main.journal_mode"), "delete");
-    assert_eq!(text(&c, "PRAGMA b.journal_mode"), "delete");
+    assert_eq!(scalar::<String>(&c, "PRAGMA main.journal_mode"), "delete");
+    assert_eq!(scalar::<String>(&c, "PRAGMA b.journal_mode"), "delete");
 }
 
 #[test]
 fn a_transaction_over_two_databases_is_one_store_commit() {
-    let store = common::store();
-    let (a, b) = (common::name("one-a"), common::name("one-b"));
+    let store = support::store();
+    let (a, b) = (support::name("one-a"), support::name("one-b"));
     let c = open_pair(&store, &a, &b);
     setup(&c);
     // The setup transaction itself wrote both (tables created in one group).
     let fresh = open_pair(&store, &a, &b);
-    assert_eq!(value(&fresh, "SELECT sum(v) FROM main.t"), 30);
-    assert_eq!(value(&fresh, "SELECT sum(v) FROM b.t"), 300);
+    assert_eq!(scalar::<i64>(&fresh, "SELECT sum(v) FROM main.t"), 30);
+    assert_eq!(scalar::<i64>(&fresh, "SELECT sum(v) FROM b.t"), 300);
 
     let before = store.page_store().stats();
     c.execute_batch(
@@ -87,8 +102,12 @@ fn a_transaction_over_two_databases_is_one_store_commit() {
     assert_eq!(after.commits - before.commits, 1);
 
     // One commit, one version: both databases report it.
-    let va: u64 = text(&c, "PRAGMA main.fdb_version").parse().unwrap_or(0);
-    let vb: u64 = text(&c, "PRAGMA b.fdb_version").parse().unwrap_or(1);
+    let va: u64 = scalar::<String>(&c, "PRAGMA main.fdb_version")
+        .parse()
+        .unwrap_or(0);
+    let vb: u64 = scalar::<String>(&c, "PRAGMA b.fdb_version")
+        .parse()
+        .unwrap_or(1);
     assert_eq!(va, vb, "both databases committed at one version");
     // And the change logs of both databases show that version.
     let (da, db) = (
@@ -99,8 +118,7 @@ fn a_transaction_over_two_databases_is_one_store_commit() {
     assert!(!db.changes_between(vb - 1, vb).expect("log b").is_empty());
 
     let fresh = open_pair(&store, &a, &b);
-    assert_eq!(value(&fresh, "SELECT v FROM main.t WHERE id = 1"), 11);
-    assert_eq!(value(&fresh, "SELECT v FROM b.t WHERE id = 1"), 101);
+    assert_eq!(row_values(&fresh, 1), (11, 101));
 
     // ROLLBACK of a transaction over both leaves both untouched.
     c.execute_batch(
@@ -110,8 +128,8 @@ fn a_transaction_over_two_databases_is_one_store_commit() {
          ROLLBACK;",
     )
     .unwrap_or_else(|e| panic!("rollback: {e}"));
-    assert_eq!(value(&fresh, "SELECT sum(v) FROM main.t"), 31);
-    assert_eq!(value(&fresh, "SELECT sum(v) FROM b.t"), 301);
+    assert_eq!(scalar::<i64>(&fresh, "SELECT sum(v) FROM main.t"), 31);
+    assert_eq!(scalar::<i64>(&fresh, "SELECT sum(v) FROM b.t"), 301);
     assert_eq!(fdbvfs_panics(), 0);
 }
 
@@ -121,22 +139,15 @@ fn fdbvfs_panics() -> u64 {
 
 #[test]
 fn a_conflict_on_one_database_fails_the_whole_commit() {
-    let store = common::store();
-    let (a, b) = (common::name("cf-a"), common::name("cf-b"));
+    let store = support::store();
+    let (a, b) = (support::name("cf-a"), support::name("cf-b"));
     let mut c = open_pair(&store, &a, &b);
     setup(&c);
     let other = store.open(&b).expect("open b alone");
 
-    c.execute_batch(
-        "BEGIN;
-         UPDATE main.t SET v = 1000 WHERE id = 1;
-         UPDATE b.t SET v = 1000 WHERE id = 1;",
-    )
-    .expect("writes");
+    write_both(&c);
     // Another connection changes b's row meanwhile: only b conflicts.
-    other
-        .execute("UPDATE t SET v = 7 WHERE id = 1", [])
-        .expect("concurrent update of b");
+    change_b_elsewhere(&other);
     let before = store.page_store().stats();
     let e = c
         .execute_batch("COMMIT")
@@ -154,10 +165,8 @@ fn a_conflict_on_one_database_fails_the_whole_commit() {
 
     // main's write is not there (nor in this connection's cache).
     for conn in [&c, &open_pair(&store, &a, &b)] {
-        assert_eq!(value(conn, "SELECT v FROM main.t WHERE id = 1"), 10);
-        assert_eq!(value(conn, "SELECT v FROM b.t WHERE id = 1"), 7);
-        assert_eq!(text(conn, "PRAGMA main.integrity_check"), "ok");
-        assert_eq!(text(conn, "PRAGMA b.integrity_check"), "ok");
+        assert_eq!(row_values(conn, 1), (10, 7));
+        assert_integrity(conn);
     }
 
     // Re-running succeeds, both written.
@@ -168,8 +177,7 @@ fn a_conflict_on_one_database_fails_the_whole_commit() {
     })
     .expect("retry");
     let fresh = open_pair(&store, &a, &b);
-    assert_eq!(value(&fresh, "SELECT v FROM main.t WHERE id = 1"), 15);
-    assert_eq!(value(&fresh, "SELECT v FROM b.t WHERE id = 1"), 12);
+    assert_eq!(row_values(&fresh, 1), (15, 12));
     assert_eq!(fdbvfs_panics(), 0);
 }
 
@@ -180,38 +188,28 @@ fn a_conflict_on_one_database_fails_the_whole_commit() {
 /// the lock is held) would still show the rolled-back writes.
 #[test]
 fn a_failed_group_commit_is_rolled_back_from_the_journals() {
-    let store = common::store();
-    let (a, b) = (common::name("pb-a"), common::name("pb-b"));
+    let store = support::store();
+    let (a, b) = (support::name("pb-a"), support::name("pb-b"));
     let c = open_pair(&store, &a, &b);
     setup(&c);
     let other = store.open(&b).expect("open b alone");
-    c.execute_batch(
-        "BEGIN;
-         UPDATE main.t SET v = 1000 WHERE id = 1;
-         UPDATE b.t SET v = 1000 WHERE id = 1;",
-    )
-    .expect("writes");
+    write_both(&c);
     let mut pending = c
         .prepare("SELECT id FROM main.t UNION ALL SELECT id FROM b.t")
         .expect("prepare");
     let mut rows = pending.query([]).expect("query");
     assert!(rows.next().expect("step").is_some());
-    other
-        .execute("UPDATE t SET v = 7 WHERE id = 1", [])
-        .expect("concurrent update of b");
+    change_b_elsewhere(&other);
     let e = c.execute_batch("COMMIT").expect_err("conflict");
     assert!(fdbvfs::is_busy(&e), "{e}");
     // Still inside the read transaction the pending statement holds: the
     // snapshot's values, not the rolled-back writes.
-    assert_eq!(value(&c, "SELECT v FROM main.t WHERE id = 1"), 10);
-    assert_eq!(value(&c, "SELECT v FROM b.t WHERE id = 1"), 100);
+    assert_eq!(row_values(&c, 1), (10, 100));
     while rows.next().expect("step").is_some() {}
     drop(rows);
     drop(pending);
-    assert_eq!(value(&c, "SELECT v FROM main.t WHERE id = 1"), 10);
-    assert_eq!(value(&c, "SELECT v FROM b.t WHERE id = 1"), 7);
-    assert_eq!(text(&c, "PRAGMA main.integrity_check"), "ok");
-    assert_eq!(text(&c, "PRAGMA b.integrity_check"), "ok");
+    assert_eq!(row_values(&c, 1), (10, 7));
+    assert_integrity(&c);
 }
 
 /// TRUNCATE and PERSIST journals also carry the super-journal: the same
@@ -219,11 +217,14 @@ fn a_failed_group_commit_is_rolled_back_from_the_journals() {
 #[test]
 fn truncate_and_persist_journals_commit_atomically_too() {
     for mode in ["truncate", "persist"] {
-        let store = common::store();
-        let (a, b) = (common::name("jt-a"), common::name("jt-b"));
+        let store = support::store();
+        let (a, b) = (support::name("jt-a"), support::name("jt-b"));
         let c = open_pair(&store, &a, &b);
-        assert_eq!(text(&c, &format!("PRAGMA journal_mode={mode}")), mode);
-        assert_eq!(text(&c, "PRAGMA b.journal_mode"), mode);
+        assert_eq!(
+            scalar::<String>(&c, &format!("PRAGMA journal_mode={mode}")),
+            mode
+        );
+        assert_eq!(scalar::<String>(&c, "PRAGMA b.journal_mode"), mode);
         setup(&c);
         let before = store.page_store().stats();
         c.execute_batch(
@@ -239,33 +240,20 @@ fn truncate_and_persist_journals_commit_atomically_too() {
             "{mode}"
         );
         let other = store.open(&b).expect("open b alone");
-        c.execute_batch(
-            "BEGIN;
-             UPDATE main.t SET v = 1000 WHERE id = 1;
-             UPDATE b.t SET v = 1000 WHERE id = 1;",
-        )
-        .expect("writes");
-        other
-            .execute("UPDATE t SET v = 7 WHERE id = 1", [])
-            .expect("concurrent update of b");
+        write_both(&c);
+        change_b_elsewhere(&other);
         let e = c.execute_batch("COMMIT").expect_err("conflict");
         assert!(fdbvfs::is_busy(&e), "{mode}: {e}");
         let fresh = open_pair(&store, &a, &b);
-        assert_eq!(
-            value(&fresh, "SELECT v FROM main.t WHERE id = 1"),
-            11,
-            "{mode}"
-        );
-        assert_eq!(value(&fresh, "SELECT v FROM b.t WHERE id = 1"), 7, "{mode}");
-        assert_eq!(text(&c, "PRAGMA main.integrity_check"), "ok");
-        assert_eq!(text(&c, "PRAGMA b.integrity_check"), "ok");
+        assert_eq!(row_values(&fresh, 1), (11, 7), "{mode}");
+        assert_integrity(&c);
     }
 }
 
 #[test]
 fn a_conflict_on_main_fails_the_write_to_the_attached_database_too() {
-    let store = common::store();
-    let (a, b) = (common::name("cm-a"), common::name("cm-b"));
+    let store = support::store();
+    let (a, b) = (support::name("cm-a"), support::name("cm-b"));
     let c = open_pair(&store, &a, &b);
     setup(&c);
     let other = store.open(&a).expect("open a alone");
@@ -281,21 +269,23 @@ fn a_conflict_on_main_fails_the_write_to_the_attached_database_too() {
     let e = c.execute_batch("COMMIT").expect_err("conflict");
     assert!(fdbvfs::is_busy(&e), "{e}");
     let fresh = open_pair(&store, &a, &b);
-    assert_eq!(value(&fresh, "SELECT v FROM main.t WHERE id = 2"), 8);
-    assert_eq!(value(&fresh, "SELECT v FROM b.t WHERE id = 2"), 200);
+    assert_eq!(row_values(&fresh, 2), (8, 200));
 }
 
 #[test]
 fn a_read_transaction_sees_one_snapshot_across_databases() {
-    let store = common::store();
-    let (a, b) = (common::name("snap-a"), common::name("snap-b"));
+    let store = support::store();
+    let (a, b) = (support::name("snap-a"), support::name("snap-b"));
     let reader = open_pair(&store, &a, &b);
     let writer = open_pair(&store, &a, &b);
     setup(&writer);
 
     reader.execute_batch("BEGIN").expect("begin");
     // The transaction's snapshot is taken at its first read, of main.
-    assert_eq!(value(&reader, "SELECT v FROM main.t WHERE id = 1"), 10);
+    assert_eq!(
+        scalar::<i64>(&reader, "SELECT v FROM main.t WHERE id = 1"),
+        10
+    );
 
     let before = store.page_store().stats();
     writer
@@ -310,25 +300,39 @@ fn a_read_transaction_sees_one_snapshot_across_databases() {
 
     // b is read for the first time after the writer committed to both:
     // it must still show the state of the reader's snapshot.
-    assert_eq!(value(&reader, "SELECT v FROM b.t WHERE id = 1"), 100);
-    assert_eq!(value(&reader, "SELECT v FROM main.t WHERE id = 1"), 10);
     assert_eq!(
-        value(
+        scalar::<i64>(&reader, "SELECT v FROM b.t WHERE id = 1"),
+        100
+    );
+    assert_eq!(
+        scalar::<i64>(&reader, "SELECT v FROM main.t WHERE id = 1"),
+        10
+    );
+    assert_eq!(
+        scalar::<i64>(
             &reader,
             "SELECT (SELECT v FROM main.t WHERE id = 1) + (SELECT v FROM b.t WHERE id = 1)"
         ),
         110
     );
-    let va: u64 = text(&reader, "PRAGMA main.fdb_version")
+    let va: u64 = scalar::<String>(&reader, "PRAGMA main.fdb_version")
         .parse()
         .unwrap_or(0);
-    let vb: u64 = text(&reader, "PRAGMA b.fdb_version").parse().unwrap_or(1);
+    let vb: u64 = scalar::<String>(&reader, "PRAGMA b.fdb_version")
+        .parse()
+        .unwrap_or(1);
     assert_eq!(va, vb, "one snapshot");
     reader.execute_batch("COMMIT").expect("commit");
 
     // The next transaction sees the write in both.
-    assert_eq!(value(&reader, "SELECT v FROM b.t WHERE id = 1"), 101);
-    assert_eq!(value(&reader, "SELECT v FROM main.t WHERE id = 1"), 11);
+    assert_eq!(
+        scalar::<i64>(&reader, "SELECT v FROM b.t WHERE id = 1"),
+        101
+    );
+    assert_eq!(
+        scalar::<i64>(&reader, "SELECT v FROM main.t WHERE id = 1"),
+        11
+    );
 }
 
 /// Write skew across databases: T1 reads main and writes b, T2 reads b and
@@ -337,15 +341,15 @@ fn a_read_transaction_sees_one_snapshot_across_databases() {
 /// transaction only read (`pagestore::commit_group_checked`).
 #[test]
 fn write_skew_across_databases_is_refused() {
-    let store = common::store();
-    let (a, b) = (common::name("ws-a"), common::name("ws-b"));
+    let store = support::store();
+    let (a, b) = (support::name("ws-a"), support::name("ws-b"));
     let t1 = open_pair(&store, &a, &b);
     let t2 = open_pair(&store, &a, &b);
     setup(&t1);
     t1.execute_batch("BEGIN").expect("begin 1");
     t2.execute_batch("BEGIN").expect("begin 2");
-    assert_eq!(value(&t1, "SELECT v FROM main.t WHERE id = 1"), 10);
-    assert_eq!(value(&t2, "SELECT v FROM b.t WHERE id = 1"), 100);
+    assert_eq!(scalar::<i64>(&t1, "SELECT v FROM main.t WHERE id = 1"), 10);
+    assert_eq!(scalar::<i64>(&t2, "SELECT v FROM b.t WHERE id = 1"), 100);
     t1.execute("UPDATE b.t SET v = 0 WHERE id = 1", [])
         .expect("t1 writes b");
     t2.execute("UPDATE main.t SET v = 0 WHERE id = 1", [])
@@ -360,9 +364,9 @@ fn write_skew_across_databases_is_refused() {
 
 #[test]
 fn databases_of_different_stores_commit_per_store() {
-    let s1 = common::store();
-    let s2 = common::store();
-    let (a, b) = (common::name("xs-a"), common::name("xs-b"));
+    let s1 = support::store();
+    let s2 = support::store();
+    let (a, b) = (support::name("xs-a"), support::name("xs-b"));
     let c = s1.open(&a).expect("open a");
     c.execute("ATTACH ?1 AS b", [s2.uri(&b)]).expect("attach");
     setup(&c);
@@ -373,8 +377,14 @@ fn databases_of_different_stores_commit_per_store() {
          COMMIT;",
     )
     .expect("transaction over two stores");
-    assert_eq!(value(&s1.open(&a).expect("a"), "SELECT sum(v) FROM t"), 32);
-    assert_eq!(value(&s2.open(&b).expect("b"), "SELECT sum(v) FROM t"), 302);
+    assert_eq!(
+        scalar::<i64>(&s1.open(&a).expect("a"), "SELECT sum(v) FROM t"),
+        32
+    );
+    assert_eq!(
+        scalar::<i64>(&s2.open(&b).expect("b"), "SELECT sum(v) FROM t"),
+        302
+    );
 }
 
 // ---------------------------------------------------------------- bank
@@ -400,9 +410,9 @@ fn table(id: i64) -> &'static str {
 /// databases stay intact.
 #[test]
 fn cross_database_bank() {
-    common::init_tracing();
+    support::init_tracing();
     let store = Store::builder().in_memory().build().expect("store");
-    let (a, b) = (common::name("bank-a"), common::name("bank-b"));
+    let (a, b) = (support::name("bank-a"), support::name("bank-b"));
     {
         let c = open_pair(&store, &a, &b);
         c.execute_batch(
@@ -501,8 +511,8 @@ fn cross_database_bank() {
     store.set_faults(Faults::default()).expect("clear faults");
 
     let c = open_pair(&store, &a, &b);
-    let total_main = value(&c, "SELECT sum(bal) FROM main.acct");
-    let total_b = value(&c, "SELECT sum(bal) FROM b.acct");
+    let total_main = scalar::<i64>(&c, "SELECT sum(bal) FROM main.acct");
+    let total_b = scalar::<i64>(&c, "SELECT sum(bal) FROM b.acct");
     let stats = store.page_store().stats();
     eprintln!(
         "cross-database bank: {} transfers done ({} across databases, {} uncertain), main {total_main}, b {total_b}, store conflicts {}, unknown results {}",
@@ -517,12 +527,20 @@ fn cross_database_bank() {
         ACCOUNTS * INITIAL,
         "money created or lost"
     );
-    assert_eq!(value(&c, "SELECT count(*) FROM main.acct WHERE bal < 0"), 0);
-    assert_eq!(value(&c, "SELECT count(*) FROM b.acct WHERE bal < 0"), 0);
-    assert_eq!(value(&c, "SELECT count(*) FROM main.acct"), SPLIT);
-    assert_eq!(value(&c, "SELECT count(*) FROM b.acct"), ACCOUNTS - SPLIT);
-    assert_eq!(text(&c, "PRAGMA main.integrity_check"), "ok");
-    assert_eq!(text(&c, "PRAGMA b.integrity_check"), "ok");
+    assert_eq!(
+        scalar::<i64>(&c, "SELECT count(*) FROM main.acct WHERE bal < 0"),
+        0
+    );
+    assert_eq!(
+        scalar::<i64>(&c, "SELECT count(*) FROM b.acct WHERE bal < 0"),
+        0
+    );
+    assert_eq!(scalar::<i64>(&c, "SELECT count(*) FROM main.acct"), SPLIT);
+    assert_eq!(
+        scalar::<i64>(&c, "SELECT count(*) FROM b.acct"),
+        ACCOUNTS - SPLIT
+    );
+    assert_integrity(&c);
     assert!(
         crossed.load(Ordering::Relaxed) > 50,
         "transfers across the databases must have happened"
@@ -543,31 +561,22 @@ fn cross_database_bank() {
 /// COMMIT before anything is written.
 #[test]
 fn with_memory_journals_each_database_commits_alone() {
-    let store = common::store();
-    let (a, b) = (common::name("mem-a"), common::name("mem-b"));
+    let store = support::store();
+    let (a, b) = (support::name("mem-a"), support::name("mem-b"));
     let c = open_pair(&store, &a, &b);
     setup(&c);
-    assert_eq!(text(&c, "PRAGMA journal_mode=MEMORY"), "memory");
-    assert_eq!(text(&c, "PRAGMA b.journal_mode"), "memory");
+    assert_eq!(scalar::<String>(&c, "PRAGMA journal_mode=MEMORY"), "memory");
+    assert_eq!(scalar::<String>(&c, "PRAGMA b.journal_mode"), "memory");
     let other = store.open(&b).expect("open b alone");
-    c.execute_batch(
-        "BEGIN;
-         UPDATE main.t SET v = 1000 WHERE id = 1;
-         UPDATE b.t SET v = 1000 WHERE id = 1;",
-    )
-    .expect("writes");
-    other
-        .execute("UPDATE t SET v = 7 WHERE id = 1", [])
-        .expect("concurrent update of b");
+    write_both(&c);
+    change_b_elsewhere(&other);
     let e = c.execute_batch("COMMIT").expect_err("b conflicts");
     assert!(fdbvfs::is_busy(&e), "{e}");
     let fresh = open_pair(&store, &a, &b);
     assert_eq!(
-        value(&fresh, "SELECT v FROM main.t WHERE id = 1"),
-        10,
+        row_values(&fresh, 1),
+        (10, 7),
         "main's commit validated b's read set and refused"
     );
-    assert_eq!(value(&fresh, "SELECT v FROM b.t WHERE id = 1"), 7);
-    assert_eq!(text(&c, "PRAGMA main.integrity_check"), "ok");
-    assert_eq!(text(&c, "PRAGMA b.integrity_check"), "ok");
+    assert_integrity(&c);
 }

@@ -26,7 +26,7 @@
 //! landed) and fails the test.
 
 mod bank;
-mod common;
+mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -75,7 +75,7 @@ fn bank_child_process() {
 
 #[test]
 fn bank_invariant() -> Result<(), fdbvfs::Error> {
-    common::init_tracing();
+    support::init_tracing();
     let started = Instant::now();
     let dir = tempfile::tempdir().map_err(|e| fdbvfs::Error::Config(e.to_string()))?;
     let store = Store::builder().dir(dir.path()).faults(faults()).build()?;

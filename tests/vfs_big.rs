@@ -14,12 +14,12 @@
 //! RSS (VmHWM: process-wide, so it covers both tests when they run in
 //! parallel).
 
-mod common;
+mod support;
 
 use std::time::Instant;
 
-use fdbvfs::Store;
 use rusqlite::Connection;
+use support::{assert_integrity, scalar, scalar_with};
 
 const MB: usize = 1_000_000;
 const GIB: u64 = 1 << 30;
@@ -42,30 +42,19 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Peak resident set size of this process, in MiB (Linux).
-fn peak_rss_mib() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
+fn peak_rss_mib() -> u64 {
+    support::child::status_kib("VmHWM:") / 1024
 }
 
-fn dir_store() -> (Store, tempfile::TempDir) {
-    common::dir_store()
-}
-
-fn integrity(c: &Connection) -> rusqlite::Result<String> {
-    c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
-}
-
-fn db_bytes(c: &Connection) -> rusqlite::Result<u64> {
-    let n: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-    let ps: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    Ok(n as u64 * ps as u64)
+fn db_bytes(c: &Connection) -> u64 {
+    let n: i64 = scalar(c, "PRAGMA page_count");
+    let ps: i64 = scalar(c, "PRAGMA page_size");
+    n as u64 * ps as u64
 }
 
 /// Asserts row `id` holds exactly `expect`.
 fn check_row(c: &Connection, id: i64, expect: &[u8]) -> rusqlite::Result<()> {
-    let got: Vec<u8> = c.query_row("SELECT data FROM big WHERE id = ?1", [id], |r| r.get(0))?;
+    let got: Vec<u8> = scalar_with(c, "SELECT data FROM big WHERE id = ?1", [id]);
     assert_eq!(got.len(), expect.len(), "row {id}: length");
     if let Some(i) = got.iter().zip(expect).position(|(a, b)| a != b) {
         panic!("row {id}: first differing byte at {i}");
@@ -73,16 +62,15 @@ fn check_row(c: &Connection, id: i64, expect: &[u8]) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn page_count(c: &Connection) -> rusqlite::Result<u64> {
-    c.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
-        .map(|n| n as u64)
+fn page_count(c: &Connection) -> u64 {
+    scalar::<i64>(c, "PRAGMA page_count") as u64
 }
 
 #[test]
 fn database_past_4_gib() -> Result<(), fdbvfs::Error> {
     let started = Instant::now();
-    let (store, _dir) = dir_store();
-    let name = common::name("big4g");
+    let (store, _dir) = support::dir_store();
+    let name = support::name("big4g");
     let c = store.open(&name)?;
     c.execute_batch(
         "PRAGMA page_size = 65536;
@@ -96,7 +84,7 @@ fn database_past_4_gib() -> Result<(), fdbvfs::Error> {
     let seeded: [(i64, usize); 3] = [(11, ROW), (43, ROW), (44, 3 * MB)];
     let mut extents = Vec::new();
     for id in 1..=44i64 {
-        let before = page_count(&c)?;
+        let before = page_count(&c);
         match seeded.iter().find(|(i, _)| *i == id) {
             Some(&(_, len)) => {
                 c.execute(
@@ -105,7 +93,7 @@ fn database_past_4_gib() -> Result<(), fdbvfs::Error> {
                 )?;
                 // The row's overflow pages were appended: its content lies
                 // between the old and the new end of the file.
-                extents.push((id, (before * ps, page_count(&c)? * ps)));
+                extents.push((id, (before * ps, page_count(&c) * ps)));
             }
             None => {
                 c.execute(
@@ -116,7 +104,7 @@ fn database_past_4_gib() -> Result<(), fdbvfs::Error> {
         }
     }
     let written = started.elapsed();
-    let size = db_bytes(&c)?;
+    let size = db_bytes(&c);
     assert!(size > 4 * GIB, "database is {size} bytes");
     // The seeded rows sit where intended.
     let at = |id: i64| extents.iter().find(|(i, _)| *i == id).map(|(_, e)| *e);
@@ -131,27 +119,27 @@ fn database_past_4_gib() -> Result<(), fdbvfs::Error> {
     // A fresh connection: everything through the VFS again.
     let c = store.open(&name)?;
     let t = Instant::now();
-    assert_eq!(integrity(&c)?, "ok");
+    assert_integrity(&c);
     let checked = t.elapsed();
-    assert_eq!(db_bytes(&c)?, size);
-    let n: i64 = c.query_row("SELECT count(*) FROM big", [], |r| r.get(0))?;
+    assert_eq!(db_bytes(&c), size);
+    let n: i64 = scalar(&c, "SELECT count(*) FROM big");
     assert_eq!(n, 44);
     for (id, len) in seeded {
         check_row(&c, id, &pattern(id as u64, len))?;
     }
     // Bulk rows near the ends read back as written.
     for id in [10i64, 12, 42] {
-        let ok: bool = c.query_row(
+        let ok: bool = scalar_with(
+            &c,
             "SELECT length(data) = ?2 AND data = zeroblob(?2) FROM big WHERE id = ?1",
             [id, ROW as i64],
-            |r| r.get(0),
-        )?;
+        );
         assert!(ok, "row {id}");
     }
     let m = store.page_store().kv().metrics();
     eprintln!(
         "past 4 GiB: {:.2} GB in {:.1} s (write {:.1} s, integrity_check {:.1} s); \
-         kv commits {} bytes_written {} max_commit_bytes {}; peak RSS {:?} MiB",
+         kv commits {} bytes_written {} max_commit_bytes {}; peak RSS {} MiB",
         size as f64 / 1e9,
         started.elapsed().as_secs_f64(),
         written.as_secs_f64(),
@@ -168,8 +156,8 @@ fn database_past_4_gib() -> Result<(), fdbvfs::Error> {
 #[test]
 fn one_gib_transaction_commits_in_small_store_transactions() -> Result<(), fdbvfs::Error> {
     let started = Instant::now();
-    let (store, _dir) = dir_store();
-    let name = common::name("big1g");
+    let (store, _dir) = support::dir_store();
+    let name = support::name("big1g");
     let mut c = store.open(&name)?;
     c.execute_batch(
         "CREATE TABLE big(id INTEGER PRIMARY KEY, data BLOB NOT NULL);
@@ -177,7 +165,7 @@ fn one_gib_transaction_commits_in_small_store_transactions() -> Result<(), fdbvf
     )?;
     let kv_before = store.page_store().kv().metrics();
     let st_before = store.page_store().stats();
-    let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let page_size: i64 = scalar(&c, "PRAGMA page_size");
     // Rows 1..=11 of 100 MB (> 1 GiB); rows 1, 6 and 11 have seeded content.
     let seeded = [1i64, 6, 11];
     let tx = c.transaction()?;
@@ -224,30 +212,30 @@ fn one_gib_transaction_commits_in_small_store_transactions() -> Result<(), fdbvf
 
     let c = store.open(&name)?;
     let t = Instant::now();
-    assert_eq!(integrity(&c)?, "ok");
+    assert_integrity(&c);
     let checked = t.elapsed();
-    let size = db_bytes(&c)?;
+    let size = db_bytes(&c);
     assert!(size > GIB, "database is {size} bytes");
     let (n, total): (i64, i64) =
         c.query_row("SELECT count(*), sum(length(data)) FROM big", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
     assert_eq!((n, total), (12, 11 * ROW as i64 + 1));
-    let first: Vec<u8> = c.query_row("SELECT data FROM big WHERE id = 0", [], |r| r.get(0))?;
+    let first: Vec<u8> = scalar(&c, "SELECT data FROM big WHERE id = 0");
     assert_eq!(first, vec![1u8]);
     for id in seeded {
         check_row(&c, id, &pattern(1000 + id as u64, ROW))?;
     }
-    let ok: bool = c.query_row(
+    let ok: bool = scalar_with(
+        &c,
         "SELECT data = zeroblob(?1) FROM big WHERE id = 10",
         [ROW as i64],
-        |r| r.get(0),
-    )?;
+    );
     assert!(ok);
     eprintln!(
         "1 GiB transaction: page_size {page_size}, {:.2} GB in {:.1} s (inserts+commit {:.1} s, \
          COMMIT {:.1} s, integrity_check {:.1} s); kv commits {} bytes_written {} \
-         max_commit_bytes {max}; peak RSS {:?} MiB",
+         max_commit_bytes {max}; peak RSS {} MiB",
         size as f64 / 1e9,
         started.elapsed().as_secs_f64(),
         written.as_secs_f64(),

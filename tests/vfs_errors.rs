@@ -1,11 +1,11 @@
 //! Errors, not crashes: bad URIs, bad stores, bad names, WAL, and random
 //! bytes through the VFS file API.
 
-mod common;
+mod support;
 
 use proptest::prelude::*;
 
-use common::open_uri;
+use support::{open_uri, scalar};
 
 #[test]
 fn unknown_uri_parameter_is_named() {
@@ -57,7 +57,7 @@ fn unusable_store_directory() {
 
 #[test]
 fn oversize_and_empty_names() {
-    let store = common::store();
+    let store = support::store();
     let long = "n".repeat(256);
     let e = store
         .open(&long)
@@ -80,8 +80,8 @@ fn oversize_and_empty_names() {
 
 #[test]
 fn journal_mode_wal_is_refused_clearly_and_nothing_breaks() -> Result<(), fdbvfs::Error> {
-    let store = common::store();
-    let name = common::name("wal");
+    let store = support::store();
+    let name = support::name("wal");
     let c = store.open(&name)?;
     c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
     let e = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0));
@@ -90,7 +90,7 @@ fn journal_mode_wal_is_refused_clearly_and_nothing_breaks() -> Result<(), fdbvfs
         msg.contains("journal_mode=WAL is not supported by the fdb VFS"),
         "{msg}"
     );
-    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    let mode: String = scalar(&c, "PRAGMA journal_mode");
     assert_eq!(mode, "delete");
     c.execute("INSERT INTO t VALUES (2)", [])?;
     let e = c
@@ -98,14 +98,14 @@ fn journal_mode_wal_is_refused_clearly_and_nothing_breaks() -> Result<(), fdbvfs
         .err()
         .map(|e| e.to_string());
     assert!(e.is_some_and(|m| m.contains("EXCLUSIVE is not supported")));
-    let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+    let n: i64 = scalar(&c, "SELECT count(*) FROM t");
     assert_eq!(n, 2);
     Ok(())
 }
 
 #[test]
 fn open_missing_database_read_only() -> Result<(), fdbvfs::Error> {
-    let store = common::store();
+    let store = support::store();
     let e = store
         .open_at("never-created", fdbvfs::At::Version(1))
         .err()
@@ -174,8 +174,8 @@ proptest! {
     /// returns a code, none panics.
     #[test]
     fn random_io_never_panics(ops in proptest::collection::vec(io_op(), 1..40)) {
-        let store = common::store();
-        let name = common::name("fuzz");
+        let store = support::store();
+        let name = support::name("fuzz");
         let mut f = match vfs::testing::RawFile::open(&raw_name(&store, &name)) {
             Ok(f) => f,
             Err(rc) => return Err(TestCaseError::fail(format!("open failed: {rc}"))),
@@ -204,8 +204,8 @@ proptest! {
     /// corruption, nothing panics or crashes.
     #[test]
     fn random_pages_then_sql(pages in proptest::collection::vec((0u32..6, proptest::collection::vec(any::<u8>(), 4096)), 1..6), keep_header in any::<bool>()) {
-        let store = common::store();
-        let name = common::name("garbage");
+        let store = support::store();
+        let name = support::name("garbage");
         if keep_header {
             // Start from a real database so some structure survives.
             let c = store.open(&name).map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -4,7 +4,7 @@
 //! Time is a [`ManualClock`] moved forward by the tests (1 s per commit),
 //! so "50 seconds of history" costs no waiting.
 
-mod common;
+mod support;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,15 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fdbvfs::{At, Store};
 use pagestore::clock::{Clock, ManualClock};
-use pagestore::kv::{strinc, RangeOption};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
+use support::{assert_integrity, scalar, scalar_with};
 
 type Rows = Vec<(i64, String)>;
 
 fn clocked_store() -> (Store, Arc<ManualClock>) {
-    common::init_tracing();
+    support::init_tracing();
     let clock = ManualClock::new();
     let store = Store::builder()
         .in_memory()
@@ -41,7 +41,7 @@ fn rows(c: &Connection) -> rusqlite::Result<Rows> {
 }
 
 fn version(c: &Connection) -> rusqlite::Result<u64> {
-    let v: String = c.query_row("PRAGMA fdb_version", [], |r| r.get(0))?;
+    let v: String = scalar(c, "PRAGMA fdb_version");
     Ok(v.parse()
         .unwrap_or_else(|e| panic!("fdb_version {v:?}: {e}")))
 }
@@ -118,7 +118,7 @@ fn write_history(store: &Store, clock: &ManualClock, name: &str, n: u64) -> Hist
 #[test]
 fn time_travel_by_time_answers_the_exact_contents_at_50_versions() -> Result<(), fdbvfs::Error> {
     let (store, clock) = clocked_store();
-    let name = common::name("tt");
+    let name = support::name("tt");
     let h = write_history(&store, &clock, &name, 50);
     let mut rng = StdRng::seed_from_u64(60);
     for _ in 0..10 {
@@ -153,7 +153,7 @@ fn time_travel_by_time_answers_the_exact_contents_at_50_versions() -> Result<(),
 #[test]
 fn time_travel_outside_the_history_is_refused_clearly() -> Result<(), fdbvfs::Error> {
     let (store, clock) = clocked_store();
-    let name = common::name("tt-out");
+    let name = support::name("tt-out");
     let h = write_history(&store, &clock, &name, 3);
     let created = h.states[0].0 - 2_000_000;
     let err = |at: At| {
@@ -193,8 +193,8 @@ fn count_and_sum(c: &Connection, table: &str) -> rusqlite::Result<(i64, i64)> {
 #[test]
 fn fork_of_100_mb_costs_the_same_round_trips_as_fork_of_an_empty_database(
 ) -> Result<(), fdbvfs::Error> {
-    let store = common::store();
-    let (big, empty) = (common::name("big"), common::name("empty"));
+    let store = support::store();
+    let (big, empty) = (support::name("big"), support::name("empty"));
     store
         .open(&empty)?
         .execute_batch("CREATE TABLE blobs(id INTEGER PRIMARY KEY, b BLOB)")?;
@@ -215,9 +215,9 @@ fn fork_of_100_mb_costs_the_same_round_trips_as_fork_of_an_empty_database(
         store.fork(src, dst, None)?;
         Ok(store.page_store().kv().metrics().round_trips() - before)
     };
-    let big_fork = common::name("big-fork");
+    let big_fork = support::name("big-fork");
     let (empty_cost, big_cost) = (
-        cost(&empty, &common::name("empty-fork"))?,
+        cost(&empty, &support::name("empty-fork"))?,
         cost(&big, &big_fork)?,
     );
     assert_eq!(
@@ -228,20 +228,19 @@ fn fork_of_100_mb_costs_the_same_round_trips_as_fork_of_an_empty_database(
     // And the fork has it all.
     let f = store.open(&big_fork)?;
     assert_eq!(count_and_sum(&f, "blobs")?, want);
-    let ok: String = f.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    assert_eq!(ok, "ok");
+    assert_integrity(&f);
     Ok(())
 }
 
 #[test]
 fn forks_are_isolated_both_ways_forks_of_forks_and_forks_at_a_time() -> Result<(), fdbvfs::Error> {
     let (store, clock) = clocked_store();
-    let src = common::name("src");
+    let src = support::name("src");
     let h = write_history(&store, &clock, &src, 10);
     let latest = h.states[9].2.clone();
 
     // Fork now; write both sides.
-    let a = common::name("fork-a");
+    let a = support::name("fork-a");
     let at_v = store.fork(&src, &a, None)?;
     // The latest version (the store's version moves on without commits).
     assert!(at_v >= h.states[9].1);
@@ -249,32 +248,31 @@ fn forks_are_isolated_both_ways_forks_of_forks_and_forks_at_a_time() -> Result<(
     assert_eq!(rows(&ca)?, latest);
     ca.execute("INSERT OR REPLACE INTO kv VALUES (1000, 'only in a')", [])?;
     cs.execute("INSERT OR REPLACE INTO kv VALUES (2000, 'only in src')", [])?;
-    let has = |c: &Connection, k: i64| -> rusqlite::Result<bool> {
-        c.query_row("SELECT count(*) FROM kv WHERE k = ?1", [k], |r| r.get(0))
-            .map(|n: i64| n == 1)
+    let has = |c: &Connection, k: i64| -> bool {
+        scalar_with::<i64>(c, "SELECT count(*) FROM kv WHERE k = ?1", [k]) == 1
     };
     assert!(
-        has(&ca, 1000)? && !has(&ca, 2000)?,
+        has(&ca, 1000) && !has(&ca, 2000),
         "fork sees its own write only"
     );
     assert!(
-        has(&cs, 2000)? && !has(&cs, 1000)?,
+        has(&cs, 2000) && !has(&cs, 1000),
         "source sees its own write only"
     );
 
     // A fork of the fork (through the pragma), isolated from both.
-    let b = common::name("fork-b");
-    let pinned: String = ca.query_row(&format!("PRAGMA fdb_fork = '{b}'"), [], |r| r.get(0))?;
+    let b = support::name("fork-b");
+    let pinned: String = scalar(&ca, &format!("PRAGMA fdb_fork = '{b}'"));
     let cb = store.open(&b)?;
-    assert!(has(&cb, 1000)? && !has(&cb, 2000)?);
+    assert!(has(&cb, 1000) && !has(&cb, 2000));
     assert_eq!(version(&ca)?.to_string(), pinned);
     cb.execute("DELETE FROM kv", [])?;
-    assert!(has(&ca, 1000)?, "the fork's fork wrote into its origin");
+    assert!(has(&ca, 1000), "the fork's fork wrote into its origin");
     assert_eq!(rows(&cb)?, vec![]);
 
     // Fork at a time (Rust API) and from a time-travel connection (pragma).
     let (t3, v3, ref rows3) = h.states[3];
-    let c = common::name("fork-at-time");
+    let c = support::name("fork-at-time");
     assert_eq!(
         store.fork(&src, &c, Some(At::Time(time_of(t3 + 500_000))))?,
         v3
@@ -283,8 +281,8 @@ fn forks_are_isolated_both_ways_forks_of_forks_and_forks_at_a_time() -> Result<(
     assert_eq!(&rows(&cc)?, rows3);
     cc.execute("INSERT INTO kv VALUES (3000, 'c')", [])?;
     let old = store.open_at(&src, At::Time(time_of(t3 + 1)))?;
-    let d = common::name("fork-of-the-past");
-    let got: String = old.query_row(&format!("PRAGMA fdb_fork = '{d}'"), [], |r| r.get(0))?;
+    let d = support::name("fork-of-the-past");
+    let got: String = scalar(&old, &format!("PRAGMA fdb_fork = '{d}'"));
     assert_eq!(got, v3.to_string());
     assert_eq!(&rows(&store.open(&d)?)?, rows3);
     // At a time after it was made but before its first commit, a fork is
@@ -296,17 +294,16 @@ fn forks_are_isolated_both_ways_forks_of_forks_and_forks_at_a_time() -> Result<(
 
     // A fork outlives its dropped origin.
     assert!(store.drop_database(&src)?);
-    assert!(has(&ca, 1000)?);
+    assert!(has(&ca, 1000));
     assert_eq!(rows(&store.open(&d)?)?, *rows3);
-    let ok: String = cc.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    assert_eq!(ok, "ok");
+    assert_integrity(&cc);
     Ok(())
 }
 
 #[test]
 fn restore_and_undo_through_the_api_and_the_pragma() -> Result<(), fdbvfs::Error> {
     let (store, clock) = clocked_store();
-    let name = common::name("restore");
+    let name = support::name("restore");
     let h = write_history(&store, &clock, &name, 20);
     let c = store.open(&name)?;
     let (t5, v5, ref rows5) = h.states[5];
@@ -323,7 +320,7 @@ fn restore_and_undo_through_the_api_and_the_pragma() -> Result<(), fdbvfs::Error
 
     // The pragma, on an ordinary connection.
     clock.advance_secs(1);
-    let got: String = c.query_row(&format!("PRAGMA fdb_restore = 'v:{v5}'"), [], |r| r.get(0))?;
+    let got: String = scalar(&c, &format!("PRAGMA fdb_restore = 'v:{v5}'"));
     assert_eq!(version(&c)?.to_string(), got, "fdb_version after a restore");
     assert_eq!(&rows(&c)?, rows5);
     // Refused inside a transaction and on a time-travel connection.
@@ -346,8 +343,7 @@ fn restore_and_undo_through_the_api_and_the_pragma() -> Result<(), fdbvfs::Error
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("time-travel"), "{e}");
-    let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    assert_eq!(ok, "ok");
+    assert_integrity(&c);
     Ok(())
 }
 
@@ -365,8 +361,8 @@ fn bank_setup(store: &Store, name: &str) -> Result<(), fdbvfs::Error> {
     Ok(())
 }
 
-fn total(c: &Connection) -> rusqlite::Result<i64> {
-    c.query_row("SELECT sum(balance) FROM accounts", [], |r| r.get(0))
+fn total(c: &Connection) -> i64 {
+    scalar(c, "SELECT sum(balance) FROM accounts")
 }
 
 /// `threads` workers doing `transfers` random transfers each, through
@@ -418,8 +414,8 @@ fn join_all(handles: Vec<thread::JoinHandle<Result<(), fdbvfs::Error>>>) {
 
 #[test]
 fn restore_under_a_concurrent_bank_workload_keeps_the_invariant() -> Result<(), fdbvfs::Error> {
-    let store = common::store();
-    let name = common::name("bank-restore");
+    let store = support::store();
+    let name = support::name("bank-restore");
     bank_setup(&store, &name)?;
     let reader = store.open(&name)?;
     let mut checkpoints = vec![version(&reader)?];
@@ -445,48 +441,20 @@ fn restore_under_a_concurrent_bank_workload_keeps_the_invariant() -> Result<(), 
         assert!(done, "restore kept conflicting");
         restores += 1;
         // Every state anyone can see is a bank state.
-        assert_eq!(total(&store.open(&name)?)?, ACCOUNTS * INITIAL);
+        assert_eq!(total(&store.open(&name)?), ACCOUNTS * INITIAL);
     }
     join_all(workers);
     assert_eq!(restores, 4);
     let c = store.open(&name)?;
-    assert_eq!(total(&c)?, ACCOUNTS * INITIAL);
-    let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    assert_eq!(ok, "ok");
+    assert_eq!(total(&c), ACCOUNTS * INITIAL);
+    assert_integrity(&c);
     Ok(())
-}
-
-/// Keys under the store's prefix.
-fn count_keys(store: &Store) -> usize {
-    let kv = store.page_store().kv();
-    let prefix = store.page_store().options().prefix.clone();
-    let end = strinc(&prefix).unwrap_or_else(|| panic!("prefix"));
-    let (mut from, mut n) = (prefix, 0);
-    loop {
-        let r = kv
-            .begin()
-            .and_then(|mut t| {
-                t.get_range(
-                    &RangeOption::new(from.clone(), end.clone()).limit(10_000),
-                    true,
-                )
-            })
-            .unwrap_or_else(|e| panic!("scan: {e}"));
-        n += r.kvs.len();
-        match r.kvs.last() {
-            Some(last) if r.more || r.kvs.len() == 10_000 => {
-                from = last.key.clone();
-                from.push(0);
-            }
-            _ => return n,
-        }
-    }
 }
 
 #[test]
 fn gc_with_a_one_second_retention_keeps_the_window_and_forks() -> Result<(), fdbvfs::Error> {
     let (store, clock) = clocked_store();
-    let name = common::name("gc");
+    let name = support::name("gc");
     let c = store.open(&name)?;
     c.execute_batch("CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT NOT NULL)")?;
     let mut rng = StdRng::seed_from_u64(7);
@@ -503,23 +471,27 @@ fn gc_with_a_one_second_retention_keeps_the_window_and_forks() -> Result<(), fdb
         states.push((clock.now_micros(), version(&c)?, rows(&c)?));
     }
     // A fork made at commit 10, with its own write.
-    let fork = common::name("gc-fork");
+    let fork = support::name("gc-fork");
     store.fork(&name, &fork, Some(At::Version(states[10].1)))?;
     let cf = store.open(&fork)?;
     cf.execute("INSERT OR REPLACE INTO kv VALUES (500, 'fork')", [])?;
     let fork_rows = rows(&cf)?;
 
     store.set_retention(&name, Duration::from_secs(1))?;
-    let r: String = c.query_row("PRAGMA fdb_retention", [], |r| r.get(0))?;
+    let r: String = scalar(&c, "PRAGMA fdb_retention");
     assert_eq!(r, "1");
     clock.advance_micros(50_000);
     let window_start = clock.now_micros() - 1_000_000;
 
-    let before = count_keys(&store);
+    let before = support::keys::count_keys(store.page_store());
     let dry = store.gc(Some(&name), true)?;
-    assert_eq!(count_keys(&store), before, "a dry run removes nothing");
+    assert_eq!(
+        support::keys::count_keys(store.page_store()),
+        before,
+        "a dry run removes nothing"
+    );
     let report = store.gc(Some(&name), false)?;
-    let after = count_keys(&store);
+    let after = support::keys::count_keys(store.page_store());
     assert_eq!(report.len(), 1);
     assert!(report[0].page_versions > 0, "{report:?}");
     assert_eq!(dry[0].page_versions, report[0].page_versions);
@@ -554,22 +526,21 @@ fn gc_with_a_one_second_retention_keeps_the_window_and_forks() -> Result<(), fdb
     assert!(e.contains("retention window"), "{e}");
     // The fork still reads its own and its origin's pages.
     assert_eq!(rows(&store.open(&fork)?)?, fork_rows);
-    let ok: String = cf.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    assert_eq!(ok, "ok");
+    assert_integrity(&cf);
     assert_eq!(rows(&c)?, states[39].2);
     Ok(())
 }
 
 #[test]
 fn gc_running_with_a_bank_workload_changes_nothing_visible() -> Result<(), fdbvfs::Error> {
-    common::init_tracing();
+    support::init_tracing();
     let clock = ManualClock::new();
     let store = Store::builder()
         .in_memory()
         .clock(clock.clone())
         .gc_interval(Duration::from_millis(5))
         .build()?;
-    let name = common::name("bank-gc");
+    let name = support::name("bank-gc");
     bank_setup(&store, &name)?;
     store.set_retention(&name, Duration::from_secs(1))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -602,7 +573,7 @@ fn gc_running_with_a_bank_workload_changes_nothing_visible() -> Result<(), fdbvf
             let c = store.open(&name)?;
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
-                assert_eq!(total(&c)?, ACCOUNTS * INITIAL);
+                assert_eq!(total(&c), ACCOUNTS * INITIAL);
                 n += 1;
             }
             Ok(n)
@@ -624,9 +595,8 @@ fn gc_running_with_a_bank_workload_changes_nothing_visible() -> Result<(), fdbvf
         "GC removed old versions while the transfers ran"
     );
     let c = store.open(&name)?;
-    assert_eq!(total(&c)?, ACCOUNTS * INITIAL);
-    let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    assert_eq!(ok, "ok");
+    assert_eq!(total(&c), ACCOUNTS * INITIAL);
+    assert_integrity(&c);
     // GC did remove old versions.
     let r = store.gc(Some(&name), true)?;
     assert!(r[0].horizon > 0, "{r:?}");
@@ -635,14 +605,14 @@ fn gc_running_with_a_bank_workload_changes_nothing_visible() -> Result<(), fdbvf
 
 #[test]
 fn background_gc_runs_every_interval_and_stops_with_the_store() -> Result<(), fdbvfs::Error> {
-    common::init_tracing();
+    support::init_tracing();
     let clock = ManualClock::new();
     let store = Store::builder()
         .in_memory()
         .clock(clock.clone())
         .gc_interval(Duration::from_millis(10))
         .build()?;
-    let name = common::name("bg-gc");
+    let name = support::name("bg-gc");
     let h = write_history(&store, &clock, &name, 10);
     store.set_retention(&name, Duration::from_secs(1))?;
     clock.advance_secs(5);

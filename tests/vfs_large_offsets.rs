@@ -1,14 +1,14 @@
 //! Offsets past 1 GiB (the lock-byte page) and 4 GiB through the VFS file
 //! API, without writing gigabytes: pages are sparse in the store.
 
-mod common;
+mod support;
 
 const PS: usize = 65536;
 
 #[test]
 fn pages_past_4_gib() {
-    let store = common::store();
-    let name = common::name("big");
+    let store = support::store();
+    let name = support::name("big");
     let uri = store.uri(&name);
     let id = uri.rsplit("store=").next().unwrap_or("0").to_string();
     let mut raw = name.as_bytes().to_vec();

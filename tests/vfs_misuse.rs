@@ -11,7 +11,7 @@
 //! * a chained BEGIN (a write after a commit inside one read-lock hold)
 //!   sees a commit of another client in the same FDB batch (same version).
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ use pagestore::clock::ManualClock;
 use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions, Faults};
 use pagestore::{PageStore, StoreOptions};
 use rusqlite::{Connection, OpenFlags};
+use support::scalar;
 
 /// A store registered with the VFS with options the `Store` builder does
 /// not offer (a manual clock, no commit retries).
@@ -29,7 +30,7 @@ struct Custom {
 
 impl Custom {
     fn new(eopts: EmbeddedOptions, sopts: StoreOptions) -> Custom {
-        common::init_tracing();
+        support::init_tracing();
         let kv = EmbeddedKv::open(eopts).unwrap_or_else(|e| panic!("embedded store: {e}"));
         let pages = PageStore::new(kv.clone(), sopts);
         let id = vfs::registry::register_store(vfs::StoreHandle {
@@ -86,11 +87,6 @@ fn open_uri(uri: &str, extra: OpenFlags) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
-fn count(c: &Connection, sql: &str) -> i64 {
-    c.query_row(sql, [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
 fn code(r: &rusqlite::Result<()>) -> String {
     match r {
         Ok(()) => "OK".into(),
@@ -109,7 +105,7 @@ fn code(r: &rusqlite::Result<()>) -> String {
 /// must agree with what the COMMITs said.
 fn retried_commit(pragmas: &str) {
     let (s, clock) = Custom::too_old_at_commit();
-    let name = common::name("retried-commit");
+    let name = support::name("retried-commit");
     let a = s.open(&name);
     a.execute_batch(pragmas).unwrap_or_else(|e| panic!("{e}"));
     a.execute_batch("CREATE TABLE t(x)")
@@ -120,7 +116,7 @@ fn retried_commit(pragmas: &str) {
     let first = a.execute_batch("COMMIT");
     let second = a.execute_batch("COMMIT");
     let third = a.execute_batch("COMMIT");
-    let rows = count(&s.open(&name), "SELECT count(*) FROM t");
+    let rows = scalar::<i64>(&s.open(&name), "SELECT count(*) FROM t");
     let acknowledged = first.is_ok() || second.is_ok() || third.is_ok();
     eprintln!(
         "first COMMIT: {}; second: {}; third: {}; rows seen by another connection: {rows}",
@@ -142,7 +138,7 @@ fn retried_commit(pragmas: &str) {
     a.execute_batch("INSERT INTO t VALUES (2)")
         .unwrap_or_else(|e| panic!("after the failed commit: {e}"));
     assert_eq!(
-        count(&s.open(&name), "SELECT count(*) FROM t WHERE x = 2"),
+        scalar::<i64>(&s.open(&name), "SELECT count(*) FROM t WHERE x = 2"),
         1
     );
 }
@@ -172,8 +168,8 @@ fn retryable_error_at_commit_rolls_back_without_journal() {
 #[test]
 fn retryable_error_at_group_commit_rolls_back() {
     let (s, clock) = Custom::too_old_at_commit();
-    let n1 = common::name("retried-group-a");
-    let n2 = common::name("retried-group-b");
+    let n1 = support::name("retried-group-a");
+    let n2 = support::name("retried-group-b");
     let a = s.open(&n1);
     a.execute("ATTACH ?1 AS b", [s.uri(&n2)])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -184,8 +180,8 @@ fn retryable_error_at_group_commit_rolls_back() {
     clock.advance_secs(6);
     let first = a.execute_batch("COMMIT");
     let second = a.execute_batch("COMMIT");
-    let rows1 = count(&s.open(&n1), "SELECT count(*) FROM t");
-    let rows2 = count(&s.open(&n2), "SELECT count(*) FROM t");
+    let rows1 = scalar::<i64>(&s.open(&n1), "SELECT count(*) FROM t");
+    let rows2 = scalar::<i64>(&s.open(&n2), "SELECT count(*) FROM t");
     eprintln!(
         "first COMMIT: {}; second: {}; rows: {rows1} and {rows2}",
         code(&first),
@@ -211,20 +207,10 @@ fn retryable_error_at_group_commit_rolls_back() {
 #[test]
 fn doomed_file_never_acknowledges_a_commit() {
     use libsqlite3_sys as ffi;
-    let store = common::store();
-    let name = common::name("doomed-raw");
-    let c = store.open(&name).unwrap_or_else(|e| panic!("{e}"));
-    c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut f = vfs::testing::RawFile::open(&raw_name(&store, &name))
-        .unwrap_or_else(|rc| panic!("open: {rc}"));
-    assert_eq!(f.lock(ffi::SQLITE_LOCK_SHARED), ffi::SQLITE_OK);
-    let mut p1 = vec![0u8; 4096];
-    let mut p2 = vec![0u8; 4096];
-    assert_eq!(f.read(&mut p1, 0), ffi::SQLITE_OK);
-    assert_eq!(f.read(&mut p2, 4096), ffi::SQLITE_OK);
-    assert_eq!(f.lock(ffi::SQLITE_LOCK_RESERVED), ffi::SQLITE_OK);
-    assert_eq!(f.lock(ffi::SQLITE_LOCK_EXCLUSIVE), ffi::SQLITE_OK);
+    let store = support::store();
+    let name = support::name("doomed-raw");
+    let c = one_row_table(&store, &name);
+    let (mut f, p1, p2) = exclusive_after_reading_two_pages(&raw_name(&store, &name));
     // Another connection changes page 2, which this transaction read.
     c.execute("INSERT INTO t VALUES (2)", [])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -268,7 +254,7 @@ fn doomed_file_never_acknowledges_a_commit() {
     assert_eq!(f.sync(), ffi::SQLITE_OK, "the rollback's sync");
     assert_eq!(f.unlock(ffi::SQLITE_LOCK_NONE), ffi::SQLITE_OK);
     drop(f);
-    assert_eq!(count(&c, "SELECT count(*) FROM t"), 2);
+    assert_eq!(scalar::<i64>(&c, "SELECT count(*) FROM t"), 2);
 }
 
 /// Raw I/O methods: pages written and synced without a new change counter
@@ -278,20 +264,11 @@ fn doomed_file_never_acknowledges_a_commit() {
 #[test]
 fn a_commit_that_keeps_the_change_counter_is_committed() {
     use libsqlite3_sys as ffi;
-    let store = common::store();
-    let name = common::name("same-counter");
-    let c = store.open(&name).unwrap_or_else(|e| panic!("{e}"));
-    c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = support::store();
+    let name = support::name("same-counter");
+    let _c = one_row_table(&store, &name);
     let raw = raw_name(&store, &name);
-    let mut f = vfs::testing::RawFile::open(&raw).unwrap_or_else(|rc| panic!("open: {rc}"));
-    assert_eq!(f.lock(ffi::SQLITE_LOCK_SHARED), ffi::SQLITE_OK);
-    let mut p1 = vec![0u8; 4096];
-    let mut p2 = vec![0u8; 4096];
-    assert_eq!(f.read(&mut p1, 0), ffi::SQLITE_OK);
-    assert_eq!(f.read(&mut p2, 4096), ffi::SQLITE_OK);
-    assert_eq!(f.lock(ffi::SQLITE_LOCK_RESERVED), ffi::SQLITE_OK);
-    assert_eq!(f.lock(ffi::SQLITE_LOCK_EXCLUSIVE), ffi::SQLITE_OK);
+    let (mut f, p1, p2) = exclusive_after_reading_two_pages(&raw);
     let mut new2 = p2.clone();
     new2[4000] ^= 0xff;
     assert_eq!(f.write(&new2, 4096), ffi::SQLITE_OK);
@@ -312,6 +289,30 @@ fn a_commit_that_keeps_the_change_counter_is_committed() {
     }
 }
 
+/// Database `name` of `store` with one table `t(x)` of one row (1).
+fn one_row_table(store: &fdbvfs::Store, name: &str) -> Connection {
+    let c = store.open(name).unwrap_or_else(|e| panic!("{e}"));
+    c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap_or_else(|e| panic!("{e}"));
+    c
+}
+
+/// A raw handle on database file `raw` that read pages 1 and 2 under a
+/// shared lock and then took the exclusive lock, as SQLite does before it
+/// writes; with the two pages' bytes.
+fn exclusive_after_reading_two_pages(raw: &[u8]) -> (vfs::testing::RawFile, Vec<u8>, Vec<u8>) {
+    use libsqlite3_sys as ffi;
+    let mut f = vfs::testing::RawFile::open(raw).unwrap_or_else(|rc| panic!("open: {rc}"));
+    assert_eq!(f.lock(ffi::SQLITE_LOCK_SHARED), ffi::SQLITE_OK);
+    let mut p1 = vec![0u8; 4096];
+    let mut p2 = vec![0u8; 4096];
+    assert_eq!(f.read(&mut p1, 0), ffi::SQLITE_OK);
+    assert_eq!(f.read(&mut p2, 4096), ffi::SQLITE_OK);
+    assert_eq!(f.lock(ffi::SQLITE_LOCK_RESERVED), ffi::SQLITE_OK);
+    assert_eq!(f.lock(ffi::SQLITE_LOCK_EXCLUSIVE), ffi::SQLITE_OK);
+    (f, p1, p2)
+}
+
 /// `name` plus `store=<id>` the way SQLite lays out a filename.
 fn raw_name(store: &fdbvfs::Store, name: &str) -> Vec<u8> {
     let mut raw = name.as_bytes().to_vec();
@@ -330,8 +331,8 @@ fn last_error() -> String {
 
 #[test]
 fn main_database_attached_again_is_refused() {
-    let store = common::store();
-    let name = common::name("attach-self");
+    let store = support::store();
+    let name = support::name("attach-self");
     let c = store.open(&name).unwrap_or_else(|e| panic!("{e}"));
     c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 0);")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -344,15 +345,18 @@ fn main_database_attached_again_is_refused() {
     // The connection is unharmed.
     c.execute_batch("UPDATE t SET v = v + 1")
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count(&c, "SELECT v FROM t"), 1);
-    assert_eq!(count(&c, "SELECT count(*) FROM pragma_database_list"), 1);
+    assert_eq!(scalar::<i64>(&c, "SELECT v FROM t"), 1);
+    assert_eq!(
+        scalar::<i64>(&c, "SELECT count(*) FROM pragma_database_list"),
+        1
+    );
 }
 
 #[test]
 fn database_attached_twice_is_refused() {
-    let store = common::store();
-    let name = common::name("attach-twice");
-    let main = common::name("attach-twice-main");
+    let store = support::store();
+    let name = support::name("attach-twice");
+    let main = support::name("attach-twice-main");
     let c = store.open(&main).unwrap_or_else(|e| panic!("{e}"));
     c.execute("ATTACH ?1 AS a", [store.uri(&name)])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -367,7 +371,7 @@ fn database_attached_twice_is_refused() {
         // one transaction.
         let w =
             c.execute_batch("BEGIN; UPDATE a.t SET v = v + 1; UPDATE b.t SET v = v + 10; COMMIT;");
-        let v = count(
+        let v = scalar::<i64>(
             &store.open(&name).unwrap_or_else(|e| panic!("{e}")),
             "SELECT v FROM t",
         );
@@ -377,26 +381,24 @@ fn database_attached_twice_is_refused() {
     // A different database attaches fine, and the first stays usable.
     c.execute(
         "ATTACH ?1 AS other",
-        [store.uri(&common::name("attach-other"))],
+        [store.uri(&support::name("attach-other"))],
     )
     .unwrap_or_else(|e| panic!("{e}"));
     c.execute_batch("UPDATE a.t SET v = v + 1")
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count(&c, "SELECT v FROM a.t"), 1);
+    assert_eq!(scalar::<i64>(&c, "SELECT v FROM a.t"), 1);
 }
 
 /// A read-only snapshot of the same database may be attached: it never
 /// writes.
 #[test]
 fn time_travel_attach_of_the_same_database_is_fine() {
-    let store = common::store();
-    let name = common::name("attach-at");
+    let store = support::store();
+    let name = support::name("attach-at");
     let c = store.open(&name).unwrap_or_else(|e| panic!("{e}"));
     c.execute_batch("CREATE TABLE t(v INT); INSERT INTO t VALUES (1);")
         .unwrap_or_else(|e| panic!("{e}"));
-    let v: String = c
-        .query_row("PRAGMA fdb_version", [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let v: String = scalar(&c, "PRAGMA fdb_version");
     c.execute_batch("INSERT INTO t VALUES (2)")
         .unwrap_or_else(|e| panic!("{e}"));
     c.execute(
@@ -404,8 +406,8 @@ fn time_travel_attach_of_the_same_database_is_fine() {
         [format!("{}&version={v}", store.uri(&name))],
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count(&c, "SELECT count(*) FROM old.t"), 1);
-    assert_eq!(count(&c, "SELECT count(*) FROM main.t"), 2);
+    assert_eq!(scalar::<i64>(&c, "SELECT count(*) FROM old.t"), 1);
+    assert_eq!(scalar::<i64>(&c, "SELECT count(*) FROM main.t"), 2);
 }
 
 // ------------------------------------------------------------ defect 10
@@ -419,8 +421,8 @@ fn open_err(uri: &str) -> (Option<rusqlite::Error>, String) {
 
 #[test]
 fn cache_shared_immutable_and_nolock_are_refused() {
-    let store = common::store();
-    let name = common::name("uri-flags");
+    let store = support::store();
+    let name = support::name("uri-flags");
     store
         .open(&name)
         .and_then(|c| Ok(c.execute_batch("CREATE TABLE t(x)")?))
@@ -448,9 +450,9 @@ fn cache_shared_immutable_and_nolock_are_refused() {
 /// Two stores with a database of the same name must never share one.
 #[test]
 fn shared_cache_never_mixes_stores() {
-    let s1 = common::store();
-    let s2 = common::store();
-    let name = common::name("same-name");
+    let s1 = support::store();
+    let s2 = support::store();
+    let name = support::name("same-name");
     for (s, v) in [(&s1, 1), (&s2, 2)] {
         let c = s.open(&name).unwrap_or_else(|e| panic!("{e}"));
         c.execute_batch(&format!(
@@ -460,10 +462,10 @@ fn shared_cache_never_mixes_stores() {
     }
     let shared = OpenFlags::SQLITE_OPEN_SHARED_CACHE;
     let c1 = open_uri(&s1.uri(&name), shared).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count(&c1, "SELECT v FROM t"), 1);
+    assert_eq!(scalar::<i64>(&c1, "SELECT v FROM t"), 1);
     let c2 = open_uri(&s2.uri(&name), shared).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        count(&c2, "SELECT v FROM t"),
+        scalar::<i64>(&c2, "SELECT v FROM t"),
         2,
         "a connection to the second store read the first store's rows"
     );
@@ -471,33 +473,31 @@ fn shared_cache_never_mixes_stores() {
     c2.execute_batch("INSERT INTO t VALUES (20)")
         .unwrap_or_else(|e| panic!("{e}"));
     let fresh1 = s1.open(&name).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count(&fresh1, "SELECT count(*) FROM t"), 1);
+    assert_eq!(scalar::<i64>(&fresh1, "SELECT count(*) FROM t"), 1);
     drop(c1);
 }
 
 /// The same for a time-travel connection and a current one.
 #[test]
 fn shared_cache_never_mixes_snapshots() {
-    let store = common::store();
-    let name = common::name("same-snapshot");
+    let store = support::store();
+    let name = support::name("same-snapshot");
     let c = store.open(&name).unwrap_or_else(|e| panic!("{e}"));
     c.execute_batch("CREATE TABLE t(v INT); INSERT INTO t VALUES (1);")
         .unwrap_or_else(|e| panic!("{e}"));
-    let v: String = c
-        .query_row("PRAGMA fdb_version", [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let v: String = scalar(&c, "PRAGMA fdb_version");
     c.execute_batch("INSERT INTO t VALUES (2)")
         .unwrap_or_else(|e| panic!("{e}"));
     let shared = OpenFlags::SQLITE_OPEN_SHARED_CACHE;
     let now = open_uri(&store.uri(&name), shared).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count(&now, "SELECT count(*) FROM t"), 2);
+    assert_eq!(scalar::<i64>(&now, "SELECT count(*) FROM t"), 2);
     let old = Connection::open_with_flags(
         format!("{}&version={v}", store.uri(&name)),
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | shared,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        count(&old, "SELECT count(*) FROM t"),
+        scalar::<i64>(&old, "SELECT count(*) FROM t"),
         1,
         "the time-travel connection read the current database"
     );
@@ -508,9 +508,9 @@ fn shared_cache_never_mixes_snapshots() {
 /// rollback restores, and a commit across attached databases is atomic.
 #[test]
 fn journals_work_with_unique_pathnames() {
-    let store = common::store();
-    let n1 = common::name("paths-a");
-    let n2 = common::name("paths-b");
+    let store = support::store();
+    let n1 = support::name("paths-a");
+    let n2 = support::name("paths-b");
     let c = store.open(&n1).unwrap_or_else(|e| panic!("{e}"));
     c.execute("ATTACH ?1 AS b", [store.uri(&n2)])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -520,18 +520,15 @@ fn journals_work_with_unique_pathnames() {
          BEGIN; INSERT INTO main.t VALUES (2); INSERT INTO b.t VALUES (2); COMMIT;",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let file: String = c
-        .query_row(
-            "SELECT file FROM pragma_database_list WHERE name = 'main'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+    let file: String = scalar(
+        &c,
+        "SELECT file FROM pragma_database_list WHERE name = 'main'",
+    );
     assert!(file.ends_with(&n1), "{file}");
     for n in [&n1, &n2] {
         let o = store.open(n).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(count(&o, "SELECT count(*) FROM t"), 1);
-        assert_eq!(count(&o, "SELECT sum(x) FROM t"), 2);
+        assert_eq!(scalar::<i64>(&o, "SELECT count(*) FROM t"), 1);
+        assert_eq!(scalar::<i64>(&o, "SELECT sum(x) FROM t"), 2);
     }
 }
 
@@ -550,7 +547,7 @@ fn chained_begin_sees_a_commit_of_the_same_batch() {
         }),
         StoreOptions::default(),
     );
-    let name = common::name("same-batch");
+    let name = support::name("same-batch");
     let setup = s.open(&name);
     // One row per page: the two rows live on different leaf pages.
     setup
@@ -567,10 +564,10 @@ fn chained_begin_sees_a_commit_of_the_same_batch() {
     let mut rows = hold.query([]).unwrap_or_else(|e| panic!("{e}"));
     let _ = rows.next().unwrap_or_else(|e| panic!("{e}"));
     // A's page cache now holds both rows.
-    assert_eq!(count(&a, "SELECT sum(v) FROM t"), 0);
+    assert_eq!(scalar::<i64>(&a, "SELECT sum(v) FROM t"), 0);
     // B reads before A commits.
     b.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count(&b, "SELECT v FROM t WHERE id = 2"), 0);
+    assert_eq!(scalar::<i64>(&b, "SELECT v FROM t WHERE id = 2"), 0);
     a.execute_batch("UPDATE t SET v = v + 1 WHERE id = 1")
         .unwrap_or_else(|e| panic!("{e}"));
     let joins = s.kv.model_counts().batch_joins;
@@ -583,7 +580,7 @@ fn chained_begin_sees_a_commit_of_the_same_batch() {
     let r = a.execute_batch("UPDATE t SET v = v + 1 WHERE id = 2");
     drop(rows);
     drop(hold);
-    let v2 = count(&s.open(&name), "SELECT v FROM t WHERE id = 2");
+    let v2 = scalar::<i64>(&s.open(&name), "SELECT v FROM t WHERE id = 2");
     eprintln!("A's chained write: {}; row 2 is now {v2}", code(&r));
     match r {
         Ok(()) => assert_eq!(v2, 11, "A's write overwrote B's commit"),
@@ -597,10 +594,10 @@ fn chained_begin_sees_a_commit_of_the_same_batch() {
 /// built on SQLite's rolled-back cache of the first database.
 #[test]
 fn no_chained_write_after_a_half_committed_multi_store_transaction() {
-    let s1 = common::store();
+    let s1 = support::store();
     let (s2, clock) = Custom::too_old_at_commit();
-    let n1 = common::name("half-a");
-    let n2 = common::name("half-b");
+    let n1 = support::name("half-a");
+    let n2 = support::name("half-b");
     let c = s1.open(&n1).unwrap_or_else(|e| panic!("{e}"));
     c.execute("ATTACH ?1 AS b", [s2.uri(&n2)])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -618,7 +615,7 @@ fn no_chained_write_after_a_half_committed_multi_store_transaction() {
         .unwrap_or_else(|e| panic!("{e}"));
     clock.advance_secs(6);
     let commit = c.execute_batch("COMMIT");
-    let committed_here = count(
+    let committed_here = scalar::<i64>(
         &s1.open(&n1).unwrap_or_else(|e| panic!("{e}")),
         "SELECT v FROM t",
     );
@@ -631,7 +628,7 @@ fn no_chained_write_after_a_half_committed_multi_store_transaction() {
     let r = c.execute_batch("UPDATE main.t SET v = v + 10");
     drop(rows);
     drop(hold);
-    let v = count(
+    let v = scalar::<i64>(
         &s1.open(&n1).unwrap_or_else(|e| panic!("{e}")),
         "SELECT v FROM t",
     );

@@ -1,25 +1,25 @@
-mod common;
+mod support;
+use support::{assert_integrity, scalar};
 
 #[test]
 fn create_insert_read_back() -> Result<(), fdbvfs::Error> {
-    let store = common::store();
-    let n = common::name("smoke");
+    let store = support::store();
+    let n = support::name("smoke");
     let conn = store.open(&n)?;
     conn.execute_batch(
         "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('a'), ('b');",
     )?;
     let c2 = store.open(&n)?;
-    let k: i64 = c2.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+    let k: i64 = scalar(&c2, "SELECT count(*) FROM t");
     assert_eq!(k, 2);
-    let ic: String = c2.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    assert_eq!(ic, "ok");
+    assert_integrity(&c2);
     Ok(())
 }
 
 #[test]
 fn vacuum_shrinks_and_stays_consistent() -> Result<(), fdbvfs::Error> {
-    let store = common::store();
-    let n = common::name("vacuum");
+    let store = support::store();
+    let n = support::name("vacuum");
     let conn = store.open(&n)?;
     conn.execute_batch(
         "CREATE TABLE t(id INTEGER PRIMARY KEY, pad BLOB);
@@ -27,14 +27,13 @@ fn vacuum_shrinks_and_stays_consistent() -> Result<(), fdbvfs::Error> {
          INSERT INTO t SELECT i, randomblob(1000) FROM s;
          DELETE FROM t WHERE id > 10;",
     )?;
-    let before: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let before: i64 = scalar(&conn, "PRAGMA page_count");
     conn.execute_batch("VACUUM")?;
     let c2 = store.open(&n)?;
-    let after: i64 = c2.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let after: i64 = scalar(&c2, "PRAGMA page_count");
     assert!(after < before, "{after} < {before}");
-    let ic: String = c2.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    assert_eq!(ic, "ok");
-    let k: i64 = c2.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+    assert_integrity(&c2);
+    let k: i64 = scalar(&c2, "SELECT count(*) FROM t");
     assert_eq!(k, 10);
     // The store holds no pages past the new end.
     let db = store.page_store().open(&n)?;
@@ -45,12 +44,11 @@ fn vacuum_shrinks_and_stays_consistent() -> Result<(), fdbvfs::Error> {
     for size in [8192i64, 1024] {
         c2.execute_batch(&format!("PRAGMA page_size={size}; VACUUM;"))?;
         let c3 = store.open(&n)?;
-        let got: i64 = c3.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let got: i64 = scalar(&c3, "PRAGMA page_size");
         assert_eq!(got, size);
-        let ic: String = c3.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-        assert_eq!(ic, "ok");
+        assert_integrity(&c3);
         c3.execute("INSERT INTO t VALUES (NULL, randomblob(5000))", [])?;
-        let k: i64 = c3.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+        let k: i64 = scalar(&c3, "SELECT count(*) FROM t");
         assert!(k >= 11);
     }
     Ok(())

@@ -9,6 +9,10 @@
 //! *less* durable side.)
 #![allow(dead_code)]
 
+/// The tests' support module (the fixture's rows).
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -166,19 +170,7 @@ pub fn fixture(target: &Target, name: &str) -> Connection {
         "DROP TABLE IF EXISTS t; CREATE TABLE t(id INTEGER PRIMARY KEY, v INT, pad BLOB)",
     )
     .expect("create");
-    let mut i = 1;
-    while i <= ROWS {
-        let end = (i + 4_999).min(ROWS);
-        conn.execute(
-            &format!(
-                "WITH RECURSIVE s(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM s WHERE i < ?2)
-                 INSERT INTO t SELECT i, i, randomblob({PAD}) FROM s"
-            ),
-            [i, end],
-        )
-        .expect("fill");
-        i = end + 1;
-    }
+    support::insert_rows(&conn, 1, ROWS, PAD, 5_000);
     conn
 }
 

@@ -63,8 +63,7 @@ fn injected_unknown_results_apply_all_or_nothing() {
         let mut t = kv.begin().unwrap();
         t.set(key_a.as_bytes(), b"1");
         t.atomic_op(key_b.as_bytes(), &1u64.to_le_bytes(), MutationType::Add);
-        let e = t.commit().unwrap_err();
-        assert_eq!(e.code, KvError::COMMIT_UNKNOWN_RESULT);
+        let e = commit_unknown(t);
         assert!(e.is_maybe_committed());
         match (get(&kv, key_a.as_bytes()), get(&kv, key_b.as_bytes())) {
             (Some(_), Some(_)) => applied += 1,
@@ -269,6 +268,23 @@ fn batching() -> Faults {
 }
 
 /// `prefix` + placeholder + `suffix` + offset: a SetVersionstampedKey key.
+/// Faults under which every commit's result is unknown (1021) and the
+/// commit is held, to land later as `delivery` says.
+fn held(delivery: LateDelivery) -> Faults {
+    Faults {
+        late_unknown_probability: 1.0,
+        late_delivery: delivery,
+        ..Faults::default()
+    }
+}
+
+/// Commits `t`, whose result must be unknown (1021); returns the error.
+fn commit_unknown(t: Box<dyn KvTxn>) -> KvError {
+    let e = t.commit().unwrap_err();
+    assert_eq!(e.code, KvError::COMMIT_UNKNOWN_RESULT);
+    e
+}
+
 fn stamped_key(prefix: &[u8], suffix: &[u8]) -> Vec<u8> {
     let mut key = prefix.to_vec();
     key.extend_from_slice(&INCOMPLETE_VERSIONSTAMP);
@@ -435,14 +451,10 @@ fn a_read_version_never_splits_a_batch() {
 
 #[test]
 fn late_unknown_result_lands_before_the_retry_and_conflicts_with_it() {
-    let kv = with_faults(Faults {
-        late_unknown_probability: 1.0,
-        ..Faults::default()
-    });
+    let kv = with_faults(held(LateDelivery::NextCommit));
     let mut first = kv.begin().unwrap();
     increment(&mut first, b"n");
-    let e = first.commit().unwrap_err();
-    assert_eq!(e.code, KvError::COMMIT_UNKNOWN_RESULT);
+    commit_unknown(first);
     assert_eq!(u64_at(&kv, b"n"), 0, "a held commit was applied at once");
     assert_eq!(kv.model_counts().late_pending, 1);
     kv.set_faults(Faults::default());
@@ -465,16 +477,10 @@ fn late_unknown_result_lands_before_the_retry_and_conflicts_with_it() {
 #[test]
 fn late_unknown_result_doubles_a_blind_retry() {
     // The hazard FDB documents: a non-idempotent retry after 1021.
-    let kv = with_faults(Faults {
-        late_unknown_probability: 1.0,
-        ..Faults::default()
-    });
+    let kv = with_faults(held(LateDelivery::NextCommit));
     let mut first = kv.begin().unwrap();
     first.atomic_op(b"n", &1u64.to_le_bytes(), MutationType::Add);
-    assert_eq!(
-        first.commit().unwrap_err().code,
-        KvError::COMMIT_UNKNOWN_RESULT
-    );
+    commit_unknown(first);
     kv.set_faults(Faults::default());
     let mut retry = kv.begin().unwrap();
     retry.atomic_op(b"n", &1u64.to_le_bytes(), MutationType::Add);
@@ -486,15 +492,11 @@ fn late_unknown_result_doubles_a_blind_retry() {
 
 #[test]
 fn late_commit_is_resolved_when_it_lands() {
-    let kv = with_faults(Faults {
-        late_unknown_probability: 1.0,
-        late_delivery: LateDelivery::Manual,
-        ..Faults::default()
-    });
+    let kv = with_faults(held(LateDelivery::Manual));
     // Refused: a key it read changed after its read version.
     let mut t = kv.begin().unwrap();
     increment(&mut t, b"n");
-    assert_eq!(t.commit().unwrap_err().code, KvError::COMMIT_UNKNOWN_RESULT);
+    commit_unknown(t);
     kv.set_faults(Faults {
         late_delivery: LateDelivery::Manual,
         ..Faults::default()
@@ -514,14 +516,10 @@ fn late_commit_is_resolved_when_it_lands() {
     );
     assert_eq!(u64_at(&kv, b"n"), 5);
     // Applied: a new version above every read version handed out so far.
-    kv.set_faults(Faults {
-        late_unknown_probability: 1.0,
-        late_delivery: LateDelivery::Manual,
-        ..Faults::default()
-    });
+    kv.set_faults(held(LateDelivery::Manual));
     let mut t = kv.begin().unwrap();
     increment(&mut t, b"n");
-    assert_eq!(t.commit().unwrap_err().code, KvError::COMMIT_UNKNOWN_RESULT);
+    commit_unknown(t);
     let mut reader = kv.begin().unwrap();
     let rv = reader.read_version().unwrap();
     assert_eq!(
@@ -551,27 +549,17 @@ fn late_commit_is_refused_after_the_window() {
     let kv = EmbeddedKv::open(
         EmbeddedOptions::in_memory()
             .with_clock(clock.clone())
-            .with_faults(Faults {
-                late_unknown_probability: 1.0,
-                late_delivery: LateDelivery::Manual,
-                ..Faults::default()
-            }),
+            .with_faults(held(LateDelivery::Manual)),
     )
     .unwrap();
     // One with reads (too old at its read version), one blind (held too
     // long): neither lands after 6 s.
     let mut reads = kv.begin().unwrap();
     increment(&mut reads, b"n");
-    assert_eq!(
-        reads.commit().unwrap_err().code,
-        KvError::COMMIT_UNKNOWN_RESULT
-    );
+    commit_unknown(reads);
     let mut blind = kv.begin().unwrap();
     blind.set(b"b", b"1");
-    assert_eq!(
-        blind.commit().unwrap_err().code,
-        KvError::COMMIT_UNKNOWN_RESULT
-    );
+    commit_unknown(blind);
     kv.set_faults(Faults::default());
     clock.advance_secs(6);
     // Delivered by the next commit (the default), 6 s later.
@@ -584,14 +572,10 @@ fn late_commit_is_refused_after_the_window() {
 
 #[test]
 fn random_late_delivery_lands_held_commits_at_some_later_commit() {
-    let kv = with_faults(Faults {
-        late_unknown_probability: 1.0,
-        late_delivery: LateDelivery::Random,
-        ..Faults::default()
-    });
+    let kv = with_faults(held(LateDelivery::Random));
     let mut t = kv.begin().unwrap();
     t.atomic_op(b"n", &1u64.to_le_bytes(), MutationType::Add);
-    assert_eq!(t.commit().unwrap_err().code, KvError::COMMIT_UNKNOWN_RESULT);
+    commit_unknown(t);
     kv.set_faults(Faults {
         late_delivery: LateDelivery::Random,
         ..Faults::default()

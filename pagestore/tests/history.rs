@@ -4,36 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{env, page, value, Env};
-use pagestore::kv::{strinc, RangeOption};
+use common::keys::count_keys;
+use common::{env, page, value};
 use pagestore::{Database, Error};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-
-/// Keys under the test's prefix.
-fn count_keys(e: &Env) -> usize {
-    let prefix = e.store.options().prefix.clone();
-    let end = strinc(&prefix).unwrap();
-    let mut from = prefix;
-    let mut n = 0;
-    loop {
-        let mut t = e.kv.begin().unwrap();
-        let r = t
-            .get_range(
-                &RangeOption::new(from.clone(), end.clone()).limit(10_000),
-                true,
-            )
-            .unwrap();
-        n += r.kvs.len();
-        match r.kvs.last() {
-            Some(last) if r.more || r.kvs.len() == 10_000 => {
-                from = last.key.clone();
-                from.push(0);
-            }
-            _ => return n,
-        }
-    }
-}
 
 fn write(db: &Database, pages: &[(u32, u64)]) -> u64 {
     let mut t = db.begin().unwrap();
@@ -223,13 +198,13 @@ fn gc_keeps_exactly_what_the_window_and_forks_can_reach() {
     }
     // A fork pinned at the 5th commit.
     let fork = e.store.fork("gc", "gc-fork", Some(versions[4])).unwrap();
-    let keys_before = count_keys(&e);
+    let keys_before = count_keys(&e.store);
     let dry = db.gc(true).unwrap();
     assert!(dry.page_versions > 0 && dry.dry_run);
-    assert_eq!(count_keys(&e), keys_before, "a dry run removes nothing");
+    assert_eq!(count_keys(&e.store), keys_before, "a dry run removes nothing");
     let report = db.gc(false).unwrap();
     assert_eq!(report.page_versions, dry.page_versions);
-    let keys_after = count_keys(&e);
+    let keys_after = count_keys(&e.store);
     assert!(keys_after < keys_before, "{keys_after} < {keys_before}");
     assert!(
         e.kv.metrics().max_commit_bytes < 1_000_000,
@@ -301,8 +276,8 @@ fn dropping_an_origin_keeps_its_forks_working() {
     assert_eq!(read(&fork, 0), Some(1));
     e.store.gc(false).unwrap();
     assert_eq!(read(&fork, 1), Some(1));
-    let with_fork = count_keys(&e);
+    let with_fork = count_keys(&e.store);
     assert!(e.store.drop_database("o-fork").unwrap());
-    assert!(count_keys(&e) < with_fork);
-    assert_eq!(count_keys(&e), 0, "the last fork's drop frees its origin");
+    assert!(count_keys(&e.store) < with_fork);
+    assert_eq!(count_keys(&e.store), 0, "the last fork's drop frees its origin");
 }

@@ -5,11 +5,10 @@
 //! The RSS measurement runs in a child process (this test binary re-run on
 //! one test) so that other tests' allocations do not show in its figures.
 
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+#[path = "common/child.rs"]
+mod child;
 
+use child::{field, is_child, peak_rss, run_child, status_kib};
 use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
 use pagestore::kv::{Kv, KvError, RangeOption};
 
@@ -20,15 +19,6 @@ const DB_BYTES: usize = 1 << 30;
 const VALUE_BYTES: usize = 8 << 10;
 /// Keys per loading commit (8 MiB, under FDB's 10 MB transaction limit).
 const KEYS_PER_COMMIT: usize = 1000;
-
-fn status_kib(field: &str) -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
 
 fn key(i: usize) -> Vec<u8> {
     let mut k = b"db/".to_vec();
@@ -62,26 +52,14 @@ fn child_drop() {
     old.read_version().unwrap();
     drop(t);
 
-    let baseline = status_kib("VmRSS:");
-    let peak = Arc::new(AtomicU64::new(baseline));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, stop) = (peak.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(status_kib("VmRSS:"), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    // Peak RSS from here on, where the kernel supports resetting it.
-    let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let mut t = kv.begin().unwrap();
-    t.clear_range(b"db/", b"db0");
-    t.commit().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    let mut peak = peak.load(Ordering::Relaxed);
+    let (hwm_reset, baseline, mut peak) = peak_rss(|| {
+        // Peak RSS from here on, where the kernel supports resetting it.
+        let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        let mut t = kv.begin().unwrap();
+        t.clear_range(b"db/", b"db0");
+        t.commit().unwrap();
+        hwm_reset
+    });
     if hwm_reset {
         peak = peak.max(status_kib("VmHWM:"));
     }
@@ -104,43 +82,16 @@ fn child_drop() {
     );
 }
 
-fn run_child(test: &str) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, test)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "child failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .find_map(|l| l.find("RESULT ").map(|i| l[i..].to_string()))
-        .unwrap_or_else(|| panic!("no RESULT line in\n{stdout}"))
-}
-
-fn field(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line}"))
-}
-
 /// Acceptance (issue 11): dropping a 1 GB database on the embedded backend
 /// peaks below 100 MB RSS above the baseline.
 #[test]
 fn dropping_a_1gb_database_stays_under_100mb_above_baseline() {
-    if std::env::var(CHILD_ENV).as_deref()
-        == Ok("dropping_a_1gb_database_stays_under_100mb_above_baseline")
-    {
+    const T: &str = "dropping_a_1gb_database_stays_under_100mb_above_baseline";
+    if is_child(CHILD_ENV, T) {
         child_drop();
         return;
     }
-    let line = run_child("dropping_a_1gb_database_stays_under_100mb_above_baseline");
+    let line = run_child(T, CHILD_ENV, &[]);
     eprintln!("{line}");
     let above = field(&line, "above_baseline_kib");
     assert!(

@@ -366,6 +366,27 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// A temporary root (kept alive by the guard) holding the store directory
+/// and an empty directory the helpers and the test signal each other in.
+fn store_and_sync_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    let sync = root.path().join("sync");
+    std::fs::create_dir(&sync).unwrap();
+    (root, store, sync)
+}
+
+/// The environment of `increment` helpers: `threads` threads of `n`
+/// increments each; each helper stays (serving, if it owns the store)
+/// until `expect` helpers have reported.
+fn increment_vars(threads: u32, n: u32, expect: u32) -> [(&'static str, String); 3] {
+    [
+        ("SHARED_HELPER_THREADS", threads.to_string()),
+        ("SHARED_HELPER_N", n.to_string()),
+        ("SHARED_HELPER_EXPECT", expect.to_string()),
+    ]
+}
+
 /// Runs this test binary's helper as a child process.
 fn spawn_helper(mode: &str, store: &Path, sync: &Path, vars: &[(&str, String)]) -> Child {
     let exe = std::env::current_exe().unwrap();
@@ -478,17 +499,10 @@ fn helper_process() {
 
 #[test]
 fn processes_share_one_store() {
-    let root = tempfile::tempdir().unwrap();
-    let store = root.path().join("store");
-    let sync = root.path().join("sync");
-    std::fs::create_dir(&sync).unwrap();
+    let (_root, store, sync) = store_and_sync_dirs();
     let kv = open_shared(EmbeddedOptions::dir(&store)).unwrap();
     assert_eq!(kv.backend_name(), "embedded", "the first opener owns it");
-    let vars = [
-        ("SHARED_HELPER_THREADS", "2".to_string()),
-        ("SHARED_HELPER_N", "40".to_string()),
-        ("SHARED_HELPER_EXPECT", "2".to_string()),
-    ];
+    let vars = increment_vars(2, 40, 2);
     let children: Vec<Child> = (0..2)
         .map(|_| spawn_helper("increment", &store, &sync, &vars))
         .collect();
@@ -507,15 +521,8 @@ fn processes_share_one_store() {
 
 #[test]
 fn processes_racing_to_open_agree_on_one_owner() {
-    let root = tempfile::tempdir().unwrap();
-    let store = root.path().join("store");
-    let sync = root.path().join("sync");
-    std::fs::create_dir(&sync).unwrap();
-    let vars = [
-        ("SHARED_HELPER_THREADS", "2".to_string()),
-        ("SHARED_HELPER_N", "25".to_string()),
-        ("SHARED_HELPER_EXPECT", "3".to_string()),
-    ];
+    let (_root, store, sync) = store_and_sync_dirs();
+    let vars = increment_vars(2, 25, 3);
     let children: Vec<Child> = (0..3)
         .map(|_| spawn_helper("increment", &store, &sync, &vars))
         .collect();
@@ -537,10 +544,7 @@ fn processes_racing_to_open_agree_on_one_owner() {
 
 #[test]
 fn killed_client_leaves_the_owner_intact() {
-    let root = tempfile::tempdir().unwrap();
-    let store = root.path().join("store");
-    let sync = root.path().join("sync");
-    std::fs::create_dir(&sync).unwrap();
+    let (_root, store, sync) = store_and_sync_dirs();
     let kv = open_shared(EmbeddedOptions::dir(&store)).unwrap();
     increment(kv.as_ref(), 3);
 
@@ -565,11 +569,7 @@ fn killed_client_leaves_the_owner_intact() {
     assert_eq!(increment(kv.as_ref(), 2), 2);
 
     // Other processes are still served.
-    let vars = [
-        ("SHARED_HELPER_THREADS", "1".to_string()),
-        ("SHARED_HELPER_N", "5".to_string()),
-        ("SHARED_HELPER_EXPECT", "1".to_string()),
-    ];
+    let vars = increment_vars(1, 5, 1);
     let child = spawn_helper("increment", &store, &sync, &vars);
     wait_child(child, Duration::from_secs(120));
     assert_eq!(reports(&sync), vec![("remote".to_string(), 5)]);
@@ -821,10 +821,7 @@ fn count(entries: &[(String, String)], tag: &str, phase: &str) -> usize {
 
 /// Owner A and client B; A exits; B takes over; C then connects to B.
 fn survivor_takes_over(kill: bool) {
-    let root = tempfile::tempdir().unwrap();
-    let store = root.path().join("store");
-    let sync = root.path().join("sync");
-    std::fs::create_dir(&sync).unwrap();
+    let (_root, store, sync) = store_and_sync_dirs();
     let n = 5;
     let a = spawn_helper("first", &store, &sync, &node_vars("A", n, 0));
     wait_file(&sync, "ready-A");
@@ -868,10 +865,7 @@ fn survivor_takes_over_when_the_owner_is_killed() {
 /// becomes the owner, the other connects to it, and both carry on.
 #[test]
 fn two_survivors_agree_on_one_new_owner() {
-    let root = tempfile::tempdir().unwrap();
-    let store = root.path().join("store");
-    let sync = root.path().join("sync");
-    std::fs::create_dir(&sync).unwrap();
+    let (_root, store, sync) = store_and_sync_dirs();
     let n = 5;
     let a = spawn_helper("first", &store, &sync, &node_vars("A", n, 0));
     wait_file(&sync, "ready-A");

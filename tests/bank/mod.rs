@@ -401,8 +401,7 @@ pub fn check(store: &Store, all: &Report) -> Result<BTreeMap<String, Ack>, fdbvf
     let ids: HashSet<&str> = all.acks.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(ids.len(), all.acks.len(), "transfer ids are unique");
     let conn = store.open(DB)?;
-    let ic: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    assert_eq!(ic, "ok");
+    crate::support::assert_integrity(&conn);
     let mut logged: BTreeMap<String, Ack> = BTreeMap::new();
     {
         let mut s = conn.prepare("SELECT id, src, dst, amount FROM transfers")?;

@@ -110,11 +110,23 @@ def child_writes(directory, who, count):
     con.close()
 
 
-def os_fork(lib, directory, count):
+def fork_while_writing(lib, directory, count, child):
+    """The parent writes `count` rows, forks, and writes `count` more while
+    the child runs `child(parent)` (which never returns); then it reports
+    the child's exit status."""
     parent = setup(lib, directory)
     done = write(parent, "parent", 0, count)
     pid = os.fork()
     if pid == 0:
+        child(parent)
+    write(parent, "parent", done, count, pause=0.001)
+    _, status = os.waitpid(pid, 0)
+    print(f"CHILD-STATUS {status}", flush=True)
+    parent.close()
+
+
+def os_fork(lib, directory, count):
+    def child(_parent):
         code = 0
         try:
             child_writes(directory, "child", count)
@@ -125,10 +137,8 @@ def os_fork(lib, directory, count):
         # (inherited) is closed here too; it must not touch the store.
         sys.stdout.flush()
         sys.exit(code)
-    write(parent, "parent", done, count, pause=0.001)
-    _, status = os.waitpid(pid, 0)
-    print(f"CHILD-STATUS {status}", flush=True)
-    parent.close()
+
+    fork_while_writing(lib, directory, count, child)
 
 
 def mp_child(directory, who, count):
@@ -152,10 +162,7 @@ def mp_fork(lib, directory, count):
 
 
 def misuse(lib, directory, count):
-    parent = setup(lib, directory)
-    done = write(parent, "parent", 0, count)
-    pid = os.fork()
-    if pid == 0:
+    def child(parent):
         # SQLite says a connection must not be carried across fork(): it must
         # fail here, clearly, and never write the parent's store.
         try:
@@ -171,10 +178,8 @@ def misuse(lib, directory, count):
             os._exit(1)
         sys.stdout.flush()
         sys.exit(0)
-    write(parent, "parent", done, count, pause=0.001)
-    _, status = os.waitpid(pid, 0)
-    print(f"CHILD-STATUS {status}", flush=True)
-    parent.close()
+
+    fork_while_writing(lib, directory, count, child)
 
 
 def takeover(lib, directory, count):

@@ -1,9 +1,27 @@
-//! Helpers for tests that run other processes against the loadable
-//! extension: building `target/release/libfdbvfs.so`, finding a Python whose
-//! `sqlite3` module can load extensions, running a child to completion with
-//! a deadline, and the FoundationDB switch (`FDB_CLUSTER_FILE` with the
-//! `fdb` feature).
+//! The one test-support module of the root package's integration tests.
+//!
+//! * Stores: [`TestBackend`] is where a test's store lives (in memory, a
+//!   directory, FoundationDB under a key prefix); [`store`] is a test's own
+//!   fresh store (FoundationDB when built with `fdb` and `FDB_CLUSTER_FILE`
+//!   is set, else in memory), [`dir_store`] one in a temporary directory,
+//!   [`name`] a database name unique in the process, so tests run in
+//!   parallel.
+//! * Queries: [`scalar`] (one value), [`assert_integrity`].
+//! * Measurements in a child process of the test binary: [`child`].
+//! * Other processes against the loadable extension: building
+//!   `target/release/libfdbvfs.so` ([`cdylib`]), a Python whose `sqlite3`
+//!   module can load extensions ([`python`]), running a child to completion
+//!   with a deadline ([`run`]), and the FoundationDB switch
+//!   ([`fdb_cluster`]).
 #![allow(dead_code)]
+
+/// Measurements in a child process (shared with pagestore's tests).
+#[path = "../../pagestore/tests/common/child.rs"]
+pub mod child;
+
+/// Counting a page store's keys (shared with pagestore's tests).
+#[path = "../../pagestore/tests/common/keys.rs"]
+pub mod keys;
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
@@ -112,6 +130,16 @@ pub fn newest_source() -> Option<std::time::SystemTime> {
         walk(&root.join(pkg).join("src"), &mut newest).ok()?;
     }
     Some(newest)
+}
+
+/// Extra `pip install` arguments: offline outside CI, give up quickly
+/// rather than retry for minutes.
+pub fn pip_quick() -> &'static [&'static str] {
+    if in_ci() {
+        &[]
+    } else {
+        &["--retries", "1", "--timeout", "15"]
+    }
 }
 
 /// A Python whose `sqlite3` module can load extensions (Debian's
@@ -223,4 +251,277 @@ pub fn run(cmd: &mut Command) -> Output {
         stdout: o.join().unwrap_or_default(),
         stderr: e.join().unwrap_or_default(),
     }
+}
+
+// ------------------------------------------------------------------ stores
+
+/// Where a test's store lives: the one place the tests choose a backend.
+#[derive(Clone, Debug)]
+pub enum TestBackend {
+    /// A fresh embedded store in memory whose commits share batch versions
+    /// whenever they can, as on a loaded FoundationDB cluster (code that
+    /// compares versions where it must compare versionstamps fails here).
+    Memory,
+    /// An embedded store directory.
+    Dir(PathBuf),
+    /// A FoundationDB cluster, under `prefix` (`None`: the default prefix).
+    Fdb {
+        cluster: PathBuf,
+        prefix: Option<Vec<u8>>,
+    },
+}
+
+/// `FDB_CLUSTER_FILE` when set and not empty.
+fn cluster_file_env() -> Option<PathBuf> {
+    std::env::var_os("FDB_CLUSTER_FILE")
+        .filter(|c| !c.is_empty())
+        .map(PathBuf::from)
+}
+
+impl TestBackend {
+    /// A test's default backend: FoundationDB under a fresh prefix when this
+    /// build has the `fdb` feature and `FDB_CLUSTER_FILE` is set, else
+    /// [`TestBackend::Memory`].
+    pub fn for_test() -> TestBackend {
+        match cluster_file_env() {
+            Some(cluster) if cfg!(feature = "fdb") => TestBackend::fdb_at(cluster, "fdbvfs-test"),
+            _ => TestBackend::Memory,
+        }
+    }
+
+    /// The FoundationDB variant of a test, under a fresh prefix below
+    /// `tag`, or `None` after its skip line (see [`fdb_cluster`]).
+    pub fn fdb(test: &str, tag: &str) -> Option<TestBackend> {
+        Some(TestBackend::fdb_at(fdb_cluster(test)?, tag))
+    }
+
+    /// FoundationDB at `cluster` under the fresh prefix `<tag>/<random>/`.
+    fn fdb_at(cluster: PathBuf, tag: &str) -> TestBackend {
+        let prefix = format!("{tag}/{:016x}/", rand::random::<u64>()).into_bytes();
+        TestBackend::Fdb {
+            cluster,
+            prefix: Some(prefix),
+        }
+    }
+
+    /// Opens the store (panics, naming the backend, when it cannot).
+    pub fn open(&self) -> fdbvfs::Store {
+        init_tracing();
+        let built = match self {
+            TestBackend::Memory => {
+                let faults = fdbvfs::Faults {
+                    batch_join_probability: 1.0,
+                    ..Default::default()
+                };
+                fdbvfs::Store::builder().in_memory().faults(faults).build()
+            }
+            TestBackend::Dir(d) => fdbvfs::Store::embedded(d),
+            TestBackend::Fdb { cluster, prefix } => open_fdb(cluster, prefix.as_deref()),
+        };
+        built.unwrap_or_else(|e| panic!("store {self:?}: {e}"))
+    }
+
+    /// The environment that hands this store to a child process
+    /// ([`TestBackend::from_env`] there). A memory store cannot be handed on.
+    pub fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        match self {
+            TestBackend::Memory => panic!("an in-memory store cannot be handed to another process"),
+            TestBackend::Dir(d) => vec![("FDBVFS_TEST_DIR", d.clone().into_os_string())],
+            TestBackend::Fdb { cluster, prefix } => {
+                let mut env = vec![("FDBVFS_TEST_CLUSTER", cluster.clone().into_os_string())];
+                if let Some(p) = prefix {
+                    let p = String::from_utf8_lossy(p).into_owned();
+                    env.push(("FDBVFS_TEST_PREFIX", p.into()));
+                }
+                env
+            }
+        }
+    }
+
+    /// The store a parent handed to this process with [`TestBackend::env`].
+    pub fn from_env() -> Option<TestBackend> {
+        if let Some(d) = std::env::var_os("FDBVFS_TEST_DIR") {
+            return Some(TestBackend::Dir(d.into()));
+        }
+        let cluster = std::env::var_os("FDBVFS_TEST_CLUSTER")?.into();
+        let prefix = std::env::var("FDBVFS_TEST_PREFIX")
+            .ok()
+            .map(String::into_bytes);
+        Some(TestBackend::Fdb { cluster, prefix })
+    }
+
+    /// Clears a FoundationDB test's keys (nothing to do elsewhere).
+    pub fn clear(&self) {
+        #[cfg(feature = "fdb")]
+        if let TestBackend::Fdb {
+            cluster,
+            prefix: Some(p),
+        } = self
+        {
+            let opts = pagestore::kv::fdb::FdbOptions::default().cluster_file(cluster);
+            if let Ok(kv) = pagestore::kv::fdb::FdbKv::open(opts) {
+                let _ = kv.clear_prefix(p);
+            }
+        }
+    }
+}
+
+#[cfg(feature = "fdb")]
+fn open_fdb(cluster: &Path, prefix: Option<&[u8]>) -> fdbvfs::Result<fdbvfs::Store> {
+    let mut b = fdbvfs::Store::builder().cluster_file(cluster);
+    if let Some(p) = prefix {
+        b = b.prefix(p.to_vec());
+    }
+    b.build()
+}
+
+#[cfg(not(feature = "fdb"))]
+fn open_fdb(_cluster: &Path, _prefix: Option<&[u8]>) -> fdbvfs::Result<fdbvfs::Store> {
+    panic!("FoundationDB needs the `fdb` feature")
+}
+
+/// A store for one test (derefs to [`fdbvfs::Store`]); a FoundationDB
+/// test's keys are cleared when it is dropped.
+pub struct TestStore {
+    store: fdbvfs::Store,
+    backend: TestBackend,
+}
+
+impl TestStore {
+    pub fn backend(&self) -> &TestBackend {
+        &self.backend
+    }
+}
+
+impl std::ops::Deref for TestStore {
+    type Target = fdbvfs::Store;
+    fn deref(&self) -> &fdbvfs::Store {
+        &self.store
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        self.backend.clear();
+    }
+}
+
+/// A test's own fresh store on [`TestBackend::for_test`].
+pub fn store() -> TestStore {
+    let backend = TestBackend::for_test();
+    TestStore {
+        store: backend.open(),
+        backend,
+    }
+}
+
+/// A fresh store in a temporary directory (kept alive by the returned guard).
+pub fn dir_store() -> (fdbvfs::Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let store = TestBackend::Dir(dir.path().to_path_buf()).open();
+    (store, dir)
+}
+
+/// A database name unique in this process.
+pub fn name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+// ----------------------------------------------------------------- queries
+
+/// The one value `sql` returns (first column of the first row); panics
+/// naming the query when it fails.
+pub fn scalar<T: rusqlite::types::FromSql>(conn: &rusqlite::Connection, sql: &str) -> T {
+    scalar_with(conn, sql, [])
+}
+
+/// [`scalar`] with parameters.
+pub fn scalar_with<T: rusqlite::types::FromSql>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> T {
+    conn.query_row(sql, params, |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Asserts that `PRAGMA integrity_check` (every database attached to
+/// `conn`) says `ok`, showing every problem it reports otherwise.
+pub fn assert_integrity(conn: &rusqlite::Connection) {
+    let report = (|| {
+        let mut st = conn.prepare("PRAGMA integrity_check")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
+    })()
+    .unwrap_or_else(|e| panic!("PRAGMA integrity_check: {e}"));
+    assert_eq!(
+        report,
+        ["ok"],
+        "PRAGMA integrity_check found problems:\n{}",
+        report.join("\n")
+    );
+}
+
+/// Inserts rows `from..=to` into `t(id INTEGER PRIMARY KEY, v INT, pad
+/// BLOB)` (`v` = `id`, `pad` random bytes), `per_statement` rows per
+/// autocommit statement (the tests' round-trip budgets and the benchmarks'
+/// fixture).
+pub fn insert_rows(
+    conn: &rusqlite::Connection,
+    from: i64,
+    to: i64,
+    pad: usize,
+    per_statement: i64,
+) {
+    let mut i = from;
+    while i <= to {
+        let end = (i + per_statement - 1).min(to);
+        conn.execute(
+            &format!(
+                "WITH RECURSIVE s(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM s WHERE i < ?2)
+                 INSERT INTO t SELECT i, i, randomblob({pad}) FROM s"
+            ),
+            [i, end],
+        )
+        .unwrap_or_else(|e| panic!("insert rows {i}..={end}: {e}"));
+        i = end + 1;
+    }
+}
+
+/// Opens `uri` (read-write, create, URI) through the linked SQLite and
+/// returns the result with the VFS's last error message, so a test can
+/// check what an application would be told.
+pub fn open_uri(
+    uri: &str,
+) -> (
+    Result<rusqlite::Connection, rusqlite::Error>,
+    Option<String>,
+) {
+    use rusqlite::OpenFlags;
+    // Registration happens with the first Store::open; make sure it did.
+    let _ = vfs::register_linked();
+    let _ = vfs::take_last_error();
+    let r = rusqlite::Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI,
+    );
+    (r, vfs::take_last_error())
 }

@@ -4,6 +4,8 @@
 //! FoundationDB cluster under a random key prefix that is cleared afterwards.
 #![allow(dead_code)]
 
+pub mod keys;
+
 use std::sync::Arc;
 use std::time::Duration;
 
