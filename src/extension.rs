@@ -15,9 +15,10 @@ const SQLITE_OK_LOAD_PERMANENTLY: c_int = 256;
 /// default VFS, so unmodified applications use it.
 ///
 /// Configuration: URI parameters (`file:NAME?vfs=fdb&dir=PATH` or, with
-/// the `fdb` feature, `&cluster=FILE`), else `FDBVFS_DIR` (or, with `fdb`,
-/// `FDB_CLUSTER_FILE`), else `./fdbvfs-data`. Logs go to stderr at the
-/// level in `FDBVFS_LOG` (default `warn`), so open errors are explained.
+/// the `fdb` feature, `&cluster=FILE`), else the default store
+/// ([`crate::backend`]: with `fdb`, `FDB_CLUSTER_FILE`; else `FDBVFS_DIR`;
+/// else `./fdbvfs-data`). Logs go to stderr at the level in `FDBVFS_LOG`
+/// (default `warn`), so open errors are explained.
 ///
 /// # Safety
 /// Called by SQLite with a valid `p_api` (and `pz_err_msg` or null).
@@ -35,7 +36,7 @@ pub unsafe extern "C" fn sqlite3_fdbvfs_init(
         pagestore::kv::process::enlist_thread();
         // SAFETY: p_api is the host's routine table.
         let api = unsafe { vfs::Api::from_routines(p_api) }?;
-        install_cluster_opener();
+        crate::backend::install();
         let make_default = std::env::var("FDBVFS_DEFAULT")
             .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
         vfs::register_with(api, make_default)?;
@@ -68,27 +69,4 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-}
-
-/// Makes `cluster=` URIs (and `FDB_CLUSTER_FILE` as the default) work.
-pub(crate) fn install_cluster_opener() {
-    #[cfg(feature = "fdb")]
-    {
-        use pagestore::kv::fdb::{FdbKv, FdbOptions};
-        vfs::registry::set_cluster_opener(Box::new(|path: &str| {
-            let kv =
-                FdbKv::open(FdbOptions::default().cluster_file(path)).map_err(|e| e.to_string())?;
-            Ok(vfs::StoreHandle {
-                pages: pagestore::PageStore::new(kv, pagestore::StoreOptions::default()),
-                embedded: None,
-            })
-        }));
-        if std::env::var_os(vfs::registry::DIR_ENV).is_none() {
-            if let Some(c) = std::env::var_os("FDB_CLUSTER_FILE").filter(|c| !c.is_empty()) {
-                vfs::registry::set_default_spec(Some(vfs::StoreSpec::Cluster(
-                    c.to_string_lossy().into_owned(),
-                )));
-            }
-        }
-    }
 }

@@ -26,12 +26,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backend;
 mod error;
 mod extension;
 pub mod metrics;
 mod retry;
 mod store;
 
+pub use backend::register_linked;
 pub use error::{Error, Result};
 pub use extension::sqlite3_fdbvfs_init;
 pub use metrics::Metrics;

@@ -6,21 +6,15 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::Duration;
 
 use pagestore::clock::{Clock, SystemClock};
-use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions, Faults};
+use pagestore::kv::embedded::{EmbeddedOptions, Faults};
 use pagestore::{GcReport, PageStore, StoreOptions};
 use rusqlite::{Connection, OpenFlags};
 use tracing::{info, warn};
-use vfs::registry::{self, StoreHandle};
+use vfs::registry;
 use vfs::At;
 
+use crate::backend::{self, Backend, StoreHandle};
 use crate::error::{Error, Result};
-
-enum Backend {
-    Dir(PathBuf),
-    Memory,
-    #[cfg(feature = "fdb")]
-    Cluster(PathBuf),
-}
 
 /// Builds a [`Store`].
 ///
@@ -40,7 +34,9 @@ pub struct StoreBuilder {
     admin: bool,
 }
 
-struct Inner {
+/// What every clone of a [`Store`] shares; unregistered from the VFS with
+/// the last one.
+struct Shared {
     id: u64,
     handle: StoreHandle,
     description: String,
@@ -51,7 +47,7 @@ struct Inner {
     admin: bool,
 }
 
-impl Drop for Inner {
+impl Drop for Shared {
     fn drop(&mut self) {
         registry::unregister_store(self.id);
     }
@@ -71,7 +67,7 @@ impl Drop for Inner {
 /// ```
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Store {
@@ -86,7 +82,7 @@ impl std::fmt::Debug for Store {
 impl Default for StoreBuilder {
     fn default() -> Self {
         StoreBuilder {
-            backend: Backend::Dir(default_dir()),
+            backend: Backend::from_env(),
             cache_bytes: None,
             faults: Faults::default(),
             prefix: None,
@@ -94,13 +90,6 @@ impl Default for StoreBuilder {
             gc_interval: None,
             admin: true,
         }
-    }
-}
-
-fn default_dir() -> PathBuf {
-    match std::env::var_os(registry::DIR_ENV) {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(registry::DEFAULT_DIR),
     }
 }
 
@@ -221,53 +210,24 @@ impl StoreBuilder {
 
     /// Opens the store.
     pub fn build(self) -> Result<Store> {
-        let (handle, description) = match &self.backend {
-            Backend::Memory => {
-                let kv = EmbeddedKv::open(self.embedded_options(None))
-                    .map_err(pagestore::Error::from)?;
-                let pages = PageStore::new(kv.clone(), self.store_options());
-                (
-                    StoreHandle {
-                        pages,
-                        embedded: Some(kv),
-                    },
-                    "embedded in memory".to_string(),
-                )
+        let handle = self
+            .backend
+            .open(|dir| (self.embedded_options(dir), self.store_options()))?;
+        // A directory opened before keeps its options; faults asked for
+        // here still apply (where this process owns the store).
+        if let (Backend::Dir(_), Some(kv)) = (&self.backend, &handle.embedded) {
+            if self.faults != Faults::default() {
+                kv.set_faults(self.faults);
             }
-            Backend::Dir(d) => {
-                let h = registry::open_dir(d, |canon| {
-                    (self.embedded_options(Some(canon)), self.store_options())
-                })?;
-                if let Some(kv) = &h.embedded {
-                    if self.faults != Faults::default() {
-                        kv.set_faults(self.faults);
-                    }
-                }
-                (h, format!("embedded in {}", d.display()))
-            }
-            #[cfg(feature = "fdb")]
-            Backend::Cluster(c) => {
-                let kv = pagestore::kv::fdb::FdbKv::open(
-                    pagestore::kv::fdb::FdbOptions::default().cluster_file(c),
-                )
-                .map_err(pagestore::Error::from)?;
-                let pages = PageStore::new(kv, self.store_options());
-                (
-                    StoreHandle {
-                        pages,
-                        embedded: None,
-                    },
-                    format!("fdb cluster {}", c.display()),
-                )
-            }
-        };
+        }
+        let description = self.backend.description();
         let gc_stop = match self.gc_interval {
             Some(every) => Some(spawn_gc(handle.pages.clone(), every)?),
             None => None,
         };
-        let id = registry::register_store(handle.clone());
+        let id = registry::register_store(handle.pages.clone());
         Ok(Store {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Shared {
                 id,
                 handle,
                 description,
@@ -323,8 +283,8 @@ fn uri_escape(name: &str) -> String {
 }
 
 impl Store {
-    /// A builder (default: the embedded store in `FDBVFS_DIR`, else
-    /// `./fdbvfs-data`).
+    /// A builder (default: the default store of the environment, see
+    /// [`crate::backend`]).
     pub fn builder() -> StoreBuilder {
         StoreBuilder::default()
     }
@@ -528,8 +488,7 @@ impl Store {
         vfs::register_linked().map_err(Error::Config)?;
         // See `pagestore::kv::process`: the FDB network stops first at exit.
         pagestore::kv::process::enlist_thread();
-        static OPENER: std::sync::Once = std::sync::Once::new();
-        OPENER.call_once(crate::extension::install_cluster_opener);
+        backend::install();
         let mut uri = self.uri(name);
         match at {
             Some(At::Version(v)) => uri.push_str(&format!("&version={v}")),
@@ -574,26 +533,18 @@ impl Store {
     }
 }
 
-/// Opens database `name` in the default store of the environment:
-/// with the `fdb` feature and `FDB_CLUSTER_FILE` set, that cluster;
-/// otherwise the embedded store in `FDBVFS_DIR` (default `./fdbvfs-data`).
-/// The store is opened once per process.
+/// Opens database `name` in the default store of the environment (see
+/// [`crate::backend`]: with the `fdb` feature and `FDB_CLUSTER_FILE` set,
+/// that cluster; otherwise the embedded store in `FDBVFS_DIR`, default
+/// `./fdbvfs-data`). The store is opened once per process.
 pub fn open(name: &str) -> Result<Connection> {
     static DEFAULT: OnceLock<Store> = OnceLock::new();
     if let Some(s) = DEFAULT.get() {
         return s.open(name);
     }
-    let store = default_builder().build()?;
+    let store = Store::builder().build()?;
     let store = DEFAULT.get_or_init(|| store);
     store.open(name)
-}
-
-fn default_builder() -> StoreBuilder {
-    #[cfg(feature = "fdb")]
-    if let Some(c) = std::env::var_os("FDB_CLUSTER_FILE").filter(|c| !c.is_empty()) {
-        return Store::builder().cluster_file(PathBuf::from(c));
-    }
-    Store::builder()
 }
 
 #[cfg(test)]

@@ -55,6 +55,9 @@ pub const BATCH_BYTES: u64 = 1 << 30;
 
 /// Test hook: latency (ms) injected into every store round trip of the
 /// import (embedded stores only), to make an import slow enough to kill.
+/// Only in test builds (feature `testutil`, which the package's own tests
+/// turn on).
+#[cfg(feature = "testutil")]
 pub const LATENCY_ENV: &str = "FDBVFS_IMPORT_TEST_LATENCY_MS";
 
 /// Whether `name` is an import's temporary name.
@@ -138,6 +141,7 @@ pub fn import(
             "database {name:?} already exists; use --force to replace it"
         )));
     }
+    #[cfg(feature = "testutil")]
     inject_test_latency(store);
     match sweep_stale(pages) {
         Ok(0) => {}
@@ -219,6 +223,7 @@ fn exists(pages: &PageStore, name: &str) -> Result<bool, Error> {
     }
 }
 
+#[cfg(feature = "testutil")]
 fn inject_test_latency(store: &Store) {
     let Some(ms) = std::env::var(LATENCY_ENV)
         .ok()

@@ -302,7 +302,7 @@ mod tests {
     fn parses_global_dir_after_subcommand() {
         let cli =
             Cli::try_parse_from(["fdbvfs", "sql", "db", "SELECT 1", "--dir", "/tmp/x"]).unwrap();
-        assert_eq!(cli.store.dir(), std::path::PathBuf::from("/tmp/x"));
+        assert_eq!(cli.store.dir, Some(std::path::PathBuf::from("/tmp/x")));
         assert!(matches!(cli.command, Command::Sql { .. }));
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use pagestore::kv::Versionstamp;
-use pagestore::{Database, Transaction};
+use pagestore::{Database, PageStore, Transaction};
 use tracing::{debug, debug_span, info, warn};
 
 pub(crate) mod group;
@@ -22,7 +22,6 @@ use crate::error::{Error, Result};
 use crate::header;
 use crate::lock::{self, Action, Event, Level, Phase};
 use crate::pragma::Pragma;
-use crate::registry::StoreHandle;
 
 /// Pages fetched ahead when SQLite reads sequentially: a cold scan of N
 /// pages then costs about N/32 store round trips.
@@ -105,8 +104,8 @@ fn connections() -> MutexGuard<'static, HashMap<usize, Vec<ConnFile>>> {
 
 static NEXT_FILE: AtomicU64 = AtomicU64::new(1);
 
-fn store_key(store: &StoreHandle) -> usize {
-    Arc::as_ptr(store.pages.kv()) as *const () as usize
+fn store_key(store: &PageStore) -> usize {
+    Arc::as_ptr(store.kv()) as *const () as usize
 }
 
 fn remove_file(c: &mut HashMap<usize, Vec<ConnFile>>, conn: usize, file: u64) {
@@ -156,7 +155,7 @@ pub enum PragmaOutcome {
 /// A main database file.
 pub struct MainFile {
     name: String,
-    store: StoreHandle,
+    store: PageStore,
     db: Database,
     /// Time travel: every transaction reads at this version, read-only.
     at_version: Option<u64>,
@@ -234,12 +233,12 @@ impl MainFile {
     /// (a time is resolved through the time index once, here), and a point
     /// outside the history (future, before the database existed, older
     /// than the retention window) fails the open with a message saying so.
-    pub fn open(name: &str, store: StoreHandle, at: Option<At>, create: bool) -> Result<MainFile> {
+    pub fn open(name: &str, store: PageStore, at: Option<At>, create: bool) -> Result<MainFile> {
         validate_name(name)?;
         let db = if create && at.is_none() {
-            store.pages.open_or_create(name)?
+            store.open_or_create(name)?
         } else {
-            store.pages.open(name)?
+            store.open(name)?
         };
         let at_version = match at {
             None => None,
@@ -1276,16 +1275,16 @@ impl MainFile {
             Pragma::Version => PragmaOutcome::Value(self.version()?.to_string()),
             Pragma::Stats => PragmaOutcome::Value(stats_line(&self.store)),
             Pragma::CacheSize(None) => {
-                PragmaOutcome::Value(self.store.pages.cache().stats().capacity.to_string())
+                PragmaOutcome::Value(self.store.cache().stats().capacity.to_string())
             }
             Pragma::CacheSize(Some(n)) => {
-                self.store.pages.cache().set_capacity(n);
+                self.store.cache().set_capacity(n);
                 PragmaOutcome::Value(n.to_string())
             }
             Pragma::Fork(dst) => {
                 let v = self.version()?;
                 validate_name(&dst)?;
-                self.store.pages.fork(&self.name, &dst, Some(v))?;
+                self.store.fork(&self.name, &dst, Some(v))?;
                 PragmaOutcome::Value(v.to_string())
             }
             Pragma::Restore(at) => match self.restore(at) {
@@ -1339,11 +1338,11 @@ pub fn restore_with_retries(db: &Database, version: u64) -> Result<u64> {
 }
 
 /// One line of store counters for `PRAGMA fdb_stats`.
-pub fn stats_line(store: &StoreHandle) -> String {
-    let s = store.pages.stats();
+pub fn stats_line(store: &PageStore) -> String {
+    let s = store.stats();
     format!(
         "backend={} cache_hits={} cache_misses={} cache_hit_rate={:.4} cache_bytes={} cache_capacity={} round_trips={} read_versions={} reads={} commit_round_trips={} commits={} conflicts={} store_conflicts={} unknown_results={} recovered_unknown={} bytes_read={} bytes_written={}",
-        store.pages.kv().backend_name(),
+        store.kv().backend_name(),
         s.cache.hits,
         s.cache.misses,
         s.cache.hit_rate(),

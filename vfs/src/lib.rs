@@ -31,7 +31,7 @@ pub use api::Api;
 pub use at::At;
 pub use error::{sqlite_code, Error, Op, Result};
 pub use ffi::{panics_caught, register_with, take_last_error, testing, VFS_NAME};
-pub use registry::{OpenParams, StoreHandle, StoreSpec};
+pub use registry::{Backends, OpenParams, StoreSpec};
 
 /// Registers the `fdb` VFS with the SQLite linked into this program
 /// (rusqlite's bundled copy). Idempotent.

@@ -4,13 +4,15 @@
 //! store. URI parameters of the main database select it:
 //!
 //! * `store=<id>`: a store registered by the Rust API ([`register_store`]);
-//! * `cluster=<cluster file>`: a FoundationDB cluster, through the opener the
-//!   `fdbvfs` crate installs when built with its `fdb` feature (this crate
-//!   knows nothing about FDB);
 //! * `dir=<path>`: an embedded store in that directory, opened once per
 //!   process and shared by every connection naming it;
-//! * none of these: the default ([`set_default_spec`]), else the directory
-//!   in `FDBVFS_DIR`, else `./fdbvfs-data`.
+//! * `cluster=<cluster file>`: a FoundationDB cluster;
+//! * none of these: the default store.
+//!
+//! This crate sees only [`PageStore`]s: which backend a `dir=` or
+//! `cluster=` store is, and which store is the default, are decided by the
+//! layer above (the `fdbvfs` crate), which installs its [`Backends`] here.
+//! The registry keeps what was opened, once per process.
 //!
 //! Admin operations: `admin=0` refuses, for the connection, the PRAGMAs
 //! that act beyond its own data (`fdb_fork`, `fdb_restore`, setting
@@ -36,12 +38,9 @@
 //!
 //! Open stores are cached per process. In a forked child the cache is the
 //! parent's: it is forgotten (leaked, never dropped) on the child's first
-//! call, and stores are opened anew — an embedded directory the parent
-//! still holds becomes a client of the parent's shared-mode server; a
-//! FoundationDB cluster works only if the parent never started the FDB
-//! client network (libfdb_c cannot run it in a forked child). Handles the
-//! parent opened (and SQLite connections holding them) fail in the child
-//! with an error naming both processes. See `pagestore::kv::process`.
+//! call, and stores are opened anew. Handles the parent opened (and SQLite
+//! connections holding them) fail in the child with an error naming both
+//! processes. See `pagestore::kv::process`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,22 +48,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
 use pagestore::kv::process;
-use pagestore::{PageStore, StoreOptions};
+use pagestore::PageStore;
 use tracing::{info, warn};
 
 use crate::at::At;
 use crate::error::{Error, Result};
-
-/// A store the VFS can serve databases from.
-#[derive(Clone, Debug)]
-pub struct StoreHandle {
-    /// The page store.
-    pub pages: PageStore,
-    /// The embedded backend, when it is one (fault injection in tests).
-    pub embedded: Option<Arc<EmbeddedKv>>,
-}
 
 /// Where a store is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +64,19 @@ pub enum StoreSpec {
     Dir(PathBuf),
     /// FoundationDB, by cluster file.
     Cluster(String),
+    /// Not named: whichever store [`Backends::default_spec`] says.
+    Default,
+}
+
+/// What the layer that picks backends (the `fdbvfs` crate) provides: the
+/// meaning of `dir=`, `cluster=` and of a URI that names no store.
+pub trait Backends: Send + Sync {
+    /// The store a URI naming none uses (a `Dir` or a `Cluster`).
+    fn default_spec(&self) -> StoreSpec;
+    /// Opens the store `spec` names: a `Dir` (given canonical) or a
+    /// `Cluster`. The registry calls it once per store and process; the
+    /// error says why, for a message naming the store.
+    fn open(&self, spec: &StoreSpec) -> std::result::Result<PageStore, String>;
 }
 
 /// Parsed URI parameters of a main database.
@@ -91,11 +93,6 @@ pub struct OpenParams {
 
 /// URI parameters SQLite defines itself; it passes them on to the VFS.
 const SQLITE_PARAMS: &[&str] = &["vfs", "mode", "cache", "psow", "nolock", "immutable"];
-
-/// Environment variable naming the default embedded store directory.
-pub const DIR_ENV: &str = "FDBVFS_DIR";
-/// Default embedded store directory.
-pub const DEFAULT_DIR: &str = "./fdbvfs-data";
 
 impl OpenParams {
     /// Parses URI parameters; unknown ones are an error naming them.
@@ -156,14 +153,11 @@ impl OpenParams {
             (Some(id), _, _) => StoreSpec::Registered(id),
             (_, Some(d), _) => StoreSpec::Dir(d),
             (_, _, Some(c)) => StoreSpec::Cluster(c),
-            _ => default_spec(),
+            _ => StoreSpec::Default,
         };
         Ok(OpenParams { spec, at, admin })
     }
 }
-
-/// Opens a FoundationDB store from a cluster file path.
-pub type ClusterOpener = dyn Fn(&str) -> std::result::Result<StoreHandle, String> + Send + Sync;
 
 #[derive(Default)]
 struct Registry {
@@ -173,9 +167,9 @@ struct Registry {
     /// the parent's pid: their `Store` objects are the parent's.
     inherited: HashMap<u64, u32>,
     next_id: u64,
-    by_id: HashMap<u64, StoreHandle>,
-    by_dir: HashMap<PathBuf, StoreHandle>,
-    by_cluster: HashMap<String, StoreHandle>,
+    by_id: HashMap<u64, PageStore>,
+    by_dir: HashMap<PathBuf, PageStore>,
+    by_cluster: HashMap<String, PageStore>,
     /// When each `by_dir` store was first seen unused (idle release).
     idle_since: HashMap<PathBuf, Instant>,
 }
@@ -217,44 +211,31 @@ fn reg() -> std::sync::MutexGuard<'static, Registry> {
     r
 }
 
-fn cluster_opener() -> &'static RwLock<Option<Box<ClusterOpener>>> {
-    static C: OnceLock<RwLock<Option<Box<ClusterOpener>>>> = OnceLock::new();
-    C.get_or_init(Default::default)
+fn backends_slot() -> &'static RwLock<Option<Arc<dyn Backends>>> {
+    static B: OnceLock<RwLock<Option<Arc<dyn Backends>>>> = OnceLock::new();
+    B.get_or_init(Default::default)
 }
 
-fn default_slot() -> &'static RwLock<Option<StoreSpec>> {
-    static D: OnceLock<RwLock<Option<StoreSpec>>> = OnceLock::new();
-    D.get_or_init(Default::default)
-}
-
-/// Installs the opener for `cluster=` (the `fdbvfs` crate does, with `fdb`).
-pub fn set_cluster_opener(opener: Box<ClusterOpener>) {
-    *cluster_opener()
+/// Installs the backends that open `dir=`, `cluster=` and default stores
+/// (the `fdbvfs` crate does, before the VFS serves its first open).
+pub fn set_backends(backends: Arc<dyn Backends>) {
+    *backends_slot()
         .write()
-        .unwrap_or_else(PoisonError::into_inner) = Some(opener);
+        .unwrap_or_else(PoisonError::into_inner) = Some(backends);
 }
 
-/// Sets the store used when a URI names none (`None`: back to
-/// `FDBVFS_DIR`, then `./fdbvfs-data`).
-pub fn set_default_spec(spec: Option<StoreSpec>) {
-    *default_slot()
-        .write()
-        .unwrap_or_else(PoisonError::into_inner) = spec;
-}
-
-/// The store used when a URI names none.
-pub fn default_spec() -> StoreSpec {
-    if let Some(s) = default_slot()
+/// The installed backends, or an error naming `what` could not be opened.
+fn backends(what: &str) -> Result<Arc<dyn Backends>> {
+    backends_slot()
         .read()
         .unwrap_or_else(PoisonError::into_inner)
         .clone()
-    {
-        return s;
-    }
-    match std::env::var_os(DIR_ENV) {
-        Some(d) if !d.is_empty() => StoreSpec::Dir(PathBuf::from(d)),
-        _ => StoreSpec::Dir(PathBuf::from(DEFAULT_DIR)),
-    }
+        .ok_or_else(|| Error::StoreOpen {
+            what: what.to_string(),
+            why: "no store backends are installed: open stores through the fdbvfs crate \
+                  (its Store API, CLI or loadable extension)"
+                .into(),
+        })
 }
 
 /// Default time after which a `dir=` store no connection uses is released.
@@ -298,7 +279,7 @@ pub fn open_dirs() -> Vec<PathBuf> {
 
 /// Takes out of the registry the `dir=` stores no connection has used for
 /// the idle timeout; the caller drops them outside the registry lock.
-fn take_idle(r: &mut Registry, now: Instant) -> Vec<StoreHandle> {
+fn take_idle(r: &mut Registry, now: Instant) -> Vec<PageStore> {
     let Some(timeout) = idle_store_timeout() else {
         return Vec::new();
     };
@@ -307,10 +288,7 @@ fn take_idle(r: &mut Registry, now: Instant) -> Vec<StoreHandle> {
     for dir in dirs {
         // Only the registry's handle left: no file, database or
         // connection holds the store.
-        let unused = r
-            .by_dir
-            .get(&dir)
-            .is_some_and(|h| h.pages.handle_count() == 1);
+        let unused = r.by_dir.get(&dir).is_some_and(|h| h.handle_count() == 1);
         if !unused {
             r.idle_since.remove(&dir);
             continue;
@@ -358,7 +336,7 @@ fn ensure_idle_sweeper() {
 }
 
 /// Registers a store for `store=<id>` and returns the id.
-pub fn register_store(handle: StoreHandle) -> u64 {
+pub fn register_store(handle: PageStore) -> u64 {
     let mut r = reg();
     r.next_id += 1;
     let id = r.next_id;
@@ -371,12 +349,13 @@ pub fn unregister_store(id: u64) {
     reg().by_id.remove(&id);
 }
 
-/// Opens (once per process) the embedded store in `dir`: later calls with
-/// the same directory share it. `make` builds the options for a first open.
+/// Opens (once per process) the store in directory `dir`: later calls
+/// with the same directory share it. `open` opens it the first time, given
+/// the canonical directory (created if missing).
 pub fn open_dir(
     dir: &Path,
-    make: impl FnOnce(&Path) -> (EmbeddedOptions, StoreOptions),
-) -> Result<StoreHandle> {
+    open: impl FnOnce(&Path) -> std::result::Result<PageStore, String>,
+) -> Result<PageStore> {
     let fail = |why: String| Error::StoreOpen {
         what: format!("directory {}", dir.display()),
         why,
@@ -396,33 +375,16 @@ pub fn open_dir(
         drop(released);
         return Ok(h);
     }
-    let (eopts, sopts) = make(&canon);
-    // Shared mode: the first process to open the directory owns it and
-    // serves it on `<dir>/kv.sock`; later processes (another sqlite3 shell,
-    // the bank test's workers) connect to that socket.
-    let kv = pagestore::kv::remote::open_shared(EmbeddedOptions {
-        dir: Some(canon.clone()),
-        ..eopts
-    })
-    .map_err(|e| fail(e.to_string()))?;
-    // A forked child must never use this handle (nor a connection holding
-    // it): it fails there, naming both processes, and the child re-opens.
-    let kv = process::ProcessBound::wrap(kv, format!("store directory {}", canon.display()));
-    process::close_in_forked_children(&canon);
-    let pages = PageStore::new(kv, sopts);
-    // Runtime fault changes (`Store::set_faults`) reach the store only in
-    // the process that owns the directory; clients share the owner's.
-    let h = StoreHandle {
-        pages,
-        embedded: pagestore::kv::remote::owned(&canon),
-    };
-    info!(dir = %canon.display(), "opened embedded store");
-    r.by_dir.insert(canon, h.clone());
-    Ok(h)
+    // Opened under the registry lock: two connections naming a new
+    // directory at once share one store.
+    let pages = open(&canon).map_err(fail)?;
+    info!(dir = %canon.display(), "opened store directory");
+    r.by_dir.insert(canon, pages.clone());
+    Ok(pages)
 }
 
 /// The store a spec names.
-pub fn resolve(spec: &StoreSpec) -> Result<StoreHandle> {
+pub fn resolve(spec: &StoreSpec) -> Result<PageStore> {
     match spec {
         StoreSpec::Registered(id) => {
             let r = reg();
@@ -441,30 +403,28 @@ pub fn resolve(spec: &StoreSpec) -> Result<StoreHandle> {
                 why: "no such registered store (it belongs to a Store object that was dropped, or to another process)".into(),
             })
         }
-        StoreSpec::Dir(d) => open_dir(d, |_| {
-            (EmbeddedOptions::in_memory(), StoreOptions::default())
-        }),
+        StoreSpec::Dir(d) => {
+            let b = backends(&format!("directory {}", d.display()))?;
+            open_dir(d, |canon| b.open(&StoreSpec::Dir(canon.to_path_buf())))
+        }
         StoreSpec::Cluster(c) => {
             if let Some(h) = reg().by_cluster.get(c) {
                 return Ok(h.clone());
             }
-            let opener = cluster_opener()
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            let Some(open) = opener.as_ref() else {
-                warn!(cluster = %c, "cluster= given but FoundationDB support is not built in");
-                return Err(Error::StoreOpen {
-                    what: format!("cluster file {c}"),
-                    why: "this build of fdbvfs has no FoundationDB support (build with the `fdb` cargo feature)".into(),
-                });
-            };
-            let h = open(c).map_err(|why| Error::StoreOpen {
-                what: format!("cluster file {c}"),
-                why,
-            })?;
-            reg().by_cluster.insert(c.clone(), h.clone());
-            Ok(h)
+            let what = format!("cluster file {c}");
+            let pages = backends(&what)?
+                .open(spec)
+                .map_err(|why| Error::StoreOpen { what, why })?;
+            reg().by_cluster.insert(c.clone(), pages.clone());
+            Ok(pages)
         }
+        StoreSpec::Default => match backends("the default store")?.default_spec() {
+            s @ (StoreSpec::Dir(_) | StoreSpec::Cluster(_)) => resolve(&s),
+            other => Err(Error::StoreOpen {
+                what: "the default store".into(),
+                why: format!("the default must be a directory or a cluster, not {other:?}"),
+            }),
+        },
     }
 }
 
@@ -535,13 +495,19 @@ mod tests {
     }
 
     #[test]
-    fn cluster_without_opener_is_clear() {
+    fn no_params_is_the_default_store() {
+        let o = OpenParams::parse(&p(&[("vfs", "fdb")])).map_err(|e| e.to_string());
+        assert_eq!(o.map(|o| o.spec), Ok(StoreSpec::Default));
+    }
+
+    #[test]
+    fn without_backends_a_cluster_is_clear() {
         let e = resolve(&StoreSpec::Cluster("/nonexistent/fdb.cluster".into()));
         let msg = e
             .map(|_| ())
             .map_err(|e| e.to_string())
             .err()
             .unwrap_or_default();
-        assert!(msg.contains("fdb"), "{msg}");
+        assert!(msg.contains("fdbvfs crate"), "{msg}");
     }
 }
