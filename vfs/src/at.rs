@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pagestore::kv::Version;
 use pagestore::Database;
 
-use crate::error::{Error, Result};
+use crate::error::{OutOfHistory, Result};
 
 /// A point in a database's history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,19 +148,18 @@ impl At {
                 let micros = micros_of(t);
                 let now = db.store().options().clock.now_micros();
                 if micros > now {
-                    return Err(Error::Unsupported(format!(
-                        "time {} is in the future (now is {})",
-                        format_micros(micros),
-                        format_micros(now)
-                    )));
+                    return Err(OutOfHistory::Future {
+                        at: format_micros(micros),
+                        now: format_micros(now),
+                    }
+                    .into());
                 }
-                let v = db.version_at(micros)?.ok_or_else(|| {
-                    Error::Unsupported(format!(
-                        "database {:?} did not exist at {}",
-                        db.name(),
-                        format_micros(micros)
-                    ))
-                })?;
+                let v = db
+                    .version_at(micros)?
+                    .ok_or_else(|| OutOfHistory::BeforeCreation {
+                        database: db.name().to_string(),
+                        at: format_micros(micros),
+                    })?;
                 // A fork that existed then but had not committed yet was
                 // its origin's state at the fork version.
                 Ok(match db.fork_origin() {

@@ -44,11 +44,15 @@ pub enum Error {
 
     /// A write to a database opened read-only (time travel).
     #[error("read-only: {0}")]
-    ReadOnly(String),
+    ReadOnly(#[from] ReadOnly),
 
-    /// A request SQLite (or a caller) made that the VFS does not support.
-    #[error("{0}")]
-    Unsupported(String),
+    /// `fdb_restore` inside a transaction: it commits on its own.
+    #[error("fdb_restore cannot run inside a transaction (COMMIT or ROLLBACK first)")]
+    RestoreInTransaction,
+
+    /// A point in history where the database has no state.
+    #[error(transparent)]
+    OutOfHistory(#[from] OutOfHistory),
 
     /// The commit of this transaction already failed (a conflict or a
     /// retryable store error): SQLite must roll it back, and nothing more
@@ -63,19 +67,155 @@ pub enum Error {
     #[error("database {0:?} is already open in this connection (as the main database or attached under another schema name); a connection may hold a database once: use the schema it is already open as")]
     AlreadyOpen(String),
 
-    /// An I/O request the VFS cannot serve (bad offset or length).
-    #[error("{0}")]
-    BadIo(String),
+    /// An I/O request out of order for the file's state, or of a shape
+    /// the VFS cannot serve (see [`Misuse`]).
+    #[error(transparent)]
+    Misuse(#[from] Misuse),
 
-    /// An admin operation refused for this connection (`admin=0`, or
-    /// defensive mode): `SQLITE_AUTH`.
-    #[error("{0}")]
-    Refused(String),
+    /// A stored page whose length is not the database's page size.
+    #[error("page {page} has {len} bytes, expected {expected}")]
+    PageLength {
+        /// SQLite's page number (1-based).
+        page: u64,
+        /// Its length in the store.
+        len: usize,
+        /// The page size.
+        expected: u64,
+    },
 
-    /// A journal or temp file past its size limit, or no room left for it:
-    /// `SQLITE_FULL` (see `memfile`).
-    #[error("{0}")]
-    Full(String),
+    /// `xOpen` creating a super-journal whose name is in use.
+    #[error("super-journal {0:?} exists")]
+    SuperJournalExists(String),
+
+    /// A write or truncation of a super-journal's bytes failed.
+    #[error(transparent)]
+    SuperJournal(crate::memfile::MemError),
+
+    /// A database of another store than its connection's, attached where
+    /// admin operations are refused (`admin=0`, or defensive mode):
+    /// `SQLITE_AUTH`.
+    #[error("database {database:?} is in another store than its connection's, and attaching a database of another store is an admin operation: refused because {why}")]
+    AttachRefused {
+        /// The attached database.
+        database: String,
+        /// Why admin operations are refused in the connection.
+        why: &'static str,
+    },
+
+    /// A journal or temp file failed: past its size limit or no room left
+    /// for it is `SQLITE_FULL` (see `memfile`), anything else an I/O error.
+    #[error(transparent)]
+    Temp(#[from] crate::memfile::MemError),
+}
+
+/// What a time-travel (read-only) file refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadOnly {
+    /// A page write.
+    #[error("database {database:?} is open as of version {version}")]
+    Write {
+        /// The database.
+        database: String,
+        /// The version it is open at.
+        version: pagestore::kv::Version,
+    },
+    /// A write lock.
+    #[error("database {database:?} is open as of version {version}; time-travel connections cannot write")]
+    Lock {
+        /// The database.
+        database: String,
+        /// The version it is open at.
+        version: pagestore::kv::Version,
+    },
+    /// A truncation.
+    #[error("time-travel connection")]
+    Truncate,
+    /// `PRAGMA fdb_restore`.
+    #[error("fdb_restore cannot run on a time-travel (read-only) connection; open the database normally")]
+    Restore,
+}
+
+/// A point in history where a database has no state (`at=`, `fdb_restore`).
+#[derive(Debug, thiserror::Error)]
+pub enum OutOfHistory {
+    /// A time after the store's clock.
+    #[error("time {at} is in the future (now is {now})")]
+    Future {
+        /// The time asked for (RFC 3339).
+        at: String,
+        /// The store's time (RFC 3339).
+        now: String,
+    },
+    /// A time before the database was created.
+    #[error("database {database:?} did not exist at {at}")]
+    BeforeCreation {
+        /// The database.
+        database: String,
+        /// The time asked for (RFC 3339).
+        at: String,
+    },
+}
+
+/// I/O that SQLite sends out of order for the file's state, or of a shape
+/// the VFS cannot serve. SQLite never does either; the VFS fails the call
+/// rather than guess.
+#[derive(Debug, thiserror::Error)]
+pub enum Misuse {
+    /// A read with no transaction to read from.
+    #[error("no reader")]
+    NoReader,
+    /// A read while the transaction waits for its multi-database commit.
+    #[error("read of a database waiting for its multi-database commit")]
+    ReadWhilePrepared,
+    /// A write without a RESERVED lock.
+    #[error("write at offset {offset} without a write lock (phase {phase})")]
+    WriteWithoutLock {
+        /// File offset.
+        offset: u64,
+        /// The file's phase.
+        phase: &'static str,
+    },
+    /// The first write of a database is not one whole page.
+    #[error("first write of {len} bytes at offset {offset}: the first write to a database must be one page (a power of two in 512..=65536 bytes) at a page boundary")]
+    FirstWriteNotAPage {
+        /// Bytes written.
+        len: usize,
+        /// File offset.
+        offset: u64,
+    },
+    /// A write past the largest page number.
+    #[error("write at offset {offset} is past the largest page number")]
+    PastLastPage {
+        /// File offset.
+        offset: u64,
+    },
+    /// A truncation to a non-zero size of a database without pages (no
+    /// page size yet).
+    #[error("truncate to {size} bytes of a database without pages")]
+    TruncateWithoutPages {
+        /// Bytes asked for.
+        size: u64,
+    },
+    /// A truncation without a RESERVED lock.
+    #[error("truncate without a write lock (phase {phase})")]
+    TruncateWithoutLock {
+        /// The file's phase.
+        phase: &'static str,
+    },
+    /// Commit phase two while the file waits for its super-journal.
+    #[error(
+        "commit phase two of a multi-database transaction before its super-journal was deleted"
+    )]
+    PhaseTwoBeforeSuperJournal,
+    /// A chained begin from a phase without a previous transaction.
+    #[error("chained begin from a wrong phase")]
+    ChainedBegin,
+    /// A commit with no write transaction.
+    #[error("commit without a transaction")]
+    CommitWithoutTransaction,
+    /// A prepare with no super-journal announced.
+    #[error("prepare without a super-journal")]
+    PrepareWithoutSuperJournal,
 }
 
 /// The VFS method an error happened in: SQLite wants the matching
@@ -142,8 +282,8 @@ pub fn sqlite_code(err: &Error, op: Op) -> c_int {
     match err {
         _ if op == Op::PhaseTwo => io_code(op),
         Error::AlreadyOpen(_) => ffi::SQLITE_CANTOPEN,
-        Error::Full(_) => ffi::SQLITE_FULL,
-        Error::Refused(_) => ffi::SQLITE_AUTH,
+        Error::Temp(e) if e.is_full() => ffi::SQLITE_FULL,
+        Error::AttachRefused { .. } => ffi::SQLITE_AUTH,
         e if e.is_conflict() => ffi::SQLITE_BUSY_SNAPSHOT,
         Error::Store(P::Kv(k)) if k.is_maybe_committed() => io_code(op),
         // The store did not answer in time (FDB's 1031: a timeout or an
@@ -165,7 +305,9 @@ pub fn sqlite_code(err: &Error, op: Op) -> c_int {
         | Error::BadParam { .. }
         | Error::BadName(_)
         | Error::StoreOpen { .. } => ffi::SQLITE_CANTOPEN,
-        Error::Unsupported(_) if op == Op::FileControl => ffi::SQLITE_ERROR,
+        Error::RestoreInTransaction | Error::OutOfHistory(_) if op == Op::FileControl => {
+            ffi::SQLITE_ERROR
+        }
         _ => io_code(op),
     }
 }
@@ -229,7 +371,7 @@ mod tests {
                 time_travel: false,
             }),
             Error::Doomed,
-            Error::BadIo("x".into()),
+            Error::Misuse(Misuse::NoReader),
         ];
         for e in &errors {
             let c = sqlite_code(e, Op::Sync);
@@ -260,8 +402,23 @@ mod tests {
     }
 
     #[test]
+    fn temp_files_full_or_io() {
+        use crate::memfile::MemError;
+        let full = Error::Temp(MemError::Full("past the limit".into()));
+        assert_eq!(sqlite_code(&full, Op::Write), ffi::SQLITE_FULL);
+        let io = Error::Temp(MemError::Io("disk".into()));
+        assert_eq!(sqlite_code(&io, Op::Write), ffi::SQLITE_IOERR_WRITE);
+        // A super-journal's write is an I/O error whatever the cause.
+        let sj = Error::SuperJournal(MemError::Full("past the limit".into()));
+        assert_eq!(sqlite_code(&sj, Op::Write), ffi::SQLITE_IOERR_WRITE);
+        let exists = Error::SuperJournalExists("db-mj1".into());
+        assert_eq!(sqlite_code(&exists, Op::Open), ffi::SQLITE_CANTOPEN);
+        assert_eq!(exists.to_string(), "super-journal \"db-mj1\" exists");
+    }
+
+    #[test]
     fn readonly() {
-        let e = Error::ReadOnly("time travel".into());
+        let e = Error::ReadOnly(ReadOnly::Truncate);
         assert_eq!(sqlite_code(&e, Op::Write), ffi::SQLITE_READONLY);
     }
 }

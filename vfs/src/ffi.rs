@@ -9,18 +9,28 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use libsqlite3_sys as ffi;
 use tracing::{error, warn};
 
 use crate::api::Api;
 use crate::error::{sqlite_code, Error, Op};
-use crate::file::group::{self, SuperJournal};
-use crate::file::{MainFile, PragmaOutcome};
-use crate::lock::Level;
+use crate::file::group;
+use crate::file::MainFile;
 use crate::memfile::MemFile;
 use crate::registry::{self, OpenParams};
+
+mod io;
+mod main_file;
+
+use io::SuperFile;
+
+/// What `xOpen` opened: one of the three kinds of file.
+enum Opened {
+    Main(Box<MainFile>),
+    Super(SuperFile),
+    Mem(MemFile),
+}
 
 /// The name the VFS registers under.
 pub const VFS_NAME: &str = "fdb";
@@ -35,22 +45,6 @@ pub(crate) struct VfsCtx {
     /// The VFS that was the default when we registered: `xDlOpen`,
     /// randomness, sleep and time are delegated to it.
     pub parent: *mut ffi::sqlite3_vfs,
-}
-
-enum FileKind {
-    Main(Box<MainFile>),
-    Mem(MemFile),
-    /// A super-journal (multi-database commit): its bytes are shared by
-    /// name, so `pager_delsuper` reads back what `vdbeCommit` wrote.
-    Super(Arc<SuperJournal>),
-}
-
-/// Our `sqlite3_file` subclass: SQLite allocates `szOsFile` bytes for it.
-#[repr(C)]
-struct Handle {
-    base: ffi::sqlite3_file,
-    file: *mut FileKind,
-    ctx: *const VfsCtx,
 }
 
 thread_local! {
@@ -76,8 +70,9 @@ pub fn panics_caught() -> u64 {
     PANICS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Runs `f`, turning a panic into `fallback`.
-fn guard(what: &'static str, fallback: c_int, f: impl FnOnce() -> c_int) -> c_int {
+/// Runs `f`, turning a panic into `fallback`: every entry point's body
+/// runs in here.
+fn guard<T>(what: &'static str, fallback: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(rc) => rc,
         Err(p) => {
@@ -109,27 +104,18 @@ fn report(ctx: Option<&VfsCtx>, err: &Error, op: Op, name: &str) -> c_int {
     code
 }
 
-unsafe fn handle<'a>(f: *mut ffi::sqlite3_file) -> Option<(&'a mut FileKind, &'a VfsCtx)> {
-    if f.is_null() {
-        return None;
-    }
-    let h = f as *mut Handle;
-    // SAFETY: SQLite passes back the handle xOpen filled in.
-    let (file, ctx) = unsafe { ((*h).file, (*h).ctx) };
-    if file.is_null() || ctx.is_null() {
-        return None;
-    }
-    // SAFETY: both were created by xOpen and live until xClose.
-    unsafe { Some((&mut *file, &*ctx)) }
-}
-
+/// The registration data behind `vfs`.
+///
+/// # Safety
+/// `vfs` is null or a VFS object [`register_with`] made.
 unsafe fn ctx_of<'a>(vfs: *mut ffi::sqlite3_vfs) -> Option<&'a VfsCtx> {
     if vfs.is_null() {
         return None;
     }
-    // SAFETY: pAppData is the leaked VfsCtx of this registration.
+    // SAFETY: `vfs` is our registration; pAppData is its leaked VfsCtx.
     let p = unsafe { (*vfs).pAppData } as *const VfsCtx;
-    (!p.is_null()).then(|| unsafe { &*p })
+    // SAFETY: leaked, so valid for ever.
+    unsafe { p.as_ref() }
 }
 
 // ---------------------------------------------------------------- VFS
@@ -145,86 +131,100 @@ unsafe extern "C" fn x_open(
         if file.is_null() {
             return ffi::SQLITE_CANTOPEN;
         }
-        let h = file as *mut Handle;
-        // SAFETY: SQLite gives szOsFile writable bytes; a null pMethods
-        // tells it not to call xClose when we fail.
-        unsafe {
-            (*h).base.pMethods = ptr::null();
-            (*h).file = ptr::null_mut();
-            (*h).ctx = ptr::null();
-        }
+        // SAFETY: SQLite gives szOsFile writable bytes.
+        unsafe { io::clear(file) };
+        // SAFETY: pAppData of our registration.
         let Some(ctx) = (unsafe { ctx_of(vfs) }) else {
             return ffi::SQLITE_CANTOPEN;
         };
         let is_main = flags & ffi::SQLITE_OPEN_MAIN_DB != 0
             && !name.is_null()
             && flags & ffi::SQLITE_OPEN_DELETEONCLOSE == 0;
-        let mut result_flags = flags;
-        let kind = if is_main {
-            // SAFETY: a main-db name is NUL-terminated (with URI parameters after it).
-            let raw = name_of_pathname(unsafe { CStr::from_ptr(name) }.to_bytes());
-            let display = String::from_utf8_lossy(raw).into_owned();
-            let opened = (|| {
-                let n = std::str::from_utf8(raw)
-                    .map_err(|_| Error::BadName("the name is not UTF-8".into()))?;
-                crate::file::validate_name(n)?;
-                // SAFETY: name is a main-db filename from SQLite.
-                let params = unsafe { ctx.api.uri_params(name) };
-                refuse_unsupported(&params)?;
-                let p = OpenParams::parse(&params)?;
-                let store = registry::resolve(&p.spec)?;
-                let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
-                let mut m = MainFile::open(n, store, p.at, create)?;
-                m.set_admin(p.admin);
-                Ok(m)
-            })();
-            match opened {
-                Ok(m) => {
-                    if m.is_read_only() {
-                        result_flags =
-                            (flags & !ffi::SQLITE_OPEN_READWRITE & !ffi::SQLITE_OPEN_CREATE)
-                                | ffi::SQLITE_OPEN_READONLY;
-                    }
-                    FileKind::Main(Box::new(m))
-                }
-                Err(e) => return report(Some(ctx), &e, Op::Open, &display),
-            }
-        } else if flags & ffi::SQLITE_OPEN_SUPER_JOURNAL != 0 && !name.is_null() {
+        let is_super = flags & ffi::SQLITE_OPEN_SUPER_JOURNAL != 0 && !name.is_null();
+        let opened = if is_main {
+            // SAFETY: a main-db name from SQLite.
+            unsafe { open_main(ctx, name, flags) }
+        } else if is_super {
             // SAFETY: SQLite passes a NUL-terminated name.
             let n = unsafe { CStr::from_ptr(name) }
                 .to_string_lossy()
                 .into_owned();
-            if flags & ffi::SQLITE_OPEN_CREATE != 0 {
-                match group::create(&n) {
-                    Some(s) => FileKind::Super(s),
-                    None => {
-                        let e = Error::BadIo(format!("super-journal {n:?} exists"));
-                        return report(Some(ctx), &e, Op::Open, &n);
-                    }
-                }
-            } else {
-                // pager_delsuper reading a super-journal back (or, never
-                // for us, a child journal it believes exists).
-                match group::lookup(&n) {
-                    Some(s) => FileKind::Super(s),
-                    None => FileKind::Mem(MemFile::default()),
-                }
-            }
+            open_super(&n, flags & ffi::SQLITE_OPEN_CREATE != 0)
+                .map_err(|e| report(Some(ctx), &e, Op::Open, &n))
         } else {
-            FileKind::Mem(MemFile::default())
+            Ok(Opened::Mem(MemFile::default()))
+        };
+        let kind = match opened {
+            Ok(kind) => kind,
+            Err(rc) => return rc,
         };
         if !out_flags.is_null() {
+            let read_only = matches!(&kind, Opened::Main(m) if m.is_read_only());
+            let result_flags = match read_only {
+                true => {
+                    (flags & !ffi::SQLITE_OPEN_READWRITE & !ffi::SQLITE_OPEN_CREATE)
+                        | ffi::SQLITE_OPEN_READONLY
+                }
+                false => flags,
+            };
             // SAFETY: SQLite passes a valid out pointer or null.
             unsafe { *out_flags = result_flags };
         }
-        let boxed = Box::into_raw(Box::new(kind));
-        // SAFETY: as above.
+        // SAFETY: as above; ctx is the registration's (never freed).
         unsafe {
-            (*h).file = boxed;
-            (*h).ctx = ctx;
-            (*h).base.pMethods = &IO_METHODS;
+            match kind {
+                Opened::Main(m) => io::install(file, m, ctx),
+                Opened::Super(s) => io::install(file, s, ctx),
+                Opened::Mem(m) => io::install(file, m, ctx),
+            }
         }
         ffi::SQLITE_OK
+    })
+}
+
+/// Opens a main database file by its SQLite filename (the full pathname
+/// with URI parameters after it); an error is reported and its code
+/// returned.
+///
+/// # Safety
+/// `name` is a main-db filename SQLite passed to `xOpen`.
+unsafe fn open_main(
+    ctx: &VfsCtx,
+    name: ffi::sqlite3_filename,
+    flags: c_int,
+) -> Result<Opened, c_int> {
+    // SAFETY: a main-db name is NUL-terminated (with URI parameters after it).
+    let raw = name_of_pathname(unsafe { CStr::from_ptr(name) }.to_bytes());
+    let opened = (|| {
+        let n =
+            std::str::from_utf8(raw).map_err(|_| Error::BadName("the name is not UTF-8".into()))?;
+        crate::file::validate_name(n)?;
+        // SAFETY: name is a main-db filename from SQLite.
+        let params = unsafe { ctx.api.uri_params(name) };
+        refuse_unsupported(&params)?;
+        let p = OpenParams::parse(&params)?;
+        let store = registry::resolve(&p.spec)?;
+        let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
+        let mut m = MainFile::open(n, store, p.at, create)?;
+        m.set_admin(p.admin);
+        Ok(Opened::Main(Box::new(m)))
+    })();
+    opened.map_err(|e| report(Some(ctx), &e, Op::Open, &String::from_utf8_lossy(raw)))
+}
+
+/// Opens super-journal `name`: a new one (`create`), or the one
+/// `pager_delsuper` reads back (or, never for us, a child journal it
+/// believes exists: an empty file).
+fn open_super(name: &str, create: bool) -> Result<Opened, Error> {
+    if create {
+        return match group::create(name) {
+            Some(s) => Ok(Opened::Super(SuperFile(s))),
+            None => Err(Error::SuperJournalExists(name.to_string())),
+        };
+    }
+    Ok(match group::lookup(name) {
+        Some(s) => Opened::Super(SuperFile(s)),
+        None => Opened::Mem(MemFile::default()),
     })
 }
 
@@ -338,6 +338,7 @@ unsafe extern "C" fn x_full_pathname(
         if bytes.len() > n_out as usize {
             return ffi::SQLITE_CANTOPEN;
         }
+        // SAFETY: `out` has n_out >= bytes.len() writable bytes.
         unsafe { ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, out, bytes.len()) };
         ffi::SQLITE_OK
     })
@@ -383,49 +384,67 @@ fn refuse_unsupported(params: &[(String, String)]) -> Result<(), Error> {
     Ok(())
 }
 
-fn parent(vfs: *mut ffi::sqlite3_vfs) -> Option<&'static ffi::sqlite3_vfs> {
+/// The VFS we delegate loading extensions to.
+///
+/// # Safety
+/// `vfs` is null or our registration.
+unsafe fn parent(vfs: *mut ffi::sqlite3_vfs) -> Option<&'static ffi::sqlite3_vfs> {
+    // SAFETY: the caller's contract.
+    let ctx = unsafe { ctx_of(vfs) }?;
     // SAFETY: the parent VFS is registered for the life of the process.
-    unsafe { ctx_of(vfs) }.and_then(|c| unsafe { c.parent.as_ref() })
+    unsafe { ctx.parent.as_ref() }
+}
+
+/// The parent's own pointer, for calling its methods.
+fn parent_ptr(p: &ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
+    ptr::from_ref(p).cast_mut()
 }
 
 unsafe extern "C" fn x_dl_open(vfs: *mut ffi::sqlite3_vfs, name: *const c_char) -> *mut c_void {
-    match parent(vfs) {
-        // SAFETY: delegation to the parent VFS with its own pointer.
-        Some(p) => match p.xDlOpen {
-            Some(f) => unsafe { f(p as *const _ as *mut _, name) },
+    guard("xDlOpen", ptr::null_mut(), || {
+        // SAFETY: SQLite passes our registration.
+        match unsafe { parent(vfs) }.and_then(|p| Some((p, p.xDlOpen?))) {
+            // SAFETY: delegation to the parent VFS with its own pointer.
+            Some((p, f)) => unsafe { f(parent_ptr(p), name) },
             None => ptr::null_mut(),
-        },
-        None => ptr::null_mut(),
-    }
+        }
+    })
 }
 
 unsafe extern "C" fn x_dl_error(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) {
-    if let Some(p) = parent(vfs) {
-        if let Some(f) = p.xDlError {
-            // SAFETY: delegation.
-            unsafe { f(p as *const _ as *mut _, n, out) }
+    guard("xDlError", (), || {
+        // SAFETY: SQLite passes our registration.
+        if let Some((p, f)) = unsafe { parent(vfs) }.and_then(|p| Some((p, p.xDlError?))) {
+            // SAFETY: delegation to the parent VFS with its own pointer.
+            unsafe { f(parent_ptr(p), n, out) }
         }
-    }
+    })
 }
+
+/// What `xDlSym` returns.
+type DlSym = Option<unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char)>;
 
 unsafe extern "C" fn x_dl_sym(
     vfs: *mut ffi::sqlite3_vfs,
     h: *mut c_void,
     sym: *const c_char,
-) -> Option<unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char)> {
-    let p = parent(vfs)?;
-    // SAFETY: delegation.
-    p.xDlSym
-        .and_then(|f| unsafe { f(p as *const _ as *mut _, h, sym) })
+) -> DlSym {
+    guard("xDlSym", None, || {
+        // SAFETY: SQLite passes our registration.
+        let (p, f) = unsafe { parent(vfs) }.and_then(|p| Some((p, p.xDlSym?)))?;
+        // SAFETY: delegation to the parent VFS with its own pointer.
+        unsafe { f(parent_ptr(p), h, sym) }
+    })
 }
 
 unsafe extern "C" fn x_dl_close(vfs: *mut ffi::sqlite3_vfs, h: *mut c_void) {
-    if let Some(p) = parent(vfs) {
-        if let Some(f) = p.xDlClose {
-            // SAFETY: delegation.
-            unsafe { f(p as *const _ as *mut _, h) }
+    guard("xDlClose", (), || {
+        // SAFETY: SQLite passes our registration.
+        if let Some((p, f)) = unsafe { parent(vfs) }.and_then(|p| Some((p, p.xDlClose?))) {
+            // SAFETY: delegation to the parent VFS with its own pointer.
+            unsafe { f(parent_ptr(p), h) }
         }
-    }
+    })
 }
 
 unsafe extern "C" fn x_randomness(vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
@@ -499,388 +518,6 @@ unsafe extern "C" fn x_get_last_error(
     })
 }
 
-// ---------------------------------------------------------------- I/O
-
-static IO_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
-    // Version 1: no shared memory (so no WAL) and no memory mapping.
-    iVersion: 1,
-    xClose: Some(x_close),
-    xRead: Some(x_read),
-    xWrite: Some(x_write),
-    xTruncate: Some(x_truncate),
-    xSync: Some(x_sync),
-    xFileSize: Some(x_file_size),
-    xLock: Some(x_lock),
-    xUnlock: Some(x_unlock),
-    xCheckReservedLock: Some(x_check_reserved_lock),
-    xFileControl: Some(x_file_control),
-    xSectorSize: Some(x_sector_size),
-    xDeviceCharacteristics: Some(x_device_characteristics),
-    xShmMap: None,
-    xShmLock: None,
-    xShmBarrier: None,
-    xShmUnmap: None,
-    xFetch: None,
-    xUnfetch: None,
-};
-
-unsafe extern "C" fn x_close(f: *mut ffi::sqlite3_file) -> c_int {
-    guard("xClose", ffi::SQLITE_IOERR_CLOSE, || {
-        if f.is_null() {
-            return ffi::SQLITE_OK;
-        }
-        let h = f as *mut Handle;
-        // SAFETY: the box was created in xOpen; xClose is called once.
-        unsafe {
-            let file = (*h).file;
-            (*h).file = ptr::null_mut();
-            (*h).base.pMethods = ptr::null();
-            if !file.is_null() {
-                drop(Box::from_raw(file));
-            }
-        }
-        ffi::SQLITE_OK
-    })
-}
-
-unsafe extern "C" fn x_read(
-    f: *mut ffi::sqlite3_file,
-    buf: *mut c_void,
-    amt: c_int,
-    off: i64,
-) -> c_int {
-    guard("xRead", ffi::SQLITE_IOERR_READ, || {
-        let Some((file, ctx)) = (unsafe { handle(f) }) else {
-            return ffi::SQLITE_IOERR_READ;
-        };
-        if buf.is_null() || amt < 0 || off < 0 {
-            return ffi::SQLITE_IOERR_READ;
-        }
-        // SAFETY: SQLite gives amt writable bytes.
-        let buf = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, amt as usize) };
-        let full = match file {
-            FileKind::Mem(m) => match m.try_read(buf, off as u64) {
-                Ok(n) => n == buf.len(),
-                Err(e) => return report(Some(ctx), &mem_error(e), Op::Read, "(journal)"),
-            },
-            FileKind::Super(s) => s.read(buf, off as u64) == buf.len(),
-            FileKind::Main(m) => match m.read(buf, off as u64) {
-                Ok(full) => full,
-                Err(e) => {
-                    buf.fill(0);
-                    return report(Some(ctx), &e, Op::Read, m.name());
-                }
-            },
-        };
-        if full {
-            ffi::SQLITE_OK
-        } else {
-            ffi::SQLITE_IOERR_SHORT_READ
-        }
-    })
-}
-
-unsafe extern "C" fn x_write(
-    f: *mut ffi::sqlite3_file,
-    buf: *const c_void,
-    amt: c_int,
-    off: i64,
-) -> c_int {
-    guard("xWrite", ffi::SQLITE_IOERR_WRITE, || {
-        let Some((file, ctx)) = (unsafe { handle(f) }) else {
-            return ffi::SQLITE_IOERR_WRITE;
-        };
-        if buf.is_null() || amt < 0 || off < 0 {
-            return ffi::SQLITE_IOERR_WRITE;
-        }
-        // SAFETY: SQLite gives amt readable bytes.
-        let buf = unsafe { std::slice::from_raw_parts(buf as *const u8, amt as usize) };
-        match file {
-            FileKind::Mem(m) => match m.try_write(buf, off as u64) {
-                Ok(()) => ffi::SQLITE_OK,
-                Err(e) => report(Some(ctx), &mem_error(e), Op::Write, "(journal)"),
-            },
-            FileKind::Super(s) => match s.write(buf, off as u64) {
-                Ok(()) => ffi::SQLITE_OK,
-                Err(e) => report(Some(ctx), &Error::BadIo(e), Op::Write, s.name()),
-            },
-            FileKind::Main(m) => match m.write(buf, off as u64) {
-                Ok(()) => ffi::SQLITE_OK,
-                Err(e) => report(Some(ctx), &e, Op::Write, m.name()),
-            },
-        }
-    })
-}
-
-unsafe extern "C" fn x_truncate(f: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    guard("xTruncate", ffi::SQLITE_IOERR_TRUNCATE, || {
-        let Some((file, ctx)) = (unsafe { handle(f) }) else {
-            return ffi::SQLITE_IOERR_TRUNCATE;
-        };
-        if size < 0 {
-            return ffi::SQLITE_IOERR_TRUNCATE;
-        }
-        let r = match file {
-            FileKind::Mem(m) => m.try_truncate(size as u64).map_err(mem_error),
-            FileKind::Super(s) => s.truncate(size as u64).map_err(Error::BadIo),
-            FileKind::Main(m) => m.truncate(size as u64),
-        };
-        match r {
-            Ok(()) => ffi::SQLITE_OK,
-            Err(e) => report(Some(ctx), &e, Op::Truncate, file_name(file)),
-        }
-    })
-}
-
-/// A journal or temp file error: past its limit or out of room is
-/// `SQLITE_FULL` (see `memfile`), anything else an I/O error.
-fn mem_error(e: crate::memfile::MemError) -> Error {
-    if e.is_full() {
-        Error::Full(e.to_string())
-    } else {
-        Error::BadIo(e.to_string())
-    }
-}
-
-fn file_name(f: &FileKind) -> &str {
-    match f {
-        FileKind::Main(m) => m.name(),
-        FileKind::Mem(_) => "(journal)",
-        FileKind::Super(s) => s.name(),
-    }
-}
-
-unsafe extern "C" fn x_sync(f: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
-    guard("xSync", ffi::SQLITE_IOERR_FSYNC, || {
-        let Some((file, ctx)) = (unsafe { handle(f) }) else {
-            return ffi::SQLITE_IOERR_FSYNC;
-        };
-        match file {
-            FileKind::Mem(_) | FileKind::Super(_) => ffi::SQLITE_OK,
-            FileKind::Main(m) => match m.sync() {
-                Ok(()) => ffi::SQLITE_OK,
-                Err(e) => report(Some(ctx), &e, Op::Sync, m.name()),
-            },
-        }
-    })
-}
-
-unsafe extern "C" fn x_file_size(f: *mut ffi::sqlite3_file, out: *mut i64) -> c_int {
-    guard("xFileSize", ffi::SQLITE_IOERR_FSTAT, || {
-        let Some((file, ctx)) = (unsafe { handle(f) }) else {
-            return ffi::SQLITE_IOERR_FSTAT;
-        };
-        if out.is_null() {
-            return ffi::SQLITE_IOERR_FSTAT;
-        }
-        let size = match file {
-            FileKind::Mem(m) => Ok(m.size()),
-            FileKind::Super(s) => Ok(s.size()),
-            FileKind::Main(m) => m.size(),
-        };
-        match size {
-            Ok(s) => {
-                // SAFETY: valid out pointer.
-                unsafe { *out = i64::try_from(s).unwrap_or(i64::MAX) };
-                ffi::SQLITE_OK
-            }
-            Err(e) => report(Some(ctx), &e, Op::FileSize, file_name(file)),
-        }
-    })
-}
-
-unsafe extern "C" fn x_lock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    guard("xLock", ffi::SQLITE_IOERR_LOCK, || {
-        let Some((file, ctx)) = (unsafe { handle(f) }) else {
-            return ffi::SQLITE_IOERR_LOCK;
-        };
-        let Some(level) = Level::from_c(level) else {
-            return ffi::SQLITE_IOERR_LOCK;
-        };
-        match file {
-            FileKind::Mem(_) | FileKind::Super(_) => ffi::SQLITE_OK,
-            FileKind::Main(m) => match m.lock(level) {
-                Ok(()) => ffi::SQLITE_OK,
-                Err(e) => report(Some(ctx), &e, Op::Lock, m.name()),
-            },
-        }
-    })
-}
-
-unsafe extern "C" fn x_unlock(f: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    guard("xUnlock", ffi::SQLITE_IOERR_UNLOCK, || {
-        let Some((file, ctx)) = (unsafe { handle(f) }) else {
-            return ffi::SQLITE_IOERR_UNLOCK;
-        };
-        let Some(level) = Level::from_c(level) else {
-            return ffi::SQLITE_IOERR_UNLOCK;
-        };
-        match file {
-            FileKind::Mem(_) | FileKind::Super(_) => ffi::SQLITE_OK,
-            FileKind::Main(m) => match m.unlock(level) {
-                Ok(()) => ffi::SQLITE_OK,
-                Err(e) => report(Some(ctx), &e, Op::Unlock, m.name()),
-            },
-        }
-    })
-}
-
-unsafe extern "C" fn x_check_reserved_lock(f: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
-    guard(
-        "xCheckReservedLock",
-        ffi::SQLITE_IOERR_CHECKRESERVEDLOCK,
-        || {
-            let Some((file, _)) = (unsafe { handle(f) }) else {
-                return ffi::SQLITE_IOERR_CHECKRESERVEDLOCK;
-            };
-            let r = match file {
-                FileKind::Main(m) => m.reserved_elsewhere(),
-                FileKind::Mem(_) | FileKind::Super(_) => false,
-            };
-            if !out.is_null() {
-                // SAFETY: valid out pointer.
-                unsafe { *out = r as c_int };
-            }
-            ffi::SQLITE_OK
-        },
-    )
-}
-
-unsafe extern "C" fn x_file_control(
-    f: *mut ffi::sqlite3_file,
-    op: c_int,
-    arg: *mut c_void,
-) -> c_int {
-    guard("xFileControl", ffi::SQLITE_IOERR, || {
-        let Some((file, ctx)) = (unsafe { handle(f) }) else {
-            return ffi::SQLITE_NOTFOUND;
-        };
-        let FileKind::Main(m) = file else {
-            return ffi::SQLITE_NOTFOUND;
-        };
-        match op {
-            ffi::SQLITE_FCNTL_PRAGMA => unsafe { file_control_pragma(m, ctx, arg) },
-            ffi::SQLITE_FCNTL_PDB => {
-                // A hint (return code ignored): `arg` is `sqlite3**`, the
-                // connection that opened the file (btree.c,
-                // sqlite3BtreeOpen). Files of one connection share a
-                // snapshot per SQL transaction.
-                if !arg.is_null() {
-                    // SAFETY: SQLite passes a pointer to its connection pointer.
-                    let conn = unsafe { *(arg as *const *mut ffi::sqlite3) };
-                    if !conn.is_null() {
-                        m.set_connection(conn as usize);
-                        // SAFETY: SQLite is inside a call of this open
-                        // connection (sqlite3BtreeOpen).
-                        let defensive = unsafe { ctx.api.is_defensive(conn as usize) };
-                        m.check_attach(defensive);
-                    }
-                }
-                ffi::SQLITE_OK
-            }
-            ffi::SQLITE_FCNTL_SYNC => {
-                // Sent right before xSync of the database file; the
-                // argument names the super-journal of a multi-database
-                // commit, NULL otherwise (pager.c, sqlite3PagerSync).
-                let sj = (!arg.is_null()).then(|| {
-                    // SAFETY: a NUL-terminated super-journal name.
-                    unsafe { CStr::from_ptr(arg as *const c_char) }
-                        .to_string_lossy()
-                        .into_owned()
-                });
-                // It is the commit point (see `MainFile::sync_point`).
-                match m.sync_point(sj) {
-                    Ok(()) => ffi::SQLITE_OK,
-                    Err(e) => report(Some(ctx), &e, Op::Sync, m.name()),
-                }
-            }
-            ffi::SQLITE_FCNTL_COMMIT_PHASETWO => match m.commit_phase_two() {
-                Ok(()) => ffi::SQLITE_OK,
-                Err(e) => report(Some(ctx), &e, Op::PhaseTwo, m.name()),
-            },
-            ffi::SQLITE_FCNTL_VFSNAME => {
-                if !arg.is_null() {
-                    let s = ctx.api.alloc_cstr(VFS_NAME);
-                    // SAFETY: arg is a `char**` for VFSNAME.
-                    unsafe { *(arg as *mut *mut c_char) = s };
-                }
-                ffi::SQLITE_OK
-            }
-            _ => ffi::SQLITE_NOTFOUND,
-        }
-    })
-}
-
-/// SQLITE_FCNTL_PRAGMA: `arg` is `char*[3]`: result slot, name, argument.
-unsafe fn file_control_pragma(m: &mut MainFile, ctx: &VfsCtx, arg: *mut c_void) -> c_int {
-    if arg.is_null() {
-        return ffi::SQLITE_NOTFOUND;
-    }
-    let a = arg as *mut *mut c_char;
-    // SAFETY: SQLite passes three slots; name is non-null, argument may be null.
-    let (name_p, arg_p) = unsafe { (*a.add(1), *a.add(2)) };
-    if name_p.is_null() {
-        return ffi::SQLITE_NOTFOUND;
-    }
-    let name = unsafe { CStr::from_ptr(name_p) }
-        .to_string_lossy()
-        .into_owned();
-    let value = (!arg_p.is_null()).then(|| {
-        unsafe { CStr::from_ptr(arg_p) }
-            .to_string_lossy()
-            .into_owned()
-    });
-    let set = |s: &str| {
-        let p = ctx.api.alloc_cstr(s);
-        // SAFETY: slot 0 takes a string from SQLite's allocator.
-        unsafe { *a = p };
-    };
-    // SAFETY: SQLite runs the PRAGMA inside a call of this connection.
-    let defensive = m
-        .connection()
-        .is_some_and(|c| unsafe { ctx.api.is_defensive(c) });
-    match m.pragma(&name, value.as_deref(), defensive) {
-        Ok(PragmaOutcome::NotOurs) => ffi::SQLITE_NOTFOUND,
-        Ok(PragmaOutcome::Value(v)) => {
-            set(&v);
-            ffi::SQLITE_OK
-        }
-        Ok(PragmaOutcome::Refused(msg)) => {
-            // SQLite reports the message as the statement's error; a debug
-            // event is enough here.
-            tracing::debug!(database = m.name(), pragma = %name, "{msg}");
-            set(&msg);
-            ffi::SQLITE_ERROR
-        }
-        Err(e) => {
-            let code = report(Some(ctx), &e, Op::FileControl, m.name());
-            set(&format!("fdb VFS: {e}"));
-            code
-        }
-    }
-}
-
-unsafe extern "C" fn x_sector_size(_: *mut ffi::sqlite3_file) -> c_int {
-    // With POWERSAFE_OVERWRITE SQLite treats the sector as 512 bytes anyway;
-    // say so, so journals are never padded to a larger sector.
-    512
-}
-
-/// What we promise about writes:
-/// * SAFE_APPEND and SEQUENTIAL: journals are in memory, so a write that
-///   extends them cannot leave garbage and writes happen in order; SQLite
-///   then skips journal-header syncs it needs on real disks.
-/// * POWERSAFE_OVERWRITE: a write never damages bytes outside its range.
-/// * Not ATOMIC*/BATCH_ATOMIC: page writes become durable only at commit,
-///   which is what SQLite's rollback journal assumes anyway; batch-atomic
-///   writes would need SQLITE_ENABLE_BATCH_ATOMIC_WRITE, which neither the
-///   bundled SQLite nor Debian's shell is built with.
-unsafe extern "C" fn x_device_characteristics(_: *mut ffi::sqlite3_file) -> c_int {
-    ffi::SQLITE_IOCAP_SAFE_APPEND
-        | ffi::SQLITE_IOCAP_SEQUENTIAL
-        | ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE
-}
-
 // ---------------------------------------------------------------- registration
 
 /// Registers the VFS named [`VFS_NAME`] with the SQLite behind `api`
@@ -906,7 +543,7 @@ pub fn register_with(api: Api, make_default: bool) -> Result<(), String> {
     let zname: &'static CStr = Box::leak(name.into_boxed_c_str());
     let vfs = Box::leak(Box::new(ffi::sqlite3_vfs {
         iVersion: 2,
-        szOsFile: std::mem::size_of::<Handle>() as c_int,
+        szOsFile: std::mem::size_of::<io::Handle>() as c_int,
         mxPathname: MAX_PATHNAME,
         pNext: ptr::null_mut(),
         zName: zname.as_ptr(),
@@ -935,159 +572,6 @@ pub fn register_with(api: Api, make_default: bool) -> Result<(), String> {
     }
     tracing::info!(origin = api.origin, make_default, "registered the fdb VFS");
     Ok(())
-}
-
-/// Test hook: the I/O methods of a main database file driven directly,
-/// as SQLite would (used by the fuzz test).
-#[doc(hidden)]
-pub mod testing {
-    use super::*;
-
-    /// A main database file opened through `xOpen` of the linked SQLite's
-    /// registration, driven through the raw I/O methods.
-    pub struct RawFile {
-        mem: Vec<u64>,
-    }
-
-    impl RawFile {
-        /// Opens database `uri_name` (`NAME` plus URI parameters encoded
-        /// the way SQLite lays them out: `name\0key\0value\0…\0\0`).
-        pub fn open(name_and_params: &[u8]) -> Result<RawFile, c_int> {
-            crate::register_linked().map_err(|_| ffi::SQLITE_ERROR)?;
-            // SAFETY: vfs_find with a static name.
-            let vfs = unsafe { ffi::sqlite3_vfs_find(c"fdb".as_ptr()) };
-            if vfs.is_null() {
-                return Err(ffi::SQLITE_ERROR);
-            }
-            let words = std::mem::size_of::<Handle>().div_ceil(8);
-            let mut f = RawFile {
-                mem: vec![0u64; words],
-            };
-            // SQLite's filename layout: 4 zero bytes before the name.
-            let mut name = vec![0u8; 4];
-            name.extend_from_slice(name_and_params);
-            name.extend_from_slice(&[0, 0, 0]);
-            let mut out = 0;
-            let flags = ffi::SQLITE_OPEN_MAIN_DB
-                | ffi::SQLITE_OPEN_READWRITE
-                | ffi::SQLITE_OPEN_CREATE
-                | ffi::SQLITE_OPEN_URI;
-            // SAFETY: the buffer is szOsFile bytes, aligned for the handle.
-            let rc = unsafe {
-                x_open(
-                    vfs,
-                    name.as_ptr().add(4) as *const c_char,
-                    f.ptr(),
-                    flags,
-                    &mut out,
-                )
-            };
-            // SQLite keeps the name alive while the file is open; so do we.
-            std::mem::forget(name);
-            if rc == ffi::SQLITE_OK {
-                Ok(f)
-            } else {
-                Err(rc)
-            }
-        }
-
-        fn ptr(&mut self) -> *mut ffi::sqlite3_file {
-            self.mem.as_mut_ptr() as *mut ffi::sqlite3_file
-        }
-
-        /// xRead.
-        pub fn read(&mut self, buf: &mut [u8], off: i64) -> c_int {
-            unsafe {
-                x_read(
-                    self.ptr(),
-                    buf.as_mut_ptr() as *mut c_void,
-                    buf.len() as c_int,
-                    off,
-                )
-            }
-        }
-        /// xWrite.
-        pub fn write(&mut self, buf: &[u8], off: i64) -> c_int {
-            unsafe {
-                x_write(
-                    self.ptr(),
-                    buf.as_ptr() as *const c_void,
-                    buf.len() as c_int,
-                    off,
-                )
-            }
-        }
-        /// xTruncate.
-        pub fn truncate(&mut self, size: i64) -> c_int {
-            unsafe { x_truncate(self.ptr(), size) }
-        }
-        /// xSync.
-        pub fn sync(&mut self) -> c_int {
-            unsafe { x_sync(self.ptr(), 0) }
-        }
-        /// xFileControl(SQLITE_FCNTL_COMMIT_PHASETWO).
-        pub fn commit_phase_two(&mut self) -> c_int {
-            unsafe {
-                x_file_control(
-                    self.ptr(),
-                    ffi::SQLITE_FCNTL_COMMIT_PHASETWO,
-                    ptr::null_mut(),
-                )
-            }
-        }
-        /// xFileSize.
-        pub fn size(&mut self) -> (c_int, i64) {
-            let mut s = 0;
-            let rc = unsafe { x_file_size(self.ptr(), &mut s) };
-            (rc, s)
-        }
-        /// xLock.
-        pub fn lock(&mut self, level: c_int) -> c_int {
-            unsafe { x_lock(self.ptr(), level) }
-        }
-        /// xUnlock.
-        pub fn unlock(&mut self, level: c_int) -> c_int {
-            unsafe { x_unlock(self.ptr(), level) }
-        }
-        /// xFileControl(SQLITE_FCNTL_PRAGMA); returns (rc, result).
-        pub fn pragma(&mut self, name: &str, arg: Option<&str>) -> (c_int, Option<String>) {
-            let n = CString::new(name).unwrap_or_default();
-            let a = arg.map(|a| CString::new(a).unwrap_or_default());
-            let mut slots: [*mut c_char; 3] = [
-                ptr::null_mut(),
-                n.as_ptr() as *mut c_char,
-                a.as_ref()
-                    .map_or(ptr::null_mut(), |a| a.as_ptr() as *mut c_char),
-            ];
-            let rc = unsafe {
-                x_file_control(
-                    self.ptr(),
-                    ffi::SQLITE_FCNTL_PRAGMA,
-                    slots.as_mut_ptr() as *mut c_void,
-                )
-            };
-            let out = (!slots[0].is_null()).then(|| {
-                let s = unsafe { CStr::from_ptr(slots[0]) }
-                    .to_string_lossy()
-                    .into_owned();
-                unsafe { ffi::sqlite3_free(slots[0] as *mut c_void) };
-                s
-            });
-            (rc, out)
-        }
-    }
-
-    impl Drop for RawFile {
-        fn drop(&mut self) {
-            let p = self.ptr();
-            // SAFETY: closes what xOpen opened (no-op when it failed).
-            unsafe {
-                if !(*(p as *mut Handle)).base.pMethods.is_null() {
-                    x_close(p);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

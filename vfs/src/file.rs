@@ -5,9 +5,12 @@
 //! which SQLite never reads or writes, is simply a page that does not
 //! exist) and past 4 GiB work.
 
+use pagestore::PageNo;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+use pagestore::sync::lock as locked;
 
 use pagestore::kv::Versionstamp;
 use pagestore::{Database, PageStore, Transaction};
@@ -18,9 +21,9 @@ pub(crate) mod group;
 use group::{Outcome, SuperJournal};
 
 use crate::at::At;
-use crate::error::{Error, Result};
+use crate::error::{Error, Misuse, ReadOnly, Result};
 use crate::header;
-use crate::lock::{self, Action, Event, Level, Phase};
+use crate::lock::{self, Action, Event, Level, Restore};
 use crate::pragma::Pragma;
 
 /// Pages fetched ahead when SQLite reads sequentially: a cold scan of N
@@ -30,58 +33,8 @@ pub const PREFETCH_PAGES: u32 = 32;
 /// Largest read-ahead window, in bytes of pages.
 pub const PREFETCH_MAX_BYTES: u32 = 4 << 20;
 
-/// The store transaction of a file, by phase.
-enum State {
-    Idle,
-    /// SHARED or RESERVED+: see `phase`.
-    Active(Transaction),
-    /// Committed at `version` (`versionstamp`: its place within the
-    /// version's batch); `reader` serves reads SQLite still makes in the
-    /// same lock hold (opened lazily at `version`).
-    Committed {
-        version: u64,
-        versionstamp: Option<Versionstamp>,
-        reader: Option<Transaction>,
-    },
-    /// The commit failed; SQLite is rolling back. Writes are dropped; reads
-    /// come from `reader` at `snapshot`. Nothing of it is ever acknowledged
-    /// as committed (see [`Restore`]).
-    Doomed {
-        snapshot: u64,
-        reader: Option<Transaction>,
-        restore: Restore,
-    },
-    /// Commit phase one of a multi-database transaction is done: the
-    /// transaction waits in `group` (member `id`) for the super-journal's
-    /// deletion, which commits every member in one store commit.
-    Prepared {
-        snapshot: u64,
-        group: Arc<SuperJournal>,
-        id: u64,
-    },
-}
-
-/// What a doomed file expects of SQLite: a rollback, which writes the
-/// original pages back from the journal and then syncs. Anything else (a
-/// sync that restored nothing, as a retried COMMIT sends; pages with new
-/// content) would be SQLite committing a transaction whose commit failed,
-/// and fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Restore {
-    /// Nothing restored yet: a sync now is not a rollback's.
-    Expected,
-    /// The rollback restored pages (or cut the file back): its sync is
-    /// accepted.
-    Seen,
-    /// Not checked: the transaction did commit, but SQLite rolls back
-    /// because another store of the same SQL transaction failed; its
-    /// restoring writes (the pre-commit pages) are dropped.
-    Unchecked,
-}
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+/// The file's phase and the data of that phase (see [`lock::State`]).
+pub(crate) type State = lock::State<Transaction, Arc<SuperJournal>>;
 
 /// The main-database files of one SQLite connection (learnt from
 /// `SQLITE_FCNTL_PDB`), so that every database of one SQL transaction reads
@@ -181,8 +134,7 @@ pub struct MainFile {
     admin: bool,
     /// Why every use of this handle fails: a database of another store
     /// attached in a connection where admin operations are refused.
-    refused: Option<String>,
-    phase: Phase,
+    refused: Option<&'static str>,
     level: Level,
     salt: u32,
     epoch: u32,
@@ -195,7 +147,8 @@ impl std::fmt::Debug for MainFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MainFile")
             .field("name", &self.name)
-            .field("phase", &self.phase)
+            // try_lock: never blocks (or deadlocks) a debug print.
+            .field("state", &self.state.try_lock().map(|s| s.name()).ok())
             .field("level", &self.level)
             .finish()
     }
@@ -253,7 +206,7 @@ impl MainFile {
         };
         debug!(
             database = name,
-            id = db.id(),
+            id = db.id().get(),
             ?at_version,
             "opened main database file"
         );
@@ -271,7 +224,6 @@ impl MainFile {
             duplicate: false,
             admin: true,
             refused: None,
-            phase: Phase::Idle,
             level: Level::None,
             salt: rand::random::<u32>() | 1,
             epoch: 0,
@@ -325,7 +277,7 @@ impl MainFile {
     fn begin_with_sibling(&self) -> Result<Option<Transaction>> {
         for s in self.siblings() {
             let st = locked(&s);
-            if let State::Active(other) = &*st {
+            if let Some(other) = st.active() {
                 let t = self.db.begin_sibling(other)?;
                 debug!(database = %self.name, sibling = %other.database().name(), snapshot = t.snapshot(), "began at a sibling's snapshot");
                 return Ok(Some(t));
@@ -345,7 +297,7 @@ impl MainFile {
             remove_file(&mut c, old, self.file_id);
         }
         let store = store_key(&self.store);
-        let db_id = self.db.id();
+        let db_id = self.db.id().get();
         let open_already = c.get(&conn).is_some_and(|files| {
             files.iter().any(|f| {
                 f.file != self.file_id
@@ -426,7 +378,6 @@ impl MainFile {
                         versionstamp: c.versionstamp,
                         reader: None,
                     };
-                    self.phase = Phase::Committed;
                 } else {
                     // Committed, but another store of the transaction
                     // failed and SQLite rolls back: drop its restoring
@@ -436,7 +387,6 @@ impl MainFile {
                         reader: None,
                         restore: Restore::Unchecked,
                     };
-                    self.phase = Phase::Doomed;
                 }
             }
             Outcome::Failed => {
@@ -445,7 +395,6 @@ impl MainFile {
                     reader: None,
                     restore: Restore::Expected,
                 };
-                self.phase = Phase::Doomed;
             }
         }
     }
@@ -472,7 +421,7 @@ impl MainFile {
         let db = self.db.clone();
         let mut st = locked(&self.state);
         match &mut *st {
-            State::Active(t) => f(t, &mut self.hold),
+            State::Shared(t) | State::Reserved(t) => f(t, &mut self.hold),
             State::Committed {
                 version: v, reader, ..
             }
@@ -486,12 +435,10 @@ impl MainFile {
                 }
                 match reader.as_mut() {
                     Some(t) => f(t, &mut self.hold),
-                    None => Err(Error::BadIo("no reader".into())),
+                    None => Err(Misuse::NoReader.into()),
                 }
             }
-            State::Prepared { .. } => Err(Error::BadIo(
-                "read of a database waiting for its multi-database commit".into(),
-            )),
+            State::Prepared { .. } => Err(Misuse::ReadWhilePrepared.into()),
             State::Idle => {
                 drop(st);
                 let mut t = match self.at_version {
@@ -522,8 +469,11 @@ impl MainFile {
         if self.duplicate {
             return Err(Error::AlreadyOpen(self.name.clone()));
         }
-        if let Some(why) = &self.refused {
-            return Err(Error::Refused(why.clone()));
+        if let Some(why) = self.refused {
+            return Err(Error::AttachRefused {
+                database: self.name.clone(),
+                why,
+            });
         }
         Ok(())
     }
@@ -590,39 +540,33 @@ impl MainFile {
         }
         if let Some(why) = self.admin_refused(defensive) {
             warn!(database = %self.name, "database of another store attached where admin operations are refused: refused");
-            self.refused = Some(format!(
-                "database {:?} is in another store than its connection's, and attaching a database of another store is an admin operation: refused because {why}",
-                self.name
-            ));
+            self.refused = Some(why);
         }
     }
 
     /// xWrite: whole pages at page boundaries, as SQLite writes them.
     pub fn write(&mut self, buf: &[u8], offset: u64) -> Result<()> {
         if self.is_read_only() {
-            return Err(Error::ReadOnly(format!(
-                "database {:?} is open as of version {}",
-                self.name,
-                self.at_version.unwrap_or_default()
-            )));
+            return Err(ReadOnly::Write {
+                database: self.name.clone(),
+                version: self.at_version.unwrap_or_default(),
+            }
+            .into());
         }
         self.settle();
-        if self.phase == Phase::Prepared {
+        if self.is_prepared() {
             // Writes to a prepared file before its group's commit point:
             // SQLite is rolling back (playing its journal back).
             self.abort_group("journal playback");
         }
         let mut st = locked(&self.state);
-        let t = match (&mut *st, self.phase) {
-            (State::Active(t), Phase::Reserved) => t,
-            (
-                State::Doomed {
-                    snapshot,
-                    reader,
-                    restore,
-                },
-                _,
-            ) => {
+        let t = match &mut *st {
+            State::Reserved(t) => t,
+            State::Doomed {
+                snapshot,
+                reader,
+                restore,
+            } => {
                 // SQLite restoring pages from its journal after a failed
                 // commit: nothing of this transaction reaches the store.
                 // Only restoring: new content would be SQLite committing
@@ -635,7 +579,7 @@ impl MainFile {
                     *reader = Some(self.db.begin_at(*snapshot)?);
                 }
                 let Some(r) = reader.as_mut() else {
-                    return Err(Error::BadIo("no reader".into()));
+                    return Err(Misuse::NoReader.into());
                 };
                 let mut original = vec![0u8; buf.len()];
                 let mut scratch = Hold::default();
@@ -647,11 +591,9 @@ impl MainFile {
                 warn!(database = %self.name, offset, len = buf.len(), "new content written into a transaction whose commit failed: refused (SQLite must roll back)");
                 return Err(Error::Doomed);
             }
-            _ => {
-                return Err(Error::BadIo(format!(
-                    "write at offset {offset} without a write lock (phase {:?})",
-                    self.phase
-                )))
+            other => {
+                let phase = other.name();
+                return Err(Misuse::WriteWithoutLock { offset, phase }.into());
             }
         };
         let len = buf.len();
@@ -671,20 +613,12 @@ impl MainFile {
             {
                 len
             }
-            None => {
-                return Err(Error::BadIo(format!(
-                    "first write of {len} bytes at offset {offset}: the first write to a database must be one page (a power of two in 512..=65536 bytes) at a page boundary"
-                )))
-            }
+            None => return Err(Misuse::FirstWriteNotAPage { len, offset }.into()),
         };
         let end = offset
             .checked_add(len as u64)
             .filter(|e| (e - 1) / ps as u64 <= u32::MAX as u64)
-            .ok_or_else(|| {
-                Error::BadIo(format!(
-                    "write at offset {offset} is past the largest page number"
-                ))
-            })?;
+            .ok_or(Misuse::PastLastPage { offset })?;
         let mut pos = offset;
         while pos < end {
             let pgno = (pos / ps as u64) as u32;
@@ -694,7 +628,7 @@ impl MainFile {
             let page: std::borrow::Cow<[u8]> = if n == ps {
                 std::borrow::Cow::Borrowed(src)
             } else {
-                let mut p = match t.read_page(pgno)? {
+                let mut p = match t.read_page(PageNo::new(pgno))? {
                     Some(d) if d.len() == ps => d.to_vec(),
                     _ => vec![0u8; ps],
                 };
@@ -706,7 +640,7 @@ impl MainFile {
                 {
                     self.hold.page1_written = header::counter_of(&page);
                 }
-                if let Some(old) = t.read_page(0)? {
+                if let Some(old) = t.read_page(PageNo::new(0))? {
                     if header::only_counters_differ(&old, &page) {
                         debug!(database = %self.name, "page 1 write changes only the change counter: dropped");
                         self.hold.touched.insert(0);
@@ -715,7 +649,7 @@ impl MainFile {
                     }
                 }
             }
-            t.write_page(pgno, &page)?;
+            t.write_page(PageNo::new(pgno), &page)?;
             self.hold.touched.insert(pgno);
             self.hold.written.insert(pgno);
             pos += n as u64;
@@ -727,20 +661,16 @@ impl MainFile {
     pub fn truncate(&mut self, size: u64) -> Result<()> {
         let read_only = self.is_read_only();
         self.settle();
-        if self.phase == Phase::Prepared {
+        if self.is_prepared() {
             self.abort_group("truncate during rollback");
         }
         let mut st = locked(&self.state);
-        match (&mut *st, self.phase) {
-            (State::Active(t), Phase::Reserved) => {
+        match &mut *st {
+            State::Reserved(t) => {
                 let count = match t.page_size() {
                     Some(ps) => size.div_ceil(ps as u64),
                     None if size == 0 => 0,
-                    None => {
-                        return Err(Error::BadIo(format!(
-                            "truncate to {size} bytes of a database without pages"
-                        )))
-                    }
+                    None => return Err(Misuse::TruncateWithoutPages { size }.into()),
                 };
                 t.truncate(count)?;
                 Ok(())
@@ -749,18 +679,15 @@ impl MainFile {
             // at commit (SQLite truncates only in commit phase two); after a
             // failed commit nothing is to be changed (the rollback cuts the
             // file back to its original size).
-            (State::Committed { .. }, _) => {
+            State::Committed { .. } => {
                 debug!(database = %self.name, size, "truncate after commit: already applied");
                 Ok(())
             }
-            (
-                State::Doomed {
-                    snapshot,
-                    reader,
-                    restore,
-                },
-                _,
-            ) => {
+            State::Doomed {
+                snapshot,
+                reader,
+                restore,
+            } => {
                 if *restore == Restore::Expected {
                     // A rollback cuts the file back to its size at the
                     // snapshot (or below, for a VACUUM'd page size).
@@ -777,11 +704,11 @@ impl MainFile {
                 debug!(database = %self.name, size, "truncate during the rollback of a failed commit: dropped");
                 Ok(())
             }
-            _ if read_only => Err(Error::ReadOnly("time-travel connection".into())),
-            _ => Err(Error::BadIo(format!(
-                "truncate without a write lock (phase {:?})",
-                self.phase
-            ))),
+            _ if read_only => Err(ReadOnly::Truncate.into()),
+            other => Err(Misuse::TruncateWithoutLock {
+                phase: other.name(),
+            }
+            .into()),
         }
     }
 
@@ -801,7 +728,7 @@ impl MainFile {
     /// rollback of pages SQLite spilled), and any difference is a commit.
     fn wants_commit(&mut self) -> Result<bool> {
         let mut st = locked(&self.state);
-        let State::Active(t) = &mut *st else {
+        let Some(t) = st.active_mut() else {
             return Ok(false);
         };
         if !t.has_writes() {
@@ -818,7 +745,10 @@ impl MainFile {
         let mut base = self.db.begin_at(t.snapshot())?;
         let mut differs = false;
         for &p in &self.hold.written {
-            let same = match (t.read_page(p)?, base.read_page(p)?) {
+            let same = match (
+                t.read_page(PageNo::new(p))?,
+                base.read_page(PageNo::new(p))?,
+            ) {
                 (Some(mine), Some(orig)) => {
                     mine == orig || (p == 0 && header::only_counters_differ(&orig, &mine))
                 }
@@ -853,7 +783,8 @@ impl MainFile {
         self.settle();
         let announced = self.sync_super.take();
         let wants_commit = self.wants_commit()?;
-        if self.phase == Phase::Reserved && wants_commit {
+        let reserved = matches!(*locked(&self.state), State::Reserved(_));
+        if reserved && wants_commit {
             match announced.as_deref().map(|n| (n, group::lookup(n))) {
                 Some((_, Some(g))) => {
                     self.joining = Some(g);
@@ -880,7 +811,7 @@ impl MainFile {
         let writing = self
             .siblings()
             .iter()
-            .any(|s| matches!(&*locked(s), State::Active(t) if t.has_writes()));
+            .any(|s| locked(s).active().is_some_and(|t| t.has_writes()));
         if writing {
             warn!(
                 database = %self.name,
@@ -898,11 +829,9 @@ impl MainFile {
     pub fn commit_phase_two(&mut self) -> Result<()> {
         self.synced_at_fcntl = false;
         self.settle();
-        if self.phase == Phase::Prepared {
+        if self.is_prepared() {
             self.abort_group("phase two before the super-journal was deleted");
-            return Err(Error::BadIo(
-                "commit phase two of a multi-database transaction before its super-journal was deleted".into(),
-            ));
+            return Err(Misuse::PhaseTwoBeforeSuperJournal.into());
         }
         let wants_commit = self.wants_commit()?;
         self.step(Event::PhaseTwo { wants_commit })
@@ -916,11 +845,11 @@ impl MainFile {
         }
         self.settle();
         if level >= Level::Reserved && self.is_read_only() {
-            return Err(Error::ReadOnly(format!(
-                "database {:?} is open as of version {}; time-travel connections cannot write",
-                self.name,
-                self.at_version.unwrap_or_default()
-            )));
+            return Err(ReadOnly::Lock {
+                database: self.name.clone(),
+                version: self.at_version.unwrap_or_default(),
+            }
+            .into());
         }
         self.step(Event::Lock(level))?;
         self.level = level;
@@ -933,7 +862,7 @@ impl MainFile {
             return Ok(());
         }
         self.settle();
-        if self.phase == Phase::Prepared {
+        if self.is_prepared() {
             self.abort_group("unlock before the commit point");
         }
         let out = self.step(Event::Unlock(level));
@@ -947,80 +876,84 @@ impl MainFile {
         false
     }
 
-    /// Carries out one transition of the lock state machine.
+    /// True while prepared into a multi-database group.
+    fn is_prepared(&self) -> bool {
+        locked(&self.state).is_prepared()
+    }
+
+    /// Carries out one transition of the lock state machine: the pure
+    /// [`lock::next`] decides, this does the store work it asks for.
     fn step(&mut self, event: Event) -> Result<()> {
-        let (next, action) = lock::next(self.phase, event);
-        let span = debug_span!("lock", database = %self.name, from = ?self.phase, to = ?next, ?event, ?action);
+        let (from, action) = {
+            let mut st = locked(&self.state);
+            let old = std::mem::replace(&mut *st, State::Idle);
+            let from = old.name();
+            let (new, action) = lock::next(old, event);
+            *st = new;
+            (from, action)
+        };
+        let span = debug_span!("lock", database = %self.name, from, ?event, action = action.name());
         let _g = span.enter();
         match action {
             Action::Nothing => {}
-            Action::Begin => {
-                self.synced_at_fcntl = false;
-                group::purge_thread();
-                let t = self.begin_txn()?;
-                self.epoch = self.epoch.wrapping_add(1);
-                let served = header::served_counter(self.salt, self.epoch);
-                let mut t = t;
-                self.hold = Hold {
-                    served,
-                    pager_counter: served,
-                    base_count: t.page_count(),
-                    ..Hold::default()
-                };
-                debug!(snapshot = t.snapshot(), served, "transaction began");
-                *locked(&self.state) = State::Active(t);
-            }
+            Action::Begin => self.begin()?,
             Action::BeginChained => self.begin_chained()?,
-            Action::DoomedSync => {
-                let restored = match &*locked(&self.state) {
-                    State::Doomed { restore, .. } => *restore != Restore::Expected,
-                    _ => true,
-                };
-                if !restored {
-                    warn!("sync of a transaction whose commit failed, with nothing restored: a retried commit, refused (SQLite must roll back)");
-                    return Err(Error::Doomed);
-                }
+            Action::RefuseSync => {
+                warn!("sync of a transaction whose commit failed, with nothing restored: a retried commit, refused (SQLite must roll back)");
+                return Err(Error::Doomed);
             }
-            Action::Refuse => {
+            Action::RefusePhaseTwo => {
                 warn!("commit phase two of a transaction whose commit failed: refused");
                 return Err(Error::Doomed);
             }
-            Action::Commit => {
-                self.commit()?;
-                // `commit` set the phase (Committed or, on failure, Doomed).
-                return Ok(());
-            }
-            Action::Prepare => {
-                self.prepare()?;
-                // `prepare` set the phase (Prepared or, on failure, Doomed).
-                return Ok(());
-            }
-            Action::End => {
-                let old = std::mem::replace(&mut *locked(&self.state), State::Idle);
-                match old {
-                    State::Active(t) => {
-                        self.last_version = Some(t.snapshot());
-                        if t.has_writes() {
-                            debug!(snapshot = t.snapshot(), "transaction rolled back");
-                        }
-                        t.rollback();
-                    }
-                    State::Committed { version, .. } => self.last_version = Some(version),
-                    State::Doomed { snapshot, .. } => self.last_version = Some(snapshot),
-                    State::Prepared {
-                        snapshot, group, ..
-                    } => {
-                        group.abort("unlocked before the commit point");
-                        self.last_version = Some(snapshot);
-                    }
-                    State::Idle => {}
-                }
-                self.hold = Hold::default();
-            }
+            // Both leave the state Committed/Prepared, or Doomed on failure.
+            Action::Commit => self.commit()?,
+            Action::Prepare => self.prepare()?,
+            Action::End(old) => self.end(old),
         }
-        debug!("lock state");
-        self.phase = next;
+        debug!(state = ?*locked(&self.state), "lock state");
         Ok(())
+    }
+
+    /// Begins the transaction of a new SHARED lock hold.
+    fn begin(&mut self) -> Result<()> {
+        self.synced_at_fcntl = false;
+        group::purge_thread();
+        let mut t = self.begin_txn()?;
+        self.epoch = self.epoch.wrapping_add(1);
+        let served = header::served_counter(self.salt, self.epoch);
+        self.hold = Hold {
+            served,
+            pager_counter: served,
+            base_count: t.page_count(),
+            ..Hold::default()
+        };
+        debug!(snapshot = t.snapshot(), served, "transaction began");
+        *locked(&self.state) = State::Shared(t);
+        Ok(())
+    }
+
+    /// The lock hold is over: whatever transaction `old` holds ends.
+    fn end(&mut self, old: State) {
+        match old {
+            State::Shared(t) | State::Reserved(t) => {
+                self.last_version = Some(t.snapshot());
+                if t.has_writes() {
+                    debug!(snapshot = t.snapshot(), "transaction rolled back");
+                }
+                t.rollback();
+            }
+            State::Committed { version, .. } => self.last_version = Some(version),
+            State::Doomed { snapshot, .. } => self.last_version = Some(snapshot),
+            State::Prepared {
+                snapshot, group, ..
+            } => {
+                group.abort("unlocked before the commit point");
+                self.last_version = Some(snapshot);
+            }
+            State::Idle => {}
+        }
+        self.hold = Hold::default();
     }
 
     /// Takes the active transaction for a commit, cut to the in-header
@@ -1029,14 +962,13 @@ impl MainFile {
     /// the file is doomed.
     fn take_for_commit(&mut self) -> Result<Transaction> {
         let old = std::mem::replace(&mut *locked(&self.state), State::Idle);
-        let State::Active(mut t) = old else {
+        let State::Reserved(mut t) = old else {
             *locked(&self.state) = old;
-            self.phase = Phase::Idle;
-            return Err(Error::BadIo("commit without a transaction".into()));
+            return Err(Misuse::CommitWithoutTransaction.into());
         };
         let snapshot = t.snapshot();
         let store_ps = t.page_size().unwrap_or(0).max(1) as u64;
-        let cut = match t.read_page(0) {
+        let cut = match t.read_page(PageNo::new(0)) {
             // The header counts pages of SQLite's page size, which differs
             // from the store's after a VACUUM that changed it.
             Ok(Some(p1)) => header::trusted_db_bytes(&p1)
@@ -1067,10 +999,7 @@ impl MainFile {
         let guards: Vec<MutexGuard<'_, State>> = siblings.iter().map(|s| locked(s)).collect();
         let readers: Vec<&Transaction> = guards
             .iter()
-            .filter_map(|st| match &**st {
-                State::Active(r) if !r.has_writes() => Some(r),
-                _ => None,
-            })
+            .filter_map(|st| st.active().filter(|r| !r.has_writes()))
             .collect();
         let result = pagestore::commit_group_checked(vec![t], &readers);
         drop(readers);
@@ -1087,7 +1016,6 @@ impl MainFile {
                     versionstamp: c.versionstamp,
                     reader: None,
                 };
-                self.phase = Phase::Committed;
                 Ok(())
             }
             Err(e) => {
@@ -1107,7 +1035,7 @@ impl MainFile {
     /// super-journal's deletion.
     fn prepare(&mut self) -> Result<()> {
         let Some(g) = self.joining.take() else {
-            return Err(Error::BadIo("prepare without a super-journal".into()));
+            return Err(Misuse::PrepareWithoutSuperJournal.into());
         };
         let t = self.take_for_commit()?;
         let snapshot = t.snapshot();
@@ -1118,7 +1046,6 @@ impl MainFile {
                     group: g,
                     id,
                 };
-                self.phase = Phase::Prepared;
                 Ok(())
             }
             None => {
@@ -1134,7 +1061,6 @@ impl MainFile {
             reader: None,
             restore: Restore::Expected,
         };
-        self.phase = Phase::Doomed;
     }
 
     /// A new write transaction inside the same SQLite lock hold (after a
@@ -1171,7 +1097,7 @@ impl MainFile {
                 }))
             }
             State::Doomed { snapshot, .. } => Versionstamp::new(*snapshot, u16::MAX),
-            _ => return Err(Error::BadIo("chained begin from a wrong phase".into())),
+            _ => return Err(Misuse::ChainedBegin.into()),
         };
         let mut t = self.db.begin()?;
         let changed = if t.snapshot() >= after.version() {
@@ -1193,7 +1119,7 @@ impl MainFile {
                 detail: "the database changed while this connection held its read lock (or its change log since then was garbage collected); roll back and retry".into(),
             }));
         }
-        let touched: Vec<u32> = self.hold.touched.iter().copied().collect();
+        let touched: Vec<PageNo> = self.hold.touched.iter().copied().map(PageNo::new).collect();
         t.prefetch(&touched)?;
         for p in touched {
             t.read_page(p)?;
@@ -1201,7 +1127,7 @@ impl MainFile {
         self.hold.base_count = t.page_count();
         self.hold.page1_written = None;
         self.hold.written.clear();
-        *locked(&self.state) = State::Active(t);
+        *locked(&self.state) = State::Reserved(t);
         Ok(())
     }
 
@@ -1213,7 +1139,7 @@ impl MainFile {
         }
         self.settle();
         match &*locked(&self.state) {
-            State::Active(t) => Ok(t.snapshot()),
+            State::Shared(t) | State::Reserved(t) => Ok(t.snapshot()),
             State::Committed { version, .. } => Ok(*version),
             State::Doomed { snapshot, .. } | State::Prepared { snapshot, .. } => Ok(*snapshot),
             State::Idle => match self.last_version {
@@ -1233,14 +1159,10 @@ impl MainFile {
     /// Returns the commit version.
     fn restore(&mut self, at: At) -> Result<u64> {
         if self.is_read_only() {
-            return Err(Error::ReadOnly(
-                "fdb_restore cannot run on a time-travel (read-only) connection; open the database normally".into(),
-            ));
+            return Err(ReadOnly::Restore.into());
         }
         if !matches!(*locked(&self.state), State::Idle) {
-            return Err(Error::Unsupported(
-                "fdb_restore cannot run inside a transaction (COMMIT or ROLLBACK first)".into(),
-            ));
+            return Err(Error::RestoreInTransaction);
         }
         let v = at.resolve(&self.db)?;
         let c = restore_with_retries(&self.db, v)?;
@@ -1289,7 +1211,10 @@ impl MainFile {
             }
             Pragma::Restore(at) => match self.restore(at) {
                 Ok(v) => PragmaOutcome::Value(v.to_string()),
-                Err(Error::ReadOnly(m) | Error::Unsupported(m)) => PragmaOutcome::Refused(m),
+                Err(Error::ReadOnly(r)) => PragmaOutcome::Refused(r.to_string()),
+                Err(e @ (Error::RestoreInTransaction | Error::OutOfHistory(_))) => {
+                    PragmaOutcome::Refused(e.to_string())
+                }
                 Err(e) => return Err(e),
             },
             Pragma::Retention(None) => {
@@ -1383,16 +1308,16 @@ fn read_at(t: &mut Transaction, hold: &mut Hold, buf: &mut [u8], offset: u64) ->
         }
         let pgno = pgno as u32;
         maybe_prefetch(t, hold, pgno, count)?;
-        match t.read_page(pgno)? {
+        match t.read_page(PageNo::new(pgno))? {
             Some(d) if d.len() >= within + n => {
                 buf[pos..pos + n].copy_from_slice(&d[within..within + n])
             }
             Some(d) => {
-                return Err(Error::BadIo(format!(
-                    "page {} has {} bytes, expected {ps}",
-                    pgno as u64 + 1,
-                    d.len()
-                )))
+                return Err(Error::PageLength {
+                    page: pgno as u64 + 1,
+                    len: d.len(),
+                    expected: ps,
+                })
             }
             // A page below the end that was never written (the lock-byte
             // page): reads as zeros, like a hole in a sparse file.
@@ -1429,7 +1354,7 @@ fn maybe_prefetch(t: &mut Transaction, hold: &mut Hold, pgno: u32, count: u64) -
         };
         let end = (pgno as u64 + hold.window as u64).min(count) as u32;
         if end > pgno {
-            let pages: Vec<u32> = (pgno..end).collect();
+            let pages: Vec<PageNo> = (pgno..end).map(PageNo::new).collect();
             t.prefetch(&pages)?;
             hold.prefetched_to = end;
         }

@@ -1,4 +1,10 @@
-//! The change-counter trick (DESIGN.md §4).
+//! SQLite's database header (the first 100 bytes of page 1): the one
+//! parser of it in the workspace, and the change-counter trick
+//! (DESIGN.md §4).
+//!
+//! Fields read here: the magic string, the page size, the file format
+//! versions (WAL or rollback journal), the change counter, the in-header
+//! database size, version-valid-for and the writer's version.
 //!
 //! SQLite keeps its page cache across transactions while the file change
 //! counter (header bytes 24..28) is unchanged; pages served from that cache
@@ -18,6 +24,14 @@
 
 use std::ops::Range;
 
+/// The header's length.
+pub const LEN: usize = 100;
+/// The magic string every database starts with.
+pub const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+/// Page size (big-endian u16; 1 means 65536).
+pub const PAGE_SIZE: Range<usize> = 16..18;
+/// File format write and read versions: 1 rollback journal, 2 WAL.
+pub const FORMAT_VERSIONS: Range<usize> = 18..20;
 /// File change counter.
 pub const CHANGE_COUNTER: Range<usize> = 24..28;
 /// In-header database size in pages.
@@ -91,9 +105,28 @@ pub fn trusted_db_size(page1: &[u8]) -> Option<u32> {
     (size > 0 && be32(page1, CHANGE_COUNTER)? == be32(page1, VALID_FOR)?).then_some(size)
 }
 
-/// SQLite's page size from the header (bytes 16..18; 1 means 65536).
+/// True when `header` starts with SQLite's magic string.
+pub fn is_database(header: &[u8]) -> bool {
+    header.starts_with(MAGIC)
+}
+
+/// True when the header puts the database in WAL mode (either format
+/// version is 2).
+pub fn is_wal(header: &[u8]) -> bool {
+    header.get(FORMAT_VERSIONS).is_some_and(|v| v.contains(&2))
+}
+
+/// Switches a header to rollback-journal mode (both format versions 1).
+pub fn set_rollback_journal(header: &mut [u8]) {
+    if let Some(v) = header.get_mut(FORMAT_VERSIONS) {
+        v.fill(1);
+    }
+}
+
+/// SQLite's page size from the header (bytes 16..18; 1 means 65536); None
+/// unless a power of two in 512..=65536.
 pub fn page_size_of(page1: &[u8]) -> Option<u32> {
-    let b = page1.get(16..18)?;
+    let b = page1.get(PAGE_SIZE)?;
     match u16::from_be_bytes([b[0], b[1]]) {
         1 => Some(65536),
         n if n >= 512 && n.is_power_of_two() => Some(n as u32),
@@ -187,6 +220,32 @@ mod tests {
         new[28] = 1; // the database size changed: a real write
         assert!(!only_counters_differ(&old, &new));
         assert!(!only_counters_differ(&old, &old[..512]));
+    }
+
+    #[test]
+    fn page_size_magic_and_journal_mode() {
+        let mut h = page1();
+        assert!(is_database(&h));
+        assert!(!is_database(&h[..10]));
+        for (raw, size) in [
+            (4096u16, Some(4096)),
+            (1, Some(65536)),
+            (1000, None),
+            (256, None),
+            (0, None),
+        ] {
+            h[16..18].copy_from_slice(&raw.to_be_bytes());
+            assert_eq!(page_size_of(&h), size, "{raw}");
+        }
+        assert!(!is_wal(&h));
+        h[18] = 2;
+        assert!(is_wal(&h));
+        h[18] = 1;
+        h[19] = 2;
+        assert!(is_wal(&h));
+        set_rollback_journal(&mut h);
+        assert_eq!(&h[18..20], &[1, 1]);
+        assert!(!is_wal(&h[..10]));
     }
 
     #[test]

@@ -24,13 +24,15 @@ pub mod lock;
 pub mod memfile;
 pub mod pragma;
 pub mod registry;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testing;
 
 use std::sync::OnceLock;
 
 pub use api::Api;
 pub use at::At;
 pub use error::{sqlite_code, Error, Op, Result};
-pub use ffi::{panics_caught, register_with, take_last_error, testing, VFS_NAME};
+pub use ffi::{panics_caught, register_with, take_last_error, VFS_NAME};
 pub use registry::{Backends, OpenParams, StoreSpec};
 
 /// Registers the `fdb` VFS with the SQLite linked into this program

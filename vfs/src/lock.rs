@@ -28,12 +28,17 @@
 //!   another file of that connection holds a transaction begins at that
 //!   transaction's snapshot: one snapshot per SQL transaction.
 //!
-//! The decisions live here as a pure function so they can be tested
-//! without SQLite or a store; `file.rs` carries them out.
+//! One enum, [`State`], is the file's phase and the data of that phase.
+//! The decisions live here as a pure function over it ([`next`]), generic
+//! over the transaction and group types so they are tested without SQLite
+//! or a store; the main file (`file/`) carries out the store work the
+//! returned [`Action`] asks for.
 
 use std::ffi::c_int;
+use std::fmt;
 
 use libsqlite3_sys as ffi;
+use pagestore::kv::{Version, Versionstamp};
 
 /// SQLite's lock levels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,27 +69,125 @@ impl Level {
     }
 }
 
-/// Where the file's store transaction is (the data each phase carries lives
-/// in `file.rs`).
+/// What a doomed file expects of SQLite: a rollback, which writes the
+/// original pages back from the journal and then syncs. Anything else (a
+/// sync that restored nothing, as a retried COMMIT sends; pages with new
+/// content) would be SQLite committing a transaction whose commit failed,
+/// and fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
+pub enum Restore {
+    /// Nothing restored yet: a sync now is not a rollback's.
+    Expected,
+    /// The rollback restored pages (or cut the file back): its sync is
+    /// accepted.
+    Seen,
+    /// Not checked: the transaction did commit, but SQLite rolls back
+    /// because another store of the same SQL transaction failed; its
+    /// restoring writes (the pre-commit pages) are dropped.
+    Unchecked,
+}
+
+/// Where the file's store transaction is, with the data of that phase.
+///
+/// `T` is the store transaction (`pagestore::Transaction`), `G` the
+/// multi-database group a prepared transaction waits in; tests use plain
+/// values for both.
+#[derive(PartialEq, Eq)]
+pub enum State<T, G> {
     /// No lock, no store transaction.
     Idle,
     /// SHARED: a store transaction at a snapshot; SQLite reads.
-    Shared,
+    Shared(T),
     /// RESERVED or above: SQLite may write pages into the transaction.
-    Reserved,
-    /// The transaction committed; SQLite still holds a lock (statements
-    /// reading on, or commit phase two).
-    Committed,
-    /// The commit failed with a conflict; SQLite is rolling back.
-    Doomed,
-    /// Phase one of a multi-database commit is over: the transaction waits
-    /// for the super-journal's deletion, which commits every database of
-    /// the transaction in one store commit (see `file/group.rs`). Rollback
-    /// I/O (writes, a sync without the super-journal, an unlock) before
-    /// that aborts the whole group.
-    Prepared,
+    Reserved(T),
+    /// Committed at `version` (`versionstamp`: its place within the
+    /// version's batch); SQLite still holds a lock (statements reading on,
+    /// or commit phase two). `reader` serves reads SQLite still makes in
+    /// the same lock hold (opened lazily at `version`).
+    Committed {
+        /// The commit's version (its snapshot for a commit without writes).
+        version: Version,
+        /// The commit's versionstamp (None without writes).
+        versionstamp: Option<Versionstamp>,
+        /// Reads after the commit, opened at `version` on first use.
+        reader: Option<T>,
+    },
+    /// The commit failed; SQLite is rolling back. Writes are dropped; reads
+    /// come from `reader` at `snapshot`. Nothing of it is ever acknowledged
+    /// as committed (see [`Restore`]).
+    Doomed {
+        /// What the rollback restores (the transaction's snapshot, or
+        /// the commit version when it committed but SQLite rolls back).
+        snapshot: Version,
+        /// Reads during the rollback, opened at `snapshot` on first use.
+        reader: Option<T>,
+        /// What the rollback did so far.
+        restore: Restore,
+    },
+    /// Commit phase one of a multi-database transaction is done: the
+    /// transaction waits in `group` (member `id`) for the super-journal's
+    /// deletion, which commits every member in one store commit (see
+    /// `file/group.rs`). Rollback I/O (writes, a sync without the
+    /// super-journal, an unlock) before that aborts the whole group.
+    Prepared {
+        /// The transaction's snapshot.
+        snapshot: Version,
+        /// The super-journal's group.
+        group: G,
+        /// This file's ticket in the group.
+        id: u64,
+    },
+}
+
+impl<T, G> State<T, G> {
+    /// The phase's name (logs).
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Idle => "Idle",
+            State::Shared(_) => "Shared",
+            State::Reserved(_) => "Reserved",
+            State::Committed { .. } => "Committed",
+            State::Doomed { .. } => "Doomed",
+            State::Prepared { .. } => "Prepared",
+        }
+    }
+
+    /// The open store transaction (SHARED or RESERVED), if any.
+    pub fn active(&self) -> Option<&T> {
+        match self {
+            State::Shared(t) | State::Reserved(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Mutable [`State::active`].
+    pub fn active_mut(&mut self) -> Option<&mut T> {
+        match self {
+            State::Shared(t) | State::Reserved(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// True when prepared into a multi-database group.
+    pub fn is_prepared(&self) -> bool {
+        matches!(self, State::Prepared { .. })
+    }
+}
+
+/// The phase and its versions, never the transaction's contents.
+impl<T, G> fmt::Debug for State<T, G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Committed { version, .. } => write!(f, "Committed {{ version: {version} }}"),
+            State::Doomed {
+                snapshot, restore, ..
+            } => write!(f, "Doomed {{ snapshot: {snapshot}, restore: {restore:?} }}"),
+            State::Prepared { snapshot, id, .. } => {
+                write!(f, "Prepared {{ snapshot: {snapshot}, id: {id} }}")
+            }
+            s => f.write_str(s.name()),
+        }
+    }
 }
 
 /// What SQLite asked for.
@@ -114,183 +217,273 @@ pub enum Event {
     },
 }
 
-/// What the file must do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Nothing but recording the new phase.
+/// The store work a transition needs. The state [`next`] returns is the
+/// one this work starts from; the work replaces it with its outcome.
+#[derive(PartialEq, Eq)]
+pub enum Action<T, G> {
+    /// Nothing: the returned state is the new one.
     Nothing,
-    /// Begin a store transaction (a new snapshot).
+    /// Begin a store transaction (a new snapshot): `Idle` becomes
+    /// `Shared`.
     Begin,
     /// Begin a write transaction that continues the SQLite lock hold after
-    /// an earlier commit or rollback: SQLite's cache still holds pages of
-    /// that state, so the new transaction must start from it or refuse.
+    /// an earlier commit or rollback (`Committed`/`Doomed` becomes
+    /// `Reserved`): SQLite's cache still holds pages of that state, so the
+    /// new transaction must start from it or refuse.
     BeginChained,
-    /// Commit the store transaction (on failure the phase becomes Doomed).
+    /// Commit the `Reserved` transaction: `Committed`, or `Doomed` on
+    /// failure.
     Commit,
-    /// Hand the store transaction to the super-journal's group (on failure
-    /// the phase becomes Doomed).
+    /// Hand the `Reserved` transaction to the super-journal's group:
+    /// `Prepared`, or `Doomed` on failure.
     Prepare,
-    /// End (roll back / drop) whatever transaction there is.
-    End,
-    /// A sync of a doomed transaction: fine as the end of SQLite's rollback
-    /// (it wrote the original pages back first); a sync that restored
-    /// nothing is a retried commit, and fails.
-    DoomedSync,
+    /// The state left behind is over (the returned state is `Idle`): roll
+    /// back its transaction or abort its group, remember its version.
+    End(State<T, G>),
+    /// A sync of a doomed transaction that restored nothing: a retried
+    /// commit, refused (SQLite must roll back).
+    RefuseSync,
     /// Commit phase two of a doomed transaction: SQLite believes it
-    /// committed what failed. Fails.
-    Refuse,
+    /// committed what failed. Refused.
+    RefusePhaseTwo,
 }
 
-/// The next phase and the action to take for `event` in `phase`.
-pub fn next(phase: Phase, event: Event) -> (Phase, Action) {
-    use Action as A;
-    use Phase as P;
-    match (phase, event) {
-        (_, Event::Unlock(Level::None)) => (P::Idle, A::End),
-        (P::Idle, Event::Lock(_)) => (P::Shared, A::Begin),
-        (P::Idle, _) => (P::Idle, A::Nothing),
-        (P::Shared, Event::Lock(l)) if l >= Level::Reserved => (P::Reserved, A::Nothing),
-        (P::Committed | P::Doomed, Event::Lock(l)) if l >= Level::Reserved => {
-            (P::Reserved, A::BeginChained)
+impl<T, G> Action<T, G> {
+    /// The action's name (logs).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Nothing => "Nothing",
+            Action::Begin => "Begin",
+            Action::BeginChained => "BeginChained",
+            Action::Commit => "Commit",
+            Action::Prepare => "Prepare",
+            Action::End(_) => "End",
+            Action::RefuseSync => "RefuseSync",
+            Action::RefusePhaseTwo => "RefusePhaseTwo",
         }
-        (P::Reserved, Event::Sync { wants_commit: true })
-        | (P::Reserved, Event::PhaseTwo { wants_commit: true }) => (P::Committed, A::Commit),
-        (P::Reserved, Event::GroupSync { wants_commit: true }) => (P::Prepared, A::Prepare),
+    }
+}
+
+impl<T, G> fmt::Debug for Action<T, G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::End(s) => write!(f, "End({s:?})"),
+            a => f.write_str(a.name()),
+        }
+    }
+}
+
+/// The next state and the store work to do for `event` in `state`.
+pub fn next<T, G>(state: State<T, G>, event: Event) -> (State<T, G>, Action<T, G>) {
+    use Action as A;
+    use State as S;
+    let writes = |l: Level| l >= Level::Reserved;
+    match (state, event) {
+        (s, Event::Unlock(Level::None)) => (S::Idle, A::End(s)),
+        (S::Idle, Event::Lock(_)) => (S::Idle, A::Begin),
+        (S::Shared(t), Event::Lock(l)) if writes(l) => (S::Reserved(t), A::Nothing),
+        (s @ (S::Committed { .. } | S::Doomed { .. }), Event::Lock(l)) if writes(l) => {
+            (s, A::BeginChained)
+        }
+        (
+            S::Reserved(t),
+            Event::Sync { wants_commit: true } | Event::PhaseTwo { wants_commit: true },
+        ) => (S::Reserved(t), A::Commit),
+        (S::Reserved(t), Event::GroupSync { wants_commit: true }) => (S::Reserved(t), A::Prepare),
         // After a failed commit SQLite must roll back: nothing of the
-        // transaction is ever acknowledged as committed.
-        (P::Doomed, Event::Sync { .. } | Event::GroupSync { .. }) => (P::Doomed, A::DoomedSync),
-        (P::Doomed, Event::PhaseTwo { .. }) => (P::Doomed, A::Refuse),
+        // transaction is ever acknowledged as committed. Its sync is fine
+        // as the end of that rollback (it wrote the original pages back
+        // first); a sync that restored nothing is a retried commit.
+        (
+            s @ S::Doomed {
+                restore: Restore::Expected,
+                ..
+            },
+            Event::Sync { .. } | Event::GroupSync { .. },
+        ) => (s, A::RefuseSync),
+        (s @ S::Doomed { .. }, Event::PhaseTwo { .. }) => (s, A::RefusePhaseTwo),
         // Dropping to SHARED after writing without a commit is the end of a
         // rollback: the restored pages equal the snapshot, so the
         // transaction simply reads on.
-        (P::Reserved, Event::Unlock(Level::Shared)) => (P::Shared, A::Nothing),
-        (p, _) => (p, A::Nothing),
+        (S::Reserved(t), Event::Unlock(Level::Shared)) => (S::Shared(t), A::Nothing),
+        (s, _) => (s, A::Nothing),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Action as A;
-    use Phase as P;
+
+    /// A state whose "transaction" is its snapshot and whose group is a
+    /// name.
+    type S = State<u64, &'static str>;
+    type A = Action<u64, &'static str>;
+
+    fn go(s: S, e: Event) -> (S, A) {
+        next(s, e)
+    }
+
+    const SYNC: Event = Event::Sync { wants_commit: true };
+    const SYNC_ROLLBACK: Event = Event::Sync {
+        wants_commit: false,
+    };
+    const PHASE_TWO: Event = Event::PhaseTwo { wants_commit: true };
+
+    fn committed() -> S {
+        S::Committed {
+            version: 9,
+            versionstamp: None,
+            reader: None,
+        }
+    }
+
+    fn doomed(restore: Restore) -> S {
+        S::Doomed {
+            snapshot: 7,
+            reader: Some(7),
+            restore,
+        }
+    }
 
     #[test]
     fn read_transaction() {
+        assert_eq!(go(S::Idle, Event::Lock(Level::Shared)), (S::Idle, A::Begin));
         assert_eq!(
-            next(P::Idle, Event::Lock(Level::Shared)),
-            (P::Shared, A::Begin)
+            go(S::Shared(7), Event::Lock(Level::Shared)),
+            (S::Shared(7), A::Nothing)
         );
         assert_eq!(
-            next(P::Shared, Event::Lock(Level::Shared)),
-            (P::Shared, A::Nothing)
+            go(S::Shared(7), Event::Unlock(Level::None)),
+            (S::Idle, A::End(S::Shared(7)))
         );
+        // Nothing to do without a lock.
+        assert_eq!(go(S::Idle, SYNC), (S::Idle, A::Nothing));
         assert_eq!(
-            next(P::Shared, Event::Unlock(Level::None)),
-            (P::Idle, A::End)
+            go(S::Idle, Event::Unlock(Level::None)),
+            (S::Idle, A::End(S::Idle))
         );
     }
 
     #[test]
     fn write_transaction_commits_at_sync() {
-        let (p, a) = next(P::Shared, Event::Lock(Level::Reserved));
-        assert_eq!((p, a), (P::Reserved, A::Nothing));
-        let (p, _) = next(p, Event::Lock(Level::Exclusive));
-        assert_eq!(p, P::Reserved);
+        let (s, a) = go(S::Shared(7), Event::Lock(Level::Reserved));
+        assert_eq!((&s, &a), (&S::Reserved(7), &A::Nothing));
+        let (s, _) = go(s, Event::Lock(Level::Exclusive));
+        assert_eq!(s, S::Reserved(7));
         // A sync that does not carry a commit (rollback restoring pages).
-        assert_eq!(
-            next(
-                p,
-                Event::Sync {
-                    wants_commit: false
-                }
-            ),
-            (P::Reserved, A::Nothing)
-        );
-        let (p, a) = next(p, Event::Sync { wants_commit: true });
-        assert_eq!((p, a), (P::Committed, A::Commit));
+        let (s, a) = go(s, SYNC_ROLLBACK);
+        assert_eq!((&s, &a), (&S::Reserved(7), &A::Nothing));
+        assert_eq!(go(s, SYNC), (S::Reserved(7), A::Commit));
         // Phase two after a commit at sync does nothing more.
+        assert_eq!(go(committed(), PHASE_TWO), (committed(), A::Nothing));
         assert_eq!(
-            next(p, Event::PhaseTwo { wants_commit: true }),
-            (P::Committed, A::Nothing)
+            go(committed(), Event::Unlock(Level::Shared)),
+            (committed(), A::Nothing)
         );
         assert_eq!(
-            next(p, Event::Unlock(Level::Shared)),
-            (P::Committed, A::Nothing)
+            go(committed(), Event::Unlock(Level::None)),
+            (S::Idle, A::End(committed()))
         );
-        assert_eq!(next(p, Event::Unlock(Level::None)), (P::Idle, A::End));
     }
 
     #[test]
     fn synchronous_off_commits_at_phase_two() {
-        let p = P::Reserved;
-        assert_eq!(
-            next(p, Event::PhaseTwo { wants_commit: true }),
-            (P::Committed, A::Commit)
-        );
+        assert_eq!(go(S::Reserved(7), PHASE_TWO), (S::Reserved(7), A::Commit));
     }
 
     #[test]
     fn rollback_keeps_reading() {
         assert_eq!(
-            next(P::Reserved, Event::Unlock(Level::Shared)),
-            (P::Shared, A::Nothing)
+            go(S::Reserved(7), Event::Unlock(Level::Shared)),
+            (S::Shared(7), A::Nothing)
         );
         // The file accepts the rollback's sync only after restores.
         assert_eq!(
-            next(
-                P::Doomed,
-                Event::Sync {
-                    wants_commit: false
-                }
+            go(doomed(Restore::Expected), SYNC_ROLLBACK),
+            (doomed(Restore::Expected), A::RefuseSync)
+        );
+        assert_eq!(
+            go(doomed(Restore::Seen), SYNC_ROLLBACK),
+            (doomed(Restore::Seen), A::Nothing)
+        );
+        assert_eq!(
+            go(doomed(Restore::Unchecked), SYNC),
+            (doomed(Restore::Unchecked), A::Nothing)
+        );
+        assert_eq!(
+            go(
+                doomed(Restore::Expected),
+                Event::GroupSync { wants_commit: true }
             ),
-            (P::Doomed, A::DoomedSync)
+            (doomed(Restore::Expected), A::RefuseSync)
         );
+        for r in [Restore::Expected, Restore::Seen, Restore::Unchecked] {
+            assert_eq!(go(doomed(r), PHASE_TWO), (doomed(r), A::RefusePhaseTwo));
+        }
         assert_eq!(
-            next(P::Doomed, Event::PhaseTwo { wants_commit: true }),
-            (P::Doomed, A::Refuse)
-        );
-        assert_eq!(
-            next(P::Doomed, Event::Unlock(Level::None)),
-            (P::Idle, A::End)
+            go(doomed(Restore::Seen), Event::Unlock(Level::None)),
+            (S::Idle, A::End(doomed(Restore::Seen)))
         );
     }
 
     #[test]
     fn writing_again_in_the_same_hold_is_chained() {
         assert_eq!(
-            next(P::Committed, Event::Lock(Level::Reserved)),
-            (P::Reserved, A::BeginChained)
+            go(committed(), Event::Lock(Level::Reserved)),
+            (committed(), A::BeginChained)
         );
         assert_eq!(
-            next(P::Doomed, Event::Lock(Level::Reserved)),
-            (P::Reserved, A::BeginChained)
+            go(doomed(Restore::Seen), Event::Lock(Level::Reserved)),
+            (doomed(Restore::Seen), A::BeginChained)
+        );
+        // Taking SHARED again does not begin anything.
+        assert_eq!(
+            go(committed(), Event::Lock(Level::Shared)),
+            (committed(), A::Nothing)
         );
     }
 
     #[test]
     fn multi_database_commit_prepares_then_waits() {
         assert_eq!(
-            next(P::Reserved, Event::GroupSync { wants_commit: true }),
-            (P::Prepared, A::Prepare)
+            go(S::Reserved(7), Event::GroupSync { wants_commit: true }),
+            (S::Reserved(7), A::Prepare)
         );
         assert_eq!(
-            next(
-                P::Reserved,
+            go(
+                S::Reserved(7),
                 Event::GroupSync {
                     wants_commit: false
                 }
             ),
-            (P::Reserved, A::Nothing)
+            (S::Reserved(7), A::Nothing)
         );
-        // Prepared waits: the group's outcome moves the file on (file.rs).
+        let prepared = || S::Prepared {
+            snapshot: 7,
+            group: "mj",
+            id: 1,
+        };
+        // Prepared waits: the group's outcome moves the file on (file/).
+        assert_eq!(go(prepared(), PHASE_TWO), (prepared(), A::Nothing));
         assert_eq!(
-            next(P::Prepared, Event::PhaseTwo { wants_commit: true }),
-            (P::Prepared, A::Nothing)
+            go(prepared(), Event::Unlock(Level::None)),
+            (S::Idle, A::End(prepared()))
+        );
+    }
+
+    #[test]
+    fn states_show_their_phase_not_their_transaction() {
+        assert_eq!(format!("{:?}", S::Reserved(7)), "Reserved");
+        assert_eq!(
+            format!("{:?}", doomed(Restore::Seen)),
+            "Doomed { snapshot: 7, restore: Seen }"
         );
         assert_eq!(
-            next(P::Prepared, Event::Unlock(Level::None)),
-            (P::Idle, A::End)
+            format!("{:?}", A::End(committed())),
+            "End(Committed { version: 9 })"
         );
+        assert_eq!(S::Shared(7).active(), Some(&7));
+        assert_eq!(committed().active(), None);
     }
 
     #[test]

@@ -30,7 +30,9 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::RwLock;
+
+use pagestore::sync;
 
 /// Default in-memory bytes of all journals and temp files of the process
 /// together; past it files spill to disk.
@@ -119,20 +121,16 @@ fn refund(n: u64) {
 
 /// The limits in force for files opened from now on.
 pub fn temp_limits() -> TempLimits {
-    if let Some(l) = LIMITS
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-    {
+    if let Some(l) = sync::read(&LIMITS).as_ref() {
         return l.clone();
     }
-    let mut w = LIMITS.write().unwrap_or_else(PoisonError::into_inner);
+    let mut w = sync::write(&LIMITS);
     w.get_or_insert_with(TempLimits::from_env).clone()
 }
 
 /// Sets the limits for files opened from now on, in the whole process.
 pub fn set_temp_limits(limits: TempLimits) {
-    *LIMITS.write().unwrap_or_else(PoisonError::into_inner) = Some(limits);
+    *sync::write(&LIMITS) = Some(limits);
 }
 
 /// Why a journal or temp file operation failed.

@@ -73,13 +73,15 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use pagestore::sync::lock;
 
 use pagestore::Transaction;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
-use crate::memfile::MemFile;
+use crate::memfile::{MemError, MemFile};
 
 /// What became of a prepared member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,10 +121,6 @@ pub struct SuperJournal {
     name: String,
     content: Mutex<MemFile>,
     group: Mutex<Group>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn registry() -> MutexGuard<'static, HashMap<String, Arc<SuperJournal>>> {
@@ -233,13 +231,13 @@ impl SuperJournal {
     }
 
     /// xWrite.
-    pub fn write(&self, buf: &[u8], offset: u64) -> std::result::Result<(), String> {
-        lock(&self.content).write(buf, offset)
+    pub fn write(&self, buf: &[u8], offset: u64) -> std::result::Result<(), MemError> {
+        lock(&self.content).try_write(buf, offset)
     }
 
     /// xTruncate.
-    pub fn truncate(&self, size: u64) -> std::result::Result<(), String> {
-        lock(&self.content).truncate(size)
+    pub fn truncate(&self, size: u64) -> std::result::Result<(), MemError> {
+        lock(&self.content).try_truncate(size)
     }
 
     /// xFileSize.
@@ -360,9 +358,9 @@ impl SuperJournal {
                 g.observers.iter().map(|o| lock(o)).collect();
             let readers: Vec<&Transaction> = guards
                 .iter()
-                .filter_map(|st| match &**st {
-                    super::State::Active(t) if !t.has_writes() && store_key(t) == key => Some(t),
-                    _ => None,
+                .filter_map(|st| {
+                    st.active()
+                        .filter(|t| !t.has_writes() && store_key(t) == key)
                 })
                 .collect();
             let result = pagestore::commit_group_checked(txns, &readers);
