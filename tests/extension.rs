@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{cdylib, pip_quick, target_dir, unavailable};
+use support::{cdylib, pip, target_dir, unavailable};
 
 /// Longest a child process may run before the test kills it and fails.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -460,20 +460,12 @@ fn apsw_python() -> Option<PathBuf> {
             return None;
         }
     }
-    let pip = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--only-binary",
-            ":all:",
-            APSW,
-        ])
-        .args(pip_quick())
-        .stdin(Stdio::null())
-        .output();
+    let pip = pip(
+        &python,
+        &["install", "--quiet", "--only-binary", ":all:", APSW],
+    )
+    .stdin(Stdio::null())
+    .output();
     match pip {
         Ok(o) if o.status.success() && has_apsw(&python) => Some(python),
         Ok(o) => {

@@ -11,11 +11,16 @@ mod support;
 use std::time::Duration;
 
 use fdbvfs::Store;
-use support::child::{field, is_child, peak_rss, run_child};
+use support::child::{field, in_child, peak_rss};
 use support::scalar;
 
 const CHILD_ENV: &str = "FDBVFS_MEMORY_BOUNDS_CHILD";
 const MIB: u64 = 1 << 20;
+
+/// The environment of the children whose temp files spill past 32 MiB.
+fn temp_budget_32_mib() -> [(&'static str, String); 1] {
+    [("FDBVFS_TEMP_MEMORY_BYTES", (32 * MIB).to_string())]
+}
 
 /// Rows of the sort: ~240 MB of sort keys.
 const SORT_ROWS: u64 = 1_500_000;
@@ -60,14 +65,9 @@ fn sort_child() {
 #[test]
 fn a_large_sort_stays_within_the_temp_memory_budget() {
     const T: &str = "a_large_sort_stays_within_the_temp_memory_budget";
-    if is_child(CHILD_ENV, T) {
-        return sort_child();
-    }
-    let line = run_child(
-        T,
-        CHILD_ENV,
-        &[("FDBVFS_TEMP_MEMORY_BYTES", (32 * MIB).to_string())],
-    );
+    let Some(line) = in_child(T, CHILD_ENV, &temp_budget_32_mib(), sort_child) else {
+        return;
+    };
     eprintln!("{line}");
     let above = field(&line, "above_baseline_kib");
     assert!(
@@ -111,22 +111,22 @@ fn journal_full_child() {
 #[test]
 fn a_journal_past_its_limit_is_sqlite_full() {
     const T: &str = "a_journal_past_its_limit_is_sqlite_full";
-    if is_child(CHILD_ENV, T) {
-        return journal_full_child();
-    }
-    let line = run_child(
+    let Some(line) = in_child(
         T,
         CHILD_ENV,
         &[
             ("FDBVFS_TEMP_MAX_BYTES", (8 * MIB).to_string()),
             ("FDBVFS_TEMP_MEMORY_BYTES", (2 * MIB).to_string()),
         ],
-    );
+        journal_full_child,
+    ) else {
+        return;
+    };
     assert_eq!(field(&line, "full"), 1);
 }
 
 fn idle_child() {
-    fdbvfs::register_linked().unwrap();
+    vfs::register_linked().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let canon = dir.path().canonicalize().unwrap();
     let uri = format!("file:idle?vfs=fdb&dir={}", dir.path().display());
@@ -160,10 +160,14 @@ fn idle_child() {
 #[test]
 fn an_idle_store_is_released() {
     const T: &str = "an_idle_store_is_released";
-    if is_child(CHILD_ENV, T) {
-        return idle_child();
-    }
-    let line = run_child(T, CHILD_ENV, &[("FDBVFS_IDLE_STORE_SECS", "0.5".into())]);
+    let Some(line) = in_child(
+        T,
+        CHILD_ENV,
+        &[("FDBVFS_IDLE_STORE_SECS", "0.5".into())],
+        idle_child,
+    ) else {
+        return;
+    };
     assert_eq!(field(&line, "released"), 1);
 }
 
@@ -204,14 +208,9 @@ fn update_child() {
 #[test]
 fn an_update_heavy_transaction_stays_within_the_temp_memory_budget() {
     const T: &str = "an_update_heavy_transaction_stays_within_the_temp_memory_budget";
-    if is_child(CHILD_ENV, T) {
-        return update_child();
-    }
-    let line = run_child(
-        T,
-        CHILD_ENV,
-        &[("FDBVFS_TEMP_MEMORY_BYTES", (32 * MIB).to_string())],
-    );
+    let Some(line) = in_child(T, CHILD_ENV, &temp_budget_32_mib(), update_child) else {
+        return;
+    };
     eprintln!("{line}");
     let above = field(&line, "above_baseline_kib");
     assert!(

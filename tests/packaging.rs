@@ -32,7 +32,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{pip_quick, target_dir, unavailable};
+use support::{pip, target_dir, unavailable};
 
 /// Longest a build or install step may take (cargo may first wait for
 /// another build's lock on the shared target directory).
@@ -189,15 +189,7 @@ fn wheel(python: &Path) -> &'static Path {
         let dist = work("dist");
         fresh_dir(&dist);
         let out = must(
-            Command::new(python)
-                .args([
-                    "-m",
-                    "pip",
-                    "wheel",
-                    "--no-deps",
-                    "--disable-pip-version-check",
-                ])
-                .args(pip_quick())
+            pip(python, &["wheel", "--no-deps"])
                 .arg("-w")
                 .arg(&dist)
                 .arg(repo().join("python"))
@@ -247,16 +239,7 @@ fn make_venv(base: &Path, name: &str, extra: &[&str]) -> Option<Venv> {
     let python = venv.join("bin").join("python");
     let wheel = wheel(&python);
     let pip = exec(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(pip_quick())
-            .args(["--only-binary", ":all:"])
+        pip(&python, &["install", "--quiet", "--only-binary", ":all:"])
             .arg(wheel)
             .args(extra),
         BUILD_DEADLINE,

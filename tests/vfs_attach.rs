@@ -22,6 +22,19 @@ fn open_pair(store: &Store, a: &str, b: &str) -> Connection {
     c
 }
 
+/// A fresh store and the names of two databases `<tag>-a` and `<tag>-b`.
+fn fresh_pair(tag: &str) -> (support::TestStore, String, String) {
+    let name = |side: &str| support::name(&format!("{tag}-{side}"));
+    (support::store(), name("a"), name("b"))
+}
+
+/// [`open_pair`] with both tables set up ([`setup`]).
+fn set_up_pair(store: &Store, a: &str, b: &str) -> Connection {
+    let c = open_pair(store, a, b);
+    setup(&c);
+    c
+}
+
 /// Begins a transaction of `c` that writes 1000 into row 1 of both
 /// databases.
 fn write_both(c: &Connection) {
@@ -67,8 +80,7 @@ fn extended_code(e: &rusqlite::Error) -> Option<(ErrorCode, i32)> {
 
 #[test]
 fn attached_databases_use_a_journal_mode_with_a_super_journal() {
-    let store = support::store();
-    let (a, b) = (support::name("jm-a"), support::name("jm-b"));
+    let (store, a, b) = fresh_pair("jm");
     let c = open_pair(&store, &a, &b);
     assert_eq!(scalar::<String>(&c, "PRAGMA main.journal_mode"), "delete");
     assert_eq!(scalar::<String>(&c, "PRAGMA b.journal_mode"), "delete");
@@ -76,10 +88,8 @@ fn attached_databases_use_a_journal_mode_with_a_super_journal() {
 
 #[test]
 fn a_transaction_over_two_databases_is_one_store_commit() {
-    let store = support::store();
-    let (a, b) = (support::name("one-a"), support::name("one-b"));
-    let c = open_pair(&store, &a, &b);
-    setup(&c);
+    let (store, a, b) = fresh_pair("one");
+    let c = set_up_pair(&store, &a, &b);
     // The setup transaction itself wrote both (tables created in one group).
     let fresh = open_pair(&store, &a, &b);
     assert_eq!(scalar::<i64>(&fresh, "SELECT sum(v) FROM main.t"), 30);
@@ -139,10 +149,8 @@ fn fdbvfs_panics() -> u64 {
 
 #[test]
 fn a_conflict_on_one_database_fails_the_whole_commit() {
-    let store = support::store();
-    let (a, b) = (support::name("cf-a"), support::name("cf-b"));
-    let mut c = open_pair(&store, &a, &b);
-    setup(&c);
+    let (store, a, b) = fresh_pair("cf");
+    let mut c = set_up_pair(&store, &a, &b);
     let other = store.open(&b).expect("open b alone");
 
     write_both(&c);
@@ -188,10 +196,8 @@ fn a_conflict_on_one_database_fails_the_whole_commit() {
 /// the lock is held) would still show the rolled-back writes.
 #[test]
 fn a_failed_group_commit_is_rolled_back_from_the_journals() {
-    let store = support::store();
-    let (a, b) = (support::name("pb-a"), support::name("pb-b"));
-    let c = open_pair(&store, &a, &b);
-    setup(&c);
+    let (store, a, b) = fresh_pair("pb");
+    let c = set_up_pair(&store, &a, &b);
     let other = store.open(&b).expect("open b alone");
     write_both(&c);
     let mut pending = c
@@ -217,8 +223,7 @@ fn a_failed_group_commit_is_rolled_back_from_the_journals() {
 #[test]
 fn truncate_and_persist_journals_commit_atomically_too() {
     for mode in ["truncate", "persist"] {
-        let store = support::store();
-        let (a, b) = (support::name("jt-a"), support::name("jt-b"));
+        let (store, a, b) = fresh_pair("jt");
         let c = open_pair(&store, &a, &b);
         assert_eq!(
             scalar::<String>(&c, &format!("PRAGMA journal_mode={mode}")),
@@ -252,10 +257,8 @@ fn truncate_and_persist_journals_commit_atomically_too() {
 
 #[test]
 fn a_conflict_on_main_fails_the_write_to_the_attached_database_too() {
-    let store = support::store();
-    let (a, b) = (support::name("cm-a"), support::name("cm-b"));
-    let c = open_pair(&store, &a, &b);
-    setup(&c);
+    let (store, a, b) = fresh_pair("cm");
+    let c = set_up_pair(&store, &a, &b);
     let other = store.open(&a).expect("open a alone");
     c.execute_batch(
         "BEGIN;
@@ -274,8 +277,7 @@ fn a_conflict_on_main_fails_the_write_to_the_attached_database_too() {
 
 #[test]
 fn a_read_transaction_sees_one_snapshot_across_databases() {
-    let store = support::store();
-    let (a, b) = (support::name("snap-a"), support::name("snap-b"));
+    let (store, a, b) = fresh_pair("snap");
     let reader = open_pair(&store, &a, &b);
     let writer = open_pair(&store, &a, &b);
     setup(&writer);
@@ -341,8 +343,7 @@ fn a_read_transaction_sees_one_snapshot_across_databases() {
 /// transaction only read (`pagestore::commit_group_checked`).
 #[test]
 fn write_skew_across_databases_is_refused() {
-    let store = support::store();
-    let (a, b) = (support::name("ws-a"), support::name("ws-b"));
+    let (store, a, b) = fresh_pair("ws");
     let t1 = open_pair(&store, &a, &b);
     let t2 = open_pair(&store, &a, &b);
     setup(&t1);
@@ -561,10 +562,8 @@ fn cross_database_bank() {
 /// COMMIT before anything is written.
 #[test]
 fn with_memory_journals_each_database_commits_alone() {
-    let store = support::store();
-    let (a, b) = (support::name("mem-a"), support::name("mem-b"));
-    let c = open_pair(&store, &a, &b);
-    setup(&c);
+    let (store, a, b) = fresh_pair("mem");
+    let c = set_up_pair(&store, &a, &b);
     assert_eq!(scalar::<String>(&c, "PRAGMA journal_mode=MEMORY"), "memory");
     assert_eq!(scalar::<String>(&c, "PRAGMA b.journal_mode"), "memory");
     let other = store.open(&b).expect("open b alone");

@@ -33,7 +33,10 @@ impl Custom {
         support::init_tracing();
         let kv = EmbeddedKv::open(eopts).unwrap_or_else(|e| panic!("embedded store: {e}"));
         let pages = PageStore::new(kv.clone(), sopts);
-        let id = vfs::registry::register_store(pages);
+        let id = vfs::registry::register_store(vfs::StoreHandle {
+            pages,
+            embedded: Some(kv.clone()),
+        });
         Custom { id, kv }
     }
 
@@ -310,6 +313,18 @@ fn exclusive_after_reading_two_pages(raw: &[u8]) -> (vfs::testing::RawFile, Vec<
     (f, p1, p2)
 }
 
+/// Database `name` of `store` whose table `t(v)` held the row 1 at the
+/// returned version and holds 1 and 2 now.
+fn one_then_two(store: &fdbvfs::Store, name: &str) -> (Connection, String) {
+    let c = store.open(name).unwrap_or_else(|e| panic!("{e}"));
+    c.execute_batch("CREATE TABLE t(v INT); INSERT INTO t VALUES (1);")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v: String = scalar(&c, "PRAGMA fdb_version");
+    c.execute_batch("INSERT INTO t VALUES (2)")
+        .unwrap_or_else(|e| panic!("{e}"));
+    (c, v)
+}
+
 /// `name` plus `store=<id>` the way SQLite lays out a filename.
 fn raw_name(store: &fdbvfs::Store, name: &str) -> Vec<u8> {
     let mut raw = name.as_bytes().to_vec();
@@ -392,12 +407,7 @@ fn database_attached_twice_is_refused() {
 fn time_travel_attach_of_the_same_database_is_fine() {
     let store = support::store();
     let name = support::name("attach-at");
-    let c = store.open(&name).unwrap_or_else(|e| panic!("{e}"));
-    c.execute_batch("CREATE TABLE t(v INT); INSERT INTO t VALUES (1);")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let v: String = scalar(&c, "PRAGMA fdb_version");
-    c.execute_batch("INSERT INTO t VALUES (2)")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (c, v) = one_then_two(&store, &name);
     c.execute(
         "ATTACH ?1 AS old",
         [format!("{}&version={v}", store.uri(&name))],
@@ -479,12 +489,7 @@ fn shared_cache_never_mixes_stores() {
 fn shared_cache_never_mixes_snapshots() {
     let store = support::store();
     let name = support::name("same-snapshot");
-    let c = store.open(&name).unwrap_or_else(|e| panic!("{e}"));
-    c.execute_batch("CREATE TABLE t(v INT); INSERT INTO t VALUES (1);")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let v: String = scalar(&c, "PRAGMA fdb_version");
-    c.execute_batch("INSERT INTO t VALUES (2)")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (_c, v) = one_then_two(&store, &name);
     let shared = OpenFlags::SQLITE_OPEN_SHARED_CACHE;
     let now = open_uri(&store.uri(&name), shared).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(scalar::<i64>(&now, "SELECT count(*) FROM t"), 2);

@@ -8,7 +8,7 @@
 #[path = "common/child.rs"]
 mod child;
 
-use child::{field, is_child, peak_rss, run_child, status_kib};
+use child::{field, in_child, peak_rss, status_kib};
 use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
 use pagestore::kv::{Kv, KvError, RangeOption};
 
@@ -87,11 +87,9 @@ fn child_drop() {
 #[test]
 fn dropping_a_1gb_database_stays_under_100mb_above_baseline() {
     const T: &str = "dropping_a_1gb_database_stays_under_100mb_above_baseline";
-    if is_child(CHILD_ENV, T) {
-        child_drop();
+    let Some(line) = in_child(T, CHILD_ENV, &[], child_drop) else {
         return;
-    }
-    let line = run_child(T, CHILD_ENV, &[]);
+    };
     eprintln!("{line}");
     let above = field(&line, "above_baseline_kib");
     assert!(

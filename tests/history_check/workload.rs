@@ -299,7 +299,7 @@ struct Opened {
 
 fn open_store(root: &Path, faults: Faults) -> Opened {
     vfs::register_linked().unwrap_or_else(|e| panic!("register the VFS: {e}"));
-    let h = fdbvfs::backend::open_dir(&root.join("store"), |canon| {
+    let h = vfs::registry::open_dir(&root.join("store"), |canon| {
         let e = EmbeddedOptions::dir(canon).with_faults(faults);
         let s = StoreOptions {
             inline_commit_bytes: 96 << 10,
@@ -315,7 +315,7 @@ fn open_store(root: &Path, faults: Faults) -> Opened {
     }
     let pages = h.pages.clone();
     let embedded = h.embedded.clone();
-    let id = vfs::registry::register_store(h.pages);
+    let id = vfs::registry::register_store(h);
     Opened {
         id,
         pages,
@@ -347,24 +347,32 @@ const LISTS: &str = "CREATE TABLE IF NOT EXISTS lists(k INTEGER PRIMARY KEY, val
 fn settle<T>(conn: &mut Connection, mut f: impl FnMut(&Connection) -> rusqlite::Result<T>) -> T {
     let mut last = None;
     for _ in 0..200 {
-        let r = (|| {
-            conn.execute_batch("BEGIN")?;
-            let v = f(conn)?;
-            conn.execute_batch("COMMIT")?;
-            Ok::<_, rusqlite::Error>(v)
-        })();
-        match r {
+        match attempt(conn, &mut f) {
             Ok(v) => return v,
             Err(e) => {
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
                 last = Some(e);
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
     }
     panic!("setup transaction never committed: {last:?}");
+}
+
+/// One run of `f` in a transaction; rolled back when it fails.
+fn attempt<T>(
+    conn: &mut Connection,
+    f: &mut impl FnMut(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let r = (|| {
+        conn.execute_batch("BEGIN")?;
+        let v = f(conn)?;
+        conn.execute_batch("COMMIT")?;
+        Ok::<_, rusqlite::Error>(v)
+    })();
+    if r.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    r
 }
 
 fn setup(root: &Path, faults: Faults) {
@@ -424,18 +432,9 @@ fn try_settle<T>(
 ) -> Result<T, String> {
     let mut other = 0;
     for _ in 0..200 {
-        let r = (|| {
-            conn.execute_batch("BEGIN")?;
-            let v = f(conn)?;
-            conn.execute_batch("COMMIT")?;
-            Ok::<_, rusqlite::Error>(v)
-        })();
-        match r {
+        match attempt(conn, &mut f) {
             Ok(v) => return Ok(v),
             Err(e) => {
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
                 if !is_busy(&e) {
                     other += 1;
                     if other >= 3 {

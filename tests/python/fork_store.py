@@ -110,6 +110,19 @@ def child_writes(directory, who, count):
     con.close()
 
 
+def exit_after(work):
+    """Ends a forked child after `work`: a normal exit (status 0), or at once
+    with status 1 after a CHILD-ERROR line when it raised."""
+    try:
+        work()
+    except BaseException as e:  # noqa: BLE001 - report anything
+        print(f"CHILD-ERROR {type(e).__name__}: {e}", flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    sys.exit(0)
+
+
 def fork_while_writing(lib, directory, count, child):
     """The parent writes `count` rows, forks, and writes `count` more while
     the child runs `child(parent)` (which never returns); then it reports
@@ -170,14 +183,7 @@ def misuse(lib, directory, count):
             print("MISUSE-ALLOWED", flush=True)
         except sqlite3.Error as e:
             print(f"MISUSE-REFUSED {type(e).__name__}: {e}", flush=True)
-        try:
-            child_writes(directory, "child", count)
-        except BaseException as e:  # noqa: BLE001
-            print(f"CHILD-ERROR {type(e).__name__}: {e}", flush=True)
-            sys.stdout.flush()
-            os._exit(1)
-        sys.stdout.flush()
-        sys.exit(0)
+        exit_after(lambda: child_writes(directory, "child", count))
 
     fork_while_writing(lib, directory, count, child)
 
@@ -188,7 +194,8 @@ def takeover(lib, directory, count):
     me = os.getpid()
     pid = os.fork()
     if pid == 0:
-        try:
+
+        def child():
             con = connect(directory)
             n = write(con, "child", 0, count, pause=0.001)
             # The parent (the store's owner) exits meanwhile; this process
@@ -201,12 +208,8 @@ def takeover(lib, directory, count):
             write(con, "child", n, count)
             con.close()
             print("CHILD-DONE", flush=True)
-        except BaseException as e:  # noqa: BLE001
-            print(f"CHILD-ERROR {type(e).__name__}: {e}", flush=True)
-            sys.stdout.flush()
-            os._exit(1)
-        sys.stdout.flush()
-        sys.exit(0)
+
+        exit_after(child)
     write(parent, "parent", done, count // 2, pause=0.001)
     parent.close()
     print("PARENT-DONE", flush=True)

@@ -132,14 +132,17 @@ pub fn newest_source() -> Option<std::time::SystemTime> {
     Some(newest)
 }
 
-/// Extra `pip install` arguments: offline outside CI, give up quickly
-/// rather than retry for minutes.
-pub fn pip_quick() -> &'static [&'static str] {
-    if in_ci() {
-        &[]
-    } else {
-        &["--retries", "1", "--timeout", "15"]
+/// `python -m pip ARGS… --disable-pip-version-check`; outside CI it gives
+/// up quickly when offline rather than retry for minutes.
+pub fn pip(python: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "pip"])
+        .args(args)
+        .arg("--disable-pip-version-check");
+    if !in_ci() {
+        cmd.args(["--retries", "1", "--timeout", "15"]);
     }
+    cmd
 }
 
 /// A Python whose `sqlite3` module can load extensions (Debian's
@@ -515,7 +518,7 @@ pub fn open_uri(
 ) {
     use rusqlite::OpenFlags;
     // Registration happens with the first Store::open; make sure it did.
-    let _ = fdbvfs::register_linked();
+    let _ = vfs::register_linked();
     let _ = vfs::take_last_error();
     let r = rusqlite::Connection::open_with_flags(
         uri,

@@ -72,6 +72,22 @@ pub fn run_child(test: &str, marker: &str, env: &[(&str, String)]) -> String {
         .unwrap_or_else(|| panic!("no RESULT line in\n{stdout}"))
 }
 
+/// Both sides of a measured test: in the child that runs `test` (see
+/// [`is_child`]) runs `child` and returns `None`; in the parent runs that
+/// child with `env` and returns its `RESULT` line.
+pub fn in_child(
+    test: &str,
+    marker: &str,
+    env: &[(&str, String)],
+    child: impl FnOnce(),
+) -> Option<String> {
+    if is_child(marker, test) {
+        child();
+        return None;
+    }
+    Some(run_child(test, marker, env))
+}
+
 /// Figure `name` of a `RESULT` line.
 pub fn field(line: &str, name: &str) -> u64 {
     line.split_whitespace()
