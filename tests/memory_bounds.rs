@@ -126,7 +126,7 @@ fn a_journal_past_its_limit_is_sqlite_full() {
 }
 
 fn idle_child() {
-    vfs::register_linked().unwrap();
+    fdbvfs::register_linked().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let canon = dir.path().canonicalize().unwrap();
     let uri = format!("file:idle?vfs=fdb&dir={}", dir.path().display());

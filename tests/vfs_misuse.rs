@@ -33,10 +33,7 @@ impl Custom {
         support::init_tracing();
         let kv = EmbeddedKv::open(eopts).unwrap_or_else(|e| panic!("embedded store: {e}"));
         let pages = PageStore::new(kv.clone(), sopts);
-        let id = vfs::registry::register_store(vfs::StoreHandle {
-            pages,
-            embedded: Some(kv.clone()),
-        });
+        let id = vfs::registry::register_store(pages);
         Custom { id, kv }
     }
 

@@ -299,7 +299,7 @@ struct Opened {
 
 fn open_store(root: &Path, faults: Faults) -> Opened {
     vfs::register_linked().unwrap_or_else(|e| panic!("register the VFS: {e}"));
-    let h = vfs::registry::open_dir(&root.join("store"), |canon| {
+    let h = fdbvfs::backend::open_dir(&root.join("store"), |canon| {
         let e = EmbeddedOptions::dir(canon).with_faults(faults);
         let s = StoreOptions {
             inline_commit_bytes: 96 << 10,
@@ -315,7 +315,7 @@ fn open_store(root: &Path, faults: Faults) -> Opened {
     }
     let pages = h.pages.clone();
     let embedded = h.embedded.clone();
-    let id = vfs::registry::register_store(h);
+    let id = vfs::registry::register_store(h.pages);
     Opened {
         id,
         pages,

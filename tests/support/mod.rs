@@ -518,7 +518,7 @@ pub fn open_uri(
 ) {
     use rusqlite::OpenFlags;
     // Registration happens with the first Store::open; make sure it did.
-    let _ = vfs::register_linked();
+    let _ = fdbvfs::register_linked();
     let _ = vfs::take_last_error();
     let r = rusqlite::Connection::open_with_flags(
         uri,
