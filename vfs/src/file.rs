@@ -1247,19 +1247,20 @@ pub const RESTORE_ATTEMPTS: u32 = 10;
 /// restore is an ordinary commit) is retried up to [`RESTORE_ATTEMPTS`]
 /// times with backoff. Returns the commit version.
 pub fn restore_with_retries(db: &Database, version: u64) -> Result<u64> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match db.restore_to(version) {
-            Ok(c) => return Ok(c.version),
-            Err(e) if e.is_conflict() && attempt < RESTORE_ATTEMPTS => {
-                debug!(database = %db.name(), attempt, error = %e, "restore conflicted; retrying");
-                let ms = (1u64 << attempt.min(7)).min(100) + rand::random::<u64>() % 5;
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    use pagestore::retry::{self, Backoff, Pause};
+    // 2, 4, 8 … ms up to 100 ms, half of each delay at random so that
+    // colliding restores spread out.
+    let policy = Backoff::store(RESTORE_ATTEMPTS - 1).with_jitter(0.5);
+    let committed = retry::run(
+        &policy,
+        pagestore::Error::is_conflict,
+        |e, retry| {
+            debug!(database = %db.name(), attempt = retry, error = %e, "restore conflicted; retrying");
+            Pause::Backoff
+        },
+        |_| db.restore_to(version),
+    )?;
+    Ok(committed.version)
 }
 
 /// One line of store counters for `PRAGMA fdb_stats`.
