@@ -7,6 +7,7 @@
 //! Failpoints are process-wide, so every test holds a `FailScenario`
 //! (which serialises them) for its whole run.
 
+use pagestore::PageNo;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +47,7 @@ fn write_all(
     let db = store.open(name)?;
     let mut t = db.begin()?;
     for p in 0..n {
-        t.write_page(p, &page(b))?;
+        t.write_page(PageNo::new(p), &page(b))?;
     }
     t.commit()
 }
@@ -56,7 +57,7 @@ fn first_bytes(store: &PageStore, name: &str, n: u32) -> pagestore::Result<Vec<u
     let db = store.open(name)?;
     let mut t = db.begin()?;
     (0..n)
-        .map(|p| Ok(t.read_page(p)?.map_or(0, |d| d[0])))
+        .map(|p| Ok(t.read_page(PageNo::new(p))?.map_or(0, |d| d[0])))
         .collect()
 }
 
@@ -98,9 +99,9 @@ fn a_large_commit_is_never_read_before_its_page_index() {
     // And a writer building on it sees it too (nothing built on stale pages).
     let db = warm.open("big").unwrap();
     let mut t = db.begin().unwrap();
-    let p0 = t.read_page(0).unwrap().unwrap();
+    let p0 = t.read_page(PageNo::new(0)).unwrap().unwrap();
     assert_eq!(p0[0], 2);
-    t.write_page(0, &page(3)).unwrap();
+    t.write_page(PageNo::new(0), &page(3)).unwrap();
     t.commit().unwrap();
     let mut expect = vec![2u8; n as usize];
     expect[0] = 3;
@@ -124,7 +125,7 @@ fn time_travel_reads_an_unfinished_large_commit_whole() {
     let v = db.latest_version().unwrap();
     let mut t = db.begin_at(v).unwrap();
     for p in 0..200 {
-        assert_eq!(t.read_page(p).unwrap().unwrap()[0], 2, "page {p}");
+        assert_eq!(t.read_page(PageNo::new(p)).unwrap().unwrap()[0], 2, "page {p}");
     }
 }
 
@@ -173,8 +174,8 @@ fn gc_between_begin_and_a_slow_path_commit_loses_no_update() {
     db.set_retention(Duration::ZERO).unwrap();
 
     let mut w = db.begin().unwrap();
-    assert_eq!(w.read_page(0).unwrap().unwrap()[0], 1);
-    w.write_page(0, &page(10)).unwrap();
+    assert_eq!(w.read_page(PageNo::new(0)).unwrap().unwrap()[0], 1);
+    w.write_page(PageNo::new(0), &page(10)).unwrap();
     // Another process commits +1000 to the same page, then GC runs.
     write_all(&b, "lost", 1, 100).unwrap();
     std::thread::sleep(Duration::from_millis(5));
@@ -203,8 +204,8 @@ fn a_retry_conflicting_with_its_own_late_first_attempt_reports_success() {
     let db = store.create("late").unwrap();
     write_all(&store, "late", 1, 1).unwrap();
     let mut t = db.begin().unwrap();
-    t.read_page(0).unwrap();
-    t.write_page(0, &page(2)).unwrap();
+    t.read_page(PageNo::new(0)).unwrap();
+    t.write_page(PageNo::new(0), &page(2)).unwrap();
     kv.set_faults(Faults {
         late_unknown_probability: 1.0,
         late_delivery: LateDelivery::Manual,
@@ -241,8 +242,8 @@ fn a_fenced_first_attempt_never_lands_after_the_conflict_is_reported() {
     let db = store.create("fence").unwrap();
     write_all(&store, "fence", 2, 1).unwrap();
     let mut t = db.begin().unwrap();
-    t.read_page(1).unwrap();
-    t.write_page(0, &page(2)).unwrap();
+    t.read_page(PageNo::new(1)).unwrap();
+    t.write_page(PageNo::new(0), &page(2)).unwrap();
     kv.set_faults(Faults {
         late_unknown_probability: 1.0,
         late_delivery: LateDelivery::Manual,
@@ -277,7 +278,7 @@ fn a_fenced_first_attempt_never_lands_after_the_conflict_is_reported() {
     });
     let odb = other.open("fence").unwrap();
     let mut x = odb.begin().unwrap();
-    x.write_page(1, &page(9)).unwrap();
+    x.write_page(PageNo::new(1), &page(9)).unwrap();
     x.commit().unwrap();
     changed.store(true, Ordering::SeqCst);
     match h.join().unwrap() {
@@ -308,8 +309,8 @@ fn changes_after_a_commit_include_its_batch_mates() {
     // commit joins the first one's batch.
     let mut t1 = db.begin().unwrap();
     let mut t2 = db.begin().unwrap();
-    t1.write_page(0, &page(2)).unwrap();
-    t2.write_page(1, &page(2)).unwrap();
+    t1.write_page(PageNo::new(0), &page(2)).unwrap();
+    t2.write_page(PageNo::new(1), &page(2)).unwrap();
     let first = t1.commit().unwrap();
     let second = t2.commit().unwrap();
     let (v1, v2) = (first.versionstamp.unwrap(), second.versionstamp.unwrap());
@@ -337,8 +338,8 @@ fn writes_after_a_concurrent_drop_are_refused() {
     let db = a.create("gone").unwrap();
     write_all(&a, "gone", 1, 1).unwrap();
     let mut t = db.begin().unwrap();
-    t.read_page(0).unwrap();
-    t.write_page(0, &page(5)).unwrap();
+    t.read_page(PageNo::new(0)).unwrap();
+    t.write_page(PageNo::new(0), &page(5)).unwrap();
     assert!(b.drop_database("gone").unwrap());
     b.create("gone").unwrap();
     let err = t.commit().unwrap_err();
@@ -361,11 +362,11 @@ fn the_slow_path_reads_in_proportion_to_the_read_set() {
     let db = store.create("hist").unwrap();
     let small = [1u8; 512];
     let mut t0 = db.begin().unwrap();
-    t0.write_page(0, &small).unwrap();
+    t0.write_page(PageNo::new(0), &small).unwrap();
     t0.commit().unwrap();
     let mut t = db.begin().unwrap();
-    t.read_page(0).unwrap();
-    t.write_page(0, &[2u8; 512]).unwrap();
+    t.read_page(PageNo::new(0)).unwrap();
+    t.write_page(PageNo::new(0), &[2u8; 512]).unwrap();
     // A busy database: 300 commits after the snapshot, each changing 100
     // scattered pages (a change-log record of about 800 bytes).
     let other = PageStore::new(kv.clone(), opts());
@@ -373,7 +374,7 @@ fn the_slow_path_reads_in_proportion_to_the_read_set() {
     for i in 0..300u32 {
         let mut x = odb.begin().unwrap();
         for p in (1..200).step_by(2) {
-            x.write_page(p, &[i as u8; 512]).unwrap();
+            x.write_page(PageNo::new(p), &[i as u8; 512]).unwrap();
         }
         x.commit().unwrap();
     }
@@ -425,7 +426,7 @@ fn a_commit_group_stays_under_the_transaction_limit() {
             Some(first) => db.begin_sibling(first).unwrap(),
         };
         for p in 0..200 {
-            t.write_page(p, &page(i as u8)).unwrap(); // 800 KiB each
+            t.write_page(PageNo::new(p), &page(i as u8)).unwrap(); // 800 KiB each
         }
         txns.push(t);
     }
@@ -453,8 +454,8 @@ fn a_commit_group_holding_one_database_twice_is_refused() {
     write_all(&store, "twice", 1, 1).unwrap();
     let mut a = db.begin().unwrap();
     let mut b = db.begin_sibling(&a).unwrap();
-    a.write_page(0, &page(2)).unwrap();
-    b.write_page(0, &page(3)).unwrap();
+    a.write_page(PageNo::new(0), &page(2)).unwrap();
+    b.write_page(PageNo::new(0), &page(3)).unwrap();
     let err = commit_group(vec![a, b]).unwrap_err();
     assert!(matches!(err, Error::InvalidGroup(_)), "{err}");
     assert_eq!(first_bytes(&store, "twice", 1).unwrap(), vec![1]);

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use moka::sync::Cache;
 
+use crate::ids::{DbId, PageNo};
 use crate::kv::{Version, Versionstamp};
 
 /// What the view knows of one page as of `DbView::known`.
@@ -23,7 +24,7 @@ use crate::kv::{Version, Versionstamp};
 pub enum Latest {
     /// The page's newest version, and the database that holds it (the
     /// database itself, or for a fork an ancestor it reads from).
-    At(u64, Versionstamp),
+    At(DbId, Versionstamp),
     /// The page has never been written (or only before a drop).
     Never,
 }
@@ -41,12 +42,12 @@ pub struct DbView {
     pub page_size: Option<u32>,
     /// Newest version of each page as of `known`, for pages this process
     /// has seen.
-    pub latest: HashMap<u32, Latest>,
+    pub latest: HashMap<PageNo, Latest>,
     /// The upload token (and its database) of the last page read whose
     /// content was uploaded by a large commit: pages near it usually come
     /// from the same commit, so their content is requested in the same
     /// round trip as their index entries.
-    pub last_token: Option<(u64, crate::keys::Token)>,
+    pub last_token: Option<(DbId, crate::keys::Token)>,
 }
 
 impl DbView {
@@ -81,13 +82,13 @@ impl CacheStats {
     }
 }
 
-type PageKey = (u64, u32, Versionstamp);
+type PageKey = (DbId, PageNo, Versionstamp);
 
 /// The page cache of one store.
 pub struct PageCache {
     pages: RwLock<Cache<PageKey, Arc<[u8]>>>,
     capacity: AtomicU64,
-    views: Mutex<HashMap<u64, Arc<Mutex<DbView>>>>,
+    views: Mutex<HashMap<DbId, Arc<Mutex<DbView>>>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -123,24 +124,24 @@ impl PageCache {
     }
 
     /// The view of database `id`.
-    pub fn view(&self, id: u64) -> Arc<Mutex<DbView>> {
+    pub fn view(&self, id: DbId) -> Arc<Mutex<DbView>> {
         let mut views = lock(&self.views);
         views.entry(id).or_default().clone()
     }
 
     /// Forgets database `id` (dropped).
-    pub fn forget(&self, id: u64) {
+    pub fn forget(&self, id: DbId) {
         lock(&self.views).remove(&id);
         // Page entries of the id are unreachable now; moka evicts them.
     }
 
     /// Cached content of a page version.
-    pub fn get(&self, db: u64, pgno: u32, vs: &Versionstamp) -> Option<Arc<[u8]>> {
+    pub fn get(&self, db: DbId, pgno: PageNo, vs: &Versionstamp) -> Option<Arc<[u8]>> {
         self.pages().get(&(db, pgno, *vs))
     }
 
     /// Caches content of a page version.
-    pub fn insert(&self, db: u64, pgno: u32, vs: Versionstamp, data: Arc<[u8]>) {
+    pub fn insert(&self, db: DbId, pgno: PageNo, vs: Versionstamp, data: Arc<[u8]>) {
         self.pages().insert((db, pgno, vs), data);
     }
 

@@ -3,9 +3,10 @@
 use tracing::info;
 
 use crate::database::Database;
-use crate::encoding::DbMeta;
+use crate::encoding::{decode_db_id, DbMeta};
 use crate::error::{Error, Result};
-use crate::kv::RangeOption;
+use crate::ids::DbId;
+use crate::kv::{RangeOption, Version};
 use crate::store::PageStore;
 
 /// Longest database name, in bytes of UTF-8.
@@ -17,7 +18,7 @@ pub struct DatabaseInfo {
     /// Its name.
     pub name: String,
     /// Its id (the key prefix of its pages).
-    pub id: u64,
+    pub id: DbId,
 }
 
 fn validate(name: &str) -> Result<()> {
@@ -31,12 +32,6 @@ fn validate(name: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-fn decode_id(v: &[u8]) -> Result<u64> {
-    v.try_into()
-        .map(u64::from_be_bytes)
-        .map_err(|_| Error::corrupt("catalog id"))
 }
 
 impl PageStore {
@@ -60,12 +55,12 @@ impl PageStore {
         // Random ids need no shared counter (which every create would
         // conflict on); 64 bits make a collision negligible, and the create
         // transaction refuses an id that is already in use anyway.
-        let id: u64 = rand::random::<u64>() | 1;
+        let id = DbId::new(rand::random::<u64>() | 1);
         let name_key = inner.keys.name(name);
         inner.run("create", |t| {
             if let Some(v) = t.get(&name_key, false)? {
                 // After commit_unknown_result our own first attempt may have landed.
-                return if decode_id(&v)? == id {
+                return if decode_db_id(&v)? == id {
                     Ok(())
                 } else {
                     Err(Error::AlreadyExists(name.to_string()))
@@ -93,7 +88,7 @@ impl PageStore {
         })?;
         info!(
             database = name,
-            id,
+            id = id.get(),
             fork = meta.parent.is_some(),
             "created database"
         );
@@ -110,7 +105,7 @@ impl PageStore {
             let id = t
                 .get(&key, true)?
                 .ok_or_else(|| Error::NotFound(name.to_string()))?;
-            let id = decode_id(&id)?;
+            let id = decode_db_id(&id)?;
             let meta = t
                 .get(&self.inner.keys.meta(id), true)?
                 .ok_or_else(|| Error::corrupt(format!("catalog entry of database {id} missing")))?;
@@ -121,7 +116,7 @@ impl PageStore {
     }
 
     /// The catalog entry of database `id`.
-    pub(crate) fn meta(&self, id: u64) -> Result<DbMeta> {
+    pub(crate) fn meta(&self, id: DbId) -> Result<DbMeta> {
         let key = self.inner.keys.meta(id);
         let v = self
             .inner
@@ -133,8 +128,11 @@ impl PageStore {
     /// The fork chain above a database whose origin is `parent`: (id, cap)
     /// pairs, nearest first. Each ancestor is seen only up to the version
     /// its child was forked at.
-    pub(crate) fn ancestors(&self, mut parent: Option<(u64, u64)>) -> Result<Vec<(u64, u64)>> {
-        let mut out: Vec<(u64, u64)> = Vec::new();
+    pub(crate) fn ancestors(
+        &self,
+        mut parent: Option<(DbId, Version)>,
+    ) -> Result<Vec<(DbId, Version)>> {
+        let mut out: Vec<(DbId, Version)> = Vec::new();
         while let Some((pid, at)) = parent {
             if out.len() > 1_000 || out.iter().any(|(id, _)| *id == pid) {
                 return Err(Error::corrupt("fork chain loops"));
@@ -176,7 +174,7 @@ impl PageStore {
                     .ok_or_else(|| Error::corrupt("catalog key"))?;
                 out.push(DatabaseInfo {
                     name: String::from_utf8_lossy(name).into_owned(),
-                    id: decode_id(&kv.value)?,
+                    id: decode_db_id(&kv.value)?,
                 });
             }
             match chunk.kvs.last() {
@@ -203,7 +201,7 @@ impl PageStore {
             let Some(v) = t.get(&key, false)? else {
                 return Ok(None);
             };
-            let id = decode_id(&v)?;
+            let id = decode_db_id(&v)?;
             t.clear(&key);
             self.drop_id(t, id)?;
             failpoint!("drop::before");
@@ -211,7 +209,7 @@ impl PageStore {
         })?;
         if let Some(id) = dropped {
             inner.cache.forget(id);
-            info!(database = name, id, "dropped database");
+            info!(database = name, id = %id, "dropped database");
         }
         Ok(dropped.is_some())
     }
@@ -219,7 +217,7 @@ impl PageStore {
     /// Removes database `id` (whose name is already gone) in `t`: all its
     /// keys when no fork reads from it, else it is only marked dropped. A
     /// fork's removal may free a dropped origin in turn.
-    pub(crate) fn drop_id(&self, t: &mut dyn crate::kv::KvTxn, id: u64) -> Result<()> {
+    pub(crate) fn drop_id(&self, t: &mut dyn crate::kv::KvTxn, id: DbId) -> Result<()> {
         let keys = &self.inner.keys;
         let meta_key = keys.meta(id);
         let Some(mv) = t.get(&meta_key, false)? else {

@@ -44,6 +44,7 @@ use tracing::{debug, debug_span, info};
 use crate::changelog::{self, after_version, decode_horizon};
 use crate::encoding::{runs, DbMeta, LogRecord, PageValue};
 use crate::error::{Error, Result};
+use crate::ids::{DbId, PageNo};
 use crate::keys::{DbKeys, Token};
 use crate::kv::{
     ConflictKind, KvError, KvTxn, MutationType, RangeOption, ReadRequest, ReadResult, Version,
@@ -67,7 +68,7 @@ pub(crate) struct Plan {
     pub large: bool,
     /// Bytes the commit would write inline (page content and entries).
     pub inline_bytes: usize,
-    pub read_runs: Vec<(u32, u32)>,
+    pub read_runs: Vec<(PageNo, u32)>,
     pub size_conflict: bool,
     pub header: Option<u32>,
     /// The committer's wall time, for the time index.
@@ -76,12 +77,16 @@ pub(crate) struct Plan {
 
 impl Plan {
     fn new(txn: &Transaction) -> Plan {
-        let written: Vec<u32> = txn.writes.keys().copied().collect();
+        let written: Vec<PageNo> = txn.writes.keys().copied().collect();
         let mut absent = Vec::new();
         if let Some(t) = txn.trunc_from {
             let end = txn.base_count.min(u32::MAX as u64 + 1);
-            let w: BTreeSet<u32> = written.iter().copied().collect();
-            absent.extend((t..end).map(|p| p as u32).filter(|p| !w.contains(p)));
+            let w: BTreeSet<PageNo> = written.iter().copied().collect();
+            absent.extend(
+                (t..end)
+                    .map(|p| PageNo::new(p as u32))
+                    .filter(|p| !w.contains(p)),
+            );
         }
         let page_count = (txn.count != txn.base_count).then_some(txn.count);
         let header = match (txn.base_page_size, txn.page_size) {
@@ -131,7 +136,7 @@ impl Plan {
             return;
         }
         for &(first, len) in &self.read_runs {
-            let (b, e) = keys.page_run(first, first + (len - 1));
+            let (b, e) = keys.page_run(first, run_last(first, len));
             t.add_conflict_range(&b, &e, ConflictKind::Read);
         }
         if self.size_conflict {
@@ -156,7 +161,7 @@ impl Plan {
             // write-conflict ranges make concurrent readers of these pages
             // conflict with this commit right now.
             for (first, len) in coalesce(runs(&self.record.changed())) {
-                let (b, e) = keys.page_run(first, first + (len - 1));
+                let (b, e) = keys.page_run(first, run_last(first, len));
                 t.add_conflict_range(&b, &e, ConflictKind::Write);
             }
             t.atomic_op(
@@ -220,14 +225,14 @@ impl Plan {
 }
 
 /// Merges nearby runs until at most [`MAX_CONFLICT_RANGES`] remain.
-fn coalesce(mut runs: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+fn coalesce(mut runs: Vec<(PageNo, u32)>) -> Vec<(PageNo, u32)> {
     let mut gap: u64 = 1;
     while runs.len() > MAX_CONFLICT_RANGES {
-        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(runs.len());
+        let mut merged: Vec<(PageNo, u32)> = Vec::with_capacity(runs.len());
         for (first, len) in runs {
             match merged.last_mut() {
-                Some((pf, pl)) if first as u64 - (*pf as u64 + *pl as u64) <= gap => {
-                    *pl = (first as u64 + len as u64 - *pf as u64) as u32;
+                Some((pf, pl)) if first.index() - (pf.index() + *pl as u64) <= gap => {
+                    *pl = (first.index() + len as u64 - pf.index()) as u32;
                 }
                 _ => merged.push((first, len)),
             }
@@ -236,6 +241,11 @@ fn coalesce(mut runs: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
         gap *= 2;
     }
     runs
+}
+
+/// The last page of a run of `len` (>= 1) pages from `first`.
+fn run_last(first: PageNo, len: u32) -> PageNo {
+    PageNo::new(first.get() + (len - 1))
 }
 
 /// Which path the next attempt takes.
@@ -301,7 +311,7 @@ pub(crate) fn commit_group(
     // change-log records under one key and two versions of its pages (one
     // lost): the VFS refuses a database opened twice in a connection, and
     // the engine refuses such a group too.
-    let mut ids: Vec<u64> = txns.iter().map(|t| t.db.id).collect();
+    let mut ids: Vec<DbId> = txns.iter().map(|t| t.db.id).collect();
     ids.sort_unstable();
     if ids.windows(2).any(|w| w[0] == w[1]) {
         return Err(Error::InvalidGroup(
@@ -512,7 +522,7 @@ fn slow_check(
     let log_from = if probes > PROBES_PER_TXN {
         let mut first_rv = None;
         for (txn, _, _) in members {
-            let pages: Vec<u32> = txn.reads.iter().copied().collect();
+            let pages: Vec<PageNo> = txn.reads.iter().copied().collect();
             for chunk in pages.chunks(PROBES_PER_TXN) {
                 let mut pt = inner.kv.begin()?;
                 let rv = pt.read_version()?;
@@ -571,7 +581,7 @@ fn slow_check(
     match log_from {
         None => {
             for (txn, plan, _) in members {
-                let pages: Vec<u32> = txn.reads.iter().copied().collect();
+                let pages: Vec<PageNo> = txn.reads.iter().copied().collect();
                 probe_pages(t, txn, &pages)?;
                 probe_size(t, txn, plan)?;
             }
@@ -592,7 +602,7 @@ fn slow_check(
 /// newer than the snapshot, as of `t`'s read version. GC never removes the
 /// newest version of a page at or below its horizon, so the answer holds
 /// even for a snapshot older than the horizon.
-fn probe_pages(t: &mut dyn KvTxn, txn: &Transaction, pages: &[u32]) -> Result<()> {
+fn probe_pages(t: &mut dyn KvTxn, txn: &Transaction, pages: &[PageNo]) -> Result<()> {
     if pages.is_empty() || planted!("plant::skip_read_conflicts") {
         return Ok(());
     }
@@ -605,7 +615,7 @@ fn probe_pages(t: &mut dyn KvTxn, txn: &Transaction, pages: &[u32]) -> Result<()
         })
         .collect();
     let res = t.get_batch(&reqs, true)?;
-    let hit: Vec<u32> = pages
+    let hit: Vec<PageNo> = pages
         .iter()
         .zip(res)
         .filter(|(_, r)| matches!(r, ReadResult::Range(r) if !r.kvs.is_empty()))
@@ -651,7 +661,7 @@ fn check_records(
     changed: &[(Versionstamp, LogRecord)],
 ) -> Result<()> {
     for (vs, rec) in changed {
-        let hit: Vec<u32> = rec
+        let hit: Vec<PageNo> = rec
             .changed()
             .into_iter()
             .filter(|p| txn.reads.contains(p))
@@ -783,14 +793,14 @@ mod tests {
 
     #[test]
     fn coalesce_bounds_the_number_of_ranges() {
-        let pages: Vec<u32> = (0..50_000u32).map(|p| p * 3).collect();
+        let pages: Vec<PageNo> = (0..50_000u32).map(|p| PageNo::new(p * 3)).collect();
         let r = coalesce(runs(&pages));
         assert!(r.len() <= MAX_CONFLICT_RANGES);
         // Every page is still covered.
         for p in pages {
             assert!(r
                 .iter()
-                .any(|&(f, l)| p >= f && (p as u64) < f as u64 + l as u64));
+                .any(|&(f, l)| p >= f && p.index() < f.index() + l as u64));
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::changelog::{self, after_version, decode_horizon, Change};
 use crate::encoding::DbMeta;
 use crate::encoding::LogRecord;
 use crate::error::{Error, Result};
+use crate::ids::DbId;
 use crate::keys::DbKeys;
 use crate::kv::{KeyValue, KvTxn, RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
 use crate::store::PageStore;
@@ -25,7 +26,7 @@ const LOG_CATCH_UP_ROWS: usize = 2_000;
 /// ancestor it reads from, capped at the version the fork started from.
 #[derive(Clone, Debug)]
 pub(crate) struct Layer {
-    pub id: u64,
+    pub id: DbId,
     pub keys: DbKeys,
     /// Versions above this are not part of the fork (`u64::MAX` for the
     /// database itself).
@@ -37,7 +38,7 @@ pub(crate) struct Layer {
 pub struct Database {
     pub(crate) store: PageStore,
     pub(crate) name: Arc<str>,
-    pub(crate) id: u64,
+    pub(crate) id: DbId,
     pub(crate) keys: DbKeys,
     /// `layers[0]` is this database; then its fork ancestors, nearest first.
     pub(crate) layers: Arc<[Layer]>,
@@ -56,7 +57,12 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// A database handle; `ancestors` are (id, cap) of the fork chain,
     /// nearest first.
-    pub(crate) fn new(store: PageStore, name: &str, id: u64, ancestors: &[(u64, Version)]) -> Self {
+    pub(crate) fn new(
+        store: PageStore,
+        name: &str,
+        id: DbId,
+        ancestors: &[(DbId, Version)],
+    ) -> Self {
         let keys = store.inner.keys.db(id);
         let mut layers = vec![Layer {
             id,
@@ -85,7 +91,7 @@ impl Database {
     }
 
     /// The database's id.
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> DbId {
         self.id
     }
 
@@ -95,7 +101,7 @@ impl Database {
     }
 
     /// For a fork: the database id and version it was forked from.
-    pub fn fork_origin(&self) -> Option<(u64, Version)> {
+    pub fn fork_origin(&self) -> Option<(DbId, Version)> {
         self.layers.get(1).map(|l| (l.id, l.cap))
     }
 
@@ -521,9 +527,9 @@ const RECENT_LOG_ROWS: usize = 16;
 /// first part, which holds the token and flags, is decoded).
 fn recent_large_token(
     keys: &DbKeys,
-    id: u64,
+    id: DbId,
     rows: Vec<crate::kv::KeyValue>,
-) -> Option<(u64, crate::keys::Token)> {
+) -> Option<(DbId, crate::keys::Token)> {
     rows.into_iter()
         .filter(|kv| matches!(keys.parse_log(&kv.key), Some((_, 0))))
         .find_map(|kv| {

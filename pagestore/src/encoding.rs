@@ -2,6 +2,7 @@
 //! Each starts with a tag or format byte so that the layout can evolve.
 
 use crate::error::{Error, Result};
+use crate::ids::{DbId, PageNo};
 use crate::keys::Token;
 
 /// The value of a page-version key.
@@ -66,9 +67,9 @@ pub struct LogRecord {
     /// (see `D 'm'` in [`crate::keys`]).
     pub large: bool,
     /// Pages written, ascending, without duplicates.
-    pub pages: Vec<u32>,
+    pub pages: Vec<PageNo>,
     /// Pages removed (truncated away), ascending, disjoint from `pages`.
-    pub absent: Vec<u32>,
+    pub absent: Vec<PageNo>,
 }
 
 const LOG_FORMAT: u8 = 1;
@@ -103,7 +104,7 @@ impl LogRecord {
     }
 
     /// Every page the commit changed (written or removed), ascending.
-    pub fn changed(&self) -> Vec<u32> {
+    pub fn changed(&self) -> Vec<PageNo> {
         let mut all = Vec::with_capacity(self.pages.len() + self.absent.len());
         all.extend_from_slice(&self.pages);
         all.extend_from_slice(&self.absent);
@@ -168,18 +169,18 @@ impl LogRecord {
     }
 }
 
-fn put_pages(v: &mut Vec<u8>, pages: &[u32]) {
+fn put_pages(v: &mut Vec<u8>, pages: &[PageNo]) {
     let runs = runs(pages);
     put_varint(v, runs.len() as u64);
     let mut next = 0u64;
     for (first, len) in runs {
-        put_varint(v, first as u64 - next);
+        put_varint(v, first.index() - next);
         put_varint(v, len as u64 - 1);
-        next = first as u64 + len as u64;
+        next = first.index() + len as u64;
     }
 }
 
-fn get_pages(b: &[u8], at: &mut usize) -> Result<Vec<u32>> {
+fn get_pages(b: &[u8], at: &mut usize) -> Result<Vec<PageNo>> {
     let nruns = get_varint(b, at)?;
     let mut pages = Vec::new();
     let mut next = 0u64;
@@ -190,18 +191,18 @@ fn get_pages(b: &[u8], at: &mut usize) -> Result<Vec<u32>> {
         if end > u32::MAX as u64 + 1 || end - first > (b.len() as u64).saturating_mul(1 << 20) {
             return Err(Error::corrupt("change-log record: page out of range"));
         }
-        pages.extend((first..end).map(|p| p as u32));
+        pages.extend((first..end).map(|p| PageNo::new(p as u32)));
         next = end;
     }
     Ok(pages)
 }
 
 /// Splits sorted unique page numbers into (first, length) runs.
-pub fn runs(pages: &[u32]) -> Vec<(u32, u32)> {
-    let mut out: Vec<(u32, u32)> = Vec::new();
+pub fn runs(pages: &[PageNo]) -> Vec<(PageNo, u32)> {
+    let mut out: Vec<(PageNo, u32)> = Vec::new();
     for &p in pages {
         match out.last_mut() {
-            Some((first, len)) if *first as u64 + *len as u64 == p as u64 => *len += 1,
+            Some((first, len)) if first.index() + *len as u64 == p.index() => *len += 1,
             _ => out.push((p, 1)),
         }
     }
@@ -231,6 +232,14 @@ fn get_varint(b: &[u8], at: &mut usize) -> Result<u64> {
     Err(Error::corrupt("varint too long"))
 }
 
+/// A database id as a catalog name entry (`P 01 name`) holds it: 8 bytes,
+/// big-endian.
+pub(crate) fn decode_db_id(v: &[u8]) -> Result<DbId> {
+    v.try_into()
+        .map(DbId::from_be_bytes)
+        .map_err(|_| Error::corrupt("catalog id"))
+}
+
 /// Catalog entry of one database.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DbMeta {
@@ -241,7 +250,7 @@ pub struct DbMeta {
     /// For a fork: the database it was forked from and the version of that
     /// database it starts from (copy-on-write: pages it has not written are
     /// read from the parent as of that version).
-    pub parent: Option<(u64, u64)>,
+    pub parent: Option<(DbId, u64)>,
     /// How long old versions stay readable, in µs; `None`: the default.
     pub retention_micros: Option<u64>,
     /// Dropped, but kept because forks still read from it.
@@ -296,7 +305,7 @@ impl DbMeta {
         };
         let mut at = 10;
         if flags & M_PARENT != 0 {
-            meta.parent = Some((u64_at(at)?, u64_at(at + 8)?));
+            meta.parent = Some((DbId::new(u64_at(at)?), u64_at(at + 8)?));
             at += 16;
         }
         if flags & M_RETENTION != 0 {
@@ -334,7 +343,8 @@ mod tests {
                                   large in any::<bool>()) {
             pages.sort_unstable();
             pages.dedup();
-            let absent = pages.iter().map(|p| p / 2).filter(|p| !pages.contains(p)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let absent = pages.iter().map(|p| PageNo::new(p / 2)).filter(|p| !pages.contains(&p.get())).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let pages = pages.into_iter().map(PageNo::new).collect();
             let rec = LogRecord { token: [3; 16], page_count: count, page_size: Some(4096), large, pages, absent };
             prop_assert_eq!(LogRecord::decode(&rec.encode()).unwrap(), rec);
         }
@@ -357,7 +367,7 @@ mod tests {
         let fork = DbMeta {
             name: "orders-test".into(),
             created_micros: 6,
-            parent: Some((42, 1_000)),
+            parent: Some((DbId::new(42), 1_000)),
             retention_micros: Some(1_000_000),
             dropped: true,
         };
@@ -369,10 +379,11 @@ mod tests {
     #[test]
     fn contiguous_pages_encode_small() {
         let rec = LogRecord {
-            pages: (0..262_144).collect(),
+            pages: (0..262_144).map(PageNo::new).collect(),
             ..Default::default()
         };
         assert!(rec.encode().len() < 64);
-        assert_eq!(runs(&[u32::MAX - 1, u32::MAX]), vec![(u32::MAX - 1, 2)]);
+        let last = [PageNo::new(u32::MAX - 1), PageNo::new(u32::MAX)];
+        assert_eq!(runs(&last), vec![(last[0], 2)]);
     }
 }

@@ -26,6 +26,7 @@ use crate::changelog::decode_horizon;
 use crate::database::Database;
 use crate::encoding::{DbMeta, PageValue};
 use crate::error::{Error, Result};
+use crate::ids::{DbId, PageNo};
 use crate::keys::DbKeys;
 use crate::kv::{RangeOption, Version, Versionstamp};
 use crate::store::PageStore;
@@ -128,7 +129,7 @@ fn unreachable(versions: &[Version], horizon: Option<Version>, pins: &[Version])
     (0..versions.len()).filter(|&i| !keep[i]).collect()
 }
 
-fn gc_one(store: &PageStore, id: u64, meta: &DbMeta, dry_run: bool) -> Result<GcReport> {
+fn gc_one(store: &PageStore, id: DbId, meta: &DbMeta, dry_run: bool) -> Result<GcReport> {
     let inner = &store.inner;
     let keys = inner.keys.db(id);
     let now = inner.opts.clock.now_micros();
@@ -195,7 +196,7 @@ fn gc_one(store: &PageStore, id: u64, meta: &DbMeta, dry_run: bool) -> Result<Gc
 }
 
 /// Versions of `id` that its forks were made at.
-fn fork_pins(store: &PageStore, id: u64) -> Result<Vec<Version>> {
+fn fork_pins(store: &PageStore, id: DbId) -> Result<Vec<Version>> {
     let keys = &store.inner.keys;
     let (b, e) = keys.children(id);
     let kids = store.inner.run("gc-forks", |t| {
@@ -238,7 +239,7 @@ fn collect_pages(
     };
     // Versions of the page being gathered: (key, version, value).
     let mut page: Vec<(Vec<u8>, Version, Vec<u8>)> = Vec::new();
-    let mut current: Option<u32> = None;
+    let mut current: Option<PageNo> = None;
     let mut doomed: Vec<Doomed> = Vec::new();
     loop {
         let chunk = inner.run("gc-scan", |t| {

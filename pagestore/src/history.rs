@@ -17,6 +17,7 @@ use tracing::info;
 use crate::database::Database;
 use crate::encoding::DbMeta;
 use crate::error::{Error, Result};
+use crate::ids::PageNo;
 use crate::kv::{RangeOption, ReadRequest, ReadResult, Version};
 use crate::store::PageStore;
 use crate::txn::Committed;
@@ -114,7 +115,7 @@ impl Database {
                 )));
             }
         }
-        let changed: BTreeSet<u32> = self
+        let changed: BTreeSet<PageNo> = self
             .changes_between(version, txn.snapshot())?
             .into_iter()
             .flat_map(|c| c.record.changed())
@@ -122,7 +123,7 @@ impl Database {
         let mut old = self.begin_at(version)?;
         let old_count = old.page_count();
         let page_size = old.page_size().or(txn.page_size());
-        let changed: Vec<u32> = changed.into_iter().collect();
+        let changed: Vec<PageNo> = changed.into_iter().collect();
         for chunk in changed.chunks(RESTORE_BATCH) {
             old.prefetch(chunk)?;
             txn.prefetch(chunk)?;
@@ -130,7 +131,7 @@ impl Database {
                 // Reading puts the page in the read set: a concurrent
                 // commit to it makes this restore conflict.
                 txn.read_page(p)?;
-                if p as u64 >= old_count {
+                if p.index() >= old_count {
                     continue;
                 }
                 match (old.read_page(p)?, page_size) {

@@ -28,6 +28,7 @@
 //! [`PageValue`]: crate::encoding::PageValue
 //! [`LogRecord`]: crate::encoding::LogRecord
 
+use crate::ids::{DbId, PageNo};
 use crate::kv::{strinc, Version, Versionstamp, INCOMPLETE_VERSIONSTAMP};
 
 const CATALOG_NAME: u8 = 0x01;
@@ -94,30 +95,30 @@ impl Keyspace {
     }
 
     /// `P 02 id`.
-    pub fn meta(&self, id: u64) -> Vec<u8> {
+    pub fn meta(&self, id: DbId) -> Vec<u8> {
         self.with(CATALOG_META, &id.to_be_bytes())
     }
 
     /// `P 04 parent child`: `child` is a fork of `parent`.
-    pub fn child(&self, parent: u64, child: u64) -> Vec<u8> {
+    pub fn child(&self, parent: DbId, child: DbId) -> Vec<u8> {
         let mut rest = parent.to_be_bytes().to_vec();
         rest.extend_from_slice(&child.to_be_bytes());
         self.with(CHILDREN, &rest)
     }
 
     /// All forks of `parent`.
-    pub fn children(&self, parent: u64) -> (Vec<u8>, Vec<u8>) {
+    pub fn children(&self, parent: DbId) -> (Vec<u8>, Vec<u8>) {
         let b = self.with(CHILDREN, &parent.to_be_bytes());
         let e = strinc(&b).unwrap_or_else(|| vec![0xff]);
         (b, e)
     }
 
     /// The child id of a `P 04` key.
-    pub fn parse_child(&self, key: &[u8]) -> Option<u64> {
+    pub fn parse_child(&self, key: &[u8]) -> Option<DbId> {
         let rest = key
             .strip_prefix(self.prefix.as_slice())?
             .strip_prefix(&[CHILDREN])?;
-        Some(u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?))
+        Some(DbId::from_be_bytes(rest.get(8..16)?.try_into().ok()?))
     }
 
     /// All catalog entries (`P 02`), for GC's scan of databases.
@@ -126,15 +127,15 @@ impl Keyspace {
     }
 
     /// The id of a `P 02` key.
-    pub fn parse_meta(&self, key: &[u8]) -> Option<u64> {
+    pub fn parse_meta(&self, key: &[u8]) -> Option<DbId> {
         let rest = key
             .strip_prefix(self.prefix.as_slice())?
             .strip_prefix(&[CATALOG_META])?;
-        Some(u64::from_be_bytes(rest.try_into().ok()?))
+        Some(DbId::from_be_bytes(rest.try_into().ok()?))
     }
 
     /// The subspace of one database.
-    pub fn db(&self, id: u64) -> DbKeys {
+    pub fn db(&self, id: DbId) -> DbKeys {
         DbKeys {
             prefix: self.with(DATABASE, &id.to_be_bytes()),
         }
@@ -183,53 +184,53 @@ impl DbKeys {
     }
 
     /// `D 'p' pgno`: every version of one page.
-    pub fn page_prefix(&self, pgno: u32) -> Vec<u8> {
-        self.with(PAGE, &[&pgno.to_be_bytes()])
+    pub fn page_prefix(&self, pgno: PageNo) -> Vec<u8> {
+        self.with(PAGE, &[&pgno.get().to_be_bytes()])
     }
 
     /// `D 'p' pgno vs`.
-    pub fn page(&self, pgno: u32, vs: &Versionstamp) -> Vec<u8> {
-        self.with(PAGE, &[&pgno.to_be_bytes(), &vs.0])
+    pub fn page(&self, pgno: PageNo, vs: &Versionstamp) -> Vec<u8> {
+        self.with(PAGE, &[&pgno.get().to_be_bytes(), &vs.0])
     }
 
     /// Versions of `pgno` visible at snapshot `v`: `[D 'p' pgno, D 'p' pgno (v+1))`.
-    pub fn page_at(&self, pgno: u32, v: Version) -> (Vec<u8>, Vec<u8>) {
+    pub fn page_at(&self, pgno: PageNo, v: Version) -> (Vec<u8>, Vec<u8>) {
         let end = Versionstamp::at_version(v.saturating_add(1));
         (self.page_prefix(pgno), self.page(pgno, &end))
     }
 
     /// Versions of `pgno` committed after snapshot `v`.
-    pub fn page_after(&self, pgno: u32, v: Version) -> (Vec<u8>, Vec<u8>) {
+    pub fn page_after(&self, pgno: PageNo, v: Version) -> (Vec<u8>, Vec<u8>) {
         let begin = Versionstamp::at_version(v.saturating_add(1));
         (self.page(pgno, &begin), self.pages_end(pgno))
     }
 
     /// All versions of pages `first..=last`: the conflict range of a run.
-    pub fn page_run(&self, first: u32, last: u32) -> (Vec<u8>, Vec<u8>) {
+    pub fn page_run(&self, first: PageNo, last: PageNo) -> (Vec<u8>, Vec<u8>) {
         (self.page_prefix(first), self.pages_end(last))
     }
 
-    fn pages_end(&self, last: u32) -> Vec<u8> {
-        match last.checked_add(1) {
+    fn pages_end(&self, last: PageNo) -> Vec<u8> {
+        match last.next() {
             Some(next) => self.page_prefix(next),
             None => self.with(PAGE + 1, &[]),
         }
     }
 
     /// `D 'p' pgno <placeholder>` for `SetVersionstampedKey`.
-    pub fn page_stamped(&self, pgno: u32) -> Vec<u8> {
-        self.stamped(PAGE, &[&pgno.to_be_bytes()], &[])
+    pub fn page_stamped(&self, pgno: PageNo) -> Vec<u8> {
+        self.stamped(PAGE, &[&pgno.get().to_be_bytes()], &[])
     }
 
     /// Splits a page key into (pgno, vs).
-    pub fn parse_page(&self, key: &[u8]) -> Option<(u32, Versionstamp)> {
+    pub fn parse_page(&self, key: &[u8]) -> Option<(PageNo, Versionstamp)> {
         let rest = key
             .strip_prefix(self.prefix.as_slice())?
             .strip_prefix(&[PAGE])?;
         if rest.len() != 14 {
             return None;
         }
-        let pgno = u32::from_be_bytes(rest[..4].try_into().ok()?);
+        let pgno = PageNo::new(u32::from_be_bytes(rest[..4].try_into().ok()?));
         Some((pgno, Versionstamp::from_slice(&rest[4..])?))
     }
 
@@ -298,8 +299,8 @@ impl DbKeys {
     }
 
     /// `D 'b' token pgno`.
-    pub fn blob(&self, token: &Token, pgno: u32) -> Vec<u8> {
-        self.with(BLOB, &[token, &pgno.to_be_bytes()])
+    pub fn blob(&self, token: &Token, pgno: PageNo) -> Vec<u8> {
+        self.with(BLOB, &[token, &pgno.get().to_be_bytes()])
     }
 
     /// All content uploaded under `token`.
@@ -438,32 +439,36 @@ mod tests {
 
     #[test]
     fn page_keys_sort_by_page_then_version() {
-        let d = Keyspace::new(b"t".to_vec()).db(7);
-        let a = d.page(1, &Versionstamp::new(10, 0));
-        let b = d.page(1, &Versionstamp::new(11, 0));
-        let c = d.page(2, &Versionstamp::new(1, 0));
+        let d = Keyspace::new(b"t".to_vec()).db(DbId::new(7));
+        let a = d.page(PageNo::new(1), &Versionstamp::new(10, 0));
+        let b = d.page(PageNo::new(1), &Versionstamp::new(11, 0));
+        let c = d.page(PageNo::new(2), &Versionstamp::new(1, 0));
         assert!(a < b && b < c);
-        let (lo, hi) = d.page_at(1, 10);
+        let (lo, hi) = d.page_at(PageNo::new(1), 10);
         assert!(lo <= a && a < hi && b >= hi);
-        let (lo, hi) = d.page_after(1, 10);
+        let (lo, hi) = d.page_after(PageNo::new(1), 10);
         assert!(a < lo && lo <= b && b < hi && c >= hi);
-        assert_eq!(d.parse_page(&b), Some((1, Versionstamp::new(11, 0))));
+        assert_eq!(
+            d.parse_page(&b),
+            Some((PageNo::new(1), Versionstamp::new(11, 0)))
+        );
     }
 
     #[test]
     fn last_page_number_has_an_end() {
-        let d = Keyspace::new(b"t".to_vec()).db(7);
-        let (lo, hi) = d.page_run(u32::MAX, u32::MAX);
-        let k = d.page(u32::MAX, &Versionstamp::new(1, 0));
+        let d = Keyspace::new(b"t".to_vec()).db(DbId::new(7));
+        let max = PageNo::new(u32::MAX);
+        let (lo, hi) = d.page_run(max, max);
+        let k = d.page(max, &Versionstamp::new(1, 0));
         assert!(lo <= k && k < hi);
     }
 
     #[test]
     fn stamped_keys_carry_the_placeholder_offset() {
-        let d = Keyspace::new(b"t".to_vec()).db(7);
-        let k = d.page_stamped(3);
+        let d = Keyspace::new(b"t".to_vec()).db(DbId::new(7));
+        let k = d.page_stamped(PageNo::new(3));
         let off = u32::from_le_bytes(k[k.len() - 4..].try_into().unwrap()) as usize;
         assert_eq!(&k[off..off + 10], &INCOMPLETE_VERSIONSTAMP);
-        assert_eq!(&k[..off], d.page_prefix(3).as_slice());
+        assert_eq!(&k[..off], d.page_prefix(PageNo::new(3)).as_slice());
     }
 }

@@ -6,7 +6,7 @@
 use tracing::info;
 
 use crate::database::{decode_u64, Database};
-use crate::encoding::DbMeta;
+use crate::encoding::{decode_db_id, DbMeta};
 use crate::error::{Error, Result};
 use crate::keys::Token;
 use crate::kv::RangeOption;
@@ -16,12 +16,6 @@ use crate::store::PageStore;
 /// upload uses (upload tokens are random). When stale, upload sweeps and GC
 /// remove it like an abandoned upload's marker; it has no content.
 const HEARTBEAT_TOKEN: Token = [0xff; 16];
-
-fn decode_id(v: &[u8]) -> Result<u64> {
-    v.try_into()
-        .map(u64::from_be_bytes)
-        .map_err(|_| Error::corrupt("catalog id"))
-}
 
 impl PageStore {
     /// Renames database `from` to `to` in one store transaction: the name
@@ -50,7 +44,7 @@ impl PageStore {
         let meta_key = inner.keys.meta(id);
         let replaced = inner.run("rename", |t| {
             match t.get(&from_key, false)? {
-                Some(v) if decode_id(&v)? == id => {}
+                Some(v) if decode_db_id(&v)? == id => {}
                 Some(_) => {
                     return Err(Error::Other(format!(
                         "database {from:?} was replaced while being renamed; try again"
@@ -60,7 +54,7 @@ impl PageStore {
                     // After commit_unknown_result our first attempt may
                     // have landed.
                     return match t.get(&to_key, false)? {
-                        Some(v) if decode_id(&v)? == id => Ok(None),
+                        Some(v) if decode_db_id(&v)? == id => Ok(None),
                         _ => Err(Error::NotFound(from.to_string())),
                     };
                 }
@@ -70,7 +64,7 @@ impl PageStore {
                 if !replace {
                     return Err(Error::AlreadyExists(to.to_string()));
                 }
-                let old = decode_id(&old)?;
+                let old = decode_db_id(&old)?;
                 self.drop_id(t, old)?;
                 replaced = Some(old);
             }
@@ -88,7 +82,7 @@ impl PageStore {
         if let Some(old) = replaced {
             inner.cache.forget(old);
         }
-        info!(from, to, id, replaced = ?replaced, "renamed database");
+        info!(from, to, id = id.get(), replaced = ?replaced, "renamed database");
         self.open(to)
     }
 }
@@ -129,7 +123,7 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use crate::kv::embedded::{EmbeddedKv, EmbeddedOptions};
-    use crate::{Error, PageStore, StoreOptions};
+    use crate::{Error, PageNo, PageStore, StoreOptions};
 
     fn store() -> PageStore {
         let kv = EmbeddedKv::open(EmbeddedOptions::in_memory()).unwrap();
@@ -138,12 +132,12 @@ mod tests {
 
     fn page(db: &crate::Database) -> u8 {
         let mut t = db.begin().unwrap();
-        t.read_page(0).unwrap().unwrap()[0]
+        t.read_page(PageNo::new(0)).unwrap().unwrap()[0]
     }
 
     fn write(db: &crate::Database, b: u8) {
         let mut t = db.begin().unwrap();
-        t.write_page(0, &[b; 512]).unwrap();
+        t.write_page(PageNo::new(0), &[b; 512]).unwrap();
         t.commit().unwrap();
     }
 

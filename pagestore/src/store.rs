@@ -135,17 +135,17 @@ pub(crate) struct Inner {
 /// Versioned page storage; cheap to clone and share between threads.
 ///
 /// ```
-/// use pagestore::{PageStore, StoreOptions};
+/// use pagestore::{PageNo, PageStore, StoreOptions};
 /// use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
 /// # fn main() -> pagestore::Result<()> {
 /// let kv = EmbeddedKv::open(EmbeddedOptions::in_memory())?;
 /// let store = PageStore::new(kv, StoreOptions::default());
 /// let db = store.create("orders")?;
 /// let mut txn = db.begin()?;
-/// txn.write_page(0, &[7u8; 4096])?;
+/// txn.write_page(PageNo::FIRST, &[7u8; 4096])?;
 /// txn.commit()?;
 /// let mut txn = db.begin()?;
-/// assert_eq!(txn.read_page(0)?.unwrap()[0], 7);
+/// assert_eq!(txn.read_page(PageNo::FIRST)?.unwrap()[0], 7);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

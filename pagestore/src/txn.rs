@@ -11,6 +11,7 @@ use crate::commit;
 use crate::database::Database;
 use crate::encoding::PageValue;
 use crate::error::{Error, Result};
+use crate::ids::{DbId, PageNo};
 use crate::keys::Token;
 use crate::kv::{KvTxn, RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
 use crate::retry::{self, Backoff, Failed, Pause};
@@ -21,7 +22,7 @@ use crate::upload;
 pub(crate) const READ_VERSION_REUSE: Duration = Duration::from_millis(4_000);
 
 /// A page version and the database (layer) that holds it.
-type Owned = (u64, Versionstamp);
+type Owned = (DbId, Versionstamp);
 
 /// A page written by the transaction.
 #[derive(Clone, Debug)]
@@ -58,10 +59,10 @@ pub struct Transaction {
     pub(crate) base_page_size: Option<u32>,
     pub(crate) page_size: Option<u32>,
     /// Pages read from the snapshot (not own writes): the read set.
-    pub(crate) reads: BTreeSet<u32>,
+    pub(crate) reads: BTreeSet<PageNo>,
     /// The page count was observed (reads past the end, `page_count()`).
     pub(crate) size_read: bool,
-    pub(crate) writes: BTreeMap<u32, Dirty>,
+    pub(crate) writes: BTreeMap<PageNo, Dirty>,
     /// Lowest page count set by `truncate`; pages from there up to the
     /// snapshot's count that are not rewritten become absent.
     pub(crate) trunc_from: Option<u64>,
@@ -146,23 +147,23 @@ impl Transaction {
     }
 
     /// Pages read from the snapshot so far.
-    pub fn read_set(&self) -> &BTreeSet<u32> {
+    pub fn read_set(&self) -> &BTreeSet<PageNo> {
         &self.reads
     }
 
     /// Reads page `pgno`: `None` when it does not exist (never written,
     /// past the end, or truncated away).
-    pub fn read_page(&mut self, pgno: u32) -> Result<Option<Arc<[u8]>>> {
+    pub fn read_page(&mut self, pgno: PageNo) -> Result<Option<Arc<[u8]>>> {
         match self.writes.get(&pgno) {
             Some(Dirty::Mem(d)) => return Ok(Some(d.clone())),
             Some(Dirty::Uploaded) => return self.read_uploaded(pgno).map(Some),
             None => {}
         }
-        if pgno as u64 >= self.count {
+        if pgno.index() >= self.count {
             self.size_read = true;
             return Ok(None);
         }
-        if matches!(self.trunc_from, Some(t) if pgno as u64 >= t) {
+        if matches!(self.trunc_from, Some(t) if pgno.index() >= t) {
             return Ok(None);
         }
         self.reads.insert(pgno);
@@ -172,12 +173,12 @@ impl Transaction {
 
     /// Loads pages into the cache ahead of use (one store round trip for
     /// those not cached) without adding them to the read set.
-    pub fn prefetch(&mut self, pgnos: &[u32]) -> Result<()> {
-        let want: Vec<u32> = pgnos
+    pub fn prefetch(&mut self, pgnos: &[PageNo]) -> Result<()> {
+        let want: Vec<PageNo> = pgnos
             .iter()
             .copied()
-            .filter(|p| !self.writes.contains_key(p) && (*p as u64) < self.count)
-            .filter(|p| !matches!(self.trunc_from, Some(t) if *p as u64 >= t))
+            .filter(|p| !self.writes.contains_key(p) && p.index() < self.count)
+            .filter(|p| !matches!(self.trunc_from, Some(t) if p.index() >= t))
             .collect();
         self.snapshot_pages(&want).map(|_| ())
     }
@@ -187,13 +188,13 @@ impl Transaction {
     /// fork, each page is looked up in every layer at once (the fork, then
     /// its ancestors as of the fork versions): the nearest layer holding a
     /// version wins.
-    fn snapshot_pages(&mut self, pgnos: &[u32]) -> Result<Vec<Option<Arc<[u8]>>>> {
+    fn snapshot_pages(&mut self, pgnos: &[PageNo]) -> Result<Vec<Option<Arc<[u8]>>>> {
         let inner = self.db.store.inner.clone();
         let (id, snap) = (self.db.id, self.snapshot);
         let layers = self.db.layers.clone();
         let mut out: Vec<Option<Arc<[u8]>>> = vec![None; pgnos.len()];
         // (index in out, pgno, known (owner, version) if any)
-        let mut missing: Vec<(usize, u32, Option<Owned>)> = Vec::new();
+        let mut missing: Vec<(usize, PageNo, Option<Owned>)> = Vec::new();
         let guess;
         {
             let view = inner.cache.view(id);
@@ -226,7 +227,7 @@ impl Transaction {
         inner.cache.miss(missing.len() as u64);
         let span = debug_span!("read_pages", database = %self.db.name, version = snap, pages = missing.len());
         let _g = span.enter();
-        let layer_keys = |owner: u64| layers.iter().find(|l| l.id == owner).map(|l| &l.keys);
+        let layer_keys = |owner: DbId| layers.iter().find(|l| l.id == owner).map(|l| &l.keys);
         // The GC horizon rides along: a snapshot older than it may be
         // missing versions, which must be an error, not wrong pages.
         let mut requests: Vec<ReadRequest> = vec![ReadRequest::Get(self.db.keys.horizon())];
@@ -266,7 +267,7 @@ impl Transaction {
         };
         self.db.check_horizon(snap, horizon, self.read_only)?;
         // (index, pgno, (owner, version) found, value)
-        let mut found: Vec<(usize, u32, Option<Owned>, Option<PageValue>)> = Vec::new();
+        let mut found: Vec<(usize, PageNo, Option<Owned>, Option<PageValue>)> = Vec::new();
         for &(i, p, known) in &missing {
             match known {
                 Some(k) => match answers.next() {
@@ -364,7 +365,7 @@ impl Transaction {
         Ok(out)
     }
 
-    fn read_uploaded(&mut self, pgno: u32) -> Result<Arc<[u8]>> {
+    fn read_uploaded(&mut self, pgno: PageNo) -> Result<Arc<[u8]>> {
         let key = self.db.keys.blob(&self.token, pgno);
         if let Some(b) = self.with_reader(|t| t.get(&key, true))? {
             return Ok(Arc::from(b));
@@ -422,7 +423,7 @@ impl Transaction {
 
     /// Writes page `pgno`. All pages of a database have one size: a power of
     /// two in 512..=65536, fixed by the first write.
-    pub fn write_page(&mut self, pgno: u32, data: &[u8]) -> Result<()> {
+    pub fn write_page(&mut self, pgno: PageNo, data: &[u8]) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly(format!(
                 "database {:?} is open at version {}",
@@ -448,8 +449,8 @@ impl Transaction {
             self.mem_bytes -= old.len();
         }
         self.mem_bytes += data.len();
-        if pgno as u64 >= self.count {
-            self.count = pgno as u64 + 1;
+        if pgno.index() >= self.count {
+            self.count = pgno.index() + 1;
         }
         if self.mem_bytes > self.db.store.inner.opts.spill_bytes {
             upload::spill(self)?;
@@ -466,9 +467,10 @@ impl Transaction {
             )));
         }
         if count < self.count {
-            let cut: Vec<u32> = self
+            // count < self.count <= 2^32 here, so it is a page number.
+            let cut: Vec<PageNo> = self
                 .writes
-                .range(count.min(u32::MAX as u64 + 1) as u32..)
+                .range(PageNo::new(count.min(u32::MAX as u64) as u32)..)
                 .map(|(p, _)| *p)
                 .collect();
             for p in cut {
@@ -524,15 +526,15 @@ impl Transaction {
 /// writes take no part (they need no commit).
 ///
 /// ```
-/// # use pagestore::{PageStore, StoreOptions, commit_group};
+/// # use pagestore::{PageNo, PageStore, StoreOptions, commit_group};
 /// # use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
 /// # fn main() -> pagestore::Result<()> {
 /// # let store = PageStore::new(EmbeddedKv::open(EmbeddedOptions::in_memory())?, StoreOptions::default());
 /// let (a, b) = (store.create("a")?, store.create("b")?);
 /// let mut ta = a.begin()?;
 /// let mut tb = b.begin_sibling(&ta)?; // same snapshot
-/// ta.write_page(0, &[1u8; 512])?;
-/// tb.write_page(0, &[2u8; 512])?;
+/// ta.write_page(PageNo::FIRST, &[1u8; 512])?;
+/// tb.write_page(PageNo::FIRST, &[2u8; 512])?;
 /// let c = commit_group(vec![ta, tb])?;
 /// assert!(c.versionstamp.is_some());
 /// # Ok(()) }

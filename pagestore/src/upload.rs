@@ -22,6 +22,7 @@ use tracing::{debug, info};
 use crate::database::{decode_u64, Database};
 use crate::encoding::{LogRecord, PageValue};
 use crate::error::{Error, Result};
+use crate::ids::PageNo;
 use crate::keys::Token;
 use crate::kv::{RangeOption, Versionstamp};
 use crate::txn::{Dirty, Transaction};
@@ -42,7 +43,7 @@ pub(crate) fn upload_all(txn: &mut Transaction) -> Result<()> {
     let inner = txn.db.store.inner.clone();
     let keys = txn.db.keys.clone();
     let chunk_bytes = inner.opts.chunk_bytes;
-    let pending: Vec<u32> = txn
+    let pending: Vec<PageNo> = txn
         .writes
         .iter()
         .filter(|(_, d)| matches!(d, Dirty::Mem(_)))
@@ -101,7 +102,7 @@ pub(crate) fn materialize(
     let keys = &db.keys;
     let uploaded = PageValue::Uploaded(*token).encode();
     let absent = PageValue::Absent.encode();
-    let entries: Vec<(u32, &[u8])> = rec
+    let entries: Vec<(PageNo, &[u8])> = rec
         .pages
         .iter()
         .map(|&p| (p, uploaded.as_slice()))

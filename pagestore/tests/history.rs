@@ -2,6 +2,7 @@
 
 mod common;
 
+use pagestore::PageNo;
 use std::time::Duration;
 
 use common::keys::count_keys;
@@ -13,19 +14,19 @@ use rand::{RngExt, SeedableRng};
 fn write(db: &Database, pages: &[(u32, u64)]) -> u64 {
     let mut t = db.begin().unwrap();
     for &(p, v) in pages {
-        t.write_page(p, &page(v)).unwrap();
+        t.write_page(PageNo::new(p), &page(v)).unwrap();
     }
     t.commit().unwrap().version
 }
 
 fn read(db: &Database, p: u32) -> Option<u64> {
-    db.begin().unwrap().read_page(p).unwrap().map(|b| value(&b))
+    db.begin().unwrap().read_page(PageNo::new(p)).unwrap().map(|b| value(&b))
 }
 
 fn read_at(db: &Database, v: u64, p: u32) -> Option<u64> {
     db.begin_at(v)
         .unwrap()
-        .read_page(p)
+        .read_page(PageNo::new(p))
         .unwrap()
         .map(|b| value(&b))
 }
@@ -50,16 +51,16 @@ fn time_travel_answers_exact_contents_at_past_times() {
         let mut old = db.begin_at(v).unwrap();
         let n = k as u64 + 1;
         assert_eq!(
-            value(&old.read_page(0).unwrap().unwrap()),
+            value(&old.read_page(PageNo::new(0)).unwrap().unwrap()),
             n,
             "at commit {n}"
         );
         for slot in 1..=5u32 {
             let expect = (1..=n).rev().find(|i| (i % 5 + 1) as u32 == slot);
-            assert_eq!(old.read_page(slot).unwrap().map(|b| value(&b)), expect);
+            assert_eq!(old.read_page(PageNo::new(slot)).unwrap().map(|b| value(&b)), expect);
         }
         assert!(
-            old.write_page(0, &page(0)).is_err(),
+            old.write_page(PageNo::new(0), &page(0)).is_err(),
             "time travel is read-only"
         );
     }
@@ -179,9 +180,9 @@ fn restore_conflicts_with_a_concurrent_writer() {
     let v1 = write(&db, &[(0, 1)]);
     write(&db, &[(0, 2)]);
     let mut w = db.begin().unwrap();
-    let x = value(&w.read_page(0).unwrap().unwrap());
+    let x = value(&w.read_page(PageNo::new(0)).unwrap().unwrap());
     db.restore_to(v1).unwrap();
-    w.write_page(0, &page(x + 10)).unwrap();
+    w.write_page(PageNo::new(0), &page(x + 10)).unwrap();
     assert!(w.commit().unwrap_err().is_conflict());
     assert_eq!(read(&db, 0), Some(1));
 }
@@ -244,11 +245,11 @@ fn gc_runs_concurrently_with_writers_without_visible_change() {
             let mut done = 0u64;
             while done < 200 {
                 let mut t = db.begin().unwrap();
-                let a = value(&t.read_page(0).unwrap().unwrap());
-                let b = value(&t.read_page(1).unwrap().unwrap());
+                let a = value(&t.read_page(PageNo::new(0)).unwrap().unwrap());
+                let b = value(&t.read_page(PageNo::new(1)).unwrap().unwrap());
                 assert_eq!(a, b, "a transaction saw a torn state");
-                t.write_page(0, &page(a + 1)).unwrap();
-                t.write_page(1, &page(b + 1)).unwrap();
+                t.write_page(PageNo::new(0), &page(a + 1)).unwrap();
+                t.write_page(PageNo::new(1), &page(b + 1)).unwrap();
                 match t.commit() {
                     Ok(_) => done += 1,
                     Err(err) if err.is_retryable() => {}

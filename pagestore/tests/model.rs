@@ -6,6 +6,7 @@
 
 mod common;
 
+use pagestore::PageNo;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -33,7 +34,7 @@ fn run(seed: u64, conflict_p: f64, unknown_p: f64, latency_us: u64, threads: u64
     let db = e.store.create("model").unwrap();
     let mut t = db.begin().unwrap();
     for p in 0..PAGES {
-        t.write_page(p, &page(0)).unwrap();
+        t.write_page(PageNo::new(p), &page(0)).unwrap();
     }
     t.commit().unwrap();
     e.set_faults(Faults {
@@ -56,13 +57,13 @@ fn run(seed: u64, conflict_p: f64, unknown_p: f64, latency_us: u64, threads: u64
                     let mut reads = Vec::new();
                     for _ in 0..rng.random_range(0..4) {
                         let p = rng.random_range(0..PAGES);
-                        let v = value(&t.read_page(p).unwrap().unwrap());
+                        let v = value(&t.read_page(PageNo::new(p)).unwrap().unwrap());
                         reads.push((p, v));
                     }
                     let mut writes = Vec::new();
                     for _ in 0..rng.random_range(0..3) {
                         let p = rng.random_range(0..PAGES);
-                        t.write_page(p, &page(id)).unwrap();
+                        t.write_page(PageNo::new(p), &page(id)).unwrap();
                         writes.retain(|(q, _)| *q != p);
                         writes.push((p, id));
                     }
@@ -117,7 +118,7 @@ fn run(seed: u64, conflict_p: f64, unknown_p: f64, latency_us: u64, threads: u64
     let mut t = db.begin().unwrap();
     for p in 0..PAGES {
         assert_eq!(
-            value(&t.read_page(p).unwrap().unwrap()),
+            value(&t.read_page(PageNo::new(p)).unwrap().unwrap()),
             state[&p],
             "page {p}"
         );

@@ -3,6 +3,7 @@
 
 mod common;
 
+use pagestore::PageNo;
 use std::collections::HashSet;
 
 use common::{env, env_with, page, value, PAGE};
@@ -16,11 +17,11 @@ fn pages_round_trip_and_keep_versions() {
     let db = e.store.create("a").unwrap();
     let mut t = db.begin().unwrap();
     assert_eq!(t.page_count(), 0);
-    assert!(t.read_page(0).unwrap().is_none());
-    t.write_page(0, &page(1)).unwrap();
-    t.write_page(5, &page(5)).unwrap();
+    assert!(t.read_page(PageNo::new(0)).unwrap().is_none());
+    t.write_page(PageNo::new(0), &page(1)).unwrap();
+    t.write_page(PageNo::new(5), &page(5)).unwrap();
     assert_eq!(
-        value(&t.read_page(0).unwrap().unwrap()),
+        value(&t.read_page(PageNo::new(0)).unwrap().unwrap()),
         1,
         "read your writes"
     );
@@ -29,25 +30,31 @@ fn pages_round_trip_and_keep_versions() {
     let mut t = db.begin().unwrap();
     assert_eq!(t.page_count(), 6);
     assert_eq!(t.page_size(), Some(PAGE as u32));
-    assert!(t.read_page(3).unwrap().is_none(), "a hole reads as absent");
-    t.write_page(0, &page(2)).unwrap();
+    assert!(
+        t.read_page(PageNo::new(3)).unwrap().is_none(),
+        "a hole reads as absent"
+    );
+    t.write_page(PageNo::new(0), &page(2)).unwrap();
     let v2 = t.commit().unwrap().version;
     assert!(v2 > v1);
 
     let mut old = db.begin_at(v1).unwrap();
-    assert_eq!(value(&old.read_page(0).unwrap().unwrap()), 1);
+    assert_eq!(value(&old.read_page(PageNo::new(0)).unwrap().unwrap()), 1);
     assert!(
-        old.write_page(0, &page(9)).is_err(),
+        old.write_page(PageNo::new(0), &page(9)).is_err(),
         "time travel is read-only"
     );
     let mut new = db.begin().unwrap();
-    assert_eq!(value(&new.read_page(0).unwrap().unwrap()), 2);
-    assert_eq!(value(&new.read_page(5).unwrap().unwrap()), 5);
+    assert_eq!(value(&new.read_page(PageNo::new(0)).unwrap().unwrap()), 2);
+    assert_eq!(value(&new.read_page(PageNo::new(5)).unwrap().unwrap()), 5);
 
     let changes = db.changes_between(0, v2).unwrap();
     assert_eq!(changes.len(), 2);
-    assert_eq!(changes[0].record.pages, vec![0, 5]);
-    assert_eq!(changes[1].record.pages, vec![0]);
+    assert_eq!(
+        changes[0].record.pages,
+        vec![PageNo::new(0), PageNo::new(5)]
+    );
+    assert_eq!(changes[1].record.pages, vec![PageNo::new(0)]);
 }
 
 #[test]
@@ -56,19 +63,20 @@ fn page_size_is_fixed_and_validated() {
     let db = e.store.create("ps").unwrap();
     let mut t = db.begin().unwrap();
     assert!(matches!(
-        t.write_page(0, &[0u8; 1000]),
+        t.write_page(PageNo::new(0), &[0u8; 1000]),
         Err(Error::PageSize { .. })
     ));
-    t.write_page(0, &vec![1u8; 65536]).unwrap();
-    assert!(t.write_page(1, &[0u8; 512]).is_err());
+    t.write_page(PageNo::new(0), &vec![1u8; 65536]).unwrap();
+    assert!(t.write_page(PageNo::new(1), &[0u8; 512]).is_err());
     t.commit().unwrap();
     let mut t = db.begin().unwrap();
-    assert!(t.write_page(1, &[0u8; 4096]).is_err());
-    t.write_page(u32::MAX, &vec![2u8; 65536]).unwrap();
+    assert!(t.write_page(PageNo::new(1), &[0u8; 4096]).is_err());
+    t.write_page(PageNo::new(u32::MAX), &vec![2u8; 65536])
+        .unwrap();
     t.commit().unwrap();
     let mut t = db.begin().unwrap();
     assert_eq!(t.page_count(), u32::MAX as u64 + 1);
-    assert_eq!(t.read_page(u32::MAX).unwrap().unwrap()[0], 2);
+    assert_eq!(t.read_page(PageNo::new(u32::MAX)).unwrap().unwrap()[0], 2);
 }
 
 #[test]
@@ -77,35 +85,35 @@ fn conflicts_are_page_level() {
     let db = e.store.create("c").unwrap();
     let mut t = db.begin().unwrap();
     for p in 0..4 {
-        t.write_page(p, &page(0)).unwrap();
+        t.write_page(PageNo::new(p), &page(0)).unwrap();
     }
     t.commit().unwrap();
 
     // Different pages read and written: both commit.
     let mut a = db.begin().unwrap();
     let mut b = db.begin().unwrap();
-    a.read_page(1).unwrap();
-    a.write_page(1, &page(10)).unwrap();
-    b.read_page(2).unwrap();
-    b.write_page(2, &page(20)).unwrap();
+    a.read_page(PageNo::new(1)).unwrap();
+    a.write_page(PageNo::new(1), &page(10)).unwrap();
+    b.read_page(PageNo::new(2)).unwrap();
+    b.write_page(PageNo::new(2), &page(20)).unwrap();
     a.commit().unwrap();
     b.commit().unwrap();
 
     // Same page read and written: the second fails, writing nothing.
     let mut a = db.begin().unwrap();
     let mut b = db.begin().unwrap();
-    let va = value(&a.read_page(3).unwrap().unwrap());
-    let vb = value(&b.read_page(3).unwrap().unwrap());
-    a.write_page(3, &page(va + 1)).unwrap();
-    b.write_page(3, &page(vb + 1)).unwrap();
-    b.write_page(0, &page(99)).unwrap();
+    let va = value(&a.read_page(PageNo::new(3)).unwrap().unwrap());
+    let vb = value(&b.read_page(PageNo::new(3)).unwrap().unwrap());
+    a.write_page(PageNo::new(3), &page(va + 1)).unwrap();
+    b.write_page(PageNo::new(3), &page(vb + 1)).unwrap();
+    b.write_page(PageNo::new(0), &page(99)).unwrap();
     a.commit().unwrap();
     let err = b.commit().unwrap_err();
     assert!(err.is_conflict(), "{err}");
     let mut t = db.begin().unwrap();
-    assert_eq!(value(&t.read_page(3).unwrap().unwrap()), 1);
+    assert_eq!(value(&t.read_page(PageNo::new(3)).unwrap().unwrap()), 1);
     assert_eq!(
-        value(&t.read_page(0).unwrap().unwrap()),
+        value(&t.read_page(PageNo::new(0)).unwrap().unwrap()),
         0,
         "nothing of b written"
     );
@@ -113,17 +121,17 @@ fn conflicts_are_page_level() {
     // Blind writes (written, not read) never conflict.
     let mut a = db.begin().unwrap();
     let mut b = db.begin().unwrap();
-    a.write_page(3, &page(7)).unwrap();
-    b.write_page(3, &page(8)).unwrap();
+    a.write_page(PageNo::new(3), &page(7)).unwrap();
+    b.write_page(PageNo::new(3), &page(8)).unwrap();
     a.commit().unwrap();
     b.commit().unwrap();
 
     // Read-only transactions never fail.
     let mut r = db.begin().unwrap();
-    r.read_page(3).unwrap();
+    r.read_page(PageNo::new(3)).unwrap();
     let mut w = db.begin().unwrap();
-    w.read_page(3).unwrap();
-    w.write_page(3, &page(1)).unwrap();
+    w.read_page(PageNo::new(3)).unwrap();
+    w.write_page(PageNo::new(3), &page(1)).unwrap();
     w.commit().unwrap();
     r.commit().unwrap();
 }
@@ -133,14 +141,14 @@ fn size_changes_conflict_with_size_readers() {
     let e = env();
     let db = e.store.create("z").unwrap();
     let mut t = db.begin().unwrap();
-    t.write_page(0, &page(0)).unwrap();
+    t.write_page(PageNo::new(0), &page(0)).unwrap();
     t.commit().unwrap();
     let mut a = db.begin().unwrap();
     let mut b = db.begin().unwrap();
     let n = a.page_count();
-    a.write_page(n as u32, &page(1)).unwrap();
+    a.write_page(PageNo::new(n as u32), &page(1)).unwrap();
     let n = b.page_count();
-    b.write_page(n as u32, &page(2)).unwrap();
+    b.write_page(PageNo::new(n as u32), &page(2)).unwrap();
     a.commit().unwrap();
     assert!(b.commit().unwrap_err().is_conflict());
 }
@@ -151,21 +159,21 @@ fn truncate_drops_pages() {
     let db = e.store.create("t").unwrap();
     let mut t = db.begin().unwrap();
     for p in 0..10 {
-        t.write_page(p, &page(p as u64)).unwrap();
+        t.write_page(PageNo::new(p), &page(p as u64)).unwrap();
     }
     t.commit().unwrap();
     let mut t = db.begin().unwrap();
     t.truncate(4).unwrap();
-    assert!(t.read_page(5).unwrap().is_none());
-    t.write_page(6, &page(66)).unwrap();
+    assert!(t.read_page(PageNo::new(5)).unwrap().is_none());
+    t.write_page(PageNo::new(6), &page(66)).unwrap();
     t.commit().unwrap();
     let mut t = db.begin().unwrap();
     assert_eq!(t.page_count(), 7);
-    assert_eq!(value(&t.read_page(3).unwrap().unwrap()), 3);
-    assert!(t.read_page(4).unwrap().is_none());
-    assert!(t.read_page(5).unwrap().is_none());
-    assert_eq!(value(&t.read_page(6).unwrap().unwrap()), 66);
-    assert!(t.read_page(9).unwrap().is_none());
+    assert_eq!(value(&t.read_page(PageNo::new(3)).unwrap().unwrap()), 3);
+    assert!(t.read_page(PageNo::new(4)).unwrap().is_none());
+    assert!(t.read_page(PageNo::new(5)).unwrap().is_none());
+    assert_eq!(value(&t.read_page(PageNo::new(6)).unwrap().unwrap()), 66);
+    assert!(t.read_page(PageNo::new(9)).unwrap().is_none());
 }
 
 #[test]
@@ -173,39 +181,45 @@ fn long_transactions_outlive_the_mvcc_window() {
     let e = env();
     let db = e.store.create("long").unwrap();
     let mut t = db.begin().unwrap();
-    t.write_page(0, &page(1)).unwrap();
-    t.write_page(1, &page(1)).unwrap();
+    t.write_page(PageNo::new(0), &page(1)).unwrap();
+    t.write_page(PageNo::new(1), &page(1)).unwrap();
     t.commit().unwrap();
 
     let mut reader = db.begin().unwrap();
     let mut writer = db.begin().unwrap();
-    assert_eq!(value(&reader.read_page(0).unwrap().unwrap()), 1);
-    writer.read_page(1).unwrap();
+    assert_eq!(
+        value(&reader.read_page(PageNo::new(0)).unwrap().unwrap()),
+        1
+    );
+    writer.read_page(PageNo::new(1)).unwrap();
     // Someone else commits, then 10 s pass: far beyond FDB's 5 s.
     let mut other = db.begin().unwrap();
-    other.write_page(0, &page(2)).unwrap();
+    other.write_page(PageNo::new(0), &page(2)).unwrap();
     other.commit().unwrap();
     e.advance_secs(10);
     e.store.cache().clear();
     assert_eq!(
-        value(&reader.read_page(0).unwrap().unwrap()),
+        value(&reader.read_page(PageNo::new(0)).unwrap().unwrap()),
         1,
         "snapshot kept"
     );
-    assert_eq!(value(&reader.read_page(1).unwrap().unwrap()), 1);
+    assert_eq!(
+        value(&reader.read_page(PageNo::new(1)).unwrap().unwrap()),
+        1
+    );
     reader.commit().unwrap();
     // The writer read page 1 only, which nobody changed: it commits.
-    writer.write_page(1, &page(5)).unwrap();
+    writer.write_page(PageNo::new(1), &page(5)).unwrap();
     writer.commit().unwrap();
     // An old writer whose page changed meanwhile conflicts.
     let mut stale = db.begin().unwrap();
-    stale.read_page(0).unwrap();
+    stale.read_page(PageNo::new(0)).unwrap();
     let mut w = db.begin().unwrap();
-    w.read_page(0).unwrap();
-    w.write_page(0, &page(3)).unwrap();
+    w.read_page(PageNo::new(0)).unwrap();
+    w.write_page(PageNo::new(0), &page(3)).unwrap();
     w.commit().unwrap();
     e.advance_secs(10);
-    stale.write_page(0, &page(4)).unwrap();
+    stale.write_page(PageNo::new(0), &page(4)).unwrap();
     assert!(stale.commit().unwrap_err().is_conflict());
 }
 
@@ -225,7 +239,7 @@ fn a_64_mib_transaction_commits_under_the_10_mb_limit() {
     for p in 0..pages {
         let mut b = vec![(p % 251) as u8; page_size];
         b[..4].copy_from_slice(&p.to_le_bytes());
-        t.write_page(p, &b).unwrap();
+        t.write_page(PageNo::new(p), &b).unwrap();
     }
     t.commit().unwrap();
     let m = e.kv.metrics();
@@ -238,23 +252,25 @@ fn a_64_mib_transaction_commits_under_the_10_mb_limit() {
     let mut t = db.begin().unwrap();
     assert_eq!(t.page_count(), pages as u64);
     for p in (0..pages).step_by(97).chain([pages - 1]) {
-        let b = t.read_page(p).unwrap().unwrap();
+        let b = t.read_page(PageNo::new(p)).unwrap().unwrap();
         assert_eq!(&b[..4], &p.to_le_bytes());
         assert_eq!(b[page_size - 1], (p % 251) as u8);
     }
     // A conflicting writer that read a page of the large commit's range
     // before it landed is refused.
     let mut before = db.begin().unwrap();
-    before.read_page(7).unwrap();
+    before.read_page(PageNo::new(7)).unwrap();
     let mut t = db.begin().unwrap();
     for p in 0..pages / 2 {
-        t.write_page(p, &vec![9u8; page_size]).unwrap();
+        t.write_page(PageNo::new(p), &vec![9u8; page_size]).unwrap();
     }
     t.commit().unwrap();
-    before.write_page(7, &vec![1u8; page_size]).unwrap();
+    before
+        .write_page(PageNo::new(7), &vec![1u8; page_size])
+        .unwrap();
     assert!(before.commit().unwrap_err().is_conflict());
     let mut t = db.begin().unwrap();
-    assert_eq!(t.read_page(7).unwrap().unwrap()[100], 9);
+    assert_eq!(t.read_page(PageNo::new(7)).unwrap().unwrap()[100], 9);
 }
 
 #[test]
@@ -269,7 +285,7 @@ fn abandoned_uploads_are_swept() {
     let db = e.store.create("sweep").unwrap();
     let mut t = db.begin().unwrap();
     for p in 0..64 {
-        t.write_page(p, &page(p as u64)).unwrap();
+        t.write_page(PageNo::new(p), &page(p as u64)).unwrap();
     }
     // Simulates a process that died mid-transaction: no rollback ran.
     std::mem::forget(t);
@@ -333,14 +349,14 @@ fn dropping_removes_all_keys_and_a_reused_name_is_fresh() {
     let e = env();
     let db = e.store.create("x").unwrap();
     let mut t = db.begin().unwrap();
-    t.write_page(0, &page(1)).unwrap();
+    t.write_page(PageNo::new(0), &page(1)).unwrap();
     t.commit().unwrap();
     assert!(e.store.drop_database("x").unwrap());
     assert!(e.store.open("x").unwrap_err().is_not_found());
     let db = e.store.create("x").unwrap();
     let mut t = db.begin().unwrap();
     assert_eq!(t.page_count(), 0);
-    assert!(t.read_page(0).unwrap().is_none());
+    assert!(t.read_page(PageNo::new(0)).unwrap().is_none());
 }
 
 #[test]
@@ -361,18 +377,18 @@ fn warm_reads_cost_no_round_trips_and_begin_at_most_two() {
     let db = e.store.create("rt").unwrap();
     let mut t = db.begin().unwrap();
     for p in 0..100 {
-        t.write_page(p, &page(p as u64)).unwrap();
+        t.write_page(PageNo::new(p), &page(p as u64)).unwrap();
     }
     t.commit().unwrap();
     let mut t = db.begin().unwrap();
     for p in 0..100 {
-        t.read_page(p).unwrap();
+        t.read_page(PageNo::new(p)).unwrap();
     }
     drop(t);
     // Another commit, then a new transaction: 2 round trips to begin, 1 to
     // read the changed page, 0 for the rest.
     let mut w = db.begin().unwrap();
-    w.write_page(7, &page(700)).unwrap();
+    w.write_page(PageNo::new(7), &page(700)).unwrap();
     w.commit().unwrap();
     let m0 = e.kv.metrics();
     let mut t = db.begin().unwrap();
@@ -380,11 +396,11 @@ fn warm_reads_cost_no_round_trips_and_begin_at_most_two() {
     assert!(m1.since(&m0).round_trips() <= 2, "{:?}", m1.since(&m0));
     for p in 0..100 {
         if p != 7 {
-            t.read_page(p).unwrap();
+            t.read_page(PageNo::new(p)).unwrap();
         }
     }
     assert_eq!(e.kv.metrics().since(&m1).round_trips(), 0);
-    assert_eq!(value(&t.read_page(7).unwrap().unwrap()), 700);
+    assert_eq!(value(&t.read_page(PageNo::new(7)).unwrap().unwrap()), 700);
     assert!(e.kv.metrics().since(&m1).round_trips() <= 1);
     let hits = e.store.stats().cache.hits;
     assert!(hits >= 99);
@@ -405,7 +421,7 @@ fn commits_survive_unknown_results_exactly_once() {
     }
     let db = e.store.create("u").unwrap();
     let mut t = db.begin().unwrap();
-    t.write_page(0, &page(0)).unwrap();
+    t.write_page(PageNo::new(0), &page(0)).unwrap();
     t.commit().unwrap();
     e.set_faults(Faults {
         unknown_result_probability: 1.0,
@@ -413,14 +429,14 @@ fn commits_survive_unknown_results_exactly_once() {
     });
     for i in 1..=20u64 {
         let mut t = db.begin().unwrap();
-        let v = value(&t.read_page(0).unwrap().unwrap());
+        let v = value(&t.read_page(PageNo::new(0)).unwrap().unwrap());
         assert_eq!(v, i - 1);
-        t.write_page(0, &page(v + 1)).unwrap();
+        t.write_page(PageNo::new(0), &page(v + 1)).unwrap();
         t.commit().unwrap();
     }
     e.set_faults(Faults::default());
     let mut t = db.begin().unwrap();
-    assert_eq!(value(&t.read_page(0).unwrap().unwrap()), 20);
+    assert_eq!(value(&t.read_page(PageNo::new(0)).unwrap().unwrap()), 20);
     let changes = db.changes_between(0, t.snapshot()).unwrap();
     assert_eq!(changes.len(), 21, "each transaction applied exactly once");
     let tokens: HashSet<_> = changes.iter().map(|c| c.record.token).collect();
@@ -436,8 +452,8 @@ fn commit_groups_are_atomic_across_databases() {
     let mut ta = a.begin().unwrap();
     let mut tb = b.begin_sibling(&ta).unwrap();
     assert_eq!(ta.snapshot(), tb.snapshot(), "one snapshot for the group");
-    ta.write_page(0, &page(1)).unwrap();
-    tb.write_page(0, &page(1)).unwrap();
+    ta.write_page(PageNo::new(0), &page(1)).unwrap();
+    tb.write_page(PageNo::new(0), &page(1)).unwrap();
     let c = pagestore::commit_group(vec![ta, tb]).unwrap();
     let vs = c.versionstamp.unwrap();
     assert_eq!(a.changes_between(0, c.version).unwrap()[0].versionstamp, vs);
@@ -446,30 +462,46 @@ fn commit_groups_are_atomic_across_databases() {
     // A conflict on one database fails the whole group: nothing written.
     let mut ta = a.begin().unwrap();
     let mut tb = b.begin_sibling(&ta).unwrap();
-    let va = value(&ta.read_page(0).unwrap().unwrap());
-    let vb = value(&tb.read_page(0).unwrap().unwrap());
+    let va = value(&ta.read_page(PageNo::new(0)).unwrap().unwrap());
+    let vb = value(&tb.read_page(PageNo::new(0)).unwrap().unwrap());
     let mut other = b.begin().unwrap();
-    other.read_page(0).unwrap();
-    other.write_page(0, &page(50)).unwrap();
+    other.read_page(PageNo::new(0)).unwrap();
+    other.write_page(PageNo::new(0), &page(50)).unwrap();
     other.commit().unwrap();
-    ta.write_page(0, &page(va + 1)).unwrap();
-    tb.write_page(0, &page(vb + 1)).unwrap();
+    ta.write_page(PageNo::new(0), &page(va + 1)).unwrap();
+    tb.write_page(PageNo::new(0), &page(vb + 1)).unwrap();
     assert!(pagestore::commit_group(vec![ta, tb])
         .unwrap_err()
         .is_conflict());
     assert_eq!(value(&a.begin().unwrap().read_page(0).unwrap().unwrap()), 1);
     assert_eq!(
-        value(&b.begin().unwrap().read_page(0).unwrap().unwrap()),
+        value(
+            &a.begin()
+                .unwrap()
+                .read_page(PageNo::new(0))
+                .unwrap()
+                .unwrap()
+        ),
+        1
+    );
+    assert_eq!(
+        value(
+            &b.begin()
+                .unwrap()
+                .read_page(PageNo::new(0))
+                .unwrap()
+                .unwrap()
+        ),
         50
     );
 
     // A sibling started later still reads the group's snapshot.
     let ta = a.begin().unwrap();
     let mut w = b.begin().unwrap();
-    w.write_page(0, &page(77)).unwrap();
+    w.write_page(PageNo::new(0), &page(77)).unwrap();
     w.commit().unwrap();
     let mut tb = b.begin_sibling(&ta).unwrap();
-    assert_eq!(value(&tb.read_page(0).unwrap().unwrap()), 50);
+    assert_eq!(value(&tb.read_page(PageNo::new(0)).unwrap().unwrap()), 50);
 }
 
 #[test]
@@ -485,12 +517,15 @@ fn spilled_pages_read_back_within_the_transaction() {
     let mut t = db.begin().unwrap();
     // Read first so the transaction holds a reused read version that
     // predates every upload.
-    assert!(t.read_page(0).unwrap().is_none());
+    assert!(t.read_page(PageNo::new(0)).unwrap().is_none());
     for p in 0..300u32 {
-        t.write_page(p, &page(p as u64)).unwrap();
+        t.write_page(PageNo::new(p), &page(p as u64)).unwrap();
     }
     for p in [0u32, 150, 299] {
-        assert_eq!(value(&t.read_page(p).unwrap().unwrap()), p as u64);
+        assert_eq!(
+            value(&t.read_page(PageNo::new(p)).unwrap().unwrap()),
+            p as u64
+        );
     }
     t.commit().unwrap();
 }
@@ -502,7 +537,7 @@ fn read_only_siblings_are_validated_no_write_skew() {
     let b = e.store.create("wb").unwrap();
     for db in [&a, &b] {
         let mut t = db.begin().unwrap();
-        t.write_page(0, &page(1)).unwrap();
+        t.write_page(PageNo::new(0), &page(1)).unwrap();
         t.commit().unwrap();
     }
     // T1 reads a, writes b. T2 reads b, writes a. Both at one snapshot.
@@ -510,20 +545,20 @@ fn read_only_siblings_are_validated_no_write_skew() {
     let mut t1b = b.begin_sibling(&t1a).unwrap();
     let mut t2b = b.begin_sibling(&t1a).unwrap();
     let mut t2a = a.begin_sibling(&t1a).unwrap();
-    t1a.read_page(0).unwrap();
-    t1b.write_page(0, &page(2)).unwrap();
-    t2b.read_page(0).unwrap();
-    t2a.write_page(0, &page(2)).unwrap();
+    t1a.read_page(PageNo::new(0)).unwrap();
+    t1b.write_page(PageNo::new(0), &page(2)).unwrap();
+    t2b.read_page(PageNo::new(0)).unwrap();
+    t2a.write_page(PageNo::new(0), &page(2)).unwrap();
     pagestore::commit_group_checked(vec![t1b], &[&t1a]).unwrap();
     let err = pagestore::commit_group_checked(vec![t2a], &[&t2b]).unwrap_err();
     assert!(err.is_conflict(), "write skew across databases: {err}");
     // Members without writes count as readers as well.
     let mut r = b.begin().unwrap();
     let mut w = a.begin_sibling(&r).unwrap();
-    r.read_page(0).unwrap();
-    w.write_page(0, &page(3)).unwrap();
+    r.read_page(PageNo::new(0)).unwrap();
+    w.write_page(PageNo::new(0), &page(3)).unwrap();
     let mut other = b.begin().unwrap();
-    other.write_page(0, &page(9)).unwrap();
+    other.write_page(PageNo::new(0), &page(9)).unwrap();
     other.commit().unwrap();
     assert!(pagestore::commit_group(vec![w, r])
         .unwrap_err()

@@ -11,6 +11,7 @@
 //! (24..28), so the in-header page count is trusted, and the file is in
 //! rollback-journal mode (bytes 18..20 = 1).
 
+use pagestore::PageNo;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -92,8 +93,8 @@ pub fn export(
                 )));
             }
             let last = (first + PREFETCH as u64).min(count);
-            let batch: Vec<u32> = (first..last)
-                .map(|p| u32::try_from(p).map_err(|_| Error::Usage("too many pages".into())))
+            let batch: Vec<PageNo> = (first..last)
+                .map(|p| u32::try_from(p).map(PageNo::new).map_err(|_| Error::Usage("too many pages".into())))
                 .collect::<Result<_, _>>()?;
             txn.prefetch(&batch).map_err(store_err)?;
             for &p in &batch {
@@ -103,14 +104,14 @@ pub fn export(
                     Some(d) => {
                         return Err(Error::Usage(format!(
                             "page {} of {name:?} has {} bytes, not the database's page size {size}",
-                            p + 1,
+                            p.to_sqlite(),
                             d.len()
                         )))
                     }
                     // A hole (never written): SQLite reads it as zeros.
                     None => &zeros,
                 };
-                if p == 0 {
+                if p == PageNo::FIRST {
                     let mut page1 = data.to_vec();
                     fix_header(&mut page1);
                     w.write_all(&page1)

@@ -24,6 +24,7 @@
 //!   gc`) removes temporaries whose builder showed no sign of life for
 //!   [`STALE_AFTER`] (live imports refresh a heartbeat every minute).
 
+use pagestore::PageNo;
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -552,7 +553,7 @@ fn copy_pages(db: &Database, source: &mut Source, file: &Path) -> Result<u64, Er
             buf[18] = 1;
             buf[19] = 1;
         }
-        txn.write_page(pgno, &buf).map_err(store_err)?;
+        txn.write_page(PageNo::new(pgno), &buf).map_err(store_err)?;
         in_txn += u64::from(size);
         bar.inc(u64::from(size));
         if in_txn >= BATCH_BYTES {

@@ -128,7 +128,7 @@ pub fn db_stats(store: &Store, db: &Database) -> Result<DbStats, Error> {
     let window = retention.as_micros().min(u64::MAX as u128) as u64;
     Ok(DbStats {
         name: db.name().to_string(),
-        id: db.id(),
+        id: db.id().get(),
         pages: count,
         page_size,
         version,
@@ -138,7 +138,7 @@ pub fn db_stats(store: &Store, db: &Database) -> Result<DbStats, Error> {
         created_micros: meta.created_micros,
         oldest_readable_micros: meta.created_micros.max(now.saturating_sub(window)),
         gc_horizon: horizon,
-        fork_of: db.fork_origin(),
+        fork_of: db.fork_origin().map(|(id, v)| (id.get(), v)),
     })
 }
 
