@@ -102,35 +102,36 @@ fn cold(
     total
 }
 
+/// Benchmark group `name`: `n` random point reads per iteration on a warm
+/// cache (the table scanned first), rows chosen by a generator seeded with
+/// `seed`.
+fn warm_point_reads(
+    c: &mut Criterion,
+    conns: &[(Target, Connection)],
+    name: &str,
+    n: usize,
+    seed: u64,
+) {
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(n as u64));
+    for (t, conn) in conns {
+        t.prepare();
+        scan(conn);
+        let mut rng = Rng::new(seed);
+        g.bench_function(t.label(), |b| {
+            b.iter(|| black_box(point_reads(conn, &mut rng, n)))
+        });
+        t.unprepare();
+    }
+    g.finish();
+}
+
 fn reads(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let conns = setup(dir.path());
 
-    let mut g = c.benchmark_group("warm_point_read");
-    g.throughput(Throughput::Elements(1));
-    for (t, conn) in &conns {
-        t.prepare();
-        scan(conn);
-        let mut rng = Rng::new(1);
-        g.bench_function(t.label(), |b| {
-            b.iter(|| black_box(point_reads(conn, &mut rng, 1)))
-        });
-        t.unprepare();
-    }
-    g.finish();
-
-    let mut g = c.benchmark_group("warm_point_read_x100");
-    g.throughput(Throughput::Elements(100));
-    for (t, conn) in &conns {
-        t.prepare();
-        scan(conn);
-        let mut rng = Rng::new(2);
-        g.bench_function(t.label(), |b| {
-            b.iter(|| black_box(point_reads(conn, &mut rng, 100)))
-        });
-        t.unprepare();
-    }
-    g.finish();
+    warm_point_reads(c, &conns, "warm_point_read", 1, 1);
+    warm_point_reads(c, &conns, "warm_point_read_x100", 100, 2);
 
     let mut g = c.benchmark_group("cold_point_read");
     g.sample_size(20);

@@ -121,6 +121,18 @@ pub fn env_with(opts: StoreOptions, faults: Faults) -> Env {
     }
 }
 
+/// A store whose transactions spill written pages to the store (upload
+/// them ahead of the commit) past `bytes`.
+pub fn env_spilling_past(bytes: usize) -> Env {
+    env_with(
+        StoreOptions {
+            spill_bytes: bytes,
+            ..StoreOptions::default()
+        },
+        Faults::default(),
+    )
+}
+
 /// A page whose first and last 8 bytes hold `v`.
 pub fn page(v: u64) -> Vec<u8> {
     let mut p = vec![0u8; PAGE];
