@@ -34,6 +34,8 @@
 //! or a store; the main file (`file/`) carries out the store work the
 //! returned [`Action`] asks for.
 
+#![warn(clippy::too_many_lines)]
+
 use std::ffi::c_int;
 use std::fmt;
 

@@ -8,6 +8,8 @@
 //! place ([`super::report`]). A kind gets its own method table
 //! ([`VfsFile::METHODS`]), so no call ever matches on the kind.
 
+#![warn(clippy::too_many_lines)]
+
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::ptr;
 use std::sync::Arc;
