@@ -21,7 +21,9 @@ pub struct DatabaseInfo {
     pub id: DbId,
 }
 
-fn validate(name: &str) -> Result<()> {
+/// Checks a database name: 1 to [`MAX_NAME_BYTES`] bytes of UTF-8. The one
+/// name rule of the engine, the VFS, the Rust API and the CLI.
+pub fn validate_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::InvalidName("the name is empty".into()));
     }
@@ -50,7 +52,7 @@ impl PageStore {
     /// Creates a database with catalog entry `meta` (a fork names its
     /// origin there): one store commit.
     pub(crate) fn create_with(&self, name: &str, meta: DbMeta) -> Result<Database> {
-        validate(name)?;
+        validate_name(name)?;
         let inner = &self.inner;
         // Random ids need no shared counter (which every create would
         // conflict on); 64 bits make a collision negligible, and the create
@@ -98,7 +100,7 @@ impl PageStore {
 
     /// Opens an existing database.
     pub fn open(&self, name: &str) -> Result<Database> {
-        validate(name)?;
+        validate_name(name)?;
         let key = self.inner.keys.name(name);
         // Name and catalog entry in one store transaction (one read version).
         let (id, meta) = self.inner.run("open", |t| {
@@ -194,7 +196,7 @@ impl PageStore {
     /// Returns false when no such database exists. Reusing the name later
     /// gives a fresh, empty database.
     pub fn drop_database(&self, name: &str) -> Result<bool> {
-        validate(name)?;
+        validate_name(name)?;
         let inner = &self.inner;
         let key = inner.keys.name(name);
         let dropped = inner.run("drop", |t| {

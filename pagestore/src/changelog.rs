@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::encoding::LogRecord;
+use crate::encoding::{decode_horizon, LogRecord};
 use crate::error::{Error, Result};
 use crate::keys::DbKeys;
 use crate::kv::{KvTxn, RangeOption, RangeResult, ReadRequest, ReadResult, Version, Versionstamp};
@@ -27,11 +27,6 @@ pub struct Change {
 /// whatever their batch order.)
 pub fn after_version(v: Version) -> Versionstamp {
     Versionstamp::new(v, u16::MAX)
-}
-
-/// The GC horizon stored at `D 'g'` (0: never collected).
-pub(crate) fn decode_horizon(v: Option<&[u8]>) -> Result<Version> {
-    Ok(v.map(crate::database::decode_u64).transpose()?.unwrap_or(0))
 }
 
 /// Fails when GC's `horizon` may have removed records after `after`: GC

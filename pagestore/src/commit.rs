@@ -41,14 +41,14 @@ use std::sync::atomic::Ordering;
 
 use tracing::{debug, debug_span, info};
 
-use crate::changelog::{self, after_version, decode_horizon};
-use crate::encoding::{runs, DbMeta, LogRecord, PageValue};
+use crate::changelog::{self, after_version};
+use crate::encoding::{decode_horizon, runs, DbMeta, LogRecord, PageValue, TokenState};
 use crate::error::{Error, Result};
 use crate::ids::{DbId, PageNo};
 use crate::keys::{DbKeys, Token};
 use crate::kv::{
     ConflictKind, KvError, KvTxn, MutationType, RangeOption, ReadRequest, ReadResult, Version,
-    Versionstamp, INCOMPLETE_VERSIONSTAMP,
+    Versionstamp,
 };
 use crate::retry::{self, Backoff, Pause};
 use crate::txn::{Committed, Dirty, Transaction, READ_VERSION_REUSE};
@@ -218,9 +218,11 @@ impl Plan {
         let mut token_end = token.clone();
         token_end.push(0);
         t.add_conflict_range(&token, &token_end, ConflictKind::Read);
-        let mut stamp = INCOMPLETE_VERSIONSTAMP.to_vec();
-        stamp.extend_from_slice(&0u32.to_le_bytes());
-        t.atomic_op(&token, &stamp, MutationType::SetVersionstampedValue);
+        t.atomic_op(
+            &token,
+            &TokenState::landed_param(),
+            MutationType::SetVersionstampedValue,
+        );
     }
 }
 
@@ -684,37 +686,6 @@ fn check_records(
     Ok(())
 }
 
-/// What a commit token key holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum TokenState {
-    /// The commit with this token landed as this versionstamp.
-    Landed(Versionstamp),
-    /// A fence wrote it (at this versionstamp): the commit never lands.
-    Fenced(Versionstamp),
-}
-
-/// The byte after a fence's versionstamp in a token value.
-const FENCED: u8 = b'F';
-
-impl TokenState {
-    pub(crate) fn decode(v: &[u8]) -> Result<TokenState> {
-        let bad = || Error::corrupt("token value");
-        let vs = Versionstamp::from_slice(v.get(..10).ok_or_else(bad)?).ok_or_else(bad)?;
-        match v.get(10..) {
-            Some([]) => Ok(TokenState::Landed(vs)),
-            Some([FENCED]) => Ok(TokenState::Fenced(vs)),
-            _ => Err(bad()),
-        }
-    }
-
-    /// The versionstamp either way (GC ages tokens by it).
-    pub(crate) fn versionstamp(&self) -> Versionstamp {
-        match self {
-            TokenState::Landed(vs) | TokenState::Fenced(vs) => *vs,
-        }
-    }
-}
-
 /// Makes sure the commit carrying `token` can never land if it has not
 /// already: reads the token key serializably and, when absent, writes a
 /// fenced value there (the commit read-conflicts on its token, so it can no
@@ -727,9 +698,7 @@ fn fence(
     token: &Token,
 ) -> Result<Option<Versionstamp>> {
     let key = keys.token(token);
-    let mut param = INCOMPLETE_VERSIONSTAMP.to_vec();
-    param.push(FENCED);
-    param.extend_from_slice(&0u32.to_le_bytes());
+    let param = TokenState::fenced_param();
     inner.run("fence", |t| match t.get(&key, false)? {
         Some(v) => match TokenState::decode(&v)? {
             TokenState::Landed(vs) => Ok(Some(vs)),

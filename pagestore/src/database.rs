@@ -7,9 +7,8 @@ use std::time::Instant;
 use tracing::{debug, debug_span, warn};
 
 use crate::cache::{lock, DbView, Latest};
-use crate::changelog::{self, after_version, decode_horizon, Change};
-use crate::encoding::DbMeta;
-use crate::encoding::LogRecord;
+use crate::changelog::{self, after_version, Change};
+use crate::encoding::{decode_horizon, decode_u32, decode_u64, DbMeta, LogRecord};
 use crate::error::{Error, Result};
 use crate::ids::DbId;
 use crate::keys::DbKeys;
@@ -536,16 +535,4 @@ fn recent_large_token(
             let rec = LogRecord::decode_head(&kv.value)?;
             rec.large.then_some((id, rec.token))
         })
-}
-
-pub(crate) fn decode_u64(b: &[u8]) -> Result<u64> {
-    b.try_into()
-        .map(u64::from_be_bytes)
-        .map_err(|_| Error::corrupt("u64 value"))
-}
-
-pub(crate) fn decode_u32(b: &[u8]) -> Result<u32> {
-    b.try_into()
-        .map(u32::from_be_bytes)
-        .map_err(|_| Error::corrupt("u32 value"))
 }

@@ -2,8 +2,8 @@
 //! Each starts with a tag or format byte so that the layout can evolve.
 
 use crate::error::{Error, Result};
-use crate::ids::{DbId, PageNo};
-use crate::keys::Token;
+use crate::ids::{DbId, PageNo, Token};
+use crate::kv::{Version, Versionstamp, INCOMPLETE_VERSIONSTAMP};
 
 /// The value of a page-version key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,12 +155,12 @@ impl LogRecord {
         };
         if flags & F_COUNT != 0 {
             let s = b.get(at..at + 8).ok_or_else(bad)?;
-            rec.page_count = Some(u64::from_be_bytes(s.try_into().map_err(|_| bad())?));
+            rec.page_count = Some(be_u64(s).ok_or_else(bad)?);
             at += 8;
         }
         if flags & F_PAGE_SIZE != 0 {
             let s = b.get(at..at + 4).ok_or_else(bad)?;
-            rec.page_size = Some(u32::from_be_bytes(s.try_into().map_err(|_| bad())?));
+            rec.page_size = Some(be_u32(s).ok_or_else(bad)?);
             at += 4;
         }
         rec.pages = get_pages(b, &mut at)?;
@@ -232,12 +232,86 @@ fn get_varint(b: &[u8], at: &mut usize) -> Result<u64> {
     Err(Error::corrupt("varint too long"))
 }
 
+/// 8 big-endian bytes as a u64; None for any other length.
+pub(crate) fn be_u64(b: &[u8]) -> Option<u64> {
+    b.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// 4 big-endian bytes as a u32; None for any other length.
+pub(crate) fn be_u32(b: &[u8]) -> Option<u32> {
+    b.try_into().ok().map(u32::from_be_bytes)
+}
+
+/// A u64 value (page count `D 'z'`, GC horizon, upload and heartbeat
+/// times).
+pub(crate) fn decode_u64(b: &[u8]) -> Result<u64> {
+    be_u64(b).ok_or_else(|| Error::corrupt("u64 value"))
+}
+
+/// A u32 value (page size `D 'h'`).
+pub(crate) fn decode_u32(b: &[u8]) -> Result<u32> {
+    be_u32(b).ok_or_else(|| Error::corrupt("u32 value"))
+}
+
+/// The GC horizon stored at `D 'g'` (0: never collected).
+pub(crate) fn decode_horizon(v: Option<&[u8]>) -> Result<Version> {
+    Ok(v.map(decode_u64).transpose()?.unwrap_or(0))
+}
+
+/// What a commit token key holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TokenState {
+    /// The commit with this token landed as this versionstamp.
+    Landed(Versionstamp),
+    /// A fence wrote it (at this versionstamp): the commit never lands.
+    Fenced(Versionstamp),
+}
+
+/// The byte after a fence's versionstamp in a token value.
+const FENCED: u8 = b'F';
+
+impl TokenState {
+    pub(crate) fn decode(v: &[u8]) -> Result<TokenState> {
+        let bad = || Error::corrupt("token value");
+        let vs = Versionstamp::from_slice(v.get(..10).ok_or_else(bad)?).ok_or_else(bad)?;
+        match v.get(10..) {
+            Some([]) => Ok(TokenState::Landed(vs)),
+            Some([FENCED]) => Ok(TokenState::Fenced(vs)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The parameter of the `SetVersionstampedValue` a commit writes to its
+    /// token key: it reads back as `Landed(the commit's versionstamp)`.
+    pub(crate) fn landed_param() -> Vec<u8> {
+        let mut stamp = INCOMPLETE_VERSIONSTAMP.to_vec();
+        stamp.extend_from_slice(&0u32.to_le_bytes());
+        stamp
+    }
+
+    /// The parameter of the `SetVersionstampedValue` a fence writes: it
+    /// reads back as `Fenced(the fence's versionstamp)`.
+    pub(crate) fn fenced_param() -> Vec<u8> {
+        let mut param = INCOMPLETE_VERSIONSTAMP.to_vec();
+        param.push(FENCED);
+        param.extend_from_slice(&0u32.to_le_bytes());
+        param
+    }
+
+    /// The versionstamp either way (GC ages tokens by it).
+    pub(crate) fn versionstamp(&self) -> Versionstamp {
+        match self {
+            TokenState::Landed(vs) | TokenState::Fenced(vs) => *vs,
+        }
+    }
+}
+
 /// A database id as a catalog name entry (`P 01 name`) holds it: 8 bytes,
 /// big-endian.
 pub(crate) fn decode_db_id(v: &[u8]) -> Result<DbId> {
-    v.try_into()
-        .map(DbId::from_be_bytes)
-        .map_err(|_| Error::corrupt("catalog id"))
+    be_u64(v)
+        .map(DbId::new)
+        .ok_or_else(|| Error::corrupt("catalog id"))
 }
 
 /// Catalog entry of one database.
@@ -288,12 +362,8 @@ impl DbMeta {
     /// Decodes an entry.
     pub fn decode(b: &[u8]) -> Result<Self> {
         let bad = || Error::corrupt("catalog entry");
-        let u64_at = |at: usize| -> Result<u64> {
-            b.get(at..at + 8)
-                .and_then(|s| s.try_into().ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(bad)
-        };
+        let u64_at =
+            |at: usize| -> Result<u64> { b.get(at..at + 8).and_then(be_u64).ok_or_else(bad) };
         if b.first() != Some(&META_FORMAT) {
             return Err(bad());
         }

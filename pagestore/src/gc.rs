@@ -22,9 +22,8 @@ use std::collections::BTreeSet;
 
 use tracing::{debug, info};
 
-use crate::changelog::decode_horizon;
 use crate::database::Database;
-use crate::encoding::{DbMeta, PageValue};
+use crate::encoding::{decode_horizon, DbMeta, PageValue};
 use crate::error::{Error, Result};
 use crate::ids::{DbId, PageNo};
 use crate::keys::DbKeys;
@@ -431,7 +430,7 @@ fn collect_metadata(
     let (kb, ke) = keys.tokens();
     scan_keys(store, &kb, &ke, |k, v| {
         // Landed and fenced tokens alike, once old enough.
-        let state = crate::commit::TokenState::decode(v)?;
+        let state = crate::encoding::TokenState::decode(v)?;
         if state.versionstamp().version() < token_limit {
             doomed.push(k.to_vec());
         }

@@ -1,6 +1,6 @@
-//! Typed numbers: a page's place in a database ([`PageNo`]) and a
-//! database's id ([`DbId`]), so that neither is mistaken for a count, a
-//! version or the other.
+//! Typed numbers: a page's place in a database ([`PageNo`]), a
+//! database's id ([`DbId`]) and a commit's token ([`Token`]), so that none
+//! is mistaken for a count, a version or another.
 
 use std::fmt;
 
@@ -106,6 +106,10 @@ impl fmt::Display for DbId {
         self.0.fmt(f)
     }
 }
+
+/// A commit token: random, 16 bytes. It names a transaction's uploads
+/// (`D 'b' token pgno`) and its commit (`D 'k' token`).
+pub type Token = [u8; 16];
 
 #[cfg(test)]
 mod tests {

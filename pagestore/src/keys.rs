@@ -28,6 +28,7 @@
 //! [`PageValue`]: crate::encoding::PageValue
 //! [`LogRecord`]: crate::encoding::LogRecord
 
+use crate::encoding::{be_u32, be_u64};
 use crate::ids::{DbId, PageNo};
 use crate::kv::{strinc, Version, Versionstamp, INCOMPLETE_VERSIONSTAMP};
 
@@ -48,8 +49,7 @@ const TIME: u8 = b't';
 const HORIZON: u8 = b'g';
 const GC_CURSOR: u8 = b'q';
 
-/// A commit token: random, 16 bytes.
-pub type Token = [u8; 16];
+pub use crate::ids::Token;
 
 /// Builds keys under a deployment prefix.
 #[derive(Clone, Debug)]
@@ -118,7 +118,7 @@ impl Keyspace {
         let rest = key
             .strip_prefix(self.prefix.as_slice())?
             .strip_prefix(&[CHILDREN])?;
-        Some(DbId::from_be_bytes(rest.get(8..16)?.try_into().ok()?))
+        be_u64(rest.get(8..16)?).map(DbId::new)
     }
 
     /// All catalog entries (`P 02`), for GC's scan of databases.
@@ -131,7 +131,7 @@ impl Keyspace {
         let rest = key
             .strip_prefix(self.prefix.as_slice())?
             .strip_prefix(&[CATALOG_META])?;
-        Some(DbId::from_be_bytes(rest.try_into().ok()?))
+        be_u64(rest).map(DbId::new)
     }
 
     /// The subspace of one database.
@@ -230,7 +230,7 @@ impl DbKeys {
         if rest.len() != 14 {
             return None;
         }
-        let pgno = PageNo::new(u32::from_be_bytes(rest[..4].try_into().ok()?));
+        let pgno = PageNo::new(be_u32(&rest[..4])?);
         Some((pgno, Versionstamp::from_slice(&rest[4..])?))
     }
 
@@ -351,10 +351,7 @@ impl DbKeys {
         if rest.len() != 18 {
             return None;
         }
-        Some((
-            u64::from_be_bytes(rest[..8].try_into().ok()?),
-            Versionstamp::from_slice(&rest[8..])?,
-        ))
+        Some((be_u64(&rest[..8])?, Versionstamp::from_slice(&rest[8..])?))
     }
 
     /// `D 'g'`: the GC horizon.

@@ -29,7 +29,7 @@ mod txn;
 mod upload;
 
 pub use cache::{CacheStats, PageCache};
-pub use catalog::{DatabaseInfo, MAX_NAME_BYTES};
+pub use catalog::{validate_name, DatabaseInfo, MAX_NAME_BYTES};
 pub use changelog::{after_version, Change};
 pub use database::Database;
 pub use encoding::{DbMeta, LogRecord, PageValue};

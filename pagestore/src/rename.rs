@@ -5,8 +5,9 @@
 
 use tracing::info;
 
-use crate::database::{decode_u64, Database};
-use crate::encoding::{decode_db_id, DbMeta};
+use crate::catalog::validate_name;
+use crate::database::Database;
+use crate::encoding::{decode_db_id, decode_u64, DbMeta};
 use crate::error::{Error, Result};
 use crate::keys::Token;
 use crate::kv::RangeOption;
@@ -28,13 +29,7 @@ impl PageStore {
     /// after an unknown commit result. Returns the renamed database.
     pub fn rename(&self, from: &str, to: &str, replace: bool) -> Result<Database> {
         let source = self.open(from)?;
-        if to.is_empty() || to.len() > crate::MAX_NAME_BYTES {
-            return Err(Error::InvalidName(format!(
-                "{:?}: 1 to {} bytes of UTF-8",
-                to,
-                crate::MAX_NAME_BYTES
-            )));
-        }
+        validate_name(to)?;
         if from == to {
             return Ok(source);
         }

@@ -262,7 +262,7 @@ impl Transaction {
             .with_reader(|t| t.get_batch(&requests, true))?
             .into_iter();
         let horizon = match answers.next() {
-            Some(ReadResult::Value(v)) => crate::changelog::decode_horizon(v.as_deref())?,
+            Some(ReadResult::Value(v)) => crate::encoding::decode_horizon(v.as_deref())?,
             _ => return Err(Error::corrupt("batch answer")),
         };
         self.db.check_horizon(snap, horizon, self.read_only)?;

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use tracing::{debug, info};
 
-use crate::database::{decode_u64, Database};
-use crate::encoding::{LogRecord, PageValue};
+use crate::database::Database;
+use crate::encoding::{decode_u64, LogRecord, PageValue};
 use crate::error::{Error, Result};
 use crate::ids::PageNo;
 use crate::keys::Token;
