@@ -80,6 +80,7 @@ fn exec(db: *mut ffi::sqlite3, sql: &str) -> Result<(), String> {
         let s = unsafe { CStr::from_ptr(err) }
             .to_string_lossy()
             .into_owned();
+        // SAFETY: err came from sqlite3_exec, is freed once and not used after.
         unsafe { ffi::sqlite3_free(err.cast()) };
         s
     };
@@ -98,6 +99,7 @@ fn query(db: *mut ffi::sqlite3, sql: &str, types: &[u8]) -> Result<Vec<String>, 
     let rc = unsafe { ffi::sqlite3_prepare_v2(db, c.as_ptr(), -1, &mut stmt, ptr::null_mut()) };
     if rc != ffi::SQLITE_OK {
         let msg = errmsg(db);
+        // SAFETY: stmt is NULL or the statement prepare returned; finalized once.
         unsafe { ffi::sqlite3_finalize(stmt) };
         return Err(format!("prepare rc={rc} {msg}"));
     }
@@ -112,8 +114,7 @@ fn query(db: *mut ffi::sqlite3, sql: &str, types: &[u8]) -> Result<Vec<String>, 
         }
     }
     let _guard = Finalize(stmt);
-    // SAFETY (all calls below): stmt is a live prepared statement and column
-    // indexes are below its column count.
+    // SAFETY: stmt is a live prepared statement (finalized by the guard).
     let ncol = unsafe { ffi::sqlite3_column_count(stmt) } as usize;
     if ncol != types.len() {
         return Err(format!(
@@ -123,15 +124,21 @@ fn query(db: *mut ffi::sqlite3, sql: &str, types: &[u8]) -> Result<Vec<String>, 
     }
     let mut out = Vec::new();
     let mut buf = [0 as c_char; 200];
+    // SAFETY: stmt is a live prepared statement.
     while unsafe { ffi::sqlite3_step(stmt) } == ffi::SQLITE_ROW {
         for (i, ty) in types.iter().enumerate() {
             let i = i as c_int;
+            // SAFETY: stmt has a current row and i is below its column count
+            // (checked against the type string above).
             if unsafe { ffi::sqlite3_column_type(stmt, i) } == ffi::SQLITE_NULL {
                 out.push("NULL".to_string());
                 continue;
             }
             let v = match ty {
+                // SAFETY: a current row, i below the column count.
                 b'I' => unsafe { ffi::sqlite3_column_int(stmt, i) }.to_string(),
+                // SAFETY: a current row, i below the column count; buf is
+                // writable for buf.len() bytes and snprintf NUL-terminates it.
                 b'R' => unsafe {
                     let d = ffi::sqlite3_column_double(stmt, i);
                     ffi::sqlite3_snprintf(
@@ -143,10 +150,13 @@ fn query(db: *mut ffi::sqlite3, sql: &str, types: &[u8]) -> Result<Vec<String>, 
                     CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned()
                 },
                 _ => {
+                    // SAFETY: a current row, i below the column count.
                     let p = unsafe { ffi::sqlite3_column_text(stmt, i) };
                     let bytes = if p.is_null() {
                         &[][..]
                     } else {
+                        // SAFETY: a non-NULL result of sqlite3_column_text is
+                        // NUL-terminated and valid until the next step.
                         unsafe { CStr::from_ptr(p.cast()) }.to_bytes()
                     };
                     if bytes.is_empty() {
