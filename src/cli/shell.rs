@@ -173,7 +173,7 @@ impl<'a> Session<'a> {
                     .page_store()
                     .open(&self.name)
                     .map_err(fdbvfs::Error::from)?;
-                let s = stats::db_stats(self.store, &db)?;
+                let s = stats::db_stats(&db)?;
                 out.write_all(stats::db_text(&s).as_bytes())?;
                 let counters = self.store.page_store().stats();
                 out.write_all(stats::process_text(&counters, "this session").as_bytes())?;

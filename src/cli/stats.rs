@@ -31,8 +31,7 @@ use std::time::Duration;
 
 use fdbvfs::metrics::{render, MetricFamily, MetricKind, Value as Sample};
 use fdbvfs::Store;
-use pagestore::keys::Keyspace;
-use pagestore::{Database, DbMeta, StoreStats};
+use pagestore::{Database, DbStats, StoreStats};
 use serde_json::{json, Value};
 use vfs::at::format_micros;
 
@@ -40,106 +39,32 @@ use super::import::{human_bytes, is_temporary};
 use super::table::{Cell, Table};
 use super::Error;
 
-/// What `stats` reports about one database.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DbStats {
-    pub name: String,
-    pub id: u64,
-    pub pages: u64,
-    pub page_size: u32,
-    pub version: u64,
-    pub commits: u64,
-    pub page_versions: u64,
-    pub retention: Duration,
-    pub created_micros: u64,
-    pub oldest_readable_micros: u64,
-    pub gc_horizon: u64,
-    /// For a fork: (origin id, version forked at).
-    pub fork_of: Option<(u64, u64)>,
-}
-
-impl DbStats {
-    pub fn bytes(&self) -> u64 {
-        self.pages * u64::from(self.page_size)
-    }
-
-    fn to_json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "id": self.id,
-            "pages": self.pages,
-            "page_size": self.page_size,
-            "bytes": self.bytes(),
-            "version": self.version,
-            "commits": self.commits,
-            "page_versions": self.page_versions,
-            "retention_secs": self.retention.as_secs(),
-            "created": format_micros(self.created_micros),
-            "oldest_readable": format_micros(self.oldest_readable_micros),
-            "gc_horizon": self.gc_horizon,
-            "fork_of": self.fork_of.map(|(id, v)| json!({"id": id, "version": v})),
-        })
-    }
+/// One database as JSON.
+fn db_json(s: &DbStats) -> Value {
+    json!({
+        "name": s.name,
+        "id": s.id.get(),
+        "pages": s.pages,
+        "page_size": s.page_size,
+        "bytes": s.bytes(),
+        "version": s.version,
+        "commits": s.commits,
+        "page_versions": s.page_versions,
+        "retention_secs": s.retention.as_secs(),
+        "created": format_micros(s.created_micros),
+        "oldest_readable": format_micros(s.oldest_readable_micros),
+        "gc_horizon": s.gc_horizon,
+        "fork_of": s.fork_of.map(|(id, v)| json!({"id": id.get(), "version": v})),
+    })
 }
 
 fn store_err(e: pagestore::Error) -> Error {
     Error::from(fdbvfs::Error::from(e))
 }
 
-/// Reads one key of the store at a fresh read version.
-fn get(store: &Store, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-    let kv = store.page_store().kv();
-    let mut t = kv.begin().map_err(|e| store_err(e.into()))?;
-    t.get(key, true).map_err(|e| store_err(e.into()))
-}
-
-fn be_u64(v: &[u8]) -> Result<u64, Error> {
-    v.try_into()
-        .map(u64::from_be_bytes)
-        .map_err(|_| store_err(pagestore::Error::Corrupt("GC horizon value".into())))
-}
-
 /// Statistics of one database.
-pub fn db_stats(store: &Store, db: &Database) -> Result<DbStats, Error> {
-    let pages = store.page_store();
-    let mut txn = db.begin().map_err(store_err)?;
-    let version = txn.snapshot();
-    let count = txn.page_count();
-    let page_size = txn.page_size().unwrap_or(0);
-    txn.rollback();
-    let keys = Keyspace::new(pages.options().prefix.clone());
-    let meta = match get(store, &keys.meta(db.id()))? {
-        Some(v) => DbMeta::decode(&v).map_err(store_err)?,
-        None => return Err(store_err(pagestore::Error::Dropped(db.name().to_string()))),
-    };
-    let horizon = get(store, &keys.db(db.id()).horizon())?
-        .map(|v| be_u64(&v))
-        .transpose()?
-        .unwrap_or(0);
-    let changes = db
-        .changes_between(horizon.saturating_sub(1), version)
-        .map_err(store_err)?;
-    let page_versions = changes
-        .iter()
-        .map(|c| (c.record.pages.len() + c.record.absent.len()) as u64)
-        .sum();
-    let retention = db.retention().map_err(store_err)?;
-    let now = pages.options().clock.now_micros();
-    let window = retention.as_micros().min(u64::MAX as u128) as u64;
-    Ok(DbStats {
-        name: db.name().to_string(),
-        id: db.id().get(),
-        pages: count,
-        page_size,
-        version,
-        commits: changes.len() as u64,
-        page_versions,
-        retention,
-        created_micros: meta.created_micros,
-        oldest_readable_micros: meta.created_micros.max(now.saturating_sub(window)),
-        gc_horizon: horizon,
-        fork_of: db.fork_origin().map(|(id, v)| (id.get(), v)),
-    })
+pub fn db_stats(db: &Database) -> Result<DbStats, Error> {
+    db.stats().map_err(store_err)
 }
 
 fn process_json(s: &StoreStats) -> Value {
@@ -364,14 +289,14 @@ pub fn stats(
     let pages = store.page_store();
     let mut all = Vec::new();
     match name {
-        Some(n) => all.push(db_stats(store, &pages.open(n).map_err(store_err)?)?),
+        Some(n) => all.push(db_stats(&pages.open(n).map_err(store_err)?)?),
         None => {
             for info in pages.list().map_err(store_err)? {
                 if is_temporary(&info.name) {
                     continue;
                 }
                 match pages.open(&info.name) {
-                    Ok(db) => all.push(db_stats(store, &db)?),
+                    Ok(db) => all.push(db_stats(&db)?),
                     // Dropped between the listing and now.
                     Err(pagestore::Error::NotFound(_)) => {}
                     Err(e) => return Err(store_err(e)),
@@ -386,7 +311,7 @@ pub fn stats(
         out.write_all(render(&families).as_bytes())?;
     } else if format == Format::Json {
         let doc = json!({
-            "databases": all.iter().map(DbStats::to_json).collect::<Vec<_>>(),
+            "databases": all.iter().map(db_json).collect::<Vec<_>>(),
             "process": process_json(&process),
         });
         let text = serde_json::to_string_pretty(&doc)
