@@ -252,7 +252,7 @@ fn killed_import_leaves_no_visible_name() {
 
     // The killed import's temporary is still in the store (younger than an
     // hour: it might be alive), hidden from `list`.
-    let lib = fdbvfs::Store::embedded(&store).unwrap_or_else(|e| panic!("{e}"));
+    let lib = support::TestBackend::Dir(store.clone()).open();
     let all = lib.list().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(all.len(), 2, "{all:?}");
     assert!(
@@ -312,7 +312,7 @@ fn ctrl_c_stops_an_import_and_drops_its_temporary() {
     assert_eq!(status.code(), Some(1), "{status:?}");
     assert_eq!(ok(&store, &["list"]), "");
     // Cleaned up at once, not an hour later.
-    let lib = fdbvfs::Store::embedded(&store).unwrap_or_else(|e| panic!("{e}"));
+    let lib = support::TestBackend::Dir(store.clone()).open();
     assert_eq!(
         lib.list().unwrap_or_else(|e| panic!("{e}")),
         Vec::<String>::new()

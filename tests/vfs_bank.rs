@@ -62,7 +62,7 @@ fn bank_child_process() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let store = Store::embedded(Path::new(&dir)).unwrap_or_else(|e| panic!("child store: {e}"));
+    let store = support::TestBackend::Dir(dir.clone().into()).open();
     let backend = store.page_store().kv().backend_name().to_string();
     drop(store.open(DB).unwrap_or_else(|e| panic!("child open: {e}")));
     // The parent starts its workers when every child is ready, and lets
