@@ -21,10 +21,20 @@ use support::{assert_integrity, scalar, scalar_with};
 
 type Rows = Vec<(i64, String)>;
 
+/// An in-memory store on a clock the test moves.
 fn clocked_store() -> (Store, Arc<ManualClock>) {
+    clocked_store_with(Store::builder())
+}
+
+/// [`clocked_store`] that also collects garbage every `interval`.
+fn clocked_store_collecting_every(interval: Duration) -> (Store, Arc<ManualClock>) {
+    clocked_store_with(Store::builder().gc_interval(interval))
+}
+
+fn clocked_store_with(builder: fdbvfs::StoreBuilder) -> (Store, Arc<ManualClock>) {
     support::init_tracing();
     let clock = ManualClock::new();
-    let store = Store::builder()
+    let store = builder
         .in_memory()
         .clock(clock.clone())
         .build()
@@ -533,13 +543,7 @@ fn gc_with_a_one_second_retention_keeps_the_window_and_forks() -> Result<(), fdb
 
 #[test]
 fn gc_running_with_a_bank_workload_changes_nothing_visible() -> Result<(), fdbvfs::Error> {
-    support::init_tracing();
-    let clock = ManualClock::new();
-    let store = Store::builder()
-        .in_memory()
-        .clock(clock.clone())
-        .gc_interval(Duration::from_millis(5))
-        .build()?;
+    let (store, clock) = clocked_store_collecting_every(Duration::from_millis(5));
     let name = support::name("bank-gc");
     bank_setup(&store, &name)?;
     store.set_retention(&name, Duration::from_secs(1))?;
@@ -605,13 +609,7 @@ fn gc_running_with_a_bank_workload_changes_nothing_visible() -> Result<(), fdbvf
 
 #[test]
 fn background_gc_runs_every_interval_and_stops_with_the_store() -> Result<(), fdbvfs::Error> {
-    support::init_tracing();
-    let clock = ManualClock::new();
-    let store = Store::builder()
-        .in_memory()
-        .clock(clock.clone())
-        .gc_interval(Duration::from_millis(10))
-        .build()?;
+    let (store, clock) = clocked_store_collecting_every(Duration::from_millis(10));
     let name = support::name("bg-gc");
     let h = write_history(&store, &clock, &name, 10);
     store.set_retention(&name, Duration::from_secs(1))?;
