@@ -29,9 +29,10 @@ pub enum Error {
         why: String,
     },
 
-    /// A database name that is empty, not UTF-8, or longer than 255 bytes.
-    #[error("invalid database name: {0}")]
-    BadName(String),
+    /// A database name that is not UTF-8 (the other rules are
+    /// `pagestore::validate_name`'s: `pagestore::Error::InvalidName`).
+    #[error("invalid database name (the name is not UTF-8)")]
+    NameNotUtf8,
 
     /// The store could not be opened (directory unreadable, locked, …).
     #[error("cannot open store {what}: {why}")]
@@ -300,10 +301,12 @@ pub fn sqlite_code(err: &Error, op: Op) -> c_int {
         Error::Store(e) if e.is_retryable() => ffi::SQLITE_BUSY,
         Error::Store(P::ReadOnly(_)) | Error::ReadOnly(_) => ffi::SQLITE_READONLY,
         Error::Store(P::Corrupt(_)) => ffi::SQLITE_CORRUPT,
-        Error::Store(P::NotFound(_) | P::InvalidName(_)) if op == Op::Open => ffi::SQLITE_CANTOPEN,
+        // A bad name is refused wherever it is given (open, fdb_fork).
+        Error::Store(P::InvalidName(_)) => ffi::SQLITE_CANTOPEN,
+        Error::Store(P::NotFound(_)) if op == Op::Open => ffi::SQLITE_CANTOPEN,
         Error::UnknownParams(_)
         | Error::BadParam { .. }
-        | Error::BadName(_)
+        | Error::NameNotUtf8
         | Error::StoreOpen { .. } => ffi::SQLITE_CANTOPEN,
         Error::RestoreInTransaction | Error::OutOfHistory(_) if op == Op::FileControl => {
             ffi::SQLITE_ERROR

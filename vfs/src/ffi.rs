@@ -1,8 +1,11 @@
-//! The `extern "C"` entry points SQLite calls: the VFS object and the I/O
-//! methods. Every entry point wraps its body in `catch_unwind` (a panic
-//! crossing into C aborts the host process) and returns an SQLite error
-//! code instead; errors are logged with `tracing` and, for the host to see,
-//! with `sqlite3_log`.
+//! The `extern "C"` entry points SQLite calls: the VFS object here, the
+//! I/O methods of open files in [`io`] (one safe trait over the three
+//! kinds of file, generic trampolines) and [`main_file`]. Every entry
+//! point runs its body in [`guard`] (`catch_unwind`: a panic crossing
+//! into C aborts the host process) and returns an SQLite code instead;
+//! every error goes through [`report`], the one place that turns it into
+//! a code (with `error::sqlite_code`) and logs it with `tracing` and, for
+//! the host to see, with `sqlite3_log`.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -196,9 +199,8 @@ unsafe fn open_main(
     // SAFETY: a main-db name is NUL-terminated (with URI parameters after it).
     let raw = name_of_pathname(unsafe { CStr::from_ptr(name) }.to_bytes());
     let opened = (|| {
-        let n =
-            std::str::from_utf8(raw).map_err(|_| Error::BadName("the name is not UTF-8".into()))?;
-        crate::file::validate_name(n)?;
+        let n = std::str::from_utf8(raw).map_err(|_| Error::NameNotUtf8)?;
+        pagestore::validate_name(n)?;
         // SAFETY: name is a main-db filename from SQLite.
         let params = unsafe { ctx.api.uri_params(name) };
         refuse_unsupported(&params)?;

@@ -131,21 +131,6 @@ impl Drop for MainFile {
     }
 }
 
-/// Checks a database name (UTF-8, 1..=255 bytes).
-pub fn validate_name(name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::BadName("the name is empty".into()));
-    }
-    if name.len() > pagestore::MAX_NAME_BYTES {
-        return Err(Error::BadName(format!(
-            "{} bytes long; at most {} bytes of UTF-8",
-            name.len(),
-            pagestore::MAX_NAME_BYTES
-        )));
-    }
-    Ok(())
-}
-
 impl MainFile {
     /// Opens database `name` of `store`; creates it when `create` (never
     /// for time travel). With `at`, the file is read-only as of that point
@@ -153,7 +138,7 @@ impl MainFile {
     /// outside the history (future, before the database existed, older
     /// than the retention window) fails the open with a message saying so.
     pub fn open(name: &str, store: PageStore, at: Option<At>, create: bool) -> Result<MainFile> {
-        validate_name(name)?;
+        pagestore::validate_name(name)?;
         let db = if create && at.is_none() {
             store.open_or_create(name)?
         } else {

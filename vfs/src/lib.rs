@@ -8,11 +8,16 @@
 //!
 //! Modules, one concept each:
 //! * [`api`] — the few SQLite functions we call (linked SQLite or a host's);
-//! * `ffi` — the `extern "C"` entry points, panic-safe;
-//! * [`file`] — the main database file; [`memfile`] — journals;
-//! * [`lock`] — the lock state machine; [`header`] — the change-counter trick;
+//! * `ffi` — the `extern "C"` entry points, panic-safe: the VFS object, and
+//!   one safe trait over the three kinds of open file with generic I/O
+//!   trampolines (`ffi/io.rs`, `ffi/main_file.rs`);
+//! * [`file`] — the main database file (one module per concern under
+//!   `file/`); [`memfile`] — journals and temp files;
+//! * [`lock`] — the lock state machine (one state enum, a pure transition);
+//!   [`header`] — SQLite's database header and the change-counter trick;
 //! * [`pragma`] — PRAGMAs we answer; [`error`] — errors → SQLite codes;
-//! * [`registry`] — which store a connection uses; [`at`] — points in history.
+//! * [`registry`] — which store a connection uses; [`at`] — points in history;
+//! * `testing` — raw I/O test hooks (feature `testutil` only).
 
 pub mod api;
 pub mod at;

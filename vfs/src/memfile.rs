@@ -300,11 +300,6 @@ impl MemFile {
         Ok(())
     }
 
-    /// [`MemFile::try_write`] with the error as text.
-    pub fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), String> {
-        self.try_write(buf, offset).map_err(|e| e.to_string())
-    }
-
     /// Truncates (or extends with zeros) to `size`.
     pub fn try_truncate(&mut self, size: u64) -> Result<(), MemError> {
         if size > self.max() {
@@ -328,11 +323,6 @@ impl MemFile {
         }
         self.size = size;
         Ok(())
-    }
-
-    /// [`MemFile::try_truncate`] with the error as text.
-    pub fn truncate(&mut self, size: u64) -> Result<(), String> {
-        self.try_truncate(size).map_err(|e| e.to_string())
     }
 
     /// Current size.
@@ -378,16 +368,16 @@ mod tests {
     #[test]
     fn read_write_truncate() {
         let mut f = MemFile::with_limits(TempLimits::default());
-        assert_eq!(f.write(b"abc", 5), Ok(()));
+        assert!(f.try_write(b"abc", 5).is_ok());
         assert_eq!(f.size(), 8);
         let mut b = [9u8; 10];
         assert_eq!(f.read(&mut b, 4), 4);
         assert_eq!(b, [0, b'a', b'b', b'c', 0, 0, 0, 0, 0, 0]);
         assert_eq!(f.read(&mut b, 100), 0);
-        assert_eq!(f.truncate(6), Ok(()));
+        assert!(f.try_truncate(6).is_ok());
         assert_eq!(f.size(), 6);
-        assert!(f.write(b"x", u64::MAX).is_err());
-        assert!(f.truncate(u64::MAX).is_err());
+        assert!(f.try_write(b"x", u64::MAX).is_err_and(|e| e.is_full()));
+        assert!(f.try_truncate(u64::MAX).is_err_and(|e| e.is_full()));
     }
 
     #[test]

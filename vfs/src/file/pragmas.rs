@@ -5,7 +5,7 @@ use pagestore::sync::lock as locked;
 
 use super::restore::restore_with_retries;
 use super::stats::stats_line;
-use super::{validate_name, MainFile, State};
+use super::{MainFile, State};
 use crate::at::At;
 use crate::error::{Error, ReadOnly, Result};
 use crate::pragma::Pragma;
@@ -73,7 +73,7 @@ impl MainFile {
             }
             Pragma::Fork(dst) => {
                 let v = self.version()?;
-                validate_name(&dst)?;
+                pagestore::validate_name(&dst)?;
                 self.store.fork(&self.name, &dst, Some(v))?;
                 PragmaOutcome::Value(v.to_string())
             }
