@@ -88,7 +88,7 @@ pub(crate) fn read_after(
 /// needs (each checks the horizon again: a record is immutable until GC
 /// removes it, so every chunk read under the horizon is complete).
 pub(crate) fn read_all(
-    inner: &crate::store::Inner,
+    inner: &crate::store::StoreCore,
     database: &str,
     keys: &DbKeys,
     after: Versionstamp,

@@ -38,10 +38,12 @@
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use tracing::{debug, debug_span, info};
 
 use crate::changelog::{self, after_version};
+use crate::database::Database;
 use crate::encoding::{decode_horizon, runs, DbMeta, LogRecord, PageValue, TokenState};
 use crate::error::{Error, Result};
 use crate::ids::{DbId, PageNo};
@@ -50,9 +52,11 @@ use crate::kv::{
     ConflictKind, KvError, KvTxn, MutationType, RangeOption, ReadRequest, ReadResult, Version,
     Versionstamp,
 };
+use crate::read_set::ReadSet;
 use crate::retry::{self, Backoff, Pause};
-use crate::txn::{Committed, Dirty, Transaction, READ_VERSION_REUSE};
+use crate::store::StoreCore;
 use crate::upload;
+use crate::write_set::{Dirty, WriteSet};
 
 /// Most conflict ranges one commit carries: beyond it, nearby ranges are
 /// merged (a coarser read set can only add conflicts, never miss one), which
@@ -76,11 +80,11 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    fn new(txn: &Transaction) -> Plan {
-        let written: Vec<PageNo> = txn.writes.keys().copied().collect();
+    fn new(txn: &Member<'_>) -> Plan {
+        let written: Vec<PageNo> = txn.write.pages.keys().copied().collect();
         let mut absent = Vec::new();
-        if let Some(t) = txn.trunc_from {
-            let end = txn.base_count.min(u32::MAX as u64 + 1);
+        if let Some(t) = txn.write.trunc_from {
+            let end = txn.write.base_count.min(u32::MAX as u64 + 1);
             let w: BTreeSet<PageNo> = written.iter().copied().collect();
             absent.extend(
                 (t..end)
@@ -88,13 +92,14 @@ impl Plan {
                     .filter(|p| !w.contains(p)),
             );
         }
-        let page_count = (txn.count != txn.base_count).then_some(txn.count);
-        let header = match (txn.base_page_size, txn.page_size) {
+        let page_count = (txn.write.count != txn.write.base_count).then_some(txn.write.count);
+        let header = match (txn.write.base_page_size, txn.write.page_size) {
             (None, Some(s)) => Some(s),
             _ => None,
         };
         let inline_bytes: usize = txn
-            .writes
+            .write
+            .pages
             .values()
             .map(|d| match d {
                 Dirty::Mem(b) => b.len() + ENTRY_OVERHEAD,
@@ -105,7 +110,7 @@ impl Plan {
         let large = inline_bytes > txn.db.store.inner.opts.inline_commit_bytes;
         Plan {
             record: LogRecord {
-                token: txn.token,
+                token: txn.write.token,
                 page_count,
                 page_size: header,
                 large,
@@ -114,8 +119,8 @@ impl Plan {
             },
             large,
             inline_bytes,
-            read_runs: coalesce(runs(&txn.reads.iter().copied().collect::<Vec<_>>())),
-            size_conflict: txn.size_read || page_count.is_some(),
+            read_runs: coalesce(runs(&txn.read.pages.iter().copied().collect::<Vec<_>>())),
+            size_conflict: txn.read.size_read || page_count.is_some(),
             header,
             time_micros: txn.db.store.inner.opts.clock.now_micros(),
         }
@@ -123,7 +128,7 @@ impl Plan {
 
     /// The read-conflict ranges of what the transaction read: a write to
     /// any of them after the snapshot makes the store refuse the commit.
-    fn apply_reads(&self, t: &mut dyn KvTxn, txn: &Transaction) {
+    fn apply_reads(&self, t: &mut dyn KvTxn, txn: &Member<'_>) {
         let keys = &txn.db.keys;
         // A drop (or drop and re-create) of the database after the
         // snapshot changes its catalog entry: the commit must fail rather
@@ -146,7 +151,7 @@ impl Plan {
     }
 
     /// Every mutation and conflict range of the final commit.
-    fn apply(&self, t: &mut dyn KvTxn, txn: &Transaction) {
+    fn apply(&self, t: &mut dyn KvTxn, txn: &Member<'_>) {
         let keys = &txn.db.keys;
         self.apply_reads(t, txn);
         if let Some(s) = self.header {
@@ -166,12 +171,12 @@ impl Plan {
             }
             t.atomic_op(
                 &keys.materialize_stamped(),
-                &txn.token,
+                &txn.write.token,
                 MutationType::SetVersionstampedKey,
             );
-            t.clear(&keys.upload(&txn.token));
+            t.clear(&keys.upload(&txn.write.token));
         } else {
-            for (&p, d) in &txn.writes {
+            for (&p, d) in &txn.write.pages {
                 if let Dirty::Mem(b) = d {
                     let v = PageValue::Inline(b.to_vec()).encode();
                     t.atomic_op(
@@ -214,7 +219,7 @@ impl Plan {
         // The token: a retry after an unknown result reads it; the
         // read-conflict range on it lets a retry or a fence that writes it
         // stop this attempt from landing late.
-        let token = keys.token(&txn.token);
+        let token = keys.token(&txn.write.token);
         let mut token_end = token.clone();
         token_end.push(0);
         t.add_conflict_range(&token, &token_end, ConflictKind::Read);
@@ -277,7 +282,44 @@ const MAX_RECORD_BYTES: usize = 4_000_000;
 /// limit-1 range read; well inside FDB's 5 s).
 const PROBES_PER_TXN: usize = 5_000;
 
-pub(crate) fn commit(txn: &mut Transaction) -> Result<Committed> {
+/// The result of a successful commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The commit's version; for a transaction without writes, its snapshot.
+    pub version: Version,
+    /// The commit's versionstamp (None without writes).
+    pub versionstamp: Option<Versionstamp>,
+}
+
+/// One transaction of a commit group as the commit reads it: the database,
+/// what it read and what it wrote.
+#[derive(Clone, Copy)]
+pub(crate) struct Member<'a> {
+    pub db: &'a Database,
+    pub read: &'a ReadSet,
+    pub write: &'a WriteSet,
+}
+
+/// A transaction of a commit group that writes: the commit uploads its
+/// pages ahead when large and hands its uploads over on success.
+pub(crate) struct Writer<'a> {
+    pub db: &'a Database,
+    pub read: &'a ReadSet,
+    pub write: &'a mut WriteSet,
+}
+
+impl Writer<'_> {
+    fn member(&self) -> Member<'_> {
+        Member {
+            db: self.db,
+            read: self.read,
+            write: self.write,
+        }
+    }
+}
+
+/// Commits one transaction.
+pub(crate) fn commit(txn: Writer<'_>) -> Result<Committed> {
     commit_group(&mut [txn], &[])
 }
 
@@ -286,23 +328,54 @@ pub(crate) fn commit(txn: &mut Transaction) -> Result<Committed> {
 /// conflict on any of them fails all. The read sets of `readers` (sibling
 /// transactions without writes, e.g. other databases one SQL transaction
 /// only read) are validated too, so the group is serializable as a whole.
-pub(crate) fn commit_group(
-    txns: &mut [&mut Transaction],
-    readers: &[&Transaction],
-) -> Result<Committed> {
+pub(crate) fn commit_group(txns: &mut [Writer<'_>], readers: &[Member<'_>]) -> Result<Committed> {
+    let inner = check_group(txns, readers)?;
+    let names: Vec<String> = txns.iter().map(|t| t.db.name.to_string()).collect();
+    let snapshot = txns[0].read.snapshot;
+    let span = debug_span!("commit", databases = ?names, version = snapshot,
+        reads = txns.iter().map(|t| t.read.pages.len()).sum::<usize>(),
+        writes = txns.iter().map(|t| t.write.pages.len()).sum::<usize>());
+    let _g = span.enter();
+    let plans = plan_group(txns, &inner)?;
+    let reader_plans: Vec<Plan> = readers.iter().map(Plan::new).collect();
+    upload_large(txns, &plans)?;
+    let (first_keys, token) = (txns[0].db.keys.clone(), txns[0].write.token);
+    let members: Vec<(Member<'_>, &Plan, bool)> = txns
+        .iter()
+        .map(Writer::member)
+        .zip(&plans)
+        .map(|(t, p)| (t, p, true))
+        .chain(
+            readers
+                .iter()
+                .copied()
+                .zip(&reader_plans)
+                .map(|(t, p)| (t, p, false)),
+        )
+        .collect();
+    let group = Group {
+        inner: &inner,
+        names: &names,
+        snapshot,
+        members: &members,
+    };
+    let (outcome, after_unknown) = group.attempts();
+    let landed = group.settle(outcome, after_unknown, &first_keys, &token)?;
+    drop(members);
+    Ok(succeeded(&inner, txns, &plans, landed))
+}
+
+/// Refuses a group the engine cannot commit atomically: empty, spanning
+/// several stores, or holding one database twice. Returns the store.
+fn check_group(txns: &[Writer<'_>], readers: &[Member<'_>]) -> Result<Arc<StoreCore>> {
     let Some(first) = txns.first() else {
         return Err(Error::InvalidGroup("empty commit group".into()));
     };
     let inner = first.db.store.inner.clone();
-    let snapshot = first.snapshot;
-    let token = first.token;
-    let first_keys = first.db.keys.clone();
-    if txns
-        .iter()
-        .any(|t| !std::sync::Arc::ptr_eq(&t.db.store.inner, &inner))
+    if txns.iter().any(|t| !Arc::ptr_eq(&t.db.store.inner, &inner))
         || readers
             .iter()
-            .any(|t| !std::sync::Arc::ptr_eq(&t.db.store.inner, &inner))
+            .any(|t| !Arc::ptr_eq(&t.db.store.inner, &inner))
     {
         return Err(Error::InvalidGroup(
             "a commit group spans several stores; only databases of one store commit atomically"
@@ -320,14 +393,14 @@ pub(crate) fn commit_group(
             "a commit group holds two transactions of the same database".into(),
         ));
     }
-    let names: Vec<String> = txns.iter().map(|t| t.db.name.to_string()).collect();
-    let span = debug_span!("commit", databases = ?names, version = snapshot,
-        reads = txns.iter().map(|t| t.reads.len()).sum::<usize>(),
-        writes = txns.iter().map(|t| t.writes.len()).sum::<usize>());
-    let _g = span.enter();
-    let mut plans: Vec<Plan> = txns.iter().map(|t| Plan::new(t)).collect();
+    Ok(inner)
+}
+
+/// The writers' plans, with "large" decided on the group's total, and the
+/// check that the change-log records fit the final commit.
+fn plan_group(txns: &[Writer<'_>], inner: &StoreCore) -> Result<Vec<Plan>> {
+    let mut plans: Vec<Plan> = txns.iter().map(|t| Plan::new(&t.member())).collect();
     make_group_fit(&mut plans, inner.opts.inline_commit_bytes);
-    let reader_plans: Vec<Plan> = readers.iter().map(|t| Plan::new(t)).collect();
     // The change-log record goes into the final commit whatever the
     // transaction's size: refuse (before uploading anything) a record that
     // would not fit one FoundationDB transaction.
@@ -343,103 +416,121 @@ pub(crate) fn commit_group(
             "the transaction changes too many scattered pages: its change-log record would be {record_bytes} bytes (at most {MAX_RECORD_BYTES}); commit it in parts"
         )));
     }
-    for (txn, plan) in txns.iter_mut().zip(&plans) {
+    Ok(plans)
+}
+
+/// Uploads the remaining in-memory pages of the large members.
+fn upload_large(txns: &mut [Writer<'_>], plans: &[Plan]) -> Result<()> {
+    for (txn, plan) in txns.iter_mut().zip(plans) {
         if plan.large {
-            upload::upload_all(txn)?;
+            upload::upload_all(&txn.db.store.inner, &txn.db.keys, txn.write)?;
         }
     }
-    // The fast path needs one read version for all: the shared snapshot.
-    let fresh = txns.iter().map(|t| &**t).chain(readers.iter().copied()).all(|t| {
-        t.snapshot == snapshot
-            && matches!(t.rv, Some((rv, at)) if rv == t.snapshot && at.elapsed() < READ_VERSION_REUSE)
-    });
-    let path = Cell::new(if fresh {
-        Path::Fast
-    } else {
-        Path::Slow {
-            after_unknown: false,
-        }
-    });
-    let outcome = retry::run(
-        &Backoff::store(inner.opts.max_retries),
-        |e: &Error| matches!(e, Error::Kv(k) if k.is_retryable() && !k.is_conflict()),
-        |e, attempt| {
-            inner.retries.fetch_add(1, Ordering::Relaxed);
-            let after_unknown = path.get().after_unknown() || e.is_maybe_committed();
-            debug!(error = %e, attempt, after_unknown, "commit retried on the slow path");
-            path.set(Path::Slow { after_unknown });
-            if matches!(e, Error::Kv(k) if k.is_too_old()) {
-                Pause::Skip
-            } else {
-                Pause::Backoff
+    Ok(())
+}
+
+/// The attempts of one group commit: members as (transaction, plan,
+/// writes?).
+struct Group<'g, 'a> {
+    inner: &'g StoreCore,
+    names: &'g [String],
+    snapshot: Version,
+    members: &'g [(Member<'a>, &'g Plan, bool)],
+}
+
+impl Group<'_, '_> {
+    /// Runs attempts until one ends well, fails for good or the retries
+    /// are used up. Returns the outcome and whether an earlier attempt's
+    /// result was unknown.
+    fn attempts(&self) -> (Result<Attempt>, bool) {
+        // The fast path needs one read version for all: the shared snapshot.
+        let fresh = self
+            .members
+            .iter()
+            .all(|(t, _, _)| t.read.snapshot == self.snapshot && t.read.fresh());
+        let path = Cell::new(if fresh {
+            Path::Fast
+        } else {
+            Path::Slow {
+                after_unknown: false,
             }
-        },
-        |_| {
-            let members: Vec<(&Transaction, &Plan, bool)> = txns
-                .iter()
-                .map(|t| &**t)
-                .zip(&plans)
-                .map(|(t, p)| (t, p, true))
-                .chain(
-                    readers
-                        .iter()
-                        .copied()
-                        .zip(&reader_plans)
-                        .map(|(t, p)| (t, p, false)),
-                )
-                .collect();
-            attempt_commit(&inner, path.get(), snapshot, &members)
-        },
-    );
-    let after_unknown = path.get().after_unknown();
-    match outcome {
-        Ok(Attempt::Committed(vs)) => Ok(succeeded(&inner, txns, &plans, vs, false)),
-        Ok(Attempt::Landed(vs)) => Ok(succeeded(&inner, txns, &plans, vs, true)),
-        Err(e) if !after_unknown && !e.is_maybe_committed() => {
-            if e.is_conflict() {
-                inner.conflicts.fetch_add(1, Ordering::Relaxed);
-                return Err(conflict_error(&names, snapshot, e));
-            }
-            Err(e)
-        }
-        Err(e) => {
-            // An earlier attempt's result was unknown and it may still
-            // land: only a fenced token makes "not committed" true.
-            if planted!("plant::unknown_as_conflict") {
-                inner.conflicts.fetch_add(1, Ordering::Relaxed);
-                return Err(conflict_error(&names, snapshot, e));
-            }
-            match fence(&inner, &first_keys, &token) {
-                Ok(Some(vs)) => Ok(succeeded(&inner, txns, &plans, vs, true)),
-                Ok(None) => {
-                    debug!(error = %e, "earlier attempt fenced: definitely not committed");
-                    if e.is_conflict() || e.is_maybe_committed() {
-                        inner.conflicts.fetch_add(1, Ordering::Relaxed);
-                        return Err(conflict_error(&names, snapshot, e));
-                    }
-                    Err(e)
+        });
+        let outcome = retry::run(
+            &Backoff::store(self.inner.opts.max_retries),
+            |e: &Error| matches!(e, Error::Kv(k) if k.is_retryable() && !k.is_conflict()),
+            |e, attempt| {
+                self.inner.retries.fetch_add(1, Ordering::Relaxed);
+                let after_unknown = path.get().after_unknown() || e.is_maybe_committed();
+                debug!(error = %e, attempt, after_unknown, "commit retried on the slow path");
+                path.set(Path::Slow { after_unknown });
+                if matches!(e, Error::Kv(k) if k.is_too_old()) {
+                    Pause::Skip
+                } else {
+                    Pause::Backoff
                 }
-                Err(fence_err) => {
-                    tracing::warn!(error = %e, fence = %fence_err,
-                        "could not fence a commit after an unknown result; its outcome stays unknown");
-                    Err(Error::Kv(KvError::new(
-                        KvError::COMMIT_UNKNOWN_RESULT,
-                        format!("the commit may or may not have been applied ({e}; fencing it failed: {fence_err})"),
-                    )))
+            },
+            |_| attempt_commit(self.inner, path.get(), self.snapshot, self.members),
+        );
+        (outcome, path.get().after_unknown())
+    }
+
+    /// Turns the last attempt's outcome into the commit that landed (and
+    /// whether an earlier attempt, whose result was unknown, landed it) or
+    /// the error to report.
+    fn settle(
+        &self,
+        outcome: Result<Attempt>,
+        after_unknown: bool,
+        first_keys: &DbKeys,
+        token: &Token,
+    ) -> Result<(Versionstamp, bool)> {
+        let e = match outcome {
+            Ok(Attempt::Committed(vs)) => return Ok((vs, false)),
+            Ok(Attempt::Landed(vs)) => return Ok((vs, true)),
+            Err(e) if !after_unknown && !e.is_maybe_committed() => {
+                return Err(if e.is_conflict() { self.conflict(e) } else { e })
+            }
+            Err(e) => e,
+        };
+        // An earlier attempt's result was unknown and it may still
+        // land: only a fenced token makes "not committed" true.
+        if planted!("plant::unknown_as_conflict") {
+            return Err(self.conflict(e));
+        }
+        match fence(self.inner, first_keys, token) {
+            Ok(Some(vs)) => Ok((vs, true)),
+            Ok(None) => {
+                debug!(error = %e, "earlier attempt fenced: definitely not committed");
+                if e.is_conflict() || e.is_maybe_committed() {
+                    return Err(self.conflict(e));
                 }
+                Err(e)
+            }
+            Err(fence_err) => {
+                tracing::warn!(error = %e, fence = %fence_err,
+                    "could not fence a commit after an unknown result; its outcome stays unknown");
+                Err(Error::Kv(KvError::new(
+                    KvError::COMMIT_UNKNOWN_RESULT,
+                    format!("the commit may or may not have been applied ({e}; fencing it failed: {fence_err})"),
+                )))
             }
         }
+    }
+
+    /// Counts a conflict and names the group in it.
+    fn conflict(&self, e: Error) -> Error {
+        self.inner.conflicts.fetch_add(1, Ordering::Relaxed);
+        conflict_error(self.names, self.snapshot, e)
     }
 }
 
 /// The group committed as `vs` (by this attempt, or by an earlier one whose
 /// result was unknown: `recovered`): counters, cache, large commits' index.
 fn succeeded(
-    inner: &crate::store::Inner,
-    txns: &mut [&mut Transaction],
+    inner: &StoreCore,
+    txns: &mut [Writer<'_>],
     plans: &[Plan],
-    vs: Versionstamp,
-    recovered: bool,
+    (vs, recovered): (Versionstamp, bool),
 ) -> Committed {
     if recovered {
         inner.recovered_unknown.fetch_add(1, Ordering::Relaxed);
@@ -477,10 +568,10 @@ enum Attempt {
 
 /// One attempt of a group commit. `members`: (transaction, plan, writes?).
 fn attempt_commit(
-    inner: &crate::store::Inner,
+    inner: &StoreCore,
     path: Path,
     snapshot: Version,
-    members: &[(&Transaction, &Plan, bool)],
+    members: &[(Member<'_>, &Plan, bool)],
 ) -> Result<Attempt> {
     let mut t = inner.kv.begin()?;
     match path {
@@ -512,19 +603,19 @@ fn attempt_commit(
 /// transaction. Returns the commit that already landed (after an unknown
 /// result), or None to go on and commit in `t`.
 fn slow_check(
-    inner: &crate::store::Inner,
+    inner: &StoreCore,
     t: &mut dyn KvTxn,
-    members: &[(&Transaction, &Plan, bool)],
+    members: &[(Member<'_>, &Plan, bool)],
     after_unknown: bool,
 ) -> Result<Option<Versionstamp>> {
-    let probes: usize = members.iter().map(|(txn, _, _)| txn.reads.len()).sum();
+    let probes: usize = members.iter().map(|(txn, _, _)| txn.read.pages.len()).sum();
     // A read set too large for one store transaction is probed ahead in
     // short ones; the commit transaction then checks the change log from
     // the first of them on (a short span of history).
     let log_from = if probes > PROBES_PER_TXN {
         let mut first_rv = None;
         for (txn, _, _) in members {
-            let pages: Vec<PageNo> = txn.reads.iter().copied().collect();
+            let pages: Vec<PageNo> = txn.read.pages.iter().copied().collect();
             for chunk in pages.chunks(PROBES_PER_TXN) {
                 let mut pt = inner.kv.begin()?;
                 let rv = pt.read_version()?;
@@ -543,7 +634,7 @@ fn slow_check(
         let (txn, _, _) = members
             .first()
             .ok_or_else(|| Error::InvalidGroup("empty commit group".into()))?;
-        reqs.push(ReadRequest::Get(txn.db.keys.token(&txn.token)));
+        reqs.push(ReadRequest::Get(txn.db.keys.token(&txn.write.token)));
     }
     for (txn, _, _) in members {
         reqs.push(ReadRequest::Get(txn.db.keys.horizon()));
@@ -573,7 +664,7 @@ fn slow_check(
         };
         let horizon = decode_horizon(h.as_deref())?;
         if !planted!("plant::skip_horizon_check") {
-            txn.db.check_horizon(txn.snapshot, horizon, false)?;
+            txn.db.check_horizon(txn.read.snapshot, horizon, false)?;
         }
         match meta {
             Some(m) if !DbMeta::decode(&m)?.dropped => {}
@@ -583,7 +674,7 @@ fn slow_check(
     match log_from {
         None => {
             for (txn, plan, _) in members {
-                let pages: Vec<PageNo> = txn.reads.iter().copied().collect();
+                let pages: Vec<PageNo> = txn.read.pages.iter().copied().collect();
                 probe_pages(t, txn, &pages)?;
                 probe_size(t, txn, plan)?;
             }
@@ -604,7 +695,7 @@ fn slow_check(
 /// newer than the snapshot, as of `t`'s read version. GC never removes the
 /// newest version of a page at or below its horizon, so the answer holds
 /// even for a snapshot older than the horizon.
-fn probe_pages(t: &mut dyn KvTxn, txn: &Transaction, pages: &[PageNo]) -> Result<()> {
+fn probe_pages(t: &mut dyn KvTxn, txn: &Member<'_>, pages: &[PageNo]) -> Result<()> {
     if pages.is_empty() || planted!("plant::skip_read_conflicts") {
         return Ok(());
     }
@@ -612,7 +703,7 @@ fn probe_pages(t: &mut dyn KvTxn, txn: &Transaction, pages: &[PageNo]) -> Result
     let reqs: Vec<ReadRequest> = pages
         .iter()
         .map(|&p| {
-            let (b, e) = keys.page_after(p, txn.snapshot);
+            let (b, e) = keys.page_after(p, txn.read.snapshot);
             ReadRequest::Range(RangeOption::new(b, e).limit(1))
         })
         .collect();
@@ -629,18 +720,18 @@ fn probe_pages(t: &mut dyn KvTxn, txn: &Transaction, pages: &[PageNo]) -> Result
     }
     Err(Error::Conflict {
         database: txn.db.name.to_string(),
-        snapshot: txn.snapshot,
+        snapshot: txn.read.snapshot,
         detail: format!("pages {hit:?} changed after the snapshot"),
     })
 }
 
 /// The size and page-size checks of the slow path: a newer size record (if
 /// the size was observed or changed) or a page size set meanwhile.
-fn probe_size(t: &mut dyn KvTxn, txn: &Transaction, plan: &Plan) -> Result<()> {
+fn probe_size(t: &mut dyn KvTxn, txn: &Member<'_>, plan: &Plan) -> Result<()> {
     let keys = &txn.db.keys;
     let (_, zend) = keys.sizes();
     let newer_size =
-        ReadRequest::Range(RangeOption::new(keys.size_at(txn.snapshot).1, zend).limit(1));
+        ReadRequest::Range(RangeOption::new(keys.size_at(txn.read.snapshot).1, zend).limit(1));
     let res = t.get_batch(&[newer_size, ReadRequest::Get(keys.header())], true)?;
     let (size_changed, header_set) = match res.as_slice() {
         [ReadResult::Range(z), ReadResult::Value(h)] => (!z.kvs.is_empty(), h.is_some()),
@@ -649,7 +740,7 @@ fn probe_size(t: &mut dyn KvTxn, txn: &Transaction, plan: &Plan) -> Result<()> {
     if (plan.size_conflict && size_changed) || (plan.header.is_some() && header_set) {
         return Err(Error::Conflict {
             database: txn.db.name.to_string(),
-            snapshot: txn.snapshot,
+            snapshot: txn.read.snapshot,
             detail: "a later commit changed the database size or page size".into(),
         });
     }
@@ -658,7 +749,7 @@ fn probe_size(t: &mut dyn KvTxn, txn: &Transaction, plan: &Plan) -> Result<()> {
 
 /// Fails with a conflict when one of `changed` touched what `txn` read.
 fn check_records(
-    txn: &Transaction,
+    txn: &Member<'_>,
     plan: &Plan,
     changed: &[(Versionstamp, LogRecord)],
 ) -> Result<()> {
@@ -666,7 +757,7 @@ fn check_records(
         let hit: Vec<PageNo> = rec
             .changed()
             .into_iter()
-            .filter(|p| txn.reads.contains(p))
+            .filter(|p| txn.read.pages.contains(p))
             .take(8)
             .collect();
         let size_hit = plan.size_conflict && rec.page_count.is_some();
@@ -674,7 +765,7 @@ fn check_records(
         if !hit.is_empty() || size_hit || header_hit {
             return Err(Error::Conflict {
                 database: txn.db.name.to_string(),
-                snapshot: txn.snapshot,
+                snapshot: txn.read.snapshot,
                 detail: if hit.is_empty() {
                     format!("commit {vs} changed the database size")
                 } else {
@@ -692,11 +783,7 @@ fn check_records(
 /// longer commit after this). Returns the landed commit, or None when it
 /// definitely did not commit. Idempotent, so retried like any store
 /// transaction (also after its own unknown result).
-fn fence(
-    inner: &crate::store::Inner,
-    keys: &DbKeys,
-    token: &Token,
-) -> Result<Option<Versionstamp>> {
+fn fence(inner: &StoreCore, keys: &DbKeys, token: &Token) -> Result<Option<Versionstamp>> {
     let key = keys.token(token);
     let param = TokenState::fenced_param();
     inner.run("fence", |t| match t.get(&key, false)? {
@@ -736,17 +823,25 @@ fn make_group_fit(plans: &mut [Plan], limit: usize) {
 
 /// After a successful commit: cache what was written, finish a large
 /// commit's page index.
-fn finish(txn: &mut Transaction, plan: &Plan, vs: Versionstamp) {
+fn finish(txn: &mut Writer<'_>, plan: &Plan, vs: Versionstamp) {
     let cache = &txn.db.store.inner.cache;
     if plan.large {
-        txn.uploaded = false; // owned by the commit now
-        if let Err(e) = upload::materialize(&txn.db, vs, &txn.token, &plan.record) {
+        txn.write.uploaded = false; // owned by the commit now
+        let (inner, keys) = (&txn.db.store.inner, &txn.db.keys);
+        if let Err(e) = upload::materialize(
+            inner,
+            keys,
+            &txn.db.name,
+            vs,
+            &txn.write.token,
+            &plan.record,
+        ) {
             // The commit stands; the next BEGIN of any process finishes it.
             tracing::warn!(error = %e, commit = %vs, "page index of a large commit left for later");
         }
         return;
     }
-    for (&p, d) in &txn.writes {
+    for (&p, d) in &txn.write.pages {
         if let Dirty::Mem(b) = d {
             cache.insert(txn.db.id, p, vs, b.clone());
         }

@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::ids::DbId;
 use crate::keys::DbKeys;
 use crate::kv::{KeyValue, KvTxn, RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
+use crate::read_set::{ReadSet, Snapshot, READ_VERSION_REUSE};
 use crate::store::PageStore;
-use crate::txn::Transaction;
 use crate::upload;
 
 /// Change-log rows read at BEGIN before giving up on catching up and
@@ -104,12 +104,8 @@ impl Database {
         self.layers.get(1).map(|l| (l.id, l.cap))
     }
 
-    /// Starts a transaction at the latest committed version: one read-version
-    /// round trip plus one read of the change log since this process last
-    /// looked (none when another connection of the process already looked
-    /// past that version). Every commit acknowledged before this call is
-    /// visible (strict serializability).
-    pub fn begin(&self) -> Result<Transaction> {
+    /// Where [`Database::begin`] starts (see there).
+    pub(crate) fn start(&self) -> Result<Snapshot> {
         let span = debug_span!("begin", database = %self.name);
         let _g = span.enter();
         let mut t = self.store.inner.kv.begin()?;
@@ -128,29 +124,22 @@ impl Database {
         // fresh and still includes everything acknowledged before us.
         let snapshot = view.known;
         debug!(version = snapshot, pages = view.page_count, "began");
-        Ok(Transaction::new(
-            self.clone(),
-            snapshot,
-            view.known_at.map(|at| (snapshot, at)),
-            view.page_count,
-            view.page_size,
-            false,
-        ))
+        Ok(Snapshot {
+            version: snapshot,
+            rv: view.known_at.map(|at| (snapshot, at)),
+            page_count: view.page_count,
+            page_size: view.page_size,
+        })
     }
 
-    /// Starts a transaction on this database at the same snapshot as
-    /// `other` (typically on another database of the same store), so that
-    /// one SQL transaction over several attached databases reads one
-    /// consistent state and can commit them together with
-    /// [`crate::commit_group`]. Costs no round trip when this process's view
-    /// of the database is at that snapshot, else one.
-    pub fn begin_sibling(&self, other: &Transaction) -> Result<Transaction> {
+    /// Where [`Database::begin_sibling`] starts (see there).
+    pub(crate) fn start_sibling(&self, other: &ReadSet) -> Result<Snapshot> {
         let snap = other.snapshot;
         let view = self.store.inner.cache.view(self.id);
         let mut view = lock(&view);
-        let fresh_at = other.rv.and_then(|(v, at)| {
-            (v == snap && at.elapsed() < crate::txn::READ_VERSION_REUSE).then_some(at)
-        });
+        let fresh_at = other
+            .rv
+            .and_then(|(v, at)| (v == snap && at.elapsed() < READ_VERSION_REUSE).then_some(at));
         // The other transaction's read version is only good for this
         // database's pages if no large commit of it was still being indexed
         // at that version: each path below says whether one was.
@@ -180,14 +169,12 @@ impl Database {
                 let (size, finished) = self.read_size_at(t.as_mut(), snap, young)?;
                 self.check_horizon(snap, size.horizon, false)?;
                 let rv = if finished { None } else { rv };
-                return Ok(Transaction::new(
-                    self.clone(),
-                    snap,
+                return Ok(Snapshot {
+                    version: snap,
                     rv,
-                    size.count,
-                    size.page_size,
-                    false,
-                ));
+                    page_count: size.count,
+                    page_size: size.page_size,
+                });
             }
             if view.known_at.is_none() {
                 rv = None;
@@ -195,20 +182,16 @@ impl Database {
         } else if view.known_at.is_none() {
             rv = None;
         }
-        Ok(Transaction::new(
-            self.clone(),
-            snap,
+        Ok(Snapshot {
+            version: snap,
             rv,
-            view.page_count,
-            view.page_size,
-            false,
-        ))
+            page_count: view.page_count,
+            page_size: view.page_size,
+        })
     }
 
-    /// Starts a read-only transaction at an earlier `version` (time travel).
-    /// Fails when `version` has not been reached yet, or is older than the
-    /// retention window.
-    pub fn begin_at(&self, version: Version) -> Result<Transaction> {
+    /// Where [`Database::begin_at`] starts (see there).
+    pub(crate) fn start_at(&self, version: Version) -> Result<Snapshot> {
         let mut t = self.store.inner.kv.begin()?;
         let rv = t.read_version()?;
         if version > rv {
@@ -218,14 +201,12 @@ impl Database {
         }
         let (size, finished) = self.read_size_at(t.as_mut(), version, false)?;
         self.check_horizon(version, size.horizon, true)?;
-        Ok(Transaction::new(
-            self.clone(),
+        Ok(Snapshot {
             version,
-            (!finished).then(|| (rv, Instant::now())),
-            size.count,
-            size.page_size,
-            true,
-        ))
+            rv: (!finished).then(|| (rv, Instant::now())),
+            page_count: size.count,
+            page_size: size.page_size,
+        })
     }
 
     /// Fails with [`Error::SnapshotTooOld`] when GC's `horizon` is past
@@ -482,7 +463,7 @@ impl Database {
             })?
             .ok_or_else(|| Error::corrupt("large commit without its change-log record"))?;
         warn!(database = %self.name, commit = %vs, "finishing a large commit's page index");
-        upload::materialize(self, vs, &token, &rec)
+        upload::materialize(&self.store.inner, &self.keys, &self.name, vs, &token, &rec)
     }
 
     /// Commits in `(after, upto]` (versions) and what each changed, oldest

@@ -19,11 +19,12 @@
 //! writers: it removes nothing they can reach.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use tracing::{debug, info};
 
 use crate::database::Database;
-use crate::encoding::{decode_horizon, DbMeta, PageValue};
+use crate::encoding::{decode_horizon, decode_u64, DbMeta, PageValue};
 use crate::error::{Error, Result};
 use crate::ids::{DbId, PageNo};
 use crate::keys::DbKeys;
@@ -479,6 +480,47 @@ fn scan_keys(
             }
             _ => return Ok(()),
         }
+    }
+}
+
+impl Database {
+    /// Removes content uploaded by transactions that never committed and
+    /// whose marker has not been refreshed for `max_age` (their process
+    /// died). Returns how many uploads were removed.
+    pub fn sweep_uploads(&self, max_age: Duration) -> Result<usize> {
+        let inner = &self.store.inner;
+        let keys = &self.keys;
+        let now = inner.opts.clock.now_micros();
+        let (b, e) = keys.uploads();
+        let markers = inner.run("sweep-list", |t| {
+            t.get_range(&RangeOption::new(b.clone(), e.clone()).limit(10_000), true)
+                .map_err(Error::from)
+        })?;
+        let mut removed = 0;
+        for kv in markers.kvs {
+            let token = keys
+                .parse_upload(&kv.key)
+                .ok_or_else(|| Error::corrupt("upload marker key"))?;
+            let at = decode_u64(&kv.value)?;
+            if now.saturating_sub(at) < max_age.as_micros() as u64 {
+                continue;
+            }
+            let (bb, be) = keys.blobs(&token);
+            let marker = kv.key.clone();
+            let stamp = kv.value.clone();
+            let done = inner.run("sweep", |t| {
+                // Re-check inside the transaction: a live upload may have
+                // refreshed its marker, or committed (marker cleared).
+                if t.get(&marker, false)?.as_deref() != Some(stamp.as_slice()) {
+                    return Ok(false);
+                }
+                t.clear_range(&bb, &be);
+                t.clear(&marker);
+                Ok(true)
+            })?;
+            removed += done as usize;
+        }
+        Ok(removed)
     }
 }
 

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use tracing::info;
 
+use crate::commit::Committed;
 use crate::database::Database;
 use crate::encoding::DbMeta;
 use crate::error::{Error, Result};
 use crate::ids::PageNo;
 use crate::kv::{RangeOption, ReadRequest, ReadResult, Version};
 use crate::store::PageStore;
-use crate::txn::Committed;
 
 /// Default retention of old versions.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);

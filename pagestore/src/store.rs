@@ -120,7 +120,9 @@ pub struct GcTotals {
     pub transactions: u64,
 }
 
-pub(crate) struct Inner {
+/// What every handle of one store shares: the backend, the key layout, the
+/// page cache, the options and the counters.
+pub(crate) struct StoreCore {
     pub kv: Arc<dyn Kv>,
     pub keys: Keyspace,
     pub cache: PageCache,
@@ -150,7 +152,7 @@ pub(crate) struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct PageStore {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<StoreCore>,
 }
 
 impl std::fmt::Debug for PageStore {
@@ -166,7 +168,7 @@ impl PageStore {
     /// A page store on `kv`.
     pub fn new(kv: Arc<dyn Kv>, opts: StoreOptions) -> Self {
         PageStore {
-            inner: Arc::new(Inner {
+            inner: Arc::new(StoreCore {
                 kv,
                 keys: Keyspace::new(opts.prefix.clone()),
                 cache: PageCache::new(opts.cache_bytes),
@@ -216,7 +218,7 @@ impl PageStore {
     }
 }
 
-impl Inner {
+impl StoreCore {
     /// Runs `f` in a store transaction, retrying retryable errors with
     /// exponential backoff like FDB's `run`. `f` must be idempotent: after
     /// `commit_unknown_result` it runs again and must detect its own work.

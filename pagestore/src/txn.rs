@@ -1,45 +1,60 @@
 //! [`Transaction`]: reads pages at a snapshot, buffers writes, commits.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::{debug, debug_span};
 
 use crate::cache::{lock, Latest};
-use crate::commit;
+use crate::commit::{self, Committed, Member, Writer};
 use crate::database::Database;
 use crate::encoding::PageValue;
 use crate::error::{Error, Result};
 use crate::ids::{DbId, PageNo};
-use crate::keys::Token;
 use crate::kv::{KvTxn, RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
+use crate::read_set::{ReadSet, Snapshot, READ_VERSION_REUSE};
 use crate::retry::{self, Backoff, Failed, Pause};
 use crate::upload;
-
-/// A read version younger than this is reused for store reads instead of
-/// asking for a new one (FDB's window is 5 s; keep a margin).
-pub(crate) const READ_VERSION_REUSE: Duration = Duration::from_millis(4_000);
+use crate::write_set::{Dirty, WriteSet};
 
 /// A page version and the database (layer) that holds it.
 type Owned = (DbId, Versionstamp);
 
-/// A page written by the transaction.
-#[derive(Clone, Debug)]
-pub(crate) enum Dirty {
-    /// Held in memory.
-    Mem(Arc<[u8]>),
-    /// Uploaded ahead under the transaction's token.
-    Uploaded,
-}
+impl Database {
+    /// Starts a transaction at the latest committed version: one read-version
+    /// round trip plus one read of the change log since this process last
+    /// looked (none when another connection of the process already looked
+    /// past that version). Every commit acknowledged before this call is
+    /// visible (strict serializability).
+    pub fn begin(&self) -> Result<Transaction> {
+        Ok(Transaction::new(self.clone(), self.start()?, false))
+    }
 
-/// The result of a successful commit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Committed {
-    /// The commit's version; for a transaction without writes, its snapshot.
-    pub version: Version,
-    /// The commit's versionstamp (None without writes).
-    pub versionstamp: Option<Versionstamp>,
+    /// Starts a transaction on this database at the same snapshot as
+    /// `other` (typically on another database of the same store), so that
+    /// one SQL transaction over several attached databases reads one
+    /// consistent state and can commit them together with
+    /// [`crate::commit_group`]. Costs no round trip when this process's view
+    /// of the database is at that snapshot, else one.
+    pub fn begin_sibling(&self, other: &Transaction) -> Result<Transaction> {
+        Ok(Transaction::new(
+            self.clone(),
+            self.start_sibling(&other.read)?,
+            false,
+        ))
+    }
+
+    /// Starts a read-only transaction at an earlier `version` (time travel).
+    /// Fails when `version` has not been reached yet, or is older than the
+    /// retention window.
+    pub fn begin_at(&self, version: Version) -> Result<Transaction> {
+        Ok(Transaction::new(
+            self.clone(),
+            self.start_at(version)?,
+            true,
+        ))
+    }
 }
 
 /// A page transaction at one snapshot.
@@ -49,73 +64,37 @@ pub struct Committed {
 /// a transaction without writes always commits.
 pub struct Transaction {
     pub(crate) db: Database,
-    pub(crate) snapshot: Version,
-    /// A read version (>= snapshot) usable for store reads, and when it
-    /// was obtained.
-    pub(crate) rv: Option<(Version, Instant)>,
-    pub(crate) read_only: bool,
-    pub(crate) base_count: u64,
-    pub(crate) count: u64,
-    pub(crate) base_page_size: Option<u32>,
-    pub(crate) page_size: Option<u32>,
-    /// Pages read from the snapshot (not own writes): the read set.
-    pub(crate) reads: BTreeSet<PageNo>,
-    /// The page count was observed (reads past the end, `page_count()`).
-    pub(crate) size_read: bool,
-    pub(crate) writes: BTreeMap<PageNo, Dirty>,
-    /// Lowest page count set by `truncate`; pages from there up to the
-    /// snapshot's count that are not rewritten become absent.
-    pub(crate) trunc_from: Option<u64>,
-    pub(crate) mem_bytes: usize,
-    pub(crate) token: Token,
-    /// Content has been uploaded under `token` (cleanup needed on abort).
-    pub(crate) uploaded: bool,
-    pub(crate) finished: bool,
+    pub(crate) read: ReadSet,
+    pub(crate) write: WriteSet,
+    read_only: bool,
+    finished: bool,
 }
 
 impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
             .field("database", &self.db.name)
-            .field("snapshot", &self.snapshot)
-            .field("reads", &self.reads.len())
-            .field("writes", &self.writes.len())
+            .field("snapshot", &self.read.snapshot)
+            .field("reads", &self.read.pages.len())
+            .field("writes", &self.write.pages.len())
             .finish()
     }
 }
 
 impl Transaction {
-    pub(crate) fn new(
-        db: Database,
-        snapshot: Version,
-        rv: Option<(Version, Instant)>,
-        count: u64,
-        page_size: Option<u32>,
-        read_only: bool,
-    ) -> Self {
+    pub(crate) fn new(db: Database, start: Snapshot, read_only: bool) -> Self {
         Transaction {
             db,
-            snapshot,
-            rv,
+            read: ReadSet::new(&start),
+            write: WriteSet::new(&start),
             read_only,
-            base_count: count,
-            count,
-            base_page_size: page_size,
-            page_size,
-            reads: BTreeSet::new(),
-            size_read: false,
-            writes: BTreeMap::new(),
-            trunc_from: None,
-            mem_bytes: 0,
-            token: rand::random(),
-            uploaded: false,
             finished: false,
         }
     }
 
     /// The snapshot version this transaction reads.
     pub fn snapshot(&self) -> Version {
-        self.snapshot
+        self.read.snapshot
     }
 
     /// The database.
@@ -130,43 +109,43 @@ impl Transaction {
 
     /// The page size, once the database has pages.
     pub fn page_size(&self) -> Option<u32> {
-        self.page_size
+        self.write.page_size
     }
 
     /// Number of pages (highest page number + 1), including own writes.
     /// Observing the size makes a later size change by another commit a
     /// conflict.
     pub fn page_count(&mut self) -> u64 {
-        self.size_read = true;
-        self.count
+        self.read.size_read = true;
+        self.write.count
     }
 
     /// True when the transaction has written or truncated anything.
     pub fn has_writes(&self) -> bool {
-        !self.writes.is_empty() || self.count != self.base_count || self.trunc_from.is_some()
+        self.write.has_writes()
     }
 
     /// Pages read from the snapshot so far.
     pub fn read_set(&self) -> &BTreeSet<PageNo> {
-        &self.reads
+        &self.read.pages
     }
 
     /// Reads page `pgno`: `None` when it does not exist (never written,
     /// past the end, or truncated away).
     pub fn read_page(&mut self, pgno: PageNo) -> Result<Option<Arc<[u8]>>> {
-        match self.writes.get(&pgno) {
+        match self.write.pages.get(&pgno) {
             Some(Dirty::Mem(d)) => return Ok(Some(d.clone())),
             Some(Dirty::Uploaded) => return self.read_uploaded(pgno).map(Some),
             None => {}
         }
-        if pgno.index() >= self.count {
-            self.size_read = true;
+        if pgno.index() >= self.write.count {
+            self.read.size_read = true;
             return Ok(None);
         }
-        if matches!(self.trunc_from, Some(t) if pgno.index() >= t) {
+        if matches!(self.write.trunc_from, Some(t) if pgno.index() >= t) {
             return Ok(None);
         }
-        self.reads.insert(pgno);
+        self.read.pages.insert(pgno);
         let mut got = self.snapshot_pages(&[pgno])?;
         Ok(got.pop().flatten())
     }
@@ -177,8 +156,8 @@ impl Transaction {
         let want: Vec<PageNo> = pgnos
             .iter()
             .copied()
-            .filter(|p| !self.writes.contains_key(p) && p.index() < self.count)
-            .filter(|p| !matches!(self.trunc_from, Some(t) if p.index() >= t))
+            .filter(|p| !self.write.pages.contains_key(p) && p.index() < self.write.count)
+            .filter(|p| !matches!(self.write.trunc_from, Some(t) if p.index() >= t))
             .collect();
         self.snapshot_pages(&want).map(|_| ())
     }
@@ -190,7 +169,7 @@ impl Transaction {
     /// version wins.
     fn snapshot_pages(&mut self, pgnos: &[PageNo]) -> Result<Vec<Option<Arc<[u8]>>>> {
         let inner = self.db.store.inner.clone();
-        let (id, snap) = (self.db.id, self.snapshot);
+        let (id, snap) = (self.db.id, self.read.snapshot);
         let layers = self.db.layers.clone();
         let mut out: Vec<Option<Arc<[u8]>>> = vec![None; pgnos.len()];
         // (index in out, pgno, known (owner, version) if any)
@@ -366,14 +345,14 @@ impl Transaction {
     }
 
     fn read_uploaded(&mut self, pgno: PageNo) -> Result<Arc<[u8]>> {
-        let key = self.db.keys.blob(&self.token, pgno);
+        let key = self.db.keys.blob(&self.write.token, pgno);
         if let Some(b) = self.with_reader(|t| t.get(&key, true))? {
             return Ok(Arc::from(b));
         }
         // The reused read version may predate the upload of this page (it
         // was committed by our own chunk after we took that version): read
         // again at a fresh one.
-        self.rv = None;
+        self.read.rv = None;
         self.with_reader(|t| t.get(&key, true))?
             .map(Arc::from)
             .ok_or_else(|| Error::corrupt("own uploaded page missing"))
@@ -389,7 +368,7 @@ impl Transaction {
         mut f: impl FnMut(&mut dyn KvTxn) -> crate::kv::KvResult<T>,
     ) -> Result<T> {
         let kv = self.db.store.inner.kv.clone();
-        let rv = &mut self.rv;
+        let rv = &mut self.read.rv;
         let out = retry::run(
             &Backoff::immediate(2),
             // Only the read itself is retried, not beginning or taking
@@ -427,13 +406,13 @@ impl Transaction {
         if self.read_only {
             return Err(Error::ReadOnly(format!(
                 "database {:?} is open at version {}",
-                self.db.name, self.snapshot
+                self.db.name, self.read.snapshot
             )));
         }
-        match self.page_size {
+        match self.write.page_size {
             Some(s) if s as usize == data.len() => {}
             None if data.len().is_power_of_two() && (512..=65536).contains(&data.len()) => {
-                self.page_size = Some(data.len() as u32);
+                self.write.page_size = Some(data.len() as u32);
             }
             expected => {
                 return Err(Error::PageSize {
@@ -443,17 +422,18 @@ impl Transaction {
             }
         }
         if let Some(Dirty::Mem(old)) = self
-            .writes
+            .write
+            .pages
             .insert(pgno, Dirty::Mem(Arc::from(data.to_vec())))
         {
-            self.mem_bytes -= old.len();
+            self.write.mem_bytes -= old.len();
         }
-        self.mem_bytes += data.len();
-        if pgno.index() >= self.count {
-            self.count = pgno.index() + 1;
+        self.write.mem_bytes += data.len();
+        if pgno.index() >= self.write.count {
+            self.write.count = pgno.index() + 1;
         }
-        if self.mem_bytes > self.db.store.inner.opts.spill_bytes {
-            upload::spill(self)?;
+        if self.write.mem_bytes > self.db.store.inner.opts.spill_bytes {
+            upload::spill(&self.db.store.inner, &self.db.keys, &mut self.write)?;
         }
         Ok(())
     }
@@ -463,24 +443,25 @@ impl Transaction {
         if self.read_only {
             return Err(Error::ReadOnly(format!(
                 "database {:?} is open at version {}",
-                self.db.name, self.snapshot
+                self.db.name, self.read.snapshot
             )));
         }
-        if count < self.count {
-            // count < self.count <= 2^32 here, so it is a page number.
+        if count < self.write.count {
+            // count < self.write.count <= 2^32 here, so it is a page number.
             let cut: Vec<PageNo> = self
-                .writes
+                .write
+                .pages
                 .range(PageNo::new(count.min(u32::MAX as u64) as u32)..)
                 .map(|(p, _)| *p)
                 .collect();
             for p in cut {
-                if let Some(Dirty::Mem(d)) = self.writes.remove(&p) {
-                    self.mem_bytes -= d.len();
+                if let Some(Dirty::Mem(d)) = self.write.pages.remove(&p) {
+                    self.write.mem_bytes -= d.len();
                 }
             }
-            self.trunc_from = Some(self.trunc_from.map_or(count, |t| t.min(count)));
+            self.write.trunc_from = Some(self.write.trunc_from.map_or(count, |t| t.min(count)));
         }
-        self.count = count;
+        self.write.count = count;
         Ok(())
     }
 
@@ -489,7 +470,7 @@ impl Transaction {
         self.finished = true;
         if !self.has_writes() {
             return Ok(Committed {
-                version: self.snapshot,
+                version: self.read.snapshot,
                 versionstamp: None,
             });
         }
@@ -498,11 +479,25 @@ impl Transaction {
                 "time-travel transactions cannot commit writes".into(),
             ));
         }
-        let out = commit::commit(&mut self);
-        if matches!(&out, Err(e) if e.definitely_not_committed()) && self.uploaded {
-            upload::discard(&self.db, &self.token);
+        let out = commit::commit(Writer {
+            db: &self.db,
+            read: &self.read,
+            write: &mut self.write,
+        });
+        if matches!(&out, Err(e) if e.definitely_not_committed()) && self.write.uploaded {
+            self.discard_uploads();
         }
         out
+    }
+
+    /// The transaction as a commit group member that only has its read
+    /// set validated.
+    fn member(&self) -> Member<'_> {
+        Member {
+            db: &self.db,
+            read: &self.read,
+            write: &self.write,
+        }
     }
 
     /// Abandons the transaction (also done on drop).
@@ -513,10 +508,15 @@ impl Transaction {
     fn abandon(&mut self) {
         if !self.finished {
             self.finished = true;
-            if self.uploaded {
-                upload::discard(&self.db, &self.token);
+            if self.write.uploaded {
+                self.discard_uploads();
             }
         }
+    }
+
+    /// Removes what this transaction uploaded ahead (best effort).
+    fn discard_uploads(&self) {
+        upload::discard(&self.db.store.inner, &self.db.keys, &self.write.token);
     }
 }
 
@@ -557,8 +557,8 @@ pub fn commit_group_checked(txns: Vec<Transaction>, readers: &[&Transaction]) ->
             ));
         }
     }
-    let snapshot = txns.first().map(|t| t.snapshot).unwrap_or(0);
-    let (mut writers, idle): (Vec<&mut Transaction>, Vec<&mut Transaction>) =
+    let snapshot = txns.first().map(|t| t.read.snapshot).unwrap_or(0);
+    let (writers, idle): (Vec<&mut Transaction>, Vec<&mut Transaction>) =
         txns.iter_mut().partition(|t| t.has_writes());
     if writers.is_empty() {
         return Ok(Committed {
@@ -567,14 +567,24 @@ pub fn commit_group_checked(txns: Vec<Transaction>, readers: &[&Transaction]) ->
         });
     }
     // Members without writes are readers too.
-    let mut all_readers: Vec<&Transaction> = readers.to_vec();
-    all_readers.extend(idle.iter().map(|t| &**t));
-    let out = commit::commit_group(&mut writers, &all_readers);
+    let all_readers: Vec<Member<'_>> = readers
+        .iter()
+        .copied()
+        .chain(idle.iter().map(|t| &**t))
+        .map(Transaction::member)
+        .collect();
+    let mut group: Vec<Writer<'_>> = writers
+        .into_iter()
+        .map(|t| Writer {
+            db: &t.db,
+            read: &t.read,
+            write: &mut t.write,
+        })
+        .collect();
+    let out = commit::commit_group(&mut group, &all_readers);
     if matches!(&out, Err(e) if e.definitely_not_committed()) {
-        for t in writers {
-            if t.uploaded {
-                upload::discard(&t.db, &t.token);
-            }
+        for t in group.iter().filter(|t| t.write.uploaded) {
+            upload::discard(&t.db.store.inner, &t.db.keys, &t.write.token);
         }
     }
     out

@@ -13,19 +13,17 @@
 //! Content of a transaction that never commits is removed by the
 //! transaction itself on rollback or error; if its process died, the
 //! `D 'u' token` marker (refreshed with every chunk) goes stale and
-//! [`Database::sweep_uploads`] removes the content.
-
-use std::time::Duration;
+//! [`crate::Database::sweep_uploads`] removes the content.
 
 use tracing::{debug, info};
 
-use crate::database::Database;
-use crate::encoding::{decode_u64, LogRecord, PageValue};
-use crate::error::{Error, Result};
-use crate::ids::PageNo;
-use crate::keys::Token;
-use crate::kv::{RangeOption, Versionstamp};
-use crate::txn::{Dirty, Transaction};
+use crate::encoding::{LogRecord, PageValue};
+use crate::error::Result;
+use crate::ids::{PageNo, Token};
+use crate::keys::DbKeys;
+use crate::kv::Versionstamp;
+use crate::store::StoreCore;
+use crate::write_set::{Dirty, WriteSet};
 
 /// Index entries written per materialization transaction. Each costs about
 /// 96 B as FDB counts it (key, value and the implicit write-conflict range),
@@ -34,17 +32,15 @@ const INDEX_ENTRIES_PER_CHUNK: usize = 8_000;
 
 /// Uploads the transaction's in-memory pages (all of them) and marks them
 /// uploaded, in chunks.
-pub(crate) fn spill(txn: &mut Transaction) -> Result<()> {
-    upload_all(txn)
+pub(crate) fn spill(inner: &StoreCore, keys: &DbKeys, txn: &mut WriteSet) -> Result<()> {
+    upload_all(inner, keys, txn)
 }
 
 /// Uploads every page still held in memory.
-pub(crate) fn upload_all(txn: &mut Transaction) -> Result<()> {
-    let inner = txn.db.store.inner.clone();
-    let keys = txn.db.keys.clone();
+pub(crate) fn upload_all(inner: &StoreCore, keys: &DbKeys, txn: &mut WriteSet) -> Result<()> {
     let chunk_bytes = inner.opts.chunk_bytes;
     let pending: Vec<PageNo> = txn
-        .writes
+        .pages
         .iter()
         .filter(|(_, d)| matches!(d, Dirty::Mem(_)))
         .map(|(p, _)| *p)
@@ -54,7 +50,7 @@ pub(crate) fn upload_all(txn: &mut Transaction) -> Result<()> {
         let mut end = start;
         let mut bytes = 0;
         while end < pending.len() && (end == start || bytes < chunk_bytes) {
-            if let Some(Dirty::Mem(d)) = txn.writes.get(&pending[end]) {
+            if let Some(Dirty::Mem(d)) = txn.pages.get(&pending[end]) {
                 if bytes + d.len() > chunk_bytes && end > start {
                     break;
                 }
@@ -68,7 +64,7 @@ pub(crate) fn upload_all(txn: &mut Transaction) -> Result<()> {
         inner.run("upload", |t| {
             t.set(&keys.upload(&token), &now.to_be_bytes());
             for p in chunk {
-                if let Some(Dirty::Mem(d)) = txn.writes.get(p) {
+                if let Some(Dirty::Mem(d)) = txn.pages.get(p) {
                     t.set(&keys.blob(&token, *p), d);
                 }
             }
@@ -76,7 +72,7 @@ pub(crate) fn upload_all(txn: &mut Transaction) -> Result<()> {
         })?;
         txn.uploaded = true;
         for p in chunk {
-            if let Some(Dirty::Mem(d)) = txn.writes.insert(*p, Dirty::Uploaded) {
+            if let Some(Dirty::Mem(d)) = txn.pages.insert(*p, Dirty::Uploaded) {
                 txn.mem_bytes -= d.len();
             }
         }
@@ -93,13 +89,13 @@ pub(crate) fn upload_all(txn: &mut Transaction) -> Result<()> {
 /// Writes the page index of large commit `vs` and clears its marker.
 /// Idempotent: the same keys get the same values.
 pub(crate) fn materialize(
-    db: &Database,
+    inner: &StoreCore,
+    keys: &DbKeys,
+    name: &str,
     vs: Versionstamp,
     token: &Token,
     rec: &LogRecord,
 ) -> Result<()> {
-    let inner = &db.store.inner;
-    let keys = &db.keys;
     let uploaded = PageValue::Uploaded(*token).encode();
     let absent = PageValue::Absent.encode();
     let entries: Vec<(PageNo, &[u8])> = rec
@@ -121,62 +117,20 @@ pub(crate) fn materialize(
         t.clear(&keys.materialize(&vs));
         Ok(())
     })?;
-    info!(database = %db.name, commit = %vs, pages = entries.len(), "large commit indexed");
+    info!(database = %name, commit = %vs, pages = entries.len(), "large commit indexed");
     Ok(())
 }
 
 /// Removes content uploaded under `token` (best effort; a failure leaves it
-/// to [`Database::sweep_uploads`]).
-pub(crate) fn discard(db: &Database, token: &Token) {
-    let keys = &db.keys;
+/// to [`crate::Database::sweep_uploads`]).
+pub(crate) fn discard(inner: &StoreCore, keys: &DbKeys, token: &Token) {
     let (b, e) = keys.blobs(token);
-    let r = db.store.inner.run("discard-upload", |t| {
+    let r = inner.run("discard-upload", |t| {
         t.clear_range(&b, &e);
         t.clear(&keys.upload(token));
         Ok(())
     });
     if let Err(e) = r {
         tracing::warn!(error = %e, "could not remove uploaded content; a sweep will");
-    }
-}
-
-impl Database {
-    /// Removes content uploaded by transactions that never committed and
-    /// whose marker has not been refreshed for `max_age` (their process
-    /// died). Returns how many uploads were removed.
-    pub fn sweep_uploads(&self, max_age: Duration) -> Result<usize> {
-        let inner = &self.store.inner;
-        let keys = &self.keys;
-        let now = inner.opts.clock.now_micros();
-        let (b, e) = keys.uploads();
-        let markers = inner.run("sweep-list", |t| {
-            t.get_range(&RangeOption::new(b.clone(), e.clone()).limit(10_000), true)
-                .map_err(Error::from)
-        })?;
-        let mut removed = 0;
-        for kv in markers.kvs {
-            let token = keys
-                .parse_upload(&kv.key)
-                .ok_or_else(|| Error::corrupt("upload marker key"))?;
-            let at = decode_u64(&kv.value)?;
-            if now.saturating_sub(at) < max_age.as_micros() as u64 {
-                continue;
-            }
-            let (bb, be) = keys.blobs(&token);
-            let marker = kv.key.clone();
-            let stamp = kv.value.clone();
-            let done = inner.run("sweep", |t| {
-                // Re-check inside the transaction: a live upload may have
-                // refreshed its marker, or committed (marker cleared).
-                if t.get(&marker, false)?.as_deref() != Some(stamp.as_slice()) {
-                    return Ok(false);
-                }
-                t.clear_range(&bb, &be);
-                t.clear(&marker);
-                Ok(true)
-            })?;
-            removed += done as usize;
-        }
-        Ok(removed)
     }
 }
