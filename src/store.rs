@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use pagestore::clock::{Clock, SystemClock};
 use pagestore::kv::embedded::{EmbeddedOptions, Faults};
+use pagestore::retry::{self, Backoff, Pause};
 use pagestore::{GcReport, PageStore, StoreOptions};
 use rusqlite::{Connection, OpenFlags};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use vfs::registry;
 use vfs::At;
 
@@ -238,6 +239,10 @@ impl StoreBuilder {
     }
 }
 
+/// Attempts of [`Store::restore`] in all when the restore conflicts with
+/// concurrent writers.
+const RESTORE_ATTEMPTS: u32 = 10;
+
 /// Starts the background GC thread; it runs until the returned sender is
 /// dropped.
 fn spawn_gc(pages: PageStore, every: Duration) -> Result<mpsc::Sender<()>> {
@@ -414,7 +419,7 @@ impl Store {
     /// # Ok(()) }
     /// ```
     pub fn fork(&self, src: &str, dst: &str, at: Option<At>) -> Result<u64> {
-        vfs::file::validate_name(dst)?;
+        pagestore::validate_name(dst)?;
         let pages = self.page_store();
         let version = match at {
             Some(a) => Some(a.resolve(&pages.open(src)?)?),
@@ -428,8 +433,8 @@ impl Store {
     /// new commit (history is kept: restoring to the returned version minus
     /// one undoes it). Work is proportional to the pages changed since
     /// `at`. Concurrent writers see an ordinary commit; when the restore
-    /// itself conflicts with one it is re-run, up to
-    /// [`vfs::file::RESTORE_ATTEMPTS`] times. Returns the commit version.
+    /// itself conflicts with one it is re-run, up to 10 attempts in all (as
+    /// `PRAGMA fdb_restore`). Returns the commit version.
     ///
     /// ```
     /// # fn main() -> Result<(), fdbvfs::Error> {
@@ -451,7 +456,19 @@ impl Store {
     pub fn restore(&self, name: &str, at: At) -> Result<u64> {
         let db = self.page_store().open(name)?;
         let version = at.resolve(&db)?;
-        Ok(vfs::file::restore_with_retries(&db, version)?)
+        // 2, 4, 8 … ms up to 100 ms, half of each delay at random so that
+        // colliding restores spread out.
+        let policy = Backoff::store(RESTORE_ATTEMPTS - 1).with_jitter(0.5);
+        let committed = retry::run(
+            &policy,
+            pagestore::Error::is_conflict,
+            |e, retry| {
+                debug!(database = %name, attempt = retry, error = %e, "restore conflicted; retrying");
+                Pause::Backoff
+            },
+            |_| db.restore_to(version),
+        )?;
+        Ok(committed.version)
     }
 
     /// How long old versions of `name` stay readable (default 7 days).
@@ -480,7 +497,7 @@ impl Store {
     }
 
     fn open_flags(&self, name: &str, at: Option<At>, flags: OpenFlags) -> Result<Connection> {
-        vfs::file::validate_name(name).map_err(|e| Error::Open {
+        pagestore::validate_name(name).map_err(|e| Error::Open {
             name: name.to_string(),
             message: e.to_string(),
             source: None,
