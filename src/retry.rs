@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use pagestore::retry::{self, Backoff, Pause};
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 use tracing::debug;
 
@@ -85,33 +86,34 @@ pub fn retry_with<T>(
     opts: &RetryOptions,
     mut f: impl FnMut(&Transaction) -> rusqlite::Result<T>,
 ) -> Result<T> {
-    let mut attempt = 0u32;
-    let mut backoff = opts.initial_backoff;
-    loop {
-        attempt += 1;
-        let out = (|| {
+    // Half of each delay drawn at random, so that colliding writers spread
+    // out (waits between half the backoff and all of it).
+    let policy = Backoff::new(
+        opts.initial_backoff,
+        opts.max_backoff,
+        opts.max_attempts.max(1) - 1,
+    )
+    .with_jitter(0.5);
+    let mut attempts = 0u32;
+    let out = retry::run(
+        &policy,
+        is_busy,
+        |e, retry| {
+            debug!(attempt = retry, error = %e, "transaction busy; retrying");
+            Pause::Backoff
+        },
+        |_| {
+            attempts += 1;
             let tx = conn.transaction_with_behavior(opts.behavior)?;
             let v = f(&tx)?;
             tx.commit()?;
             Ok(v)
-        })();
-        match out {
-            Ok(v) => return Ok(v),
-            Err(e) if is_busy(&e) => {
-                if attempt >= opts.max_attempts.max(1) {
-                    return Err(Error::RetryLimit {
-                        attempts: attempt,
-                        last: e,
-                    });
-                }
-                debug!(attempt, error = %e, "transaction busy; retrying");
-                // Full jitter: sleep a random part of the current backoff so
-                // colliding writers spread out.
-                let jitter = rand::random::<f64>();
-                std::thread::sleep(backoff.mul_f64(0.5 + jitter / 2.0));
-                backoff = (backoff * 2).min(opts.max_backoff);
-            }
-            Err(e) => return Err(Error::Sqlite(e)),
-        }
+        },
+    );
+    match out {
+        Ok(v) => Ok(v),
+        // BUSY is retried: still BUSY here means the attempts ran out.
+        Err(e) if is_busy(&e) => Err(Error::RetryLimit { attempts, last: e }),
+        Err(e) => Err(Error::Sqlite(e)),
     }
 }

@@ -24,7 +24,6 @@
 //!   gc`) removes temporaries whose builder showed no sign of life for
 //!   [`STALE_AFTER`] (live imports refresh a heartbeat every minute).
 
-use pagestore::PageNo;
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -34,8 +33,9 @@ use std::time::{Duration, Instant};
 
 use fdbvfs::Store;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pagestore::{Database, PageStore};
+use pagestore::{Database, PageNo, PageStore};
 use rusqlite::{Connection, OpenFlags};
+use vfs::header;
 
 use super::{interrupt, Error};
 
@@ -130,12 +130,7 @@ pub fn import(
             "database names starting with {TEMP_PREFIX:?} are reserved for imports in progress"
         )));
     }
-    if name.is_empty() || name.len() > pagestore::MAX_NAME_BYTES {
-        return Err(Error::Usage(format!(
-            "invalid database name {name:?}: 1 to {} bytes of UTF-8",
-            pagestore::MAX_NAME_BYTES
-        )));
-    }
+    pagestore::validate_name(name).map_err(|e| Error::Usage(e.to_string()))?;
     let pages = store.page_store();
     if !force && exists(pages, name)? {
         return Err(Error::Usage(format!(
@@ -338,15 +333,6 @@ pub fn integrity_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     Ok(problems)
 }
 
-const MAGIC: &[u8; 16] = b"SQLite format 3\0";
-
-/// Page size from a database header (`1` means 65536).
-pub fn header_page_size(header: &[u8]) -> Option<u32> {
-    let raw = u16::from_be_bytes([*header.get(16)?, *header.get(17)?]);
-    let size = if raw == 1 { 65536 } else { u32::from(raw) };
-    (size.is_power_of_two() && (512..=65536).contains(&size)).then_some(size)
-}
-
 /// The file being imported, locked or copied so that it reads as one
 /// consistent state.
 struct Source {
@@ -370,11 +356,11 @@ impl Drop for Source {
     }
 }
 
-fn read_header(path: &Path) -> Result<(File, u64, [u8; 100]), Error> {
+fn read_header(path: &Path) -> Result<(File, u64, [u8; header::LEN]), Error> {
     let io = |e: std::io::Error| Error::Usage(format!("cannot read {}: {e}", path.display()));
     let mut file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
-    let mut header = [0u8; 100];
+    let mut header = [0u8; header::LEN];
     if len > 0 {
         file.read_exact(&mut header).map_err(|_| {
             Error::Usage(format!(
@@ -382,7 +368,7 @@ fn read_header(path: &Path) -> Result<(File, u64, [u8; 100]), Error> {
                 path.display()
             ))
         })?;
-        if &header[..16] != MAGIC {
+        if !header::is_database(&header) {
             return Err(Error::Usage(format!(
                 "{} is not an SQLite database (no \"SQLite format 3\" header)",
                 path.display()
@@ -412,11 +398,11 @@ impl Source {
                 })
             })
             .map_err(sql_err)?;
-        let wal = header[18] == 2 || header[19] == 2;
+        let wal = header::is_wal(&header);
         if !wal {
             // Read again under the lock: the file may have changed between.
             let (file, len, header) = read_header(path)?;
-            if header[18] == 2 || header[19] == 2 {
+            if header::is_wal(&header) {
                 return Err(Error::Usage(format!(
                     "{} switched to WAL mode while being opened; try again",
                     path.display()
@@ -443,14 +429,14 @@ impl Source {
         conn: Option<Connection>,
         file: File,
         len: u64,
-        header: &[u8; 100],
+        header: &[u8; header::LEN],
         path: &Path,
         copy: Option<PathBuf>,
     ) -> Result<Source, Error> {
         let page_size = if len == 0 {
             4096
         } else {
-            header_page_size(header).ok_or_else(|| {
+            header::page_size_of(header).ok_or_else(|| {
                 Error::Usage(format!(
                     "{} has an invalid page size in its header",
                     path.display()
@@ -466,7 +452,7 @@ impl Source {
             file,
             len,
             page_size,
-            wal_header: header[18] == 2 || header[19] == 2,
+            wal_header: header::is_wal(header),
             copy,
         })
     }
@@ -550,8 +536,7 @@ fn copy_pages(db: &Database, source: &mut Source, file: &Path) -> Result<u64, Er
             // WAL mode needs shared memory across hosts; the fdb VFS uses
             // the rollback journal (the file is checkpointed: the backup
             // copy holds every committed page).
-            buf[18] = 1;
-            buf[19] = 1;
+            header::set_rollback_journal(&mut buf);
         }
         txn.write_page(PageNo::new(pgno), &buf).map_err(store_err)?;
         in_txn += u64::from(size);
@@ -575,13 +560,13 @@ mod tests {
     fn page_size_from_header() {
         let mut h = [0u8; 100];
         h[16..18].copy_from_slice(&4096u16.to_be_bytes());
-        assert_eq!(header_page_size(&h), Some(4096));
+        assert_eq!(header::page_size_of(&h), Some(4096));
         h[16..18].copy_from_slice(&1u16.to_be_bytes());
-        assert_eq!(header_page_size(&h), Some(65536));
+        assert_eq!(header::page_size_of(&h), Some(65536));
         h[16..18].copy_from_slice(&1000u16.to_be_bytes());
-        assert_eq!(header_page_size(&h), None);
+        assert_eq!(header::page_size_of(&h), None);
         h[16..18].copy_from_slice(&256u16.to_be_bytes());
-        assert_eq!(header_page_size(&h), None);
+        assert_eq!(header::page_size_of(&h), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 
+use pagestore::sync;
 use rusqlite::{Connection, InterruptHandle};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -20,10 +21,8 @@ pub fn install() {
     ONCE.call_once(|| {
         let r = ctrlc::set_handler(|| {
             INTERRUPTED.store(true, Ordering::SeqCst);
-            if let Ok(w) = WATCHED.lock() {
-                if let Some(h) = w.as_ref() {
-                    h.interrupt();
-                }
+            if let Some(h) = sync::lock(&WATCHED).as_ref() {
+                h.interrupt();
             }
         });
         if let Err(e) = r {
@@ -44,9 +43,7 @@ pub fn clear() {
 
 /// Ctrl-C interrupts `conn`'s running statement while the guard lives.
 pub fn watch(conn: &Connection) -> Watch {
-    if let Ok(mut w) = WATCHED.lock() {
-        *w = Some(conn.get_interrupt_handle());
-    }
+    *sync::lock(&WATCHED) = Some(conn.get_interrupt_handle());
     Watch
 }
 
@@ -55,8 +52,6 @@ pub struct Watch;
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if let Ok(mut w) = WATCHED.lock() {
-            *w = None;
-        }
+        *sync::lock(&WATCHED) = None;
     }
 }

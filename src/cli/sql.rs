@@ -2,11 +2,11 @@
 //! prints the rows of each statement that returns columns as a table.
 
 use std::io::Write;
-use std::thread;
 use std::time::Duration;
 
+use pagestore::retry::{self, Backoff, Pause};
 use rusqlite::fallible_iterator::FallibleIterator;
-use rusqlite::{Batch, Connection, ErrorCode, Statement};
+use rusqlite::{Batch, Connection, Statement};
 
 use super::table::{Cell, Table};
 use super::Error;
@@ -48,25 +48,23 @@ pub fn run(conn: &Connection, sql: &str, out: &mut dyn Write) -> Result<(), Erro
     Ok(())
 }
 
-fn is_busy(e: &rusqlite::Error) -> bool {
-    e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
-}
-
 fn run_statement(conn: &Connection, stmt: &mut Statement<'_>) -> rusqlite::Result<Option<Table>> {
     let autocommit = conn.is_autocommit();
-    let mut attempt = 0;
-    loop {
-        match collect(stmt) {
-            Err(e)
-                if is_busy(&e) && autocommit && conn.is_autocommit() && attempt < BUSY_RETRIES =>
-            {
-                attempt += 1;
-                tracing::info!(attempt, "statement conflicted, re-running it");
-                thread::sleep(Duration::from_millis(2u64 << attempt.min(8)));
-            }
-            other => return other,
-        }
-    }
+    // 4, 8, 16 … ms: the n-th re-run waits 2^(n+1) ms.
+    let policy = Backoff::new(
+        Duration::from_millis(4),
+        Duration::from_millis(512),
+        BUSY_RETRIES,
+    );
+    retry::run(
+        &policy,
+        |e| fdbvfs::is_busy(e) && autocommit && conn.is_autocommit(),
+        |_, attempt| {
+            tracing::info!(attempt, "statement conflicted, re-running it");
+            Pause::Backoff
+        },
+        |_| collect(stmt),
+    )
 }
 
 /// Steps the statement to its end, collecting rows when it has columns.

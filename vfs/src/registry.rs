@@ -45,11 +45,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use pagestore::kv::process;
-use pagestore::PageStore;
+use pagestore::{sync, PageStore};
 use tracing::{info, warn};
 
 use crate::at::At;
@@ -199,7 +199,7 @@ fn registry() -> &'static Mutex<Registry> {
 }
 
 fn reg() -> std::sync::MutexGuard<'static, Registry> {
-    let mut r = registry().lock().unwrap_or_else(PoisonError::into_inner);
+    let mut r = sync::lock(registry());
     let pid = process::pid();
     if r.pid != pid {
         if r.pid != 0 {
@@ -219,16 +219,12 @@ fn backends_slot() -> &'static RwLock<Option<Arc<dyn Backends>>> {
 /// Installs the backends that open `dir=`, `cluster=` and default stores
 /// (the `fdbvfs` crate does, before the VFS serves its first open).
 pub fn set_backends(backends: Arc<dyn Backends>) {
-    *backends_slot()
-        .write()
-        .unwrap_or_else(PoisonError::into_inner) = Some(backends);
+    *sync::write(backends_slot()) = Some(backends);
 }
 
 /// The installed backends, or an error naming `what` could not be opened.
 fn backends(what: &str) -> Result<Arc<dyn Backends>> {
-    backends_slot()
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
+    sync::read(backends_slot())
         .clone()
         .ok_or_else(|| Error::StoreOpen {
             what: what.to_string(),
