@@ -31,8 +31,8 @@ use io::SuperFile;
 /// What `xOpen` opened: one of the three kinds of file.
 enum Opened {
     Main(Box<MainFile>),
-    Super(SuperFile),
-    Mem(MemFile),
+    Super(Box<SuperFile>),
+    Mem(Box<MemFile>),
 }
 
 /// The name the VFS registers under.
@@ -155,7 +155,7 @@ unsafe extern "C" fn x_open(
             open_super(&n, flags & ffi::SQLITE_OPEN_CREATE != 0)
                 .map_err(|e| report(Some(ctx), &e, Op::Open, &n))
         } else {
-            Ok(Opened::Mem(MemFile::default()))
+            Ok(Opened::Mem(Box::default()))
         };
         let kind = match opened {
             Ok(kind) => kind,
@@ -220,13 +220,13 @@ unsafe fn open_main(
 fn open_super(name: &str, create: bool) -> Result<Opened, Error> {
     if create {
         return match group::create(name) {
-            Some(s) => Ok(Opened::Super(SuperFile(s))),
+            Some(s) => Ok(Opened::Super(Box::new(SuperFile(s)))),
             None => Err(Error::SuperJournalExists(name.to_string())),
         };
     }
     Ok(match group::lookup(name) {
-        Some(s) => Opened::Super(SuperFile(s)),
-        None => Opened::Mem(MemFile::default()),
+        Some(s) => Opened::Super(Box::new(SuperFile(s))),
+        None => Opened::Mem(Box::default()),
     })
 }
 

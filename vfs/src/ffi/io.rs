@@ -126,9 +126,9 @@ pub(crate) unsafe fn clear(f: *mut ffi::sqlite3_file) {
 ///
 /// # Safety
 /// As [`clear`]; `ctx` lives as long as the registration (for ever).
-pub(crate) unsafe fn install<F: VfsFile>(f: *mut ffi::sqlite3_file, file: F, ctx: &VfsCtx) {
+pub(crate) unsafe fn install<F: VfsFile>(f: *mut ffi::sqlite3_file, file: Box<F>, ctx: &VfsCtx) {
     let h = f.cast::<Handle>();
-    let boxed = Box::into_raw(Box::new(file)).cast::<c_void>();
+    let boxed = Box::into_raw(file).cast::<c_void>();
     // SAFETY: the caller's contract: `h` is a writable `Handle`.
     unsafe {
         (*h).file = boxed;
@@ -351,12 +351,14 @@ unsafe extern "C" fn x_file_control<F: VfsFile>(
         no_file: ffi::SQLITE_NOTFOUND,
         panic: ffi::SQLITE_IOERR,
     };
-    // SAFETY: SQLite passes `arg` as documented for `op`.
-    let request = unsafe { FileControl::decode(op, arg) };
-    let op = request.op();
-    let body = |file: &mut F, ctx: &VfsCtx| file.file_control(&ctx.api, request);
+    let body = |file: &mut F, ctx: &VfsCtx| {
+        // SAFETY: SQLite passes `arg` as documented for `op`.
+        let request = unsafe { FileControl::decode(op, arg) };
+        file.file_control(&ctx.api, request)
+    };
+    let errors_as = FileControl::op(op);
     // SAFETY: SQLite calls F's methods with a handle of F.
-    unsafe { with_file(f, "xFileControl", op, fallback, body) }
+    unsafe { with_file(f, "xFileControl", errors_as, fallback, body) }
 }
 
 unsafe extern "C" fn x_sector_size(_: *mut ffi::sqlite3_file) -> c_int {
@@ -476,12 +478,12 @@ impl FileControl {
         })
     }
 
-    /// The method whose SQLite code this request's errors take: the
-    /// commit point and phase two have their own.
-    fn op(&self) -> Op {
-        match self {
-            FileControl::Sync(_) => Op::Sync,
-            FileControl::CommitPhaseTwo => Op::PhaseTwo,
+    /// The method whose SQLite code the errors of file control `op` take:
+    /// the commit point and phase two have their own.
+    fn op(op: c_int) -> Op {
+        match op {
+            ffi::SQLITE_FCNTL_SYNC => Op::Sync,
+            ffi::SQLITE_FCNTL_COMMIT_PHASETWO => Op::PhaseTwo,
             _ => Op::FileControl,
         }
     }

@@ -12,10 +12,9 @@ use crate::error::Result;
 use crate::file::{MainFile, PragmaOutcome};
 use crate::lock::Level;
 
-static MAIN_METHODS: ffi::sqlite3_io_methods = super::io::io_methods::<Box<MainFile>>();
+static MAIN_METHODS: ffi::sqlite3_io_methods = super::io::io_methods::<MainFile>();
 
-/// Boxed: a main file is large, and the handle holds one pointer either way.
-impl VfsFile for Box<MainFile> {
+impl VfsFile for MainFile {
     const METHODS: &'static ffi::sqlite3_io_methods = &MAIN_METHODS;
 
     fn name(&self) -> &str {
