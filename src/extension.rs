@@ -49,7 +49,11 @@ pub unsafe extern "C" fn sqlite3_fdbvfs_init(
             // We can only hand the message back through the host's
             // allocator, which needs a usable routine table.
             if !pz_err_msg.is_null() {
+                // SAFETY: SQLite passes its routine table as p_api (this
+                // function's contract).
                 if let Ok(api) = unsafe { vfs::Api::from_routines(p_api) } {
+                    // SAFETY: pz_err_msg is non-null and SQLite's to write;
+                    // the message is allocated with SQLite's allocator.
                     unsafe { *pz_err_msg = api.alloc_cstr(&format!("fdbvfs: {msg}")) };
                 }
             }
