@@ -9,6 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use fdbvfs::{Faults, Store};
+use pagestore::StoreStats;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rusqlite::{Connection, ErrorCode};
@@ -33,6 +34,20 @@ fn set_up_pair(store: &Store, a: &str, b: &str) -> Connection {
     let c = open_pair(store, a, b);
     setup(&c);
     c
+}
+
+/// Adds 1 to row 1 of both databases in one SQL transaction of `c`;
+/// returns the store's counters before and after it.
+fn add_one_to_both(store: &Store, c: &Connection) -> (StoreStats, StoreStats) {
+    let before = store.page_store().stats();
+    c.execute_batch(
+        "BEGIN;
+         UPDATE main.t SET v = v + 1 WHERE id = 1;
+         UPDATE b.t SET v = v + 1 WHERE id = 1;
+         COMMIT;",
+    )
+    .unwrap_or_else(|e| panic!("transaction: {e}"));
+    (before, store.page_store().stats())
 }
 
 /// Begins a transaction of `c` that writes 1000 into row 1 of both
@@ -95,15 +110,7 @@ fn a_transaction_over_two_databases_is_one_store_commit() {
     assert_eq!(scalar::<i64>(&fresh, "SELECT sum(v) FROM main.t"), 30);
     assert_eq!(scalar::<i64>(&fresh, "SELECT sum(v) FROM b.t"), 300);
 
-    let before = store.page_store().stats();
-    c.execute_batch(
-        "BEGIN;
-         UPDATE main.t SET v = v + 1 WHERE id = 1;
-         UPDATE b.t SET v = v + 1 WHERE id = 1;
-         COMMIT;",
-    )
-    .unwrap_or_else(|e| panic!("transaction: {e}"));
-    let after = store.page_store().stats();
+    let (before, after) = add_one_to_both(&store, &c);
     assert_eq!(
         after.kv.commits - before.kv.commits,
         1,
@@ -231,19 +238,8 @@ fn truncate_and_persist_journals_commit_atomically_too() {
         );
         assert_eq!(scalar::<String>(&c, "PRAGMA b.journal_mode"), mode);
         setup(&c);
-        let before = store.page_store().stats();
-        c.execute_batch(
-            "BEGIN;
-             UPDATE main.t SET v = v + 1 WHERE id = 1;
-             UPDATE b.t SET v = v + 1 WHERE id = 1;
-             COMMIT;",
-        )
-        .unwrap_or_else(|e| panic!("{mode}: {e}"));
-        assert_eq!(
-            store.page_store().stats().kv.commits - before.kv.commits,
-            1,
-            "{mode}"
-        );
+        let (before, after) = add_one_to_both(&store, &c);
+        assert_eq!(after.kv.commits - before.kv.commits, 1, "{mode}");
         let other = store.open(&b).expect("open b alone");
         write_both(&c);
         change_b_elsewhere(&other);
