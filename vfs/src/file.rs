@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pagestore::sync::lock as locked;
-use pagestore::{Database, PageStore, Transaction};
+use pagestore::{Database, PageNo, PageStore, Transaction};
 use tracing::{debug, info};
 
 mod commit;
@@ -64,9 +64,9 @@ struct Hold {
     /// The change counter of the last page-1 write of this transaction.
     page1_written: Option<u32>,
     /// Pages read or written in this hold: what SQLite's cache may contain.
-    touched: BTreeSet<u32>,
-    /// Pages written by the current transaction (store page numbers).
-    written: BTreeSet<u32>,
+    touched: BTreeSet<PageNo>,
+    /// Pages written by the current transaction.
+    written: BTreeSet<PageNo>,
     /// Read-ahead of this hold.
     ahead: read_ahead::ReadAhead,
 }

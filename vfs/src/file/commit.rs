@@ -133,18 +133,16 @@ impl MainFile {
         let mut base = self.db.begin_at(t.snapshot())?;
         let mut differs = false;
         for &p in &self.hold.written {
-            let same = match (
-                t.read_page(PageNo::new(p))?,
-                base.read_page(PageNo::new(p))?,
-            ) {
+            let same = match (t.read_page(p)?, base.read_page(p)?) {
                 (Some(mine), Some(orig)) => {
-                    mine == orig || (p == 0 && header::only_counters_differ(&orig, &mine))
+                    mine == orig
+                        || (p == PageNo::FIRST && header::only_counters_differ(&orig, &mine))
                 }
                 (None, None) => true,
                 _ => false,
             };
             if !same {
-                warn!(database = %self.name, page = p as u64 + 1, "pages written that are not the snapshot's, without a new change counter: committed as a commit");
+                warn!(database = %self.name, page = p.to_sqlite(), "pages written that are not the snapshot's, without a new change counter: committed as a commit");
                 differs = true;
                 break;
             }
@@ -220,7 +218,7 @@ impl MainFile {
         };
         let snapshot = t.snapshot();
         let store_ps = t.page_size().unwrap_or(0).max(1) as u64;
-        let cut = match t.read_page(PageNo::new(0)) {
+        let cut = match t.read_page(PageNo::FIRST) {
             // The header counts pages of SQLite's page size, which differs
             // from the store's after a VACUUM that changed it.
             Ok(Some(p1)) => header::trusted_db_bytes(&p1)
@@ -371,7 +369,7 @@ impl MainFile {
                 detail: "the database changed while this connection held its read lock (or its change log since then was garbage collected); roll back and retry".into(),
             }));
         }
-        let touched: Vec<PageNo> = self.hold.touched.iter().copied().map(PageNo::new).collect();
+        let touched: Vec<PageNo> = self.hold.touched.iter().copied().collect();
         t.prefetch(&touched)?;
         for p in touched {
             t.read_page(p)?;

@@ -94,15 +94,15 @@ pub(super) fn read_at(
             full = false;
             break;
         }
-        let pgno = pgno as u32;
-        hold.ahead.before_read(t, pgno, count)?;
-        match t.read_page(PageNo::new(pgno))? {
+        let pgno = PageNo::new(pgno as u32);
+        hold.ahead.before_read(t, pgno.get(), count)?;
+        match t.read_page(pgno)? {
             Some(d) if d.len() >= within + n => {
                 buf[pos..pos + n].copy_from_slice(&d[within..within + n])
             }
             Some(d) => {
                 return Err(Error::PageLength {
-                    page: pgno as u64 + 1,
+                    page: pgno.to_sqlite(),
                     len: d.len(),
                     expected: ps,
                 })

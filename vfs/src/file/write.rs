@@ -179,7 +179,7 @@ fn write_pages(
             p[within..within + n].copy_from_slice(src);
             Cow::Owned(p)
         };
-        write_page(t, hold, name, pgno, &page, within..within + n)?;
+        write_page(t, hold, name, PageNo::new(pgno), &page, within..within + n)?;
         pos += n as u64;
     }
     Ok(())
@@ -192,24 +192,24 @@ fn write_page(
     t: &mut Transaction,
     hold: &mut Hold,
     name: &str,
-    pgno: u32,
+    pgno: PageNo,
     page: &[u8],
     changed: Range<usize>,
 ) -> Result<()> {
-    if pgno == 0 {
+    if pgno == PageNo::FIRST {
         if changed.start < header::CHANGE_COUNTER.end && changed.end > header::CHANGE_COUNTER.start
         {
             hold.page1_written = header::counter_of(page);
         }
-        if let Some(old) = t.read_page(PageNo::new(0))? {
+        if let Some(old) = t.read_page(PageNo::FIRST)? {
             if header::only_counters_differ(&old, page) {
                 debug!(database = %name, "page 1 write changes only the change counter: dropped");
-                hold.touched.insert(0);
+                hold.touched.insert(PageNo::FIRST);
                 return Ok(());
             }
         }
     }
-    t.write_page(PageNo::new(pgno), page)?;
+    t.write_page(pgno, page)?;
     hold.touched.insert(pgno);
     hold.written.insert(pgno);
     Ok(())
