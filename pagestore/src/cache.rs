@@ -1,61 +1,21 @@
 //! The process-wide page cache, shared by every connection of a
-//! [`crate::PageStore`].
-//!
-//! Two parts:
-//! * page contents, keyed by (database, page, versionstamp): immutable, so an
-//!   entry never goes stale; bounded in bytes by moka's weigher;
-//! * per database, a [`DbView`]: which version of each page is the latest as
-//!   of the version `known` up to which this process has read the change log.
-//!   At BEGIN the view is advanced through the change log (one read), after
-//!   which a warm page read is a hash lookup with no store round trip.
+//! [`crate::PageStore`]: page contents, keyed by (database, page,
+//! versionstamp): immutable, so an entry never goes stale; bounded in bytes
+//! by moka's weigher. It also keeps, per database, this process's
+//! [`DbView`] (see `view.rs`) so that dropping the cache drops both.
+
+#![warn(clippy::too_many_lines)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, RwLock};
 
 use moka::sync::Cache;
 
 use crate::ids::{DbId, PageNo};
-use crate::kv::{Version, Versionstamp};
-
-/// What the view knows of one page as of `DbView::known`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Latest {
-    /// The page's newest version, and the database that holds it (the
-    /// database itself, or for a fork an ancestor it reads from).
-    At(DbId, Versionstamp),
-    /// The page has never been written (or only before a drop).
-    Never,
-}
-
-/// One database's view: everything learnt from the change log up to `known`.
-#[derive(Debug, Default)]
-pub struct DbView {
-    /// Change log read up to this version (0: nothing known yet).
-    pub known: Version,
-    /// When `known` was obtained as a read version (for reusing it).
-    pub known_at: Option<Instant>,
-    /// Page count as of `known`.
-    pub page_count: u64,
-    /// Page size, once set.
-    pub page_size: Option<u32>,
-    /// Newest version of each page as of `known`, for pages this process
-    /// has seen.
-    pub latest: HashMap<PageNo, Latest>,
-    /// The upload token (and its database) of the last page read whose
-    /// content was uploaded by a large commit: pages near it usually come
-    /// from the same commit, so their content is requested in the same
-    /// round trip as their index entries.
-    pub last_token: Option<(DbId, crate::keys::Token)>,
-}
-
-impl DbView {
-    /// Forgets everything (too far behind the change log to catch up).
-    pub fn reset(&mut self) {
-        *self = DbView::default();
-    }
-}
+use crate::kv::Versionstamp;
+use crate::sync::lock;
+use crate::view::DbView;
 
 /// Hit and miss counters of the cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -185,11 +145,4 @@ impl PageCache {
             capacity: self.capacity.load(Ordering::Relaxed),
         }
     }
-}
-
-/// Locks a mutex, recovering from poisoning: the data behind our locks is
-/// kept consistent at every await-free step, and a panic elsewhere must not
-/// turn into a panic on a path SQLite can reach.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

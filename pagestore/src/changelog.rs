@@ -6,6 +6,8 @@
 //! "no change" (a lost update). Such a read fails with the retryable
 //! [`Error::SnapshotTooOld`] instead.
 
+#![warn(clippy::too_many_lines)]
+
 use std::collections::BTreeMap;
 
 use crate::encoding::{decode_horizon, LogRecord};

@@ -35,6 +35,8 @@
 //! conflict; if even the fence cannot run, the caller gets the unknown
 //! result, never a conflict.
 
+#![warn(clippy::too_many_lines)]
+
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -161,40 +163,7 @@ impl Plan {
             t.add_conflict_range(&h, &he, ConflictKind::Read);
             t.set(&h, &s.to_be_bytes());
         }
-        if self.large {
-            // The page index is written after the commit (materialize);
-            // write-conflict ranges make concurrent readers of these pages
-            // conflict with this commit right now.
-            for (first, len) in coalesce(runs(&self.record.changed())) {
-                let (b, e) = keys.page_run(first, run_last(first, len));
-                t.add_conflict_range(&b, &e, ConflictKind::Write);
-            }
-            t.atomic_op(
-                &keys.materialize_stamped(),
-                &txn.write.token,
-                MutationType::SetVersionstampedKey,
-            );
-            t.clear(&keys.upload(&txn.write.token));
-        } else {
-            for (&p, d) in &txn.write.pages {
-                if let Dirty::Mem(b) = d {
-                    let v = PageValue::Inline(b.to_vec()).encode();
-                    t.atomic_op(
-                        &keys.page_stamped(p),
-                        &v,
-                        MutationType::SetVersionstampedKey,
-                    );
-                }
-            }
-            let absent = PageValue::Absent.encode();
-            for &p in &self.record.absent {
-                t.atomic_op(
-                    &keys.page_stamped(p),
-                    &absent,
-                    MutationType::SetVersionstampedKey,
-                );
-            }
-        }
+        self.apply_pages(t, txn);
         if let Some(c) = self.record.page_count {
             t.atomic_op(
                 &keys.size_stamped(),
@@ -216,19 +185,63 @@ impl Plan {
             &[],
             MutationType::SetVersionstampedKey,
         );
-        // The token: a retry after an unknown result reads it; the
-        // read-conflict range on it lets a retry or a fence that writes it
-        // stop this attempt from landing late.
-        let token = keys.token(&txn.write.token);
-        let mut token_end = token.clone();
-        token_end.push(0);
-        t.add_conflict_range(&token, &token_end, ConflictKind::Read);
-        t.atomic_op(
-            &token,
-            &TokenState::landed_param(),
-            MutationType::SetVersionstampedValue,
-        );
+        apply_token(t, keys, &txn.write.token);
     }
+
+    /// The page writes: inline contents, or for a large commit the marker
+    /// and write-conflict ranges (its index is written after the commit).
+    fn apply_pages(&self, t: &mut dyn KvTxn, txn: &Member<'_>) {
+        let keys = &txn.db.keys;
+        if self.large {
+            // The page index is written after the commit (materialize);
+            // write-conflict ranges make concurrent readers of these pages
+            // conflict with this commit right now.
+            for (first, len) in coalesce(runs(&self.record.changed())) {
+                let (b, e) = keys.page_run(first, run_last(first, len));
+                t.add_conflict_range(&b, &e, ConflictKind::Write);
+            }
+            t.atomic_op(
+                &keys.materialize_stamped(),
+                &txn.write.token,
+                MutationType::SetVersionstampedKey,
+            );
+            t.clear(&keys.upload(&txn.write.token));
+            return;
+        }
+        for (&p, d) in &txn.write.pages {
+            if let Dirty::Mem(b) = d {
+                let v = PageValue::Inline(b.to_vec()).encode();
+                t.atomic_op(
+                    &keys.page_stamped(p),
+                    &v,
+                    MutationType::SetVersionstampedKey,
+                );
+            }
+        }
+        let absent = PageValue::Absent.encode();
+        for &p in &self.record.absent {
+            t.atomic_op(
+                &keys.page_stamped(p),
+                &absent,
+                MutationType::SetVersionstampedKey,
+            );
+        }
+    }
+}
+
+/// The token: a retry after an unknown result reads it; the read-conflict
+/// range on it lets a retry or a fence that writes it stop this attempt
+/// from landing late.
+fn apply_token(t: &mut dyn KvTxn, keys: &DbKeys, token: &Token) {
+    let token = keys.token(token);
+    let mut token_end = token.clone();
+    token_end.push(0);
+    t.add_conflict_range(&token, &token_end, ConflictKind::Read);
+    t.atomic_op(
+        &token,
+        &TokenState::landed_param(),
+        MutationType::SetVersionstampedValue,
+    );
 }
 
 /// Merges nearby runs until at most [`MAX_CONFLICT_RANGES`] remain.
@@ -608,27 +621,49 @@ fn slow_check(
     members: &[(Member<'_>, &Plan, bool)],
     after_unknown: bool,
 ) -> Result<Option<Versionstamp>> {
-    let probes: usize = members.iter().map(|(txn, _, _)| txn.read.pages.len()).sum();
-    // A read set too large for one store transaction is probed ahead in
-    // short ones; the commit transaction then checks the change log from
-    // the first of them on (a short span of history).
-    let log_from = if probes > PROBES_PER_TXN {
-        let mut first_rv = None;
-        for (txn, _, _) in members {
-            let pages: Vec<PageNo> = txn.read.pages.iter().copied().collect();
-            for chunk in pages.chunks(PROBES_PER_TXN) {
-                let mut pt = inner.kv.begin()?;
-                let rv = pt.read_version()?;
-                first_rv.get_or_insert(rv);
-                probe_pages(pt.as_mut(), txn, chunk)?;
-            }
-        }
-        first_rv
-    } else {
-        None
-    };
+    let log_from = probe_ahead(inner, members)?;
     let r = t.read_version()?;
-    // Token, horizon and catalog entry of each member, in one round trip.
+    if let Some(vs) = check_members(t, members, after_unknown)? {
+        return Ok(Some(vs));
+    }
+    check_reads(t, members, log_from, r)?;
+    Ok(None)
+}
+
+/// A read set too large for one store transaction is probed ahead in
+/// short ones; the commit transaction then checks the change log from the
+/// first of them on (a short span of history). Returns that first read
+/// version, or None when the commit transaction probes everything itself.
+fn probe_ahead(
+    inner: &StoreCore,
+    members: &[(Member<'_>, &Plan, bool)],
+) -> Result<Option<Version>> {
+    let probes: usize = members.iter().map(|(txn, _, _)| txn.read.pages.len()).sum();
+    if probes <= PROBES_PER_TXN {
+        return Ok(None);
+    }
+    let mut first_rv = None;
+    for (txn, _, _) in members {
+        let pages: Vec<PageNo> = txn.read.pages.iter().copied().collect();
+        for chunk in pages.chunks(PROBES_PER_TXN) {
+            let mut pt = inner.kv.begin()?;
+            let rv = pt.read_version()?;
+            first_rv.get_or_insert(rv);
+            probe_pages(pt.as_mut(), txn, chunk)?;
+        }
+    }
+    Ok(first_rv)
+}
+
+/// Reads in `t`, in one round trip, the token (after an unknown result),
+/// GC's horizon and the catalog entry of each member: returns the commit
+/// that already landed, or fails when a member's snapshot is too old or
+/// its database was dropped.
+fn check_members(
+    t: &mut dyn KvTxn,
+    members: &[(Member<'_>, &Plan, bool)],
+    after_unknown: bool,
+) -> Result<Option<Versionstamp>> {
     let mut reqs = Vec::new();
     if after_unknown {
         let (txn, _, _) = members
@@ -671,6 +706,18 @@ fn slow_check(
             _ => return Err(Error::Dropped(txn.db.name.to_string())),
         }
     }
+    Ok(None)
+}
+
+/// The rest of the slow path, as of `t`'s read version `r`: probes every
+/// page read (or, after probing ahead, reads the change log since
+/// `log_from`) and the size records.
+fn check_reads(
+    t: &mut dyn KvTxn,
+    members: &[(Member<'_>, &Plan, bool)],
+    log_from: Option<Version>,
+    r: Version,
+) -> Result<()> {
     match log_from {
         None => {
             for (txn, plan, _) in members {
@@ -688,7 +735,7 @@ fn slow_check(
             }
         }
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Fails with a conflict when one of `pages` (read by `txn`) has a version

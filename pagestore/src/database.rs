@@ -1,12 +1,13 @@
 //! [`Database`]: one named database; starts transactions and keeps this
 //! process's view of it current through the change log.
 
+#![warn(clippy::too_many_lines)]
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{debug, debug_span, warn};
 
-use crate::cache::{lock, DbView, Latest};
 use crate::changelog::{self, after_version, Change};
 use crate::encoding::{decode_horizon, decode_u32, decode_u64, DbMeta, LogRecord};
 use crate::error::{Error, Result};
@@ -15,7 +16,9 @@ use crate::keys::DbKeys;
 use crate::kv::{KeyValue, KvTxn, RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
 use crate::read_set::{ReadSet, Snapshot, READ_VERSION_REUSE};
 use crate::store::PageStore;
+use crate::sync::lock;
 use crate::upload;
+use crate::view::{DbView, Latest};
 
 /// Change-log rows read at BEGIN before giving up on catching up and
 /// starting the view afresh (cheaper than replaying a long history).

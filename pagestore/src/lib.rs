@@ -22,6 +22,7 @@ mod error;
 mod gc;
 mod history;
 mod ids;
+mod page_read;
 mod read_set;
 mod rename;
 pub mod retry;
@@ -29,6 +30,7 @@ mod stats;
 mod store;
 mod txn;
 mod upload;
+mod view;
 mod write_set;
 
 pub use cache::{CacheStats, PageCache};

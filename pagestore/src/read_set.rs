@@ -1,11 +1,18 @@
 //! [`ReadSet`]: what a transaction read, and at which snapshot. The commit
 //! validates it; nothing in it changes the store.
 
+#![warn(clippy::too_many_lines)]
+
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::debug;
+
+use crate::error::Result;
 use crate::ids::PageNo;
-use crate::kv::Version;
+use crate::kv::{Kv, KvError, KvResult, KvTxn, Version};
+use crate::retry::{self, Backoff, Failed, Pause};
 
 /// A read version younger than this is reused for store reads instead of
 /// asking for a new one (FDB's window is 5 s; keep a margin).
@@ -54,5 +61,45 @@ impl ReadSet {
     /// the commit's fast path can then read at it.
     pub fn fresh(&self) -> bool {
         matches!(self.rv, Some((rv, at)) if rv == self.snapshot && at.elapsed() < READ_VERSION_REUSE)
+    }
+
+    /// Runs a read in a store transaction at a read version >= the
+    /// snapshot: a recent one is reused (no round trip); an old one (FDB's
+    /// 5 s window) is replaced by a fresh read version. Page keys carry
+    /// their versions, so any read version >= the snapshot gives the same
+    /// answer: this is what lets a transaction outlive the window.
+    pub fn store_read<T>(
+        &mut self,
+        kv: &Arc<dyn Kv>,
+        mut f: impl FnMut(&mut dyn KvTxn) -> KvResult<T>,
+    ) -> Result<T> {
+        let rv = &mut self.rv;
+        let out = retry::run(
+            &Backoff::immediate(2),
+            // Only the read itself is retried, not beginning or taking
+            // a read version.
+            |e: &Failed<KvError>| e.body().is_some_and(|e| e.is_retryable_not_committed()),
+            |e, _| {
+                if let Some(e) = e.body() {
+                    debug!(code = e.code, "read retried with a fresh read version");
+                }
+                Pause::Skip
+            },
+            |attempt| {
+                if attempt > 0 {
+                    *rv = None;
+                }
+                let mut t = kv.begin().map_err(Failed::Setup)?;
+                match *rv {
+                    Some((v, at)) if at.elapsed() < READ_VERSION_REUSE => t.set_read_version(v),
+                    _ => {
+                        let v = t.read_version().map_err(Failed::Setup)?;
+                        *rv = Some((v, Instant::now()));
+                    }
+                }
+                f(t.as_mut()).map_err(Failed::Body)
+            },
+        );
+        out.map_err(|e| e.into_inner().into())
     }
 }

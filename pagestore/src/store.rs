@@ -2,6 +2,8 @@
 //! the process-wide page cache, and runs small store transactions with
 //! FDB-style retries.
 
+#![warn(clippy::too_many_lines)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tracing::debug;

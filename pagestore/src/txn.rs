@@ -1,25 +1,19 @@
 //! [`Transaction`]: reads pages at a snapshot, buffers writes, commits.
 
+#![warn(clippy::too_many_lines)]
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
 
-use tracing::{debug, debug_span};
-
-use crate::cache::{lock, Latest};
 use crate::commit::{self, Committed, Member, Writer};
 use crate::database::Database;
-use crate::encoding::PageValue;
 use crate::error::{Error, Result};
-use crate::ids::{DbId, PageNo};
-use crate::kv::{KvTxn, RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
-use crate::read_set::{ReadSet, Snapshot, READ_VERSION_REUSE};
-use crate::retry::{self, Backoff, Failed, Pause};
+use crate::ids::PageNo;
+use crate::kv::Version;
+use crate::page_read::PageRead;
+use crate::read_set::{ReadSet, Snapshot};
 use crate::upload;
 use crate::write_set::{Dirty, WriteSet};
-
-/// A page version and the database (layer) that holds it.
-type Owned = (DbId, Versionstamp);
 
 impl Database {
     /// Starts a transaction at the latest committed version: one read-version
@@ -162,242 +156,27 @@ impl Transaction {
         self.snapshot_pages(&want).map(|_| ())
     }
 
-    /// Pages at the snapshot: cache first, then one batched store read for
-    /// the rest (plus one for content uploaded by large commits). For a
-    /// fork, each page is looked up in every layer at once (the fork, then
-    /// its ancestors as of the fork versions): the nearest layer holding a
-    /// version wins.
+    /// Pages at the snapshot (see `page_read.rs`).
     fn snapshot_pages(&mut self, pgnos: &[PageNo]) -> Result<Vec<Option<Arc<[u8]>>>> {
-        let inner = self.db.store.inner.clone();
-        let (id, snap) = (self.db.id, self.read.snapshot);
-        let layers = self.db.layers.clone();
-        let mut out: Vec<Option<Arc<[u8]>>> = vec![None; pgnos.len()];
-        // (index in out, pgno, known (owner, version) if any)
-        let mut missing: Vec<(usize, PageNo, Option<Owned>)> = Vec::new();
-        let guess;
-        {
-            let view = inner.cache.view(id);
-            let view = lock(&view);
-            guess = view.last_token;
-            for (i, &p) in pgnos.iter().enumerate() {
-                let known = if view.known >= snap {
-                    view.latest.get(&p).copied()
-                } else {
-                    None
-                };
-                match known {
-                    Some(Latest::Never) => inner.cache.hit(),
-                    Some(Latest::At(owner, vs)) if vs.version() <= snap => {
-                        match inner.cache.get(owner, p, &vs) {
-                            Some(d) => {
-                                inner.cache.hit();
-                                out[i] = (!d.is_empty()).then_some(d);
-                            }
-                            None => missing.push((i, p, Some((owner, vs)))),
-                        }
-                    }
-                    _ => missing.push((i, p, None)),
-                }
-            }
-        }
-        if missing.is_empty() {
-            return Ok(out);
-        }
-        inner.cache.miss(missing.len() as u64);
-        let span = debug_span!("read_pages", database = %self.db.name, version = snap, pages = missing.len());
-        let _g = span.enter();
-        let layer_keys = |owner: DbId| layers.iter().find(|l| l.id == owner).map(|l| &l.keys);
-        // The GC horizon rides along: a snapshot older than it may be
-        // missing versions, which must be an error, not wrong pages.
-        let mut requests: Vec<ReadRequest> = vec![ReadRequest::Get(self.db.keys.horizon())];
-        for &(_, p, known) in &missing {
-            match known {
-                Some((owner, vs)) => {
-                    let keys = layer_keys(owner)
-                        .ok_or_else(|| Error::corrupt("cached page of an unknown layer"))?;
-                    requests.push(ReadRequest::Get(keys.page(p, &vs)));
-                }
-                None => {
-                    for l in layers.iter() {
-                        let (b, e) = l.keys.page_at(p, snap.min(l.cap));
-                        requests.push(ReadRequest::Range(
-                            RangeOption::new(b, e).limit(1).reverse(),
-                        ));
-                    }
-                }
-            }
-        }
-        // Speculative content reads: if these pages come from the same large
-        // commit as the last such page, their content arrives in this same
-        // round trip (a wrong guess costs an empty answer per page).
-        let guessed_keys =
-            guess.and_then(|(owner, tok)| layer_keys(owner).map(|k| (owner, tok, k)));
-        if let Some((_, tok, keys)) = &guessed_keys {
-            for &(_, p, _) in &missing {
-                requests.push(ReadRequest::Get(keys.blob(tok, p)));
-            }
-        }
-        let mut answers = self
-            .with_reader(|t| t.get_batch(&requests, true))?
-            .into_iter();
-        let horizon = match answers.next() {
-            Some(ReadResult::Value(v)) => crate::encoding::decode_horizon(v.as_deref())?,
-            _ => return Err(Error::corrupt("batch answer")),
-        };
-        self.db.check_horizon(snap, horizon, self.read_only)?;
-        // (index, pgno, (owner, version) found, value)
-        let mut found: Vec<(usize, PageNo, Option<Owned>, Option<PageValue>)> = Vec::new();
-        for &(i, p, known) in &missing {
-            match known {
-                Some(k) => match answers.next() {
-                    Some(ReadResult::Value(Some(v))) => {
-                        found.push((i, p, Some(k), Some(PageValue::decode(&v)?)))
-                    }
-                    Some(ReadResult::Value(None)) => {
-                        return Err(Error::corrupt("page version listed but missing"))
-                    }
-                    _ => return Err(Error::corrupt("batch answer")),
-                },
-                None => {
-                    let mut hit = None;
-                    for l in layers.iter() {
-                        let Some(ReadResult::Range(r)) = answers.next() else {
-                            return Err(Error::corrupt("batch answer"));
-                        };
-                        if hit.is_none() {
-                            if let Some(kv) = r.kvs.into_iter().next() {
-                                let (_, vs) = l
-                                    .keys
-                                    .parse_page(&kv.key)
-                                    .ok_or_else(|| Error::corrupt("page key"))?;
-                                hit = Some(((l.id, vs), PageValue::decode(&kv.value)?));
-                            }
-                        }
-                    }
-                    match hit {
-                        Some((k, v)) => found.push((i, p, Some(k), Some(v))),
-                        None => found.push((i, p, None, None)),
-                    }
-                }
-            }
-        }
-        let mut guessed: Vec<Option<Vec<u8>>> = Vec::new();
-        if guessed_keys.is_some() {
-            for _ in &missing {
-                match answers.next() {
-                    Some(ReadResult::Value(v)) => guessed.push(v),
-                    _ => return Err(Error::corrupt("batch answer")),
-                }
-            }
-        }
-        // Content uploaded ahead by large commits and not guessed: one more
-        // batched read.
-        let mut blob_requests: Vec<ReadRequest> = Vec::new();
-        let mut seen_token = None;
-        for (j, (_, p, k, v)) in found.iter_mut().enumerate() {
-            if let (Some((owner, _)), Some(PageValue::Uploaded(tok))) = (&k, &v) {
-                seen_token = Some((*owner, *tok));
-                let hit = matches!(&guessed_keys, Some((o, t, _)) if o == owner && t == tok);
-                if let Some(content) = guessed.get_mut(j).and_then(Option::take).filter(|_| hit) {
-                    *v = Some(PageValue::Inline(content));
-                    continue;
-                }
-                let keys = layer_keys(*owner).ok_or_else(|| Error::corrupt("unknown layer"))?;
-                blob_requests.push(ReadRequest::Get(keys.blob(tok, *p)));
-            }
-        }
-        let mut blobs = if blob_requests.is_empty() {
-            Vec::new()
-        } else {
-            self.with_reader(|t| t.get_batch(&blob_requests, true))?
-        }
-        .into_iter();
-        let view = inner.cache.view(id);
-        let mut view = lock(&view);
-        if seen_token.is_some() {
-            view.last_token = seen_token;
-        }
-        let learn = view.known == snap;
-        for (i, p, k, v) in found {
-            let data: Arc<[u8]> = match v {
-                None => {
-                    if learn {
-                        view.latest.insert(p, Latest::Never);
-                    }
-                    continue;
-                }
-                Some(PageValue::Absent) => Arc::from(Vec::new()),
-                Some(PageValue::Inline(b)) => Arc::from(b),
-                Some(PageValue::Uploaded(_)) => match blobs.next() {
-                    Some(ReadResult::Value(Some(b))) => Arc::from(b),
-                    _ => return Err(Error::corrupt("uploaded page content missing")),
-                },
-            };
-            if let Some((owner, vs)) = k {
-                inner.cache.insert(owner, p, vs, data.clone());
-                if learn {
-                    view.latest.insert(p, Latest::At(owner, vs));
-                }
-            }
-            out[i] = (!data.is_empty()).then_some(data);
-        }
-        Ok(out)
+        PageRead::new(&self.db, self.read.snapshot, self.read_only).pages(&mut self.read, pgnos)
     }
 
     fn read_uploaded(&mut self, pgno: PageNo) -> Result<Arc<[u8]>> {
         let key = self.db.keys.blob(&self.write.token, pgno);
-        if let Some(b) = self.with_reader(|t| t.get(&key, true))? {
+        if let Some(b) = self
+            .read
+            .store_read(&self.db.store.inner.kv, |t| t.get(&key, true))?
+        {
             return Ok(Arc::from(b));
         }
         // The reused read version may predate the upload of this page (it
         // was committed by our own chunk after we took that version): read
         // again at a fresh one.
         self.read.rv = None;
-        self.with_reader(|t| t.get(&key, true))?
+        self.read
+            .store_read(&self.db.store.inner.kv, |t| t.get(&key, true))?
             .map(Arc::from)
             .ok_or_else(|| Error::corrupt("own uploaded page missing"))
-    }
-
-    /// Runs a read in a store transaction at a read version >= the
-    /// snapshot: a recent one is reused (no round trip); an old one (FDB's
-    /// 5 s window) is replaced by a fresh read version. Page keys carry
-    /// their versions, so any read version >= the snapshot gives the same
-    /// answer: this is what lets a transaction outlive the window.
-    pub(crate) fn with_reader<T>(
-        &mut self,
-        mut f: impl FnMut(&mut dyn KvTxn) -> crate::kv::KvResult<T>,
-    ) -> Result<T> {
-        let kv = self.db.store.inner.kv.clone();
-        let rv = &mut self.read.rv;
-        let out = retry::run(
-            &Backoff::immediate(2),
-            // Only the read itself is retried, not beginning or taking
-            // a read version.
-            |e: &Failed<crate::kv::KvError>| {
-                e.body().is_some_and(|e| e.is_retryable_not_committed())
-            },
-            |e, _| {
-                if let Some(e) = e.body() {
-                    debug!(code = e.code, "read retried with a fresh read version");
-                }
-                Pause::Skip
-            },
-            |attempt| {
-                if attempt > 0 {
-                    *rv = None;
-                }
-                let mut t = kv.begin().map_err(Failed::Setup)?;
-                match *rv {
-                    Some((v, at)) if at.elapsed() < READ_VERSION_REUSE => t.set_read_version(v),
-                    _ => {
-                        let v = t.read_version().map_err(Failed::Setup)?;
-                        *rv = Some((v, Instant::now()));
-                    }
-                }
-                f(t.as_mut()).map_err(Failed::Body)
-            },
-        );
-        out.map_err(|e| e.into_inner().into())
     }
 
     /// Writes page `pgno`. All pages of a database have one size: a power of

@@ -15,6 +15,8 @@
 //! `D 'u' token` marker (refreshed with every chunk) goes stale and
 //! [`crate::Database::sweep_uploads`] removes the content.
 
+#![warn(clippy::too_many_lines)]
+
 use tracing::{debug, info};
 
 use crate::encoding::{LogRecord, PageValue};

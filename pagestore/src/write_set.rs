@@ -2,6 +2,8 @@
 //! uploaded ahead), the page count and size it leaves, and the token its
 //! uploads and its commit go under.
 
+#![warn(clippy::too_many_lines)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -1,0 +1,324 @@
+//! Reading pages at a snapshot: the page cache and this process's view
+//! first, then one batched store read for the rest (plus one for content
+//! uploaded by large commits). For a fork, each page is looked up in every
+//! layer at once (the fork, then its ancestors as of the fork versions):
+//! the nearest layer holding a version wins.
+
+#![warn(clippy::too_many_lines)]
+
+use std::sync::Arc;
+
+use tracing::debug_span;
+
+use crate::database::Database;
+use crate::encoding::{decode_horizon, PageValue};
+use crate::error::{Error, Result};
+use crate::ids::{DbId, PageNo, Token};
+use crate::keys::DbKeys;
+use crate::kv::{RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
+use crate::read_set::ReadSet;
+use crate::sync::lock;
+use crate::view::Latest;
+
+/// A page version and the database (layer) that holds it.
+type Owned = (DbId, Versionstamp);
+
+/// A page the cache could not answer: (index in the answer, page, its
+/// newest version as the view knows it, if it does).
+type Missing = (usize, PageNo, Option<Owned>);
+
+/// A page as the store answered: (index, page, version found, value).
+type Found = (usize, PageNo, Option<Owned>, Option<PageValue>);
+
+/// Requests for uploaded contents, and the token of the last uploaded page
+/// seen.
+type UploadReads = (Vec<ReadRequest>, Option<(DbId, Token)>);
+
+/// The upload token of a recent large commit whose content is requested
+/// speculatively, with the keys of its layer.
+type Guess<'a> = (DbId, Token, &'a DbKeys);
+
+/// Pages one read asks for, at one snapshot of one database.
+pub(crate) struct PageRead<'a> {
+    db: &'a Database,
+    snapshot: Version,
+    /// A time-travel read (its `SnapshotTooOld` is not retryable).
+    time_travel: bool,
+}
+
+impl<'a> PageRead<'a> {
+    pub fn new(db: &'a Database, snapshot: Version, time_travel: bool) -> Self {
+        PageRead {
+            db,
+            snapshot,
+            time_travel,
+        }
+    }
+
+    /// The pages `pgnos` at the snapshot (None: absent), reading the store
+    /// through `reads` for what the cache does not hold.
+    pub fn pages(&self, reads: &mut ReadSet, pgnos: &[PageNo]) -> Result<Vec<Option<Arc<[u8]>>>> {
+        let inner = &self.db.store.inner;
+        let mut out: Vec<Option<Arc<[u8]>>> = vec![None; pgnos.len()];
+        let (missing, guess) = self.cached(pgnos, &mut out);
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        inner.cache.miss(missing.len() as u64);
+        let span = debug_span!("read_pages", database = %self.db.name, version = self.snapshot, pages = missing.len());
+        let _g = span.enter();
+        let guess = guess.and_then(|(owner, tok)| self.layer_keys(owner).map(|k| (owner, tok, k)));
+        let requests = self.page_requests(&missing, guess.as_ref())?;
+        let mut answers = reads
+            .store_read(&inner.kv, |t| t.get_batch(&requests, true))?
+            .into_iter();
+        self.check_horizon(&mut answers)?;
+        let mut found = self.parse_found(&missing, &mut answers)?;
+        let guessed = parse_guessed(guess.is_some(), missing.len(), &mut answers)?;
+        let (blob_requests, seen_token) = self.use_guesses(&mut found, guessed, guess.as_ref())?;
+        let blobs = if blob_requests.is_empty() {
+            Vec::new()
+        } else {
+            reads.store_read(&inner.kv, |t| t.get_batch(&blob_requests, true))?
+        };
+        self.learn(found, blobs, seen_token, &mut out)?;
+        Ok(out)
+    }
+
+    /// Fills `out` from the cache where the view knows the page's newest
+    /// version; returns the pages left and the view's last upload token.
+    fn cached(
+        &self,
+        pgnos: &[PageNo],
+        out: &mut [Option<Arc<[u8]>>],
+    ) -> (Vec<Missing>, Option<(DbId, Token)>) {
+        let inner = &self.db.store.inner;
+        let snap = self.snapshot;
+        let mut missing: Vec<Missing> = Vec::new();
+        let view = inner.cache.view(self.db.id);
+        let view = lock(&view);
+        for (i, &p) in pgnos.iter().enumerate() {
+            let known = if view.known >= snap {
+                view.latest.get(&p).copied()
+            } else {
+                None
+            };
+            match known {
+                Some(Latest::Never) => inner.cache.hit(),
+                Some(Latest::At(owner, vs)) if vs.version() <= snap => {
+                    match inner.cache.get(owner, p, &vs) {
+                        Some(d) => {
+                            inner.cache.hit();
+                            out[i] = (!d.is_empty()).then_some(d);
+                        }
+                        None => missing.push((i, p, Some((owner, vs)))),
+                    }
+                }
+                _ => missing.push((i, p, None)),
+            }
+        }
+        (missing, view.last_token)
+    }
+
+    /// The keys of layer `owner`.
+    fn layer_keys(&self, owner: DbId) -> Option<&'a DbKeys> {
+        self.db
+            .layers
+            .iter()
+            .find(|l| l.id == owner)
+            .map(|l| &l.keys)
+    }
+
+    /// GC's horizon, then per page its known version or, in every layer,
+    /// the newest version at the snapshot, then the guessed contents.
+    fn page_requests(
+        &self,
+        missing: &[Missing],
+        guess: Option<&Guess<'_>>,
+    ) -> Result<Vec<ReadRequest>> {
+        // The GC horizon rides along: a snapshot older than it may be
+        // missing versions, which must be an error, not wrong pages.
+        let mut requests: Vec<ReadRequest> = vec![ReadRequest::Get(self.db.keys.horizon())];
+        for &(_, p, known) in missing {
+            match known {
+                Some((owner, vs)) => {
+                    let keys = self
+                        .layer_keys(owner)
+                        .ok_or_else(|| Error::corrupt("cached page of an unknown layer"))?;
+                    requests.push(ReadRequest::Get(keys.page(p, &vs)));
+                }
+                None => {
+                    for l in self.db.layers.iter() {
+                        let (b, e) = l.keys.page_at(p, self.snapshot.min(l.cap));
+                        requests.push(ReadRequest::Range(
+                            RangeOption::new(b, e).limit(1).reverse(),
+                        ));
+                    }
+                }
+            }
+        }
+        // Speculative content reads: if these pages come from the same large
+        // commit as the last such page, their content arrives in this same
+        // round trip (a wrong guess costs an empty answer per page).
+        if let Some((_, tok, keys)) = guess {
+            for &(_, p, _) in missing {
+                requests.push(ReadRequest::Get(keys.blob(tok, p)));
+            }
+        }
+        Ok(requests)
+    }
+
+    /// The first answer: GC's horizon, which must not be past the snapshot.
+    fn check_horizon(&self, answers: &mut impl Iterator<Item = ReadResult>) -> Result<()> {
+        let horizon = match answers.next() {
+            Some(ReadResult::Value(v)) => decode_horizon(v.as_deref())?,
+            _ => return Err(Error::corrupt("batch answer")),
+        };
+        self.db
+            .check_horizon(self.snapshot, horizon, self.time_travel)
+    }
+
+    /// The answers about each missing page: the version found (nearest
+    /// layer first) and its value.
+    fn parse_found(
+        &self,
+        missing: &[Missing],
+        answers: &mut impl Iterator<Item = ReadResult>,
+    ) -> Result<Vec<Found>> {
+        let mut found: Vec<Found> = Vec::new();
+        for &(i, p, known) in missing {
+            match known {
+                Some(k) => match answers.next() {
+                    Some(ReadResult::Value(Some(v))) => {
+                        found.push((i, p, Some(k), Some(PageValue::decode(&v)?)))
+                    }
+                    Some(ReadResult::Value(None)) => {
+                        return Err(Error::corrupt("page version listed but missing"))
+                    }
+                    _ => return Err(Error::corrupt("batch answer")),
+                },
+                None => {
+                    let hit = self.nearest_layer(answers)?;
+                    match hit {
+                        Some((k, v)) => found.push((i, p, Some(k), Some(v))),
+                        None => found.push((i, p, None, None)),
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// One page's answers from every layer: the nearest layer's version.
+    fn nearest_layer(
+        &self,
+        answers: &mut impl Iterator<Item = ReadResult>,
+    ) -> Result<Option<(Owned, PageValue)>> {
+        let mut hit = None;
+        for l in self.db.layers.iter() {
+            let Some(ReadResult::Range(r)) = answers.next() else {
+                return Err(Error::corrupt("batch answer"));
+            };
+            if hit.is_none() {
+                if let Some(kv) = r.kvs.into_iter().next() {
+                    let (_, vs) = l
+                        .keys
+                        .parse_page(&kv.key)
+                        .ok_or_else(|| Error::corrupt("page key"))?;
+                    hit = Some(((l.id, vs), PageValue::decode(&kv.value)?));
+                }
+            }
+        }
+        Ok(hit)
+    }
+
+    /// Puts guessed content in place of uploaded values it matches; returns
+    /// the requests for the other uploaded contents and the token of the
+    /// last uploaded page seen.
+    fn use_guesses(
+        &self,
+        found: &mut [Found],
+        mut guessed: Vec<Option<Vec<u8>>>,
+        guess: Option<&Guess<'_>>,
+    ) -> Result<UploadReads> {
+        let mut blob_requests: Vec<ReadRequest> = Vec::new();
+        let mut seen_token = None;
+        for (j, (_, p, k, v)) in found.iter_mut().enumerate() {
+            if let (Some((owner, _)), Some(PageValue::Uploaded(tok))) = (&k, &v) {
+                seen_token = Some((*owner, *tok));
+                let hit = matches!(guess, Some((o, t, _)) if o == owner && t == tok);
+                if let Some(content) = guessed.get_mut(j).and_then(Option::take).filter(|_| hit) {
+                    *v = Some(PageValue::Inline(content));
+                    continue;
+                }
+                let keys = self
+                    .layer_keys(*owner)
+                    .ok_or_else(|| Error::corrupt("unknown layer"))?;
+                blob_requests.push(ReadRequest::Get(keys.blob(tok, *p)));
+            }
+        }
+        Ok((blob_requests, seen_token))
+    }
+
+    /// Fills `out` from what the store answered, and caches it: page
+    /// contents always, newest versions in the view when it is at the
+    /// snapshot.
+    fn learn(
+        &self,
+        found: Vec<Found>,
+        blobs: Vec<ReadResult>,
+        seen_token: Option<(DbId, Token)>,
+        out: &mut [Option<Arc<[u8]>>],
+    ) -> Result<()> {
+        let inner = &self.db.store.inner;
+        let mut blobs = blobs.into_iter();
+        let view = inner.cache.view(self.db.id);
+        let mut view = lock(&view);
+        if seen_token.is_some() {
+            view.last_token = seen_token;
+        }
+        let learn = view.known == self.snapshot;
+        for (i, p, k, v) in found {
+            let data: Arc<[u8]> = match v {
+                None => {
+                    if learn {
+                        view.latest.insert(p, Latest::Never);
+                    }
+                    continue;
+                }
+                Some(PageValue::Absent) => Arc::from(Vec::new()),
+                Some(PageValue::Inline(b)) => Arc::from(b),
+                Some(PageValue::Uploaded(_)) => match blobs.next() {
+                    Some(ReadResult::Value(Some(b))) => Arc::from(b),
+                    _ => return Err(Error::corrupt("uploaded page content missing")),
+                },
+            };
+            if let Some((owner, vs)) = k {
+                inner.cache.insert(owner, p, vs, data.clone());
+                if learn {
+                    view.latest.insert(p, Latest::At(owner, vs));
+                }
+            }
+            out[i] = (!data.is_empty()).then_some(data);
+        }
+        Ok(())
+    }
+}
+
+/// The speculative contents, one answer per missing page (when guessed).
+fn parse_guessed(
+    guessed: bool,
+    missing: usize,
+    answers: &mut impl Iterator<Item = ReadResult>,
+) -> Result<Vec<Option<Vec<u8>>>> {
+    let mut out: Vec<Option<Vec<u8>>> = Vec::new();
+    if guessed {
+        for _ in 0..missing {
+            match answers.next() {
+                Some(ReadResult::Value(v)) => out.push(v),
+                _ => return Err(Error::corrupt("batch answer")),
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,51 @@
+//! [`DbView`]: this process's view of one database: which version of each
+//! page is the latest as of the version `known` up to which the process has
+//! read the change log. At BEGIN the view is advanced through the change
+//! log (one read), after which a warm page read is a hash lookup with no
+//! store round trip. The page cache keeps one per database.
+
+#![warn(clippy::too_many_lines)]
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::ids::{DbId, PageNo, Token};
+use crate::kv::{Version, Versionstamp};
+
+/// What the view knows of one page as of `DbView::known`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Latest {
+    /// The page's newest version, and the database that holds it (the
+    /// database itself, or for a fork an ancestor it reads from).
+    At(DbId, Versionstamp),
+    /// The page has never been written (or only before a drop).
+    Never,
+}
+
+/// One database's view: everything learnt from the change log up to `known`.
+#[derive(Debug, Default)]
+pub struct DbView {
+    /// Change log read up to this version (0: nothing known yet).
+    pub known: Version,
+    /// When `known` was obtained as a read version (for reusing it).
+    pub known_at: Option<Instant>,
+    /// Page count as of `known`.
+    pub page_count: u64,
+    /// Page size, once set.
+    pub page_size: Option<u32>,
+    /// Newest version of each page as of `known`, for pages this process
+    /// has seen.
+    pub latest: HashMap<PageNo, Latest>,
+    /// The upload token (and its database) of the last page read whose
+    /// content was uploaded by a large commit: pages near it usually come
+    /// from the same commit, so their content is requested in the same
+    /// round trip as their index entries.
+    pub last_token: Option<(DbId, Token)>,
+}
+
+impl DbView {
+    /// Forgets everything (too far behind the change log to catch up).
+    pub fn reset(&mut self) {
+        *self = DbView::default();
+    }
+}
