@@ -112,6 +112,7 @@ impl Api {
         // SAFETY: slot LIBVERSION_NUMBER is `int (*)(void)` in every version.
         let version_fn: unsafe extern "C" fn() -> c_int =
             unsafe { std::mem::transmute(version_fn) };
+        // SAFETY: a function of the host's SQLite taking nothing.
         let version = unsafe { version_fn() };
         if version < MIN_HOST_VERSION {
             return Err(format!(
@@ -233,10 +234,12 @@ impl Api {
             }
             // SAFETY: k is a NUL-terminated key inside SQLite's filename block.
             let v = unsafe { (self.uri_parameter)(name, k) };
+            // SAFETY: as above.
             let key = unsafe { CStr::from_ptr(k) }.to_string_lossy().into_owned();
             let value = if v.is_null() {
                 String::new()
             } else {
+                // SAFETY: a non-null value is NUL-terminated, in the same block.
                 unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned()
             };
             out.push((key, value));
@@ -254,7 +257,9 @@ mod tests {
         let api = Api::linked();
         let p = api.alloc_cstr("hello\0world");
         assert!(!p.is_null());
+        // SAFETY: alloc_cstr returned a NUL-terminated string (not null).
         let s = unsafe { CStr::from_ptr(p) }.to_str().map(str::to_owned);
+        // SAFETY: allocated by SQLite's allocator, freed once.
         unsafe { (api.free)(p as *mut c_void) };
         assert_eq!(s.as_deref(), Ok("hello world"));
     }
