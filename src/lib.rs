@@ -38,6 +38,7 @@ pub use error::{Error, Result};
 pub use extension::sqlite3_fdbvfs_init;
 pub use metrics::Metrics;
 pub use pagestore::kv::embedded::{Faults, LateDelivery};
+pub use pagestore::kv::Version;
 pub use pagestore::GcReport;
 pub use retry::{is_busy, retry, retry_with, RetryOptions};
 pub use store::{open, Store, StoreBuilder};

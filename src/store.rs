@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pagestore::clock::{Clock, SystemClock};
 use pagestore::kv::embedded::{EmbeddedOptions, Faults};
+use pagestore::kv::Version;
 use pagestore::retry::{self, Backoff, Pause};
 use pagestore::{GcReport, PageStore, StoreOptions};
 use rusqlite::{Connection, OpenFlags};
@@ -376,7 +377,7 @@ impl Store {
     ///     .parse().unwrap_or(0);
     /// let before = std::time::SystemTime::now();
     /// conn.execute("INSERT INTO t VALUES (2)", [])?;
-    /// let old = store.open_at("t", At::Version(v as u64))?;
+    /// let old = store.open_at("t", At::Version(fdbvfs::Version::new(v as u64)))?;
     /// let n: i64 = old.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
     /// assert_eq!(n, 1);
     /// let old = store.open_at("t", At::Time(before))?;
@@ -396,7 +397,7 @@ impl Store {
 
     /// The store version `at` names in database `name` (a time resolved
     /// through the time index: the last version committed at or before it).
-    pub fn version_at(&self, name: &str, at: At) -> Result<u64> {
+    pub fn version_at(&self, name: &str, at: At) -> Result<Version> {
         let db = self.page_store().open(name)?;
         Ok(at.resolve(&db)?)
     }
@@ -418,7 +419,7 @@ impl Store {
     /// assert_eq!(n, 1);
     /// # Ok(()) }
     /// ```
-    pub fn fork(&self, src: &str, dst: &str, at: Option<At>) -> Result<u64> {
+    pub fn fork(&self, src: &str, dst: &str, at: Option<At>) -> Result<Version> {
         pagestore::validate_name(dst)?;
         let pages = self.page_store();
         let version = match at {
@@ -444,16 +445,16 @@ impl Store {
     /// conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
     /// let good: String = conn.query_row("PRAGMA fdb_version", [], |r| r.get(0))?;
     /// conn.execute("DELETE FROM t", [])?; // oops
-    /// let good = good.parse::<u64>().unwrap_or_default();
+    /// let good = good.parse::<fdbvfs::Version>().unwrap_or_default();
     /// let undo = store.restore("t", At::Version(good))?;
     /// let n: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
     /// assert_eq!(n, 1);
-    /// store.restore("t", At::Version(undo - 1))?; // undo the restore
+    /// store.restore("t", At::Version(undo.before(1)))?; // undo the restore
     /// let n: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
     /// assert_eq!(n, 0);
     /// # Ok(()) }
     /// ```
-    pub fn restore(&self, name: &str, at: At) -> Result<u64> {
+    pub fn restore(&self, name: &str, at: At) -> Result<Version> {
         let db = self.page_store().open(name)?;
         let version = at.resolve(&db)?;
         // 2, 4, 8 … ms up to 100 ms, half of each delay at random so that

@@ -189,7 +189,7 @@ fn fdb_pragmas() -> Result<(), fdbvfs::Error> {
     let size: String = scalar(&c, "PRAGMA fdb_cache_size");
     assert_eq!(size, "1048576");
     // Time travel to v1: the update is not there, and writes are refused.
-    let old = store.open_at(&name, fdbvfs::At::Version(v1))?;
+    let old = store.open_at(&name, fdbvfs::At::Version(fdbvfs::Version::new(v1)))?;
     assert_eq!(n_of(&old, 1), 1000);
     let e = old.execute("UPDATE t SET n = 3 WHERE id = 1", []).err();
     assert_eq!(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fdbvfs::{At, Store};
+use fdbvfs::{At, Store, Version};
 use pagestore::clock::{Clock, ManualClock};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -50,7 +50,7 @@ fn rows(c: &Connection) -> rusqlite::Result<Rows> {
     r
 }
 
-fn version(c: &Connection) -> rusqlite::Result<u64> {
+fn version(c: &Connection) -> rusqlite::Result<Version> {
     let v: String = scalar(c, "PRAGMA fdb_version");
     Ok(v.parse()
         .unwrap_or_else(|e| panic!("fdb_version {v:?}: {e}")))
@@ -100,7 +100,7 @@ fn mutate(c: &Connection, rng: &mut StdRng, i: u64) -> rusqlite::Result<()> {
 
 struct History {
     /// After commit i: (clock time, commit version, contents).
-    states: Vec<(u64, u64, Rows)>,
+    states: Vec<(u64, Version, Rows)>,
 }
 
 /// Writes 50 versions, 1 s apart.
@@ -177,7 +177,7 @@ fn time_travel_outside_the_history_is_refused_clearly() -> Result<(), fdbvfs::Er
     assert!(e.contains("did not exist"), "{e}");
     let e = err(At::Time(time_of(clock.now_micros() + 3_600_000_000)));
     assert!(e.contains("in the future"), "{e}");
-    let e = err(At::Version(u64::MAX / 2));
+    let e = err(At::Version(Version::new(u64::MAX / 2)));
     assert!(e.contains("in the future"), "{e}");
     // A bad at= names the parameter and the accepted forms.
     let uri = format!("{}&at=yesterday", store.uri(&name));
@@ -322,9 +322,9 @@ fn restore_and_undo_through_the_api_and_the_pragma() -> Result<(), fdbvfs::Error
     let r = store.restore(&name, At::Time(time_of(t5 + 1)))?;
     assert_eq!(&rows(&c)?, rows5);
     // History is kept: at= before the restore still sees the latest state.
-    assert_eq!(rows(&store.open_at(&name, At::Version(r - 1))?)?, latest);
+    assert_eq!(rows(&store.open_at(&name, At::Version(r.before(1)))?)?, latest);
     // Undo.
-    let u = store.restore(&name, At::Version(r - 1))?;
+    let u = store.restore(&name, At::Version(r.before(1)))?;
     assert!(u > r);
     assert_eq!(rows(&c)?, latest);
 
@@ -468,7 +468,7 @@ fn gc_with_a_one_second_retention_keeps_the_window_and_forks() -> Result<(), fdb
     let c = store.open(&name)?;
     c.execute_batch("CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT NOT NULL)")?;
     let mut rng = StdRng::seed_from_u64(7);
-    let mut states: Vec<(u64, u64, Rows)> = Vec::new();
+    let mut states: Vec<(u64, Version, Rows)> = Vec::new();
     // 30 commits 1 s apart, then 10 commits 0.1 s apart: the last second
     // holds 10 versions.
     for i in 0..40u64 {
@@ -603,7 +603,7 @@ fn gc_running_with_a_bank_workload_changes_nothing_visible() -> Result<(), fdbvf
     assert_integrity(&c);
     // GC did remove old versions.
     let r = store.gc(Some(&name), true)?;
-    assert!(r[0].horizon > 0, "{r:?}");
+    assert!(r[0].horizon > Version::ZERO, "{r:?}");
     Ok(())
 }
 
@@ -618,7 +618,7 @@ fn background_gc_runs_every_interval_and_stops_with_the_store() -> Result<(), fd
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let r = store.gc(Some(&name), true)?;
-        if r[0].horizon > 0 && r[0].page_versions == 0 {
+        if r[0].horizon > Version::ZERO && r[0].page_versions == 0 {
             break;
         }
         assert!(

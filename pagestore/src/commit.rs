@@ -345,7 +345,7 @@ pub(crate) fn commit_group(txns: &mut [Writer<'_>], readers: &[Member<'_>]) -> R
     let inner = check_group(txns, readers)?;
     let names: Vec<String> = txns.iter().map(|t| t.db.name.to_string()).collect();
     let snapshot = txns[0].read.snapshot;
-    let span = debug_span!("commit", databases = ?names, version = snapshot,
+    let span = debug_span!("commit", databases = ?names, version = snapshot.get(),
         reads = txns.iter().map(|t| t.read.pages.len()).sum::<usize>(),
         writes = txns.iter().map(|t| t.write.pages.len()).sum::<usize>());
     let _g = span.enter();

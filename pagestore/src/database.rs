@@ -117,7 +117,7 @@ impl Database {
         failpoint!("begin::after_read_version");
         let view = self.store.inner.cache.view(self.id);
         let mut view = lock(&view);
-        if view.known == 0 {
+        if view.known == Version::ZERO {
             self.load_view(&mut view, t.as_mut(), v, got_at, false)?;
         } else if view.known < v {
             self.advance_view(&mut view, t.as_mut(), v, got_at, false)?;
@@ -126,7 +126,7 @@ impl Database {
         // every commit up to `known` is durable, so reading there is as
         // fresh and still includes everything acknowledged before us.
         let snapshot = view.known;
-        debug!(version = snapshot, pages = view.page_count, "began");
+        debug!(version = snapshot.get(), pages = view.page_count, "began");
         Ok(Snapshot {
             version: snapshot,
             rv: view.known_at.map(|at| (snapshot, at)),
@@ -163,7 +163,7 @@ impl Database {
             // not exist yet (created, e.g. ATTACHed, after that snapshot):
             // it is then empty there, not dropped.
             let young = fresh_at.is_some();
-            if view.known == 0 {
+            if view.known == Version::ZERO {
                 self.load_view(&mut view, t.as_mut(), snap, at, young)?;
             } else if view.known < snap {
                 self.advance_view(&mut view, t.as_mut(), snap, at, young)?;
@@ -332,7 +332,7 @@ impl Database {
         created_later_ok: bool,
     ) -> Result<()> {
         let (mb, me) = self.keys.materialize_upto(v);
-        let (lb, le) = self.keys.log_between(0, v);
+        let (lb, le) = self.keys.log_between(Version::ZERO, v);
         let mut reqs = vec![
             ReadRequest::Range(RangeOption::new(mb, me)),
             // The last few commits: if one was large, pages read next are

@@ -255,7 +255,7 @@ pub(crate) fn decode_u32(b: &[u8]) -> Result<u32> {
 
 /// The GC horizon stored at `D 'g'` (0: never collected).
 pub(crate) fn decode_horizon(v: Option<&[u8]>) -> Result<Version> {
-    Ok(v.map(decode_u64).transpose()?.unwrap_or(0))
+    Ok(Version::new(v.map(decode_u64).transpose()?.unwrap_or(0)))
 }
 
 /// What a commit token key holds.
@@ -324,7 +324,7 @@ pub struct DbMeta {
     /// For a fork: the database it was forked from and the version of that
     /// database it starts from (copy-on-write: pages it has not written are
     /// read from the parent as of that version).
-    pub parent: Option<(DbId, u64)>,
+    pub parent: Option<(DbId, crate::kv::Version)>,
     /// How long old versions stay readable, in µs; `None`: the default.
     pub retention_micros: Option<u64>,
     /// Dropped, but kept because forks still read from it.
@@ -375,7 +375,10 @@ impl DbMeta {
         };
         let mut at = 10;
         if flags & M_PARENT != 0 {
-            meta.parent = Some((DbId::new(u64_at(at)?), u64_at(at + 8)?));
+            meta.parent = Some((
+                DbId::new(u64_at(at)?),
+                crate::kv::Version::new(u64_at(at + 8)?),
+            ));
             at += 16;
         }
         if flags & M_RETENTION != 0 {
@@ -437,7 +440,7 @@ mod tests {
         let fork = DbMeta {
             name: "orders-test".into(),
             created_micros: 6,
-            parent: Some((DbId::new(42), 1_000)),
+            parent: Some((DbId::new(42), crate::kv::Version::new(1_000))),
             retention_micros: Some(1_000_000),
             dropped: true,
         };

@@ -148,9 +148,9 @@ fn gc_one(store: &PageStore, id: DbId, meta: &DbMeta, dry_run: bool) -> Result<G
             .retention_micros
             .unwrap_or(crate::DEFAULT_RETENTION.as_micros() as u64);
         let db = Database::new(store.clone(), &meta.name, id, &[]);
-        db.version_at(now.saturating_sub(retention))?.unwrap_or(0)
+        db.version_at(now.saturating_sub(retention))?.unwrap_or_default()
     };
-    if report.horizon == 0 {
+    if report.horizon == Version::ZERO {
         return Ok(report);
     }
     // A large commit still being indexed needs its change-log record (and
@@ -190,7 +190,7 @@ fn gc_one(store: &PageStore, id: DbId, meta: &DbMeta, dry_run: bool) -> Result<G
     if !dry_run {
         inner.gc.add(&report);
     }
-    info!(database = %meta.name, horizon, removed = report.page_versions,
+    info!(database = %meta.name, horizon = horizon.get(), removed = report.page_versions,
         bytes = report.page_bytes, dry_run, "gc pass");
     Ok(report)
 }
@@ -383,7 +383,7 @@ fn collect_metadata(
     // older than the horizon reload, restores target versions >= it; a
     // fork's restores read the fork's own log).
     let (lb, _) = keys.logs();
-    let (_, le) = keys.log_between(0, horizon);
+    let (_, le) = keys.log_between(Version::ZERO, horizon);
     scan_keys(store, &lb, &le, |k, _| {
         doomed.push(k.to_vec());
         Ok(())
@@ -427,7 +427,7 @@ fn collect_metadata(
     }
 
     // Commit tokens, once old enough that no retry can still ask for them.
-    let token_limit = horizon.min(latest.saturating_sub(TOKEN_KEEP_VERSIONS));
+    let token_limit = horizon.min(latest.before(TOKEN_KEEP_VERSIONS));
     let (kb, ke) = keys.tokens();
     scan_keys(store, &kb, &ke, |k, v| {
         // Landed and fenced tokens alike, once old enough.
@@ -527,15 +527,17 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use super::unreachable;
+    use crate::kv::Version;
 
     #[test]
     fn keeps_everything_above_the_horizon_and_the_newest_below_each_pin() {
-        let v = [1, 3, 5, 7, 9, 11];
-        assert_eq!(unreachable(&v, Some(8), &[]), vec![0, 1, 2]);
-        assert_eq!(unreachable(&v, Some(8), &[4]), vec![0, 2]);
-        assert_eq!(unreachable(&v, Some(0), &[]), Vec::<usize>::new());
-        assert_eq!(unreachable(&v, Some(100), &[]), vec![0, 1, 2, 3, 4]);
+        let ver = Version::new;
+        let v = [1, 3, 5, 7, 9, 11].map(ver);
+        assert_eq!(unreachable(&v, Some(ver(8)), &[]), vec![0, 1, 2]);
+        assert_eq!(unreachable(&v, Some(ver(8)), &[ver(4)]), vec![0, 2]);
+        assert_eq!(unreachable(&v, Some(ver(0)), &[]), Vec::<usize>::new());
+        assert_eq!(unreachable(&v, Some(ver(100)), &[]), vec![0, 1, 2, 3, 4]);
         // A dropped origin: only its forks' pins.
-        assert_eq!(unreachable(&v, None, &[6]), vec![0, 1, 3, 4, 5]);
+        assert_eq!(unreachable(&v, None, &[ver(6)]), vec![0, 1, 3, 4, 5]);
     }
 }

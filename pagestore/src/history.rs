@@ -92,7 +92,7 @@ impl Database {
                 best = best.max(Some(vs.version()));
             }
         }
-        Ok(Some(best.unwrap_or(0)))
+        Ok(Some(best.unwrap_or_default()))
     }
 
     /// Makes the current state equal to the state at `version`, as a new
@@ -148,7 +148,7 @@ impl Database {
         }
         failpoint!("restore::before_commit");
         let out = txn.commit()?;
-        info!(database = %self.name, to = version, pages = changed.len(), "restored");
+        info!(database = %self.name, to = version.get(), pages = changed.len(), "restored");
         Ok(out)
     }
 
@@ -209,7 +209,7 @@ impl PageStore {
                 ..Default::default()
             },
         )?;
-        info!(source = src, fork = dst, at, "forked database");
+        info!(source = src, fork = dst, at = at.get(), "forked database");
         Ok(db)
     }
 }

@@ -195,13 +195,13 @@ impl DbKeys {
 
     /// Versions of `pgno` visible at snapshot `v`: `[D 'p' pgno, D 'p' pgno (v+1))`.
     pub fn page_at(&self, pgno: PageNo, v: Version) -> (Vec<u8>, Vec<u8>) {
-        let end = Versionstamp::at_version(v.saturating_add(1));
+        let end = Versionstamp::at_version(v.after(1));
         (self.page_prefix(pgno), self.page(pgno, &end))
     }
 
     /// Versions of `pgno` committed after snapshot `v`.
     pub fn page_after(&self, pgno: PageNo, v: Version) -> (Vec<u8>, Vec<u8>) {
-        let begin = Versionstamp::at_version(v.saturating_add(1));
+        let begin = Versionstamp::at_version(v.after(1));
         (self.page(pgno, &begin), self.pages_end(pgno))
     }
 
@@ -236,7 +236,7 @@ impl DbKeys {
 
     /// `D 'z'` range up to snapshot `v`.
     pub fn size_at(&self, v: Version) -> (Vec<u8>, Vec<u8>) {
-        let end = Versionstamp::at_version(v.saturating_add(1));
+        let end = Versionstamp::at_version(v.after(1));
         (self.with(SIZE, &[]), self.with(SIZE, &[&end.0]))
     }
 
@@ -252,8 +252,8 @@ impl DbKeys {
 
     /// Change-log records of commits in `(after, upto]`.
     pub fn log_between(&self, after: Version, upto: Version) -> (Vec<u8>, Vec<u8>) {
-        let b = Versionstamp::at_version(after.saturating_add(1));
-        let e = Versionstamp::at_version(upto.saturating_add(1));
+        let b = Versionstamp::at_version(after.after(1));
+        let e = Versionstamp::at_version(upto.after(1));
         (self.with(LOG, &[&b.0]), self.with(LOG, &[&e.0]))
     }
 
@@ -263,7 +263,7 @@ impl DbKeys {
     pub fn log_after(&self, after: &Versionstamp, upto: Version) -> (Vec<u8>, Vec<u8>) {
         let b = self.with(LOG, &[&after.0]);
         let b = strinc(&b).unwrap_or_else(|| self.with(LOG + 1, &[]));
-        let e = Versionstamp::at_version(upto.saturating_add(1));
+        let e = Versionstamp::at_version(upto.after(1));
         (b, self.with(LOG, &[&e.0]))
     }
 
@@ -417,7 +417,7 @@ impl DbKeys {
 
     /// Pending materializations of commits up to `v`.
     pub fn materialize_upto(&self, v: Version) -> (Vec<u8>, Vec<u8>) {
-        let e = Versionstamp::at_version(v.saturating_add(1));
+        let e = Versionstamp::at_version(v.after(1));
         (self.with(MATERIALIZE, &[]), self.with(MATERIALIZE, &[&e.0]))
     }
 
@@ -437,17 +437,17 @@ mod tests {
     #[test]
     fn page_keys_sort_by_page_then_version() {
         let d = Keyspace::new(b"t".to_vec()).db(DbId::new(7));
-        let a = d.page(PageNo::new(1), &Versionstamp::new(10, 0));
-        let b = d.page(PageNo::new(1), &Versionstamp::new(11, 0));
-        let c = d.page(PageNo::new(2), &Versionstamp::new(1, 0));
+        let a = d.page(PageNo::new(1), &Versionstamp::new(Version::new(10), 0));
+        let b = d.page(PageNo::new(1), &Versionstamp::new(Version::new(11), 0));
+        let c = d.page(PageNo::new(2), &Versionstamp::new(Version::new(1), 0));
         assert!(a < b && b < c);
-        let (lo, hi) = d.page_at(PageNo::new(1), 10);
+        let (lo, hi) = d.page_at(PageNo::new(1), Version::new(10));
         assert!(lo <= a && a < hi && b >= hi);
-        let (lo, hi) = d.page_after(PageNo::new(1), 10);
+        let (lo, hi) = d.page_after(PageNo::new(1), Version::new(10));
         assert!(a < lo && lo <= b && b < hi && c >= hi);
         assert_eq!(
             d.parse_page(&b),
-            Some((PageNo::new(1), Versionstamp::new(11, 0)))
+            Some((PageNo::new(1), Versionstamp::new(Version::new(11), 0)))
         );
     }
 
@@ -456,7 +456,7 @@ mod tests {
         let d = Keyspace::new(b"t".to_vec()).db(DbId::new(7));
         let max = PageNo::new(u32::MAX);
         let (lo, hi) = d.page_run(max, max);
-        let k = d.page(max, &Versionstamp::new(1, 0));
+        let k = d.page(max, &Versionstamp::new(Version::new(1), 0));
         assert!(lo <= k && k < hi);
     }
 

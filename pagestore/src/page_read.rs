@@ -65,7 +65,7 @@ impl<'a> PageRead<'a> {
             return Ok(out);
         }
         inner.cache.miss(missing.len() as u64);
-        let span = debug_span!("read_pages", database = %self.db.name, version = self.snapshot, pages = missing.len());
+        let span = debug_span!("read_pages", database = %self.db.name, version = self.snapshot.get(), pages = missing.len());
         let _g = span.enter();
         let guess = guess.and_then(|(owner, tok)| self.layer_keys(owner).map(|k| (owner, tok, k)));
         let requests = self.page_requests(&missing, guess.as_ref())?;

@@ -72,7 +72,7 @@ impl Database {
             None => return Err(Error::Dropped(self.name().to_string())),
         };
         let horizon = decode_horizon(self.read_now(&self.keys.horizon())?.as_deref())?;
-        let changes = self.changes_between(horizon.saturating_sub(1), version)?;
+        let changes = self.changes_between(horizon.before(1), version)?;
         let page_versions = changes
             .iter()
             .map(|c| (c.record.pages.len() + c.record.absent.len()) as u64)

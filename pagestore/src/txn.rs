@@ -336,7 +336,7 @@ pub fn commit_group_checked(txns: Vec<Transaction>, readers: &[&Transaction]) ->
             ));
         }
     }
-    let snapshot = txns.first().map(|t| t.read.snapshot).unwrap_or(0);
+    let snapshot = txns.first().map(|t| t.read.snapshot).unwrap_or_default();
     let (writers, idle): (Vec<&mut Transaction>, Vec<&mut Transaction>) =
         txns.iter_mut().partition(|t| t.has_writes());
     if writers.is_empty() {

@@ -229,7 +229,7 @@ fn future_read_version_is_1009() {
     let mut t = kv.begin().unwrap();
     let now = t.read_version().unwrap();
     let mut f = kv.begin().unwrap();
-    f.set_read_version(now + 3_600_000_000);
+    f.set_read_version(now.after(3_600_000_000));
     assert_eq!(
         f.get(b"k", false).unwrap_err().code,
         KvError::FUTURE_VERSION
@@ -487,7 +487,7 @@ fn late_unknown_result_doubles_a_blind_retry() {
     let info = retry.commit().unwrap();
     assert_eq!(u64_at(&kv, b"n"), 2, "the late first attempt did not land");
     assert_eq!(kv.model_counts().late_applied, 1);
-    assert!(info.version > 0);
+    assert!(info.version > pagestore::kv::Version::ZERO);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 mod common;
 
+use pagestore::kv::Version;
 use pagestore::PageNo;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use pagestore::{Database, Error};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-fn write(db: &Database, pages: &[(u32, u64)]) -> u64 {
+fn write(db: &Database, pages: &[(u32, u64)]) -> Version {
     let mut t = db.begin().unwrap();
     for &(p, v) in pages {
         t.write_page(PageNo::new(p), &page(v)).unwrap();
@@ -23,7 +24,7 @@ fn read(db: &Database, p: u32) -> Option<u64> {
     db.begin().unwrap().read_page(PageNo::new(p)).unwrap().map(|b| value(&b))
 }
 
-fn read_at(db: &Database, v: u64, p: u32) -> Option<u64> {
+fn read_at(db: &Database, v: Version, p: u32) -> Option<u64> {
     db.begin_at(v)
         .unwrap()
         .read_page(PageNo::new(p))
@@ -66,7 +67,7 @@ fn time_travel_answers_exact_contents_at_past_times() {
     }
     // Before the database existed: no version; before its first commit: empty.
     assert_eq!(db.version_at(1).unwrap(), None);
-    assert!(db.version_at(times[49] + 5_000_000).unwrap().unwrap() >= 1);
+    assert!(db.version_at(times[49] + 5_000_000).unwrap().unwrap() >= Version::new(1));
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{env_with, page, value};
 use pagestore::kv::embedded::Faults;
-use pagestore::kv::Versionstamp;
+use pagestore::kv::{Version, Versionstamp};
 use pagestore::StoreOptions;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -23,7 +23,7 @@ const PAGES: u32 = 12;
 
 #[derive(Debug, Clone)]
 struct Done {
-    snapshot: u64,
+    snapshot: Version,
     commit: Option<Versionstamp>,
     reads: Vec<(u32, u64)>,
     writes: Vec<(u32, u64)>,
@@ -101,13 +101,13 @@ fn run(seed: u64, conflict_p: f64, unknown_p: f64, latency_us: u64, threads: u64
         for &(p, v) in &d.writes {
             state.insert(p, v);
         }
-        history.push((d.commit.unwrap().version(), state.clone()));
+        history.push((d.commit.unwrap().version().get(), state.clone()));
     }
     for d in &done {
         let at = history
             .iter()
             .rev()
-            .find(|(v, _)| *v <= d.snapshot)
+            .find(|(v, _)| *v <= d.snapshot.get())
             .map(|(_, s)| s)
             .unwrap();
         for &(p, v) in &d.reads {
@@ -123,7 +123,7 @@ fn run(seed: u64, conflict_p: f64, unknown_p: f64, latency_us: u64, threads: u64
             "page {p}"
         );
     }
-    let changes = db.changes_between(0, t.snapshot()).unwrap();
+    let changes = db.changes_between(Version::ZERO, t.snapshot()).unwrap();
     assert_eq!(changes.len(), writers.len() + 1);
     let tokens: HashSet<_> = changes.iter().map(|c| c.record.token).collect();
     assert_eq!(

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use common::{env, env_spilling_past, env_with, page, value, PAGE};
 use pagestore::kv::embedded::Faults;
 use pagestore::kv::limits::MAX_TRANSACTION_SIZE;
+use pagestore::kv::Version;
 use pagestore::{Error, StoreOptions};
 
 #[test]
@@ -48,7 +49,7 @@ fn pages_round_trip_and_keep_versions() {
     assert_eq!(value(&new.read_page(PageNo::new(0)).unwrap().unwrap()), 2);
     assert_eq!(value(&new.read_page(PageNo::new(5)).unwrap().unwrap()), 5);
 
-    let changes = db.changes_between(0, v2).unwrap();
+    let changes = db.changes_between(Version::ZERO, v2).unwrap();
     assert_eq!(changes.len(), 2);
     assert_eq!(
         changes[0].record.pages,
@@ -418,7 +419,7 @@ fn commits_survive_unknown_results_exactly_once() {
     e.set_faults(Faults::default());
     let mut t = db.begin().unwrap();
     assert_eq!(value(&t.read_page(PageNo::new(0)).unwrap().unwrap()), 20);
-    let changes = db.changes_between(0, t.snapshot()).unwrap();
+    let changes = db.changes_between(Version::ZERO, t.snapshot()).unwrap();
     assert_eq!(changes.len(), 21, "each transaction applied exactly once");
     let tokens: HashSet<_> = changes.iter().map(|c| c.record.token).collect();
     assert_eq!(tokens.len(), 21);
@@ -437,8 +438,8 @@ fn commit_groups_are_atomic_across_databases() {
     tb.write_page(PageNo::new(0), &page(1)).unwrap();
     let c = pagestore::commit_group(vec![ta, tb]).unwrap();
     let vs = c.versionstamp.unwrap();
-    assert_eq!(a.changes_between(0, c.version).unwrap()[0].versionstamp, vs);
-    assert_eq!(b.changes_between(0, c.version).unwrap()[0].versionstamp, vs);
+    assert_eq!(a.changes_between(Version::ZERO, c.version).unwrap()[0].versionstamp, vs);
+    assert_eq!(b.changes_between(Version::ZERO, c.version).unwrap()[0].versionstamp, vs);
 
     // A conflict on one database fails the whole group: nothing written.
     let mut ta = a.begin().unwrap();

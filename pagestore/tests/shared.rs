@@ -593,7 +593,7 @@ fn logged_increment(kv: &dyn Kv, entry: &str) -> KvResult<u64> {
     key.extend_from_slice(&INCOMPLETE_VERSIONSTAMP);
     key.extend_from_slice(&(LOG.len() as u32).to_le_bytes());
     t.atomic_op(&key, entry.as_bytes(), MutationType::SetVersionstampedKey);
-    Ok(t.commit()?.version)
+    Ok(t.commit()?.version.get())
 }
 
 /// Logged increments number `seqs` in phase `phase`, retrying conflicts only; each

@@ -214,7 +214,7 @@ mod tests {
         let out = run(&store, "d", &now, None).unwrap();
         assert!(out.contains("integrity_check ok"), "{out}");
         let then = dir.path().join("then.db");
-        run(&store, "d", &then, Some(At::Version(v))).unwrap();
+        run(&store, "d", &then, Some(At::Version(fdbvfs::Version::new(v)))).unwrap();
         for (p, n) in [(&now, 1000), (&then, 3000)] {
             let c = Connection::open(p).unwrap();
             let got: i64 = c

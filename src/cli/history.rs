@@ -56,7 +56,7 @@ pub fn restore(store: &Store, name: &str, at: At, out: &mut dyn Write) -> Result
         out,
         "restored {name:?} to version {target}{when} as new version {v}; undo with: fdbvfs restore {} --at v:{}",
         shell_word(name),
-        v.saturating_sub(1)
+        v.before(1)
     )?;
     Ok(out.flush()?)
 }
@@ -144,7 +144,7 @@ pub fn gc_table(reports: &[GcReport]) -> Table {
                 text: r.database.clone(),
                 right: false,
             },
-            num(r.horizon),
+            num(r.horizon.get()),
             Cell {
                 text: if pins.is_empty() { "-".into() } else { pins },
                 right: false,
@@ -184,8 +184,8 @@ mod tests {
     fn gc_table_lists_each_database() {
         let r = GcReport {
             database: "orders".into(),
-            horizon: 42,
-            fork_pins: vec![7, 9],
+            horizon: fdbvfs::Version::new(42),
+            fork_pins: vec![fdbvfs::Version::new(7), fdbvfs::Version::new(9)],
             page_versions: 10,
             page_bytes: 40960,
             metadata_keys: 3,

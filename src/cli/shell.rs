@@ -71,7 +71,7 @@ struct Session<'a> {
     store: &'a Store,
     name: String,
     /// Set by `.at`: the version read (read-only).
-    at: Option<u64>,
+    at: Option<fdbvfs::Version>,
     conn: Connection,
 }
 

@@ -138,7 +138,7 @@ pub fn db_text(s: &DbStats) -> String {
         ),
         format!(
             "gc horizon: {}",
-            if s.gc_horizon == 0 {
+            if s.gc_horizon == fdbvfs::Version::ZERO {
                 "none (nothing collected yet)".to_string()
             } else {
                 format!("v:{} (older versions collected)", s.gc_horizon)
@@ -184,7 +184,7 @@ pub fn table(all: &[DbStats]) -> Table {
             num(s.pages),
             num(u64::from(s.page_size)),
             num(s.bytes()),
-            num(s.version),
+            num(s.version.get()),
             num(s.commits),
             num(s.page_versions),
             text(humanize(s.retention)),
@@ -231,7 +231,7 @@ pub fn database_families(all: &[DbStats]) -> Vec<MetricFamily> {
         (
             "fdbvfs_database_version",
             "Latest store version the database was read at.",
-            |s| Sample::Int(s.version),
+            |s| Sample::Int(s.version.get()),
         ),
         (
             "fdbvfs_database_history_commits",
@@ -262,7 +262,7 @@ pub fn database_families(all: &[DbStats]) -> Vec<MetricFamily> {
         (
             "fdbvfs_database_gc_horizon_version",
             "GC progress: versions below this one were garbage-collected (0: none yet).",
-            |s| Sample::Int(s.gc_horizon),
+            |s| Sample::Int(s.gc_horizon.get()),
         ),
     ];
     fields

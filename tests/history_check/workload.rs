@@ -54,6 +54,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pagestore::kv::embedded::{EmbeddedOptions, Faults};
+use pagestore::kv::Version;
 use pagestore::{PageStore, StoreOptions};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -1133,7 +1134,8 @@ fn restore_rs(w: &Worker, rng: &mut rand::rngs::ThreadRng) {
         w.pages
             .open("rs")
             .map_err(vfs::Error::from)
-            .and_then(|db| vfs::file::restore_with_retries(&db, version))
+            .and_then(|db| vfs::file::restore_with_retries(&db, Version::new(version)))
+            .map(Version::get)
             .map_err(|e| e.to_string())
     } else {
         connect(w.id, "rs")

@@ -185,9 +185,9 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!(at("v:42"), Ok(At::Version(42)));
-        assert_eq!(at("@42"), Ok(At::Version(42)));
-        assert_eq!(at(" V:7 "), Ok(At::Version(7)));
+        assert_eq!(at("v:42"), Ok(At::Version(pagestore::kv::Version::new(42))));
+        assert_eq!(at("@42"), Ok(At::Version(pagestore::kv::Version::new(42))));
+        assert_eq!(at(" V:7 "), Ok(At::Version(pagestore::kv::Version::new(7))));
         assert!(at("v:x").is_err());
         assert!(at("@").is_err());
         let e = at("42").err().unwrap_or_default();
@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for a in [At::Version(9), secs(1_795_255_200)] {
+        for a in [At::Version(pagestore::kv::Version::new(9)), secs(1_795_255_200)] {
             assert_eq!(at(&a.to_string()), Ok(a));
         }
         let t = At::Time(UNIX_EPOCH + Duration::from_micros(1_795_255_200_123_456));

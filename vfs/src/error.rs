@@ -337,7 +337,7 @@ mod tests {
     fn conflict_is_busy_snapshot() {
         let e = Error::Store(pagestore::Error::Conflict {
             database: "d".into(),
-            snapshot: 1,
+            snapshot: pagestore::kv::Version::new(1),
             detail: "page 3".into(),
         });
         assert_eq!(sqlite_code(&e, Op::Sync), ffi::SQLITE_BUSY_SNAPSHOT);
@@ -369,8 +369,8 @@ mod tests {
             Error::Store(pagestore::Error::Kv(KvError::new(1021, "unknown"))),
             Error::Store(pagestore::Error::SnapshotTooOld {
                 database: "d".into(),
-                snapshot: 1,
-                horizon: 2,
+                snapshot: pagestore::kv::Version::new(1),
+                horizon: pagestore::kv::Version::new(2),
                 time_travel: false,
             }),
             Error::Doomed,

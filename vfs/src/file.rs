@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use pagestore::kv::Version;
 use pagestore::sync::lock as locked;
 use pagestore::{Database, PageNo, PageStore, Transaction};
 use tracing::{debug, info};
@@ -77,7 +78,7 @@ pub struct MainFile {
     store: PageStore,
     db: Database,
     /// Time travel: every transaction reads at this version, read-only.
-    at_version: Option<u64>,
+    at_version: Option<Version>,
     /// Shared with the connection map: a sibling file of the same
     /// connection starting a transaction reads this one's snapshot.
     state: Arc<Mutex<State>>,
@@ -106,7 +107,7 @@ pub struct MainFile {
     epoch: u32,
     hold: Hold,
     /// Snapshot or commit version of the last finished transaction.
-    last_version: Option<u64>,
+    last_version: Option<Version>,
 }
 
 impl std::fmt::Debug for MainFile {
@@ -151,7 +152,7 @@ impl MainFile {
                 // Checks the version is reachable (not in the future, not
                 // garbage collected) while the open can still say why.
                 db.begin_at(v)?.rollback();
-                info!(database = name, at = %a, version = v, "opened for time travel (read-only)");
+                info!(database = name, at = %a, version = v.get(), "opened for time travel (read-only)");
                 Some(v)
             }
         };
@@ -216,7 +217,7 @@ impl MainFile {
 
     /// The snapshot of the current transaction, else the version of the
     /// last one, else the latest version (or the time-travel version).
-    pub fn version(&mut self) -> Result<u64> {
+    pub fn version(&mut self) -> Result<Version> {
         if let Some(v) = self.at_version {
             return Ok(v);
         }

@@ -333,7 +333,7 @@ mod tests {
 
     fn committed() -> S {
         S::Committed {
-            version: 9,
+            version: Version::new(9),
             versionstamp: None,
             reader: None,
         }
@@ -341,7 +341,7 @@ mod tests {
 
     fn doomed(restore: Restore) -> S {
         S::Doomed {
-            snapshot: 7,
+            snapshot: Version::new(7),
             reader: Some(7),
             restore,
         }
@@ -461,7 +461,7 @@ mod tests {
             (S::Reserved(7), A::Nothing)
         );
         let prepared = || S::Prepared {
-            snapshot: 7,
+            snapshot: Version::new(7),
             group: "mj",
             id: 1,
         };

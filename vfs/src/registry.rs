@@ -49,6 +49,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use pagestore::kv::process;
+use pagestore::kv::Version;
 use pagestore::{sync, PageStore};
 use tracing::{info, warn};
 
@@ -113,7 +114,7 @@ impl OpenParams {
                 "cluster" if v.is_empty() => return Err(bad("empty cluster file path")),
                 "cluster" => cluster = Some(v.clone()),
                 "version" => {
-                    version = Some(v.parse::<u64>().map_err(|_| bad("not a version number"))?)
+                    version = Some(v.parse::<Version>().map_err(|_| bad("not a version number"))?)
                 }
                 "at" => at = Some(v.parse::<At>().map_err(|e| bad(&e.0))?),
                 "admin" => {
@@ -442,7 +443,7 @@ mod tests {
             o,
             Ok(OpenParams {
                 spec: StoreSpec::Dir("/tmp/x".into()),
-                at: Some(At::Version(42)),
+                at: Some(At::Version(pagestore::kv::Version::new(42))),
                 admin: true,
             })
         );
@@ -470,7 +471,7 @@ mod tests {
         let want = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_255_200);
         assert_eq!(o.map(|o| o.at), Ok(Some(At::Time(want))));
         let o = OpenParams::parse(&p(&[("at", "v:5")])).map_err(|e| e.to_string());
-        assert_eq!(o.map(|o| o.at), Ok(Some(At::Version(5))));
+        assert_eq!(o.map(|o| o.at), Ok(Some(At::Version(pagestore::kv::Version::new(5)))));
         let e = OpenParams::parse(&p(&[("at", "noon")]))
             .map(|_| ())
             .map_err(|e| e.to_string());

@@ -7,7 +7,76 @@ use serde::{Deserialize, Serialize};
 /// A store version: FDB's 64-bit read/commit version (about 1,000,000 per
 /// second). The embedded backend uses microseconds since the Unix epoch,
 /// kept strictly increasing, so the same arithmetic holds.
-pub type Version = u64;
+///
+/// A newtype so that a version is never confused with a page number, a
+/// count or a time; the arithmetic versions need is named below. On the
+/// wire (shared mode) and in `Debug`/`Display` it is the plain number.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Version(u64);
+
+impl Version {
+    /// Version 0: before every commit.
+    pub const ZERO: Version = Version(0);
+    /// The largest version.
+    pub const MAX: Version = Version(u64::MAX);
+
+    /// The version numbered `v`.
+    pub const fn new(v: u64) -> Self {
+        Version(v)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The version `n` versions later (saturating at [`Version::MAX`]).
+    pub const fn after(self, n: u64) -> Version {
+        Version(self.0.saturating_add(n))
+    }
+
+    /// The version `n` versions earlier (saturating at [`Version::ZERO`]).
+    pub const fn before(self, n: u64) -> Version {
+        Version(self.0.saturating_sub(n))
+    }
+
+    /// How many versions `earlier` is before this one (0 if it is not).
+    pub const fn since(self, earlier: Version) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// Its 8 big-endian bytes (as in keys and versionstamps).
+    pub const fn to_be_bytes(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+
+    /// The version in 8 big-endian bytes.
+    pub const fn from_be_bytes(b: [u8; 8]) -> Version {
+        Version(u64::from_be_bytes(b))
+    }
+}
+
+impl fmt::Debug for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Parses the plain number (as `Display` writes it).
+impl std::str::FromStr for Version {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Version)
+    }
+}
 
 /// FDB's 10-byte versionstamp: the 8-byte big-endian commit version followed
 /// by the 2-byte big-endian batch order of the transaction within that
@@ -36,7 +105,7 @@ impl Versionstamp {
     pub fn version(&self) -> Version {
         let mut v = [0u8; 8];
         v.copy_from_slice(&self.0[..8]);
-        u64::from_be_bytes(v)
+        Version::from_be_bytes(v)
     }
 
     /// The batch order part.
@@ -240,14 +309,14 @@ impl KvMetrics {
 
 #[cfg(test)]
 mod tests {
-    use super::Versionstamp;
+    use super::{Version, Versionstamp};
 
     #[test]
     fn versionstamp_orders_by_version_then_batch() {
-        let a = Versionstamp::new(5, 9);
-        let b = Versionstamp::new(6, 0);
+        let a = Versionstamp::new(Version::new(5), 9);
+        let b = Versionstamp::new(Version::new(6), 0);
         assert!(a < b && a.0 < b.0);
-        assert_eq!(b.version(), 6);
+        assert_eq!(b.version(), Version::new(6));
         assert_eq!(a.order(), 9);
     }
 }

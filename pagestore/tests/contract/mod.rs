@@ -30,7 +30,7 @@ use std::sync::Arc;
 use pagestore::kv::limits::{MAX_KEY_SIZE, MAX_TRANSACTION_SIZE, MAX_VALUE_SIZE};
 use pagestore::kv::{
     ConflictKind, KeyValue, Kv, KvError, KvResult, KvTxn, MutationType, RangeOption, ReadRequest,
-    ReadResult, Versionstamp, INCOMPLETE_VERSIONSTAMP,
+    ReadResult, Version, Versionstamp, INCOMPLETE_VERSIONSTAMP,
 };
 
 /// Moves the store's clock forward by whole seconds (no sleeping).
@@ -1021,7 +1021,7 @@ pub fn reads_answered_by_own_writes_add_no_conflicts(kv: &dyn Kv, p: &[u8]) {
 }
 
 /// A versionstamp with version `v`, batch order 0, as key bytes.
-fn stamp_bytes(v: u64) -> [u8; 10] {
+fn stamp_bytes(v: Version) -> [u8; 10] {
     Versionstamp::new(v, 0).0
 }
 
@@ -1042,7 +1042,7 @@ pub fn versionstamped_key_range_is_unreadable(kv: &dyn Kv, p: &[u8]) {
         MutationType::SetVersionstampedKey,
     );
     let mut future = log.clone();
-    future.extend_from_slice(&stamp_bytes(rv + 1_000_000));
+    future.extend_from_slice(&stamp_bytes(rv.after(1_000_000)));
     expect_code(
         t.get(&future, false),
         KvError::ACCESSED_UNREADABLE,

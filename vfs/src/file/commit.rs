@@ -7,7 +7,7 @@
 
 use std::sync::MutexGuard;
 
-use pagestore::kv::Versionstamp;
+use pagestore::kv::{Version, Versionstamp};
 use pagestore::sync::lock as locked;
 use pagestore::{PageNo, Transaction};
 use tracing::{info, warn};
@@ -256,7 +256,7 @@ impl MainFile {
         drop(guards);
         match result {
             Ok(c) => {
-                info!(database = %self.name, snapshot, version = c.version, "committed");
+                info!(database = %self.name, snapshot = snapshot.get(), version = c.version.get(), "committed");
                 self.last_version = Some(c.version);
                 if let Some(w) = self.hold.page1_written.take() {
                     self.hold.pager_counter = w;
@@ -270,9 +270,9 @@ impl MainFile {
             }
             Err(e) => {
                 if e.is_conflict() {
-                    info!(database = %self.name, snapshot, error = %e, "commit conflicted; SQLite rolls back");
+                    info!(database = %self.name, snapshot = snapshot.get(), error = %e, "commit conflicted; SQLite rolls back");
                 } else {
-                    warn!(database = %self.name, snapshot, error = %e, "commit failed; SQLite rolls back");
+                    warn!(database = %self.name, snapshot = snapshot.get(), error = %e, "commit failed; SQLite rolls back");
                 }
                 self.doom(snapshot);
                 Err(e.into())
@@ -305,7 +305,7 @@ impl MainFile {
         }
     }
 
-    pub(super) fn doom(&mut self, snapshot: u64) {
+    pub(super) fn doom(&mut self, snapshot: Version) {
         *locked(&self.state) = State::Doomed {
             snapshot,
             reader: None,

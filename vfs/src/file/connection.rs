@@ -78,7 +78,7 @@ impl MainFile {
             let st = locked(&s);
             if let Some(other) = st.active() {
                 let t = self.db.begin_sibling(other)?;
-                debug!(database = %self.name, sibling = %other.database().name(), snapshot = t.snapshot(), "began at a sibling's snapshot");
+                debug!(database = %self.name, sibling = %other.database().name(), snapshot = t.snapshot().get(), "began at a sibling's snapshot");
                 return Ok(Some(t));
             }
         }

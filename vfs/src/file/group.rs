@@ -267,7 +267,7 @@ impl SuperJournal {
         }
         g.next_id += 1;
         let id = g.next_id;
-        debug!(super_journal = %self.name, database, snapshot = txn.snapshot(), "prepared");
+        debug!(super_journal = %self.name, database, snapshot = txn.snapshot().get(), "prepared");
         g.members.push(Member {
             id,
             database: database.to_string(),
@@ -368,7 +368,7 @@ impl SuperJournal {
             drop(guards);
             match result {
                 Ok(c) => {
-                    info!(super_journal = %self.name, databases = ?names, version = c.version, "committed together");
+                    info!(super_journal = %self.name, databases = ?names, version = c.version.get(), "committed together");
                     for id in ids {
                         g.outcomes.insert(id, Outcome::Committed(c));
                     }

@@ -99,7 +99,7 @@ impl MainFile {
             base_count: t.page_count(),
             ..Hold::default()
         };
-        debug!(snapshot = t.snapshot(), served, "transaction began");
+        debug!(snapshot = t.snapshot().get(), served, "transaction began");
         *locked(&self.state) = State::Shared(t);
         Ok(())
     }
@@ -110,7 +110,7 @@ impl MainFile {
             State::Shared(t) | State::Reserved(t) => {
                 self.last_version = Some(t.snapshot());
                 if t.has_writes() {
-                    debug!(snapshot = t.snapshot(), "transaction rolled back");
+                    debug!(snapshot = t.snapshot().get(), "transaction rolled back");
                 }
                 t.rollback();
             }

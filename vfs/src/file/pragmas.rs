@@ -1,6 +1,7 @@
 //! PRAGMA execution: the PRAGMAs the main file answers (parsed by
 //! [`crate::pragma`]), admin ones only where admin operations are allowed.
 
+use pagestore::kv::Version;
 use pagestore::sync::lock as locked;
 
 use super::restore::restore_with_retries;
@@ -25,7 +26,7 @@ impl MainFile {
     /// `PRAGMA fdb_restore`: restores this database to `at` as one new
     /// commit, retrying conflicts with concurrent writers a few times.
     /// Returns the commit version.
-    pub(super) fn restore(&mut self, at: At) -> Result<u64> {
+    pub(super) fn restore(&mut self, at: At) -> Result<Version> {
         if self.is_read_only() {
             return Err(ReadOnly::Restore.into());
         }

@@ -1,5 +1,6 @@
 //! `fdb_restore` as a commit retried on conflicts with concurrent writers.
 
+use pagestore::kv::Version;
 use pagestore::Database;
 use tracing::debug;
 
@@ -12,7 +13,7 @@ pub const RESTORE_ATTEMPTS: u32 = 10;
 /// [`Database::restore_to`]); a conflict with a concurrent writer (the
 /// restore is an ordinary commit) is retried up to [`RESTORE_ATTEMPTS`]
 /// times with backoff. Returns the commit version.
-pub fn restore_with_retries(db: &Database, version: u64) -> Result<u64> {
+pub fn restore_with_retries(db: &Database, version: Version) -> Result<Version> {
     use pagestore::retry::{self, Backoff, Pause};
     // 2, 4, 8 … ms up to 100 ms, half of each delay at random so that
     // colliding restores spread out.

@@ -170,7 +170,10 @@ pub(crate) fn versionstamp_key_range(
 ) -> Option<(Vec<u8>, Vec<u8>)> {
     let offset = placeholder_offset(with_offset).ok()?;
     let key = &with_offset[..with_offset.len() - 4];
-    let low = Versionstamp::new(read_version.map_or(0, |v| v.saturating_add(1)), 0);
+    let low = Versionstamp::new(
+        read_version.map_or(crate::kv::Version::ZERO, |v| v.after(1)),
+        0,
+    );
     let mut begin = key.to_vec();
     begin[offset..offset + 10].copy_from_slice(&low.0);
     let mut end = key.to_vec();
@@ -293,7 +296,7 @@ mod tests {
         key.extend_from_slice(&INCOMPLETE_VERSIONSTAMP);
         key.extend_from_slice(b"post");
         key.extend_from_slice(&3u32.to_le_bytes());
-        let vs = Versionstamp::new(0x0102_0304_0506_0708, 9);
+        let vs = Versionstamp::new(crate::kv::Version::new(0x0102_0304_0506_0708), 9);
         let out = substitute(&key, &vs).unwrap();
         assert_eq!(&out[..3], b"pre");
         assert_eq!(&out[3..13], &vs.0);

@@ -201,7 +201,7 @@ impl StoreState {
         self.counters.commit();
         // Serialises commits; also guards the recent-writes history.
         let mut recent = lock(&self.recent);
-        let now = self.clock.now_micros();
+        let now = self.now();
         self.prune(&mut recent, now);
         // Commits in flight since an earlier 1021 may reach the resolver
         // before this one.
@@ -234,8 +234,8 @@ impl StoreState {
                 self.counters.conflict();
                 debug!(
                     op = "commit",
-                    read_version,
-                    conflict_with = with,
+                    read_version = read_version.get(),
+                    conflict_with = with.get(),
                     "kv conflict"
                 );
                 return Err(not_committed(format!(
@@ -263,7 +263,7 @@ impl StoreState {
         drop(recent);
         debug!(
             op = "commit",
-            version = info.version,
+            version = info.version.get(),
             versionstamp = ?info.versionstamp,
             size,
             "kv round trip"
@@ -272,7 +272,7 @@ impl StoreState {
             self.counters.unknown_result();
             debug!(
                 op = "commit",
-                version = info.version,
+                version = info.version.get(),
                 applied = true,
                 "injected unknown result"
             );
@@ -283,7 +283,7 @@ impl StoreState {
 
     /// Forgets what the 5 s window no longer needs.
     fn prune(&self, recent: &mut RecentWrites, now: Version) {
-        let cutoff = now.saturating_sub(MVCC_WINDOW_MICROS);
+        let cutoff = now.before(MVCC_WINDOW_MICROS);
         recent.prune(cutoff);
         write(&self.history).prune(cutoff);
     }
@@ -303,12 +303,12 @@ impl StoreState {
         if req.reads.is_empty() {
             return Ok(());
         }
-        if now.saturating_sub(rv) > MVCC_WINDOW_MICROS || recent.is_beyond_horizon(rv) {
+        if now.since(rv) > MVCC_WINDOW_MICROS || recent.is_beyond_horizon(rv) {
             return Err(Refusal::TooOld(KvError::new(
                 KvError::TRANSACTION_TOO_OLD,
                 format!(
                     "commit of a transaction whose read version {rv} is {:.3} s old",
-                    now.saturating_sub(rv) as f64 / 1e6
+                    now.since(rv) as f64 / 1e6
                 ),
             )));
         }
@@ -358,7 +358,7 @@ impl StoreState {
         let (history_commits, history_bytes) = write(&self.history).stats();
         debug!(
             op = "apply",
-            version,
+            version = version.get(),
             order,
             mutations = mutations.len(),
             bytes,
@@ -391,7 +391,7 @@ impl StoreState {
         };
         let mut out = LateOutcome::default();
         for h in held {
-            let refused = if now.saturating_sub(h.held_at) > MVCC_WINDOW_MICROS {
+            let refused = if now.since(h.held_at) > MVCC_WINDOW_MICROS {
                 Some("held longer than the 5 s window".to_string())
             } else {
                 match self.resolve_read_set(recent, &h.req, now) {
@@ -403,7 +403,7 @@ impl StoreState {
                         Ok(info) => {
                             debug!(
                                 op = "late_commit",
-                                version = info.version,
+                                version = info.version.get(),
                                 versionstamp = ?info.versionstamp,
                                 "held commit applied late"
                             );
@@ -431,7 +431,7 @@ impl StoreState {
     /// [`StoreState::deliver_late`] under the commit lock, for tests.
     pub(crate) fn deliver_late_now(&self) -> LateOutcome {
         let mut recent = lock(&self.recent);
-        let now = self.clock.now_micros();
+        let now = self.now();
         self.prune(&mut recent, now);
         self.deliver_late(&mut recent, now, || true)
     }
@@ -461,7 +461,7 @@ mod tests {
         let mut value = [0xffu8; 10].to_vec();
         value.extend_from_slice(b"tail");
         value.extend_from_slice(&0u32.to_le_bytes());
-        let stamp = Versionstamp::new(42, 0);
+        let stamp = Versionstamp::new(Version::new(42), 0);
         let out = resolve(
             vec![
                 Mutation::Atomic(key, b"v".to_vec(), MutationType::SetVersionstampedKey),

@@ -64,6 +64,10 @@ impl RecentWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ver(n: u64) -> Version {
+        Version::new(n)
+    }
     use crate::kv::embedded::conflict_ranges::single_key_range;
 
     fn r(b: &str, e: &str) -> KeyRange {
@@ -73,25 +77,28 @@ mod tests {
     #[test]
     fn conflicts_only_with_later_commits() {
         let mut w = RecentWrites::default();
-        w.record(10, vec![single_key_range(b"k")]);
-        w.record(20, vec![r("m", "p")]);
+        w.record(ver(10), vec![single_key_range(b"k")]);
+        w.record(ver(20), vec![r("m", "p")]);
         let reads = vec![single_key_range(b"k")];
-        assert_eq!(w.first_conflict(5, &reads), Some(10));
-        assert_eq!(w.first_conflict(10, &reads), None);
-        assert_eq!(w.first_conflict(15, &[r("a", "n")]), Some(20));
-        assert_eq!(w.first_conflict(15, &[r("a", "m")]), None);
-        assert_eq!(w.first_conflict(0, &[]), None);
+        assert_eq!(w.first_conflict(ver(5), &reads), Some(ver(10)));
+        assert_eq!(w.first_conflict(ver(10), &reads), None);
+        assert_eq!(w.first_conflict(ver(15), &[r("a", "n")]), Some(ver(20)));
+        assert_eq!(w.first_conflict(ver(15), &[r("a", "m")]), None);
+        assert_eq!(w.first_conflict(ver(0), &[]), None);
     }
 
     #[test]
     fn pruning_moves_the_horizon() {
         let mut w = RecentWrites::default();
-        w.record(10, vec![single_key_range(b"k")]);
-        w.record(20, vec![single_key_range(b"k")]);
-        w.prune(15);
+        w.record(ver(10), vec![single_key_range(b"k")]);
+        w.record(ver(20), vec![single_key_range(b"k")]);
+        w.prune(ver(15));
         assert_eq!(w.len(), 1);
-        assert!(w.is_beyond_horizon(14));
-        assert!(!w.is_beyond_horizon(15));
-        assert_eq!(w.first_conflict(5, &[single_key_range(b"k")]), Some(20));
+        assert!(w.is_beyond_horizon(ver(14)));
+        assert!(!w.is_beyond_horizon(ver(15)));
+        assert_eq!(
+            w.first_conflict(ver(5), &[single_key_range(b"k")]),
+            Some(ver(20))
+        );
     }
 }

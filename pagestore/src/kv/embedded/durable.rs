@@ -134,8 +134,8 @@ impl Durable {
             let v = meta
                 .get(VERSION_KEY)
                 .map_err(|e| io(loc, "read version", e))?
-                .map(|g| g.value())
-                .unwrap_or(0);
+                .map(|g| Version::new(g.value()))
+                .unwrap_or_default();
             v
         };
         txn.commit().map_err(|e| io(loc, "commit", e))?;
@@ -150,8 +150,8 @@ impl Durable {
         let version = meta
             .get(VERSION_KEY)
             .map_err(|e| io(loc, "read version", e))?
-            .map(|g| g.value())
-            .unwrap_or(0);
+            .map(|g| Version::new(g.value()))
+            .unwrap_or_default();
         let table = txn.open_table(DATA).map_err(|e| io(loc, "open table", e))?;
         Ok(Snapshot {
             table,
@@ -237,7 +237,7 @@ impl Durable {
                 }
             }
             let mut meta = txn.open_table(META).map_err(|e| io(loc, "open meta", e))?;
-            meta.insert(VERSION_KEY, version)
+            meta.insert(VERSION_KEY, version.get())
                 .map_err(|e| io(loc, "write version", e))?;
         }
         before_visible(before, lost);

@@ -172,9 +172,15 @@ impl StoreState {
     fn get_read_version(&self) -> Version {
         self.faults.round_trip_latency();
         self.counters.read_version();
-        let v = self.versions.read_version(self.clock.now_micros());
-        debug!(op = "get_read_version", version = v, "kv round trip");
+        let v = self.versions.read_version(self.now());
+        debug!(op = "get_read_version", version = v.get(), "kv round trip");
         v
+    }
+
+    /// The clock as a version: the embedded backend's versions are
+    /// microseconds since the Unix epoch.
+    fn now(&self) -> Version {
+        Version::new(self.clock.now_micros())
     }
 
     /// The store as of `read_version`.
@@ -197,7 +203,8 @@ impl EmbeddedKv {
         let (durable, committed) = Durable::open(opts.dir.as_deref())?;
         debug!(
             location = durable.location(),
-            committed, "embedded store opened"
+            committed = committed.get(),
+            "embedded store opened"
         );
         Ok(Arc::new(EmbeddedKv {
             store: Arc::new(StoreState {

@@ -104,7 +104,7 @@ impl History {
             lost: VecDeque::new(),
             bytes: 0,
             limit,
-            horizon: 0,
+            horizon: Version::ZERO,
             next_seq: 0,
         }
     }
@@ -172,7 +172,7 @@ impl History {
                 }
             }
             tracing::debug!(
-                horizon = self.horizon,
+                horizon = self.horizon.get(),
                 bytes = self.bytes,
                 limit = self.limit,
                 "MVCC history over its byte bound: oldest commit dropped"
@@ -345,6 +345,10 @@ fn first_between(
 mod tests {
     use super::*;
 
+    fn ver(n: u64) -> Version {
+        Version::new(n)
+    }
+
     fn before(pairs: &[(&str, Option<&str>)]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
         pairs
             .iter()
@@ -360,41 +364,44 @@ mod tests {
     fn reads_value_before_first_later_commit() {
         let mut h = History::default();
         // k: absent until 10, "a" until 20, "b" after (latest in redb).
-        h.record(10, before(&[("k", None)]), vec![]);
-        h.record(20, before(&[("k", Some("a"))]), vec![]);
-        assert_eq!(h.value_at(b"k", 5, 20).unwrap(), Some(None));
-        assert_eq!(h.value_at(b"k", 10, 20).unwrap(), Some(s("a")));
-        assert_eq!(h.value_at(b"k", 15, 20).unwrap(), Some(s("a")));
-        assert_eq!(h.value_at(b"k", 20, 20).unwrap(), None);
+        h.record(ver(10), before(&[("k", None)]), vec![]);
+        h.record(ver(20), before(&[("k", Some("a"))]), vec![]);
+        assert_eq!(h.value_at(b"k", ver(5), ver(20)).unwrap(), Some(None));
+        assert_eq!(h.value_at(b"k", ver(10), ver(20)).unwrap(), Some(s("a")));
+        assert_eq!(h.value_at(b"k", ver(15), ver(20)).unwrap(), Some(s("a")));
+        assert_eq!(h.value_at(b"k", ver(20), ver(20)).unwrap(), None);
         // A snapshot at 10 does not contain commit 20: its entry is ignored.
-        assert_eq!(h.value_at(b"k", 10, 10).unwrap(), None);
-        assert_eq!(h.value_at(b"other", 5, 20).unwrap(), None);
+        assert_eq!(h.value_at(b"k", ver(10), ver(10)).unwrap(), None);
+        assert_eq!(h.value_at(b"other", ver(5), ver(20)).unwrap(), None);
     }
 
     #[test]
     fn overrides_cover_range() {
         let mut h = History::default();
         h.record(
-            10,
+            ver(10),
             before(&[("a", None), ("b", Some("old")), ("z", None)]),
             vec![],
         );
-        let o = h.overrides(b"a", b"c", 5, 10).unwrap();
+        let o = h.overrides(b"a", b"c", ver(5), ver(10)).unwrap();
         assert_eq!(o, vec![(b"a".to_vec(), None), (b"b".to_vec(), s("old"))]);
-        assert!(h.overrides(b"a", b"c", 10, 10).unwrap().is_empty());
+        assert!(h
+            .overrides(b"a", b"c", ver(10), ver(10))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn pruning_drops_old_commits_only() {
         let mut h = History::default();
-        h.record(10, before(&[("k", None), ("j", Some("x"))]), vec![]);
-        h.record(20, before(&[("k", Some("a"))]), vec![]);
-        h.prune(15);
+        h.record(ver(10), before(&[("k", None), ("j", Some("x"))]), vec![]);
+        h.record(ver(20), before(&[("k", Some("a"))]), vec![]);
+        h.prune(ver(15));
         assert_eq!(h.stats().0, 1);
-        assert_eq!(h.value_at(b"j", 5, 20).unwrap(), None);
+        assert_eq!(h.value_at(b"j", ver(5), ver(20)).unwrap(), None);
         // The entry of commit 20 survives.
-        assert_eq!(h.value_at(b"k", 15, 20).unwrap(), Some(s("a")));
-        h.prune(21);
+        assert_eq!(h.value_at(b"k", ver(15), ver(20)).unwrap(), Some(s("a")));
+        h.prune(ver(21));
         assert_eq!(h.stats(), (0, 0));
         assert!(h.keys.is_empty());
     }
@@ -403,29 +410,33 @@ mod tests {
     fn batch_members_share_a_version() {
         let mut h = History::default();
         // Two commits of one batch at version 10: k written by both.
-        h.record(10, before(&[("k", None), ("a", Some("a0"))]), vec![]);
-        h.record(10, before(&[("k", Some("first")), ("b", None)]), vec![]);
+        h.record(ver(10), before(&[("k", None), ("a", Some("a0"))]), vec![]);
+        h.record(
+            ver(10),
+            before(&[("k", Some("first")), ("b", None)]),
+            vec![],
+        );
         // Before the batch: the value before its first commit.
-        assert_eq!(h.value_at(b"k", 5, 10).unwrap(), Some(None));
-        assert_eq!(h.value_at(b"a", 5, 10).unwrap(), Some(s("a0")));
-        assert_eq!(h.value_at(b"b", 5, 10).unwrap(), Some(None));
-        assert_eq!(h.value_at(b"k", 10, 10).unwrap(), None);
+        assert_eq!(h.value_at(b"k", ver(5), ver(10)).unwrap(), Some(None));
+        assert_eq!(h.value_at(b"a", ver(5), ver(10)).unwrap(), Some(s("a0")));
+        assert_eq!(h.value_at(b"b", ver(5), ver(10)).unwrap(), Some(None));
+        assert_eq!(h.value_at(b"k", ver(10), ver(10)).unwrap(), None);
         // Forgetting the second leaves the first whole.
-        h.forget(10);
+        h.forget(ver(10));
         assert_eq!(h.stats().0, 1);
-        assert_eq!(h.value_at(b"k", 5, 10).unwrap(), Some(None));
-        assert_eq!(h.value_at(b"a", 5, 10).unwrap(), Some(s("a0")));
-        assert_eq!(h.value_at(b"b", 5, 10).unwrap(), None);
+        assert_eq!(h.value_at(b"k", ver(5), ver(10)).unwrap(), Some(None));
+        assert_eq!(h.value_at(b"a", ver(5), ver(10)).unwrap(), Some(s("a0")));
+        assert_eq!(h.value_at(b"b", ver(5), ver(10)).unwrap(), None);
     }
 
     #[test]
     fn forget_removes_one_commit() {
         let mut h = History::default();
-        h.record(10, before(&[("k", None)]), vec![]);
-        h.record(20, before(&[("k", Some("a"))]), vec![]);
-        h.forget(20);
-        assert_eq!(h.value_at(b"k", 10, 30).unwrap(), None);
-        assert_eq!(h.value_at(b"k", 5, 30).unwrap(), Some(None));
+        h.record(ver(10), before(&[("k", None)]), vec![]);
+        h.record(ver(20), before(&[("k", Some("a"))]), vec![]);
+        h.forget(ver(20));
+        assert_eq!(h.value_at(b"k", ver(10), ver(30)).unwrap(), None);
+        assert_eq!(h.value_at(b"k", ver(5), ver(30)).unwrap(), Some(None));
         assert_eq!(h.stats().0, 1);
     }
 
@@ -433,45 +444,54 @@ mod tests {
     fn over_the_byte_bound_the_oldest_commits_go_and_old_reads_fail() {
         let mut h = History::new(3 * (1 + 100 + ENTRY_OVERHEAD));
         let v100 = "x".repeat(100);
-        h.record(10, before(&[("a", Some(&v100))]), vec![]);
-        h.record(20, before(&[("b", Some(&v100))]), vec![]);
-        h.record(30, before(&[("c", Some(&v100))]), vec![]);
-        assert_eq!(h.value_at(b"a", 5, 30).unwrap(), Some(s(&v100)));
-        h.record(40, before(&[("d", Some(&v100))]), vec![]);
+        h.record(ver(10), before(&[("a", Some(&v100))]), vec![]);
+        h.record(ver(20), before(&[("b", Some(&v100))]), vec![]);
+        h.record(ver(30), before(&[("c", Some(&v100))]), vec![]);
+        assert_eq!(h.value_at(b"a", ver(5), ver(30)).unwrap(), Some(s(&v100)));
+        h.record(ver(40), before(&[("d", Some(&v100))]), vec![]);
         assert_eq!(h.stats().0, 3);
         // Commit 10's entries are gone: a reader before it must not see
         // the latest value of "a" as if it were its own.
-        assert_eq!(h.value_at(b"a", 5, 40), Err(TooOld { dropped: 10 }));
-        assert_eq!(h.value_at(b"z", 9, 40), Err(TooOld { dropped: 10 }));
-        assert!(h.overrides(b"a", b"z", 5, 40).is_err());
+        assert_eq!(
+            h.value_at(b"a", ver(5), ver(40)),
+            Err(TooOld { dropped: ver(10) })
+        );
+        assert_eq!(
+            h.value_at(b"z", ver(9), ver(40)),
+            Err(TooOld { dropped: ver(10) })
+        );
+        assert!(h.overrides(b"a", b"z", ver(5), ver(40)).is_err());
         // Readers at or after it are served.
-        assert_eq!(h.value_at(b"b", 10, 40).unwrap(), Some(s(&v100)));
+        assert_eq!(h.value_at(b"b", ver(10), ver(40)).unwrap(), Some(s(&v100)));
         // A reader whose snapshot is its read version needs nothing.
-        assert_eq!(h.value_at(b"a", 5, 5).unwrap(), None);
+        assert_eq!(h.value_at(b"a", ver(5), ver(5)).unwrap(), None);
     }
 
     #[test]
     fn lost_ranges_fail_old_readers_there_only() {
         let mut h = History::default();
         h.record(
-            10,
+            ver(10),
             before(&[("d/1", Some("x")), ("e", Some("y"))]),
             vec![(b"d/".to_vec(), b"d0".to_vec())],
         );
-        assert_eq!(h.value_at(b"d/5", 5, 10), Err(TooOld { dropped: 10 }));
-        assert!(h.overrides(b"c", b"d/0", 5, 10).is_err());
+        assert_eq!(
+            h.value_at(b"d/5", ver(5), ver(10)),
+            Err(TooOld { dropped: ver(10) })
+        );
+        assert!(h.overrides(b"c", b"d/0", ver(5), ver(10)).is_err());
         // Outside the range, and at or after the clear, reads are served.
-        assert_eq!(h.value_at(b"e", 5, 10).unwrap(), Some(s("y")));
-        assert_eq!(h.overrides(b"d0", b"z", 5, 10).unwrap().len(), 1);
-        assert_eq!(h.value_at(b"d/5", 10, 20).unwrap(), None);
+        assert_eq!(h.value_at(b"e", ver(5), ver(10)).unwrap(), Some(s("y")));
+        assert_eq!(h.overrides(b"d0", b"z", ver(5), ver(10)).unwrap().len(), 1);
+        assert_eq!(h.value_at(b"d/5", ver(10), ver(20)).unwrap(), None);
         // The entry inside the lost range was not kept.
         assert_eq!(h.stats().1, 1 + 1 + ENTRY_OVERHEAD + 2 + 2 + ENTRY_OVERHEAD);
         // A forgotten commit takes its lost range with it; pruning too.
-        h.record(20, before(&[]), vec![(b"q".to_vec(), b"r".to_vec())]);
-        h.forget(20);
-        assert_eq!(h.value_at(b"q", 15, 20).unwrap(), None);
-        h.prune(11);
+        h.record(ver(20), before(&[]), vec![(b"q".to_vec(), b"r".to_vec())]);
+        h.forget(ver(20));
+        assert_eq!(h.value_at(b"q", ver(15), ver(20)).unwrap(), None);
+        h.prune(ver(11));
         assert_eq!(h.stats(), (0, 0));
-        assert_eq!(h.value_at(b"d/5", 5, 10).unwrap(), None);
+        assert_eq!(h.value_at(b"d/5", ver(5), ver(10)).unwrap(), None);
     }
 }

@@ -95,7 +95,7 @@ impl EmbeddedTxn {
                 self.check_not_too_old(v)?;
                 self.store
                     .versions
-                    .accept_read_version(v, self.store.clock.now_micros())?;
+                    .accept_read_version(v, self.store.now())?;
                 self.read_version_ok = true;
                 Ok(v)
             }
@@ -109,8 +109,7 @@ impl EmbeddedTxn {
     }
 
     fn check_not_too_old(&self, rv: Version) -> KvResult<()> {
-        let now = self.store.clock.now_micros();
-        let age = now.saturating_sub(rv);
+        let age = self.store.now().since(rv);
         if age > MVCC_WINDOW_MICROS {
             return Err(KvError::new(
                 KvError::TRANSACTION_TOO_OLD,
@@ -323,7 +322,7 @@ impl KvTxn for EmbeddedTxn {
         }
         debug!(
             op = "get",
-            version = rv,
+            version = rv.get(),
             key_len = key.len(),
             bytes = n,
             snapshot,
@@ -347,7 +346,7 @@ impl KvTxn for EmbeddedTxn {
         }
         debug!(
             op = "get_range",
-            version = rv,
+            version = rv.get(),
             rows = result.kvs.len(),
             bytes = n,
             more = result.more,
@@ -398,7 +397,7 @@ impl KvTxn for EmbeddedTxn {
         }
         debug!(
             op = "get_batch",
-            version = rv,
+            version = rv.get(),
             requests = requests.len(),
             bytes = n,
             snapshot,
@@ -463,7 +462,7 @@ impl KvTxn for EmbeddedTxn {
         if this.writes.is_empty() && this.write_conflicts.is_empty() {
             // Read-only: nothing to send, nothing can conflict (FDB).
             return Ok(CommitInfo {
-                version: this.read_version.unwrap_or(0),
+                version: this.read_version.unwrap_or_default(),
                 versionstamp: None,
             });
         }

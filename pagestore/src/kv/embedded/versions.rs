@@ -101,7 +101,7 @@ impl Versions {
             s = self.wait(s);
         }
         let rv = match s.in_flight {
-            Some((v, _)) => v - 1,
+            Some((v, _)) => v.before(1),
             None => now.max(s.committed).max(s.floor),
         };
         s.floor = s.floor.max(rv);
@@ -155,7 +155,7 @@ impl Versions {
         let chosen = if join && open {
             (s.committed, s.order + 1)
         } else {
-            (now.max(s.committed + 1).max(s.floor + 1), 0)
+            (now.max(s.committed.after(1)).max(s.floor.after(1)), 0)
         };
         s.in_flight = Some(chosen);
         chosen
@@ -188,78 +188,87 @@ impl Versions {
 mod tests {
     use super::*;
 
+    fn ver(n: u64) -> Version {
+        Version::new(n)
+    }
+
     #[test]
     fn versions_increase_and_stay_above_reads() {
-        let v = Versions::new(100);
-        assert_eq!(v.read_version(50), 100);
-        assert_eq!(v.read_version(200), 200);
+        let v = Versions::new(ver(100));
+        assert_eq!(v.read_version(ver(50)), ver(100));
+        assert_eq!(v.read_version(ver(200)), ver(200));
         // Clock went backwards: still above every read version.
-        let (c, _) = v.begin_commit(150, false);
-        assert_eq!(c, 201);
+        let (c, _) = v.begin_commit(ver(150), false);
+        assert_eq!(c, ver(201));
         // While in flight, reads see just below it.
-        assert_eq!(v.read_version(300), 200);
+        assert_eq!(v.read_version(ver(300)), ver(200));
         v.finish_commit(c, true);
-        assert_eq!(v.committed(), 201);
-        assert_eq!(v.begin_commit(0, false), (202, 0));
-        v.finish_commit(202, false);
-        assert_eq!(v.committed(), 201);
-        assert_eq!(v.begin_commit(0, false), (203, 0));
+        assert_eq!(v.committed(), ver(201));
+        assert_eq!(v.begin_commit(ver(0), false), (ver(202), 0));
+        v.finish_commit(ver(202), false);
+        assert_eq!(v.committed(), ver(201));
+        assert_eq!(v.begin_commit(ver(0), false), (ver(203), 0));
     }
 
     #[test]
     fn set_read_version_in_the_future_fails() {
-        let v = Versions::new(100);
-        assert!(v.accept_read_version(90, 95).is_ok());
-        assert!(v.accept_read_version(120, 130).is_ok());
+        let v = Versions::new(ver(100));
+        assert!(v.accept_read_version(ver(90), ver(95)).is_ok());
+        assert!(v.accept_read_version(ver(120), ver(130)).is_ok());
         // The accepted version raises the floor: the next commit is above it.
-        assert_eq!(v.begin_commit(0, false), (121, 0));
-        v.finish_commit(121, true);
-        assert_eq!(v.accept_read_version(10_000, 130).unwrap_err().code, 1009);
+        assert_eq!(v.begin_commit(ver(0), false), (ver(121), 0));
+        v.finish_commit(ver(121), true);
+        assert_eq!(
+            v.accept_read_version(ver(10_000), ver(130))
+                .unwrap_err()
+                .code,
+            1009
+        );
     }
 
     #[test]
     fn commits_join_an_open_batch_until_a_read_version_observes_it() {
-        let v = Versions::new(100);
+        let v = Versions::new(ver(100));
         // A reopened store's last version is closed.
-        assert_eq!(v.begin_commit(0, true), (101, 0));
-        v.finish_commit(101, true);
-        assert_eq!(v.begin_commit(0, true), (101, 1));
-        v.finish_commit(101, true);
-        assert_eq!(v.begin_commit(0, true), (101, 2));
-        v.finish_commit(101, true);
+        assert_eq!(v.begin_commit(ver(0), true), (ver(101), 0));
+        v.finish_commit(ver(101), true);
+        assert_eq!(v.begin_commit(ver(0), true), (ver(101), 1));
+        v.finish_commit(ver(101), true);
+        assert_eq!(v.begin_commit(ver(0), true), (ver(101), 2));
+        v.finish_commit(ver(101), true);
         // Not asked to join: a new version.
-        assert_eq!(v.begin_commit(0, false), (102, 0));
-        v.finish_commit(102, true);
+        assert_eq!(v.begin_commit(ver(0), false), (ver(102), 0));
+        v.finish_commit(ver(102), true);
         // A read version at the batch closes it.
-        assert_eq!(v.read_version(0), 102);
-        assert_eq!(v.begin_commit(0, true), (103, 0));
-        v.finish_commit(103, true);
+        assert_eq!(v.read_version(ver(0)), ver(102));
+        assert_eq!(v.begin_commit(ver(0), true), (ver(103), 0));
+        v.finish_commit(ver(103), true);
         // So does an accepted one, and a joining commit that failed.
-        v.accept_read_version(103, 0).unwrap();
-        assert_eq!(v.begin_commit(0, true), (104, 0));
-        v.finish_commit(104, true);
-        assert_eq!(v.begin_commit(0, true), (104, 1));
-        v.finish_commit(104, false);
-        assert_eq!(v.begin_commit(0, true), (105, 0));
-        v.finish_commit(105, true);
+        v.accept_read_version(ver(103), ver(0)).unwrap();
+        assert_eq!(v.begin_commit(ver(0), true), (ver(104), 0));
+        v.finish_commit(ver(104), true);
+        assert_eq!(v.begin_commit(ver(0), true), (ver(104), 1));
+        v.finish_commit(ver(104), false);
+        assert_eq!(v.begin_commit(ver(0), true), (ver(105), 0));
+        v.finish_commit(ver(105), true);
     }
 
     #[test]
     fn read_version_waits_for_a_joining_commit() {
-        let v = std::sync::Arc::new(Versions::new(100));
-        assert_eq!(v.begin_commit(0, true), (101, 0));
-        v.finish_commit(101, true);
-        assert_eq!(v.begin_commit(0, true), (101, 1));
+        let v = std::sync::Arc::new(Versions::new(ver(100)));
+        assert_eq!(v.begin_commit(ver(0), true), (ver(101), 0));
+        v.finish_commit(ver(101), true);
+        assert_eq!(v.begin_commit(ver(0), true), (ver(101), 1));
         let reader = {
             let v = v.clone();
-            std::thread::spawn(move || v.read_version(0))
+            std::thread::spawn(move || v.read_version(ver(0)))
         };
         // The reader cannot answer 100 (it would miss the first commit of
         // the batch) nor 101 (half a batch): it waits for the joiner.
         std::thread::sleep(Duration::from_millis(50));
         assert!(!reader.is_finished());
-        v.finish_commit(101, true);
-        assert_eq!(reader.join().unwrap(), 101);
-        assert_eq!(v.begin_commit(0, true), (102, 0));
+        v.finish_commit(ver(101), true);
+        assert_eq!(reader.join().unwrap(), ver(101));
+        assert_eq!(v.begin_commit(ver(0), true), (ver(102), 0));
     }
 }

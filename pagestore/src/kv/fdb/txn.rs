@@ -305,7 +305,7 @@ impl FdbTxn {
             self.shared.counters.read_version();
         }
         let v = v?;
-        let v = Version::try_from(v).map_err(|_| {
+        let v = u64::try_from(v).map(Version::new).map_err(|_| {
             KvError::new(
                 KvError::INTERNAL_ERROR,
                 format!("FDB returned read version {v}"),
@@ -326,7 +326,7 @@ impl KvTxn for FdbTxn {
         let Some(_gate) = self.gate_or_defer() else {
             return;
         };
-        match i64::try_from(version) {
+        match i64::try_from(version.get()) {
             Ok(v) => {
                 // FDB itself reports setting it after a read (2010
                 // read_version_already_set) at the next operation.
@@ -626,7 +626,7 @@ impl KvTxn for FdbTxn {
             drop(committed);
             counters.committed(size as u64, mutation_bytes as u64);
             Ok(CommitInfo {
-                version: version as Version,
+                version: Version::new(version as u64),
                 versionstamp: Some(versionstamp),
             })
         })
@@ -651,7 +651,7 @@ fn fresh_read_version(shared: &Shared) -> KvResult<Version> {
     let v = block_on(trx.get_read_version()).map_err(|e| shared.error("get_read_version", e));
     drop(trx);
     let v = v?;
-    Version::try_from(v).map_err(|_| {
+    u64::try_from(v).map(Version::new).map_err(|_| {
         KvError::new(
             KvError::INTERNAL_ERROR,
             format!("FDB returned read version {v}"),

@@ -589,7 +589,7 @@ impl RemoteTxn {
     fn read_only_version(&mut self) -> KvResult<Version> {
         match self.read_version {
             Some(v) => Ok(v),
-            None if !self.read_version_unknown => Ok(0),
+            None if !self.read_version_unknown => Ok(Version::ZERO),
             None => match self.exchange(Call::ReadVersion, false) {
                 Ok(Reply::Version(v)) => Ok(v),
                 Ok(other) => Err(unexpected(&other)),

@@ -30,7 +30,7 @@ use super::limits::{ServerLimits, MAX_REQUEST_FRAME};
 use super::protocol::{decode, encode, Call, Op, Request, Response, WireRange, WireRead};
 use super::{RemoteKv, RemoteServer};
 use crate::kv::embedded::{EmbeddedKv, EmbeddedOptions};
-use crate::kv::{Kv, MutationType};
+use crate::kv::{Kv, MutationType, Version};
 
 /// The largest single allocation the fuzzed server may make: an answer of
 /// a batch of six range reads (about 1 MiB each) and its encoding, with
@@ -113,7 +113,7 @@ fn mutation_type() -> impl Strategy<Value = MutationType> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        prop_oneof![any::<u64>(), 0u64..10].prop_map(Op::SetReadVersion),
+        prop_oneof![any::<u64>(), 0u64..10].prop_map(|v| Op::SetReadVersion(Version::new(v))),
         (key(), value()).prop_map(|(k, v)| Op::Set(k, v)),
         key().prop_map(Op::Clear),
         (key(), key()).prop_map(|(b, e)| Op::ClearRange(b, e)),

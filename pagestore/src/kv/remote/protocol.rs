@@ -692,7 +692,7 @@ mod tests {
                 Op::Set(b"k".to_vec(), vec![0u8; 1000]),
                 Op::Atomic(b"a".to_vec(), vec![1], MutationType::Add),
                 Op::conflict(b"a", b"b", ConflictKind::Write),
-                Op::SetReadVersion(42),
+                Op::SetReadVersion(Version::new(42)),
             ],
             call: Call::GetBatch {
                 requests: vec![

@@ -30,7 +30,7 @@ use super::protocol::{
     check_peer, decode, encode_capped, no_sigpipe, read_frame_within, write_frame, Call, Deadlines,
     Incoming, Op, Reply, Request, Response, WireError, WireRead, PROTOCOL_VERSION,
 };
-use crate::kv::{ConflictKind, Kv, KvError, KvResult, KvTxn, RangeOption, ReadRequest};
+use crate::kv::{ConflictKind, Kv, KvError, KvResult, KvTxn, RangeOption, ReadRequest, Version};
 use crate::sync::lock;
 
 /// Serves a store on a Unix domain socket until shut down or dropped.
@@ -392,7 +392,7 @@ fn apply(txn: &mut dyn KvTxn, op: Op) {
 }
 
 /// The read version to report after a read, when the client asked.
-fn reported_version(txn: &mut dyn KvTxn, want: bool) -> KvResult<Option<u64>> {
+fn reported_version(txn: &mut dyn KvTxn, want: bool) -> KvResult<Option<Version>> {
     if want {
         txn.read_version().map(Some)
     } else {

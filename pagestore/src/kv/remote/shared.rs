@@ -142,7 +142,7 @@ impl SharedKv {
                     start: KvMetrics::default(),
                 },
                 generation: 0,
-                floor: 0,
+                floor: Version::ZERO,
             }),
             failover: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
@@ -356,7 +356,7 @@ impl Kv for SharedKv {
             (slot.current.backend.clone(), slot.floor)
         };
         let txn = backend.kv().begin()?;
-        if floor == 0 {
+        if floor == Version::ZERO {
             return Ok(txn);
         }
         Ok(Box::new(FloorTxn {
