@@ -69,7 +69,7 @@ impl PageStore {
                 };
             }
             if t.get(&inner.keys.meta(id), false)?.is_some() {
-                return Err(Error::Other("database id collision; try again".into()));
+                return Err(Error::IdCollision);
             }
             if let Some((parent, _)) = meta.parent {
                 // Read in the same transaction: a concurrent drop of the

@@ -684,9 +684,7 @@ fn check_members(
                 if let TokenState::Landed(vs) = TokenState::decode(&v)? {
                     return Ok(Some(vs));
                 }
-                return Err(Error::Other(
-                    "commit token already fenced; the transaction did not commit".into(),
-                ));
+                return Err(Error::Fenced);
             }
             Some(ReadResult::Value(None)) => {}
             _ => return Err(Error::corrupt("batch answer")),

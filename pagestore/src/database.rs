@@ -198,9 +198,10 @@ impl Database {
         let mut t = self.store.inner.kv.begin()?;
         let rv = t.read_version()?;
         if version > rv {
-            return Err(Error::Other(format!(
-                "version {version} is in the future (latest is {rv})"
-            )));
+            return Err(Error::VersionInFuture {
+                version,
+                latest: rv,
+            });
         }
         let (size, finished) = self.read_size_at(t.as_mut(), version, false)?;
         self.check_horizon(version, size.horizon, true)?;

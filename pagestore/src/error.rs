@@ -85,9 +85,42 @@ pub enum Error {
     #[error("transaction too large: {0}")]
     TooLarge(String),
 
-    /// An internal limit of the engine (retries exhausted and similar).
-    #[error("{0}")]
-    Other(String),
+    /// A version past the latest commit (time travel, restore, fork).
+    #[error("version {version} is in the future (latest is {latest})")]
+    VersionInFuture {
+        /// The version asked for.
+        version: Version,
+        /// The latest committed version.
+        latest: Version,
+    },
+
+    /// A version before a fork was made: the fork has no state there.
+    #[error(
+        "database {database:?} is a fork made at version {origin}; it has no state at {version}"
+    )]
+    BeforeFork {
+        /// The fork's name.
+        database: String,
+        /// The version of its origin it was made at.
+        origin: Version,
+        /// The version asked for.
+        version: Version,
+    },
+
+    /// A new database drew the random id of an existing one (nothing was
+    /// written; creating it again draws another).
+    #[error("database id collision; try again")]
+    IdCollision,
+
+    /// The database being renamed was dropped and re-created under its
+    /// name meanwhile (nothing was written).
+    #[error("database {0:?} was replaced while being renamed; try again")]
+    ReplacedDuringRename(String),
+
+    /// A commit retried after an unknown result found its token fenced:
+    /// the transaction did not commit.
+    #[error("commit token already fenced; the transaction did not commit")]
+    Fenced,
 }
 
 impl Error {

@@ -102,17 +102,18 @@ impl Database {
     pub fn restore_to(&self, version: Version) -> Result<Committed> {
         let mut txn = self.begin()?;
         if version > txn.snapshot() {
-            return Err(Error::Other(format!(
-                "version {version} is in the future (latest is {})",
-                txn.snapshot()
-            )));
+            return Err(Error::VersionInFuture {
+                version,
+                latest: txn.snapshot(),
+            });
         }
         if let Some((_, origin)) = self.fork_origin() {
             if version < origin {
-                return Err(Error::Other(format!(
-                    "database {:?} is a fork made at version {origin}; it has no state at {version}",
-                    self.name
-                )));
+                return Err(Error::BeforeFork {
+                    database: self.name.to_string(),
+                    origin,
+                    version,
+                });
             }
         }
         let changed: BTreeSet<PageNo> = self
@@ -187,15 +188,18 @@ impl PageStore {
         let latest = source.latest_version()?;
         let at = at.unwrap_or(latest);
         if at > latest {
-            return Err(Error::Other(format!(
-                "version {at} is in the future (latest is {latest})"
-            )));
+            return Err(Error::VersionInFuture {
+                version: at,
+                latest,
+            });
         }
         if let Some((_, origin)) = source.fork_origin() {
             if at < origin {
-                return Err(Error::Other(format!(
-                    "{src:?} is itself a fork made at version {origin}; it has no state at {at}"
-                )));
+                return Err(Error::BeforeFork {
+                    database: src.to_string(),
+                    origin,
+                    version: at,
+                });
             }
         }
         // Reading at `at` checks it is still inside the retention window.

@@ -40,11 +40,7 @@ impl PageStore {
         let replaced = inner.run("rename", |t| {
             match t.get(&from_key, false)? {
                 Some(v) if decode_db_id(&v)? == id => {}
-                Some(_) => {
-                    return Err(Error::Other(format!(
-                        "database {from:?} was replaced while being renamed; try again"
-                    )))
-                }
+                Some(_) => return Err(Error::ReplacedDuringRename(from.to_string())),
                 None => {
                     // After commit_unknown_result our first attempt may
                     // have landed.
