@@ -8,10 +8,9 @@ use std::time::Duration;
 use pagestore::clock::{Clock, SystemClock};
 use pagestore::kv::embedded::{EmbeddedOptions, Faults};
 use pagestore::kv::Version;
-use pagestore::retry::{self, Backoff, Pause};
 use pagestore::{GcReport, PageStore, StoreOptions};
 use rusqlite::{Connection, OpenFlags};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use vfs::registry;
 use vfs::At;
 
@@ -240,10 +239,6 @@ impl StoreBuilder {
     }
 }
 
-/// Attempts of [`Store::restore`] in all when the restore conflicts with
-/// concurrent writers.
-const RESTORE_ATTEMPTS: u32 = 10;
-
 /// Starts the background GC thread; it runs until the returned sender is
 /// dropped.
 fn spawn_gc(pages: PageStore, every: Duration) -> Result<mpsc::Sender<()>> {
@@ -457,19 +452,7 @@ impl Store {
     pub fn restore(&self, name: &str, at: At) -> Result<Version> {
         let db = self.page_store().open(name)?;
         let version = at.resolve(&db)?;
-        // 2, 4, 8 … ms up to 100 ms, half of each delay at random so that
-        // colliding restores spread out.
-        let policy = Backoff::store(RESTORE_ATTEMPTS - 1).with_jitter(0.5);
-        let committed = retry::run(
-            &policy,
-            pagestore::Error::is_conflict,
-            |e, retry| {
-                debug!(database = %name, attempt = retry, error = %e, "restore conflicted; retrying");
-                Pause::Backoff
-            },
-            |_| db.restore_to(version),
-        )?;
-        Ok(committed.version)
+        Ok(db.restore_retrying(version)?.version)
     }
 
     /// How long old versions of `name` stay readable (default 7 days).

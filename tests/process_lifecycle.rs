@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{cdylib, python, run, scalar, TestBackend, Output};
+use support::{cdylib, python, run, scalar, Output, TestBackend};
 
 const ROWS: u64 = 150;
 

@@ -125,7 +125,11 @@ fn time_travel_reads_an_unfinished_large_commit_whole() {
     let v = db.latest_version().unwrap();
     let mut t = db.begin_at(v).unwrap();
     for p in 0..200 {
-        assert_eq!(t.read_page(PageNo::new(p)).unwrap().unwrap()[0], 2, "page {p}");
+        assert_eq!(
+            t.read_page(PageNo::new(p)).unwrap().unwrap()[0],
+            2,
+            "page {p}"
+        );
     }
 }
 

@@ -131,8 +131,14 @@ fn a_transaction_over_two_databases_is_one_store_commit() {
         store.page_store().open(&a).expect("open a"),
         store.page_store().open(&b).expect("open b"),
     );
-    assert!(!da.changes_between(Version::new(va - 1), Version::new(va)).expect("log a").is_empty());
-    assert!(!db.changes_between(Version::new(vb - 1), Version::new(vb)).expect("log b").is_empty());
+    assert!(!da
+        .changes_between(Version::new(va - 1), Version::new(va))
+        .expect("log a")
+        .is_empty());
+    assert!(!db
+        .changes_between(Version::new(vb - 1), Version::new(vb))
+        .expect("log b")
+        .is_empty());
 
     let fresh = open_pair(&store, &a, &b);
     assert_eq!(row_values(&fresh, 1), (11, 101));

@@ -107,7 +107,10 @@ fn journal_mode_wal_is_refused_clearly_and_nothing_breaks() -> Result<(), fdbvfs
 fn open_missing_database_read_only() -> Result<(), fdbvfs::Error> {
     let store = support::store();
     let e = store
-        .open_at("never-created", fdbvfs::At::Version(fdbvfs::Version::new(1)))
+        .open_at(
+            "never-created",
+            fdbvfs::At::Version(fdbvfs::Version::new(1)),
+        )
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();

@@ -322,7 +322,10 @@ fn restore_and_undo_through_the_api_and_the_pragma() -> Result<(), fdbvfs::Error
     let r = store.restore(&name, At::Time(time_of(t5 + 1)))?;
     assert_eq!(&rows(&c)?, rows5);
     // History is kept: at= before the restore still sees the latest state.
-    assert_eq!(rows(&store.open_at(&name, At::Version(r.before(1)))?)?, latest);
+    assert_eq!(
+        rows(&store.open_at(&name, At::Version(r.before(1)))?)?,
+        latest
+    );
     // Undo.
     let u = store.restore(&name, At::Version(r.before(1)))?;
     assert!(u > r);

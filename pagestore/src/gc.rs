@@ -148,7 +148,8 @@ fn gc_one(store: &PageStore, id: DbId, meta: &DbMeta, dry_run: bool) -> Result<G
             .retention_micros
             .unwrap_or(crate::DEFAULT_RETENTION.as_micros() as u64);
         let db = Database::new(store.clone(), &meta.name, id, &[]);
-        db.version_at(now.saturating_sub(retention))?.unwrap_or_default()
+        db.version_at(now.saturating_sub(retention))?
+            .unwrap_or_default()
     };
     if report.horizon == Version::ZERO {
         return Ok(report);

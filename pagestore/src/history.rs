@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::commit::Committed;
 use crate::database::Database;
@@ -20,7 +20,11 @@ use crate::encoding::DbMeta;
 use crate::error::{Error, Result};
 use crate::ids::PageNo;
 use crate::kv::{RangeOption, ReadRequest, ReadResult, Version};
+use crate::retry::{self, Backoff, Pause};
 use crate::store::PageStore;
+
+/// Attempts of [`Database::restore_retrying`] in all.
+pub const RESTORE_ATTEMPTS: u32 = 10;
 
 /// Default retention of old versions.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -93,6 +97,25 @@ impl Database {
             }
         }
         Ok(Some(best.unwrap_or_default()))
+    }
+
+    /// [`Database::restore_to`], retrying a conflict with a concurrent
+    /// writer (the restore is an ordinary commit) up to
+    /// [`RESTORE_ATTEMPTS`] attempts in all, with backoff (2, 4, 8 … ms up to
+    /// 100 ms, half of each delay at random so that colliding restores
+    /// spread out). The one retry policy of every restore: the Rust API's
+    /// and `PRAGMA fdb_restore`'s.
+    pub fn restore_retrying(&self, version: Version) -> Result<Committed> {
+        let policy = Backoff::store(RESTORE_ATTEMPTS - 1).with_jitter(0.5);
+        retry::run(
+            &policy,
+            Error::is_conflict,
+            |e, attempt| {
+                debug!(database = %self.name(), attempt, error = %e, "restore conflicted; retrying");
+                Pause::Backoff
+            },
+            |_| self.restore_to(version),
+        )
     }
 
     /// Makes the current state equal to the state at `version`, as a new

@@ -41,7 +41,7 @@ pub use database::Database;
 pub use encoding::{DbMeta, LogRecord, PageValue};
 pub use error::{Error, Result};
 pub use gc::GcReport;
-pub use history::{CLOCK_SKEW_WINDOW, DEFAULT_RETENTION};
+pub use history::{CLOCK_SKEW_WINDOW, DEFAULT_RETENTION, RESTORE_ATTEMPTS};
 pub use ids::{DbId, PageNo};
 pub use stats::DbStats;
 pub use store::{GcTotals, PageStore, StoreOptions, StoreStats};

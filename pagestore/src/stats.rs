@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use crate::encoding::decode_horizon;
 use crate::database::Database;
+use crate::encoding::decode_horizon;
 use crate::encoding::DbMeta;
 use crate::error::{Error, Result};
 use crate::ids::DbId;

@@ -21,7 +21,11 @@ fn write(db: &Database, pages: &[(u32, u64)]) -> Version {
 }
 
 fn read(db: &Database, p: u32) -> Option<u64> {
-    db.begin().unwrap().read_page(PageNo::new(p)).unwrap().map(|b| value(&b))
+    db.begin()
+        .unwrap()
+        .read_page(PageNo::new(p))
+        .unwrap()
+        .map(|b| value(&b))
 }
 
 fn read_at(db: &Database, v: Version, p: u32) -> Option<u64> {
@@ -58,7 +62,10 @@ fn time_travel_answers_exact_contents_at_past_times() {
         );
         for slot in 1..=5u32 {
             let expect = (1..=n).rev().find(|i| (i % 5 + 1) as u32 == slot);
-            assert_eq!(old.read_page(PageNo::new(slot)).unwrap().map(|b| value(&b)), expect);
+            assert_eq!(
+                old.read_page(PageNo::new(slot)).unwrap().map(|b| value(&b)),
+                expect
+            );
         }
         assert!(
             old.write_page(PageNo::new(0), &page(0)).is_err(),
@@ -203,7 +210,11 @@ fn gc_keeps_exactly_what_the_window_and_forks_can_reach() {
     let keys_before = count_keys(&e.store);
     let dry = db.gc(true).unwrap();
     assert!(dry.page_versions > 0 && dry.dry_run);
-    assert_eq!(count_keys(&e.store), keys_before, "a dry run removes nothing");
+    assert_eq!(
+        count_keys(&e.store),
+        keys_before,
+        "a dry run removes nothing"
+    );
     let report = db.gc(false).unwrap();
     assert_eq!(report.page_versions, dry.page_versions);
     let keys_after = count_keys(&e.store);
@@ -281,5 +292,9 @@ fn dropping_an_origin_keeps_its_forks_working() {
     let with_fork = count_keys(&e.store);
     assert!(e.store.drop_database("o-fork").unwrap());
     assert!(count_keys(&e.store) < with_fork);
-    assert_eq!(count_keys(&e.store), 0, "the last fork's drop frees its origin");
+    assert_eq!(
+        count_keys(&e.store),
+        0,
+        "the last fork's drop frees its origin"
+    );
 }

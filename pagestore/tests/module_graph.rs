@@ -248,6 +248,9 @@ fn references_are_read_from_paths_and_import_lists() {
     let refs = references(text, "crate::", &modules);
     assert_eq!(
         refs,
-        ["keys", "kv", "txn"].iter().map(|s| s.to_string()).collect()
+        ["keys", "kv", "txn"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     );
 }

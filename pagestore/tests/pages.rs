@@ -438,8 +438,14 @@ fn commit_groups_are_atomic_across_databases() {
     tb.write_page(PageNo::new(0), &page(1)).unwrap();
     let c = pagestore::commit_group(vec![ta, tb]).unwrap();
     let vs = c.versionstamp.unwrap();
-    assert_eq!(a.changes_between(Version::ZERO, c.version).unwrap()[0].versionstamp, vs);
-    assert_eq!(b.changes_between(Version::ZERO, c.version).unwrap()[0].versionstamp, vs);
+    assert_eq!(
+        a.changes_between(Version::ZERO, c.version).unwrap()[0].versionstamp,
+        vs
+    );
+    assert_eq!(
+        b.changes_between(Version::ZERO, c.version).unwrap()[0].versionstamp,
+        vs
+    );
 
     // A conflict on one database fails the whole group: nothing written.
     let mut ta = a.begin().unwrap();

@@ -94,7 +94,11 @@ pub fn export(
             }
             let last = (first + PREFETCH as u64).min(count);
             let batch: Vec<PageNo> = (first..last)
-                .map(|p| u32::try_from(p).map(PageNo::new).map_err(|_| Error::Usage("too many pages".into())))
+                .map(|p| {
+                    u32::try_from(p)
+                        .map(PageNo::new)
+                        .map_err(|_| Error::Usage("too many pages".into()))
+                })
                 .collect::<Result<_, _>>()?;
             txn.prefetch(&batch).map_err(store_err)?;
             for &p in &batch {
@@ -214,7 +218,13 @@ mod tests {
         let out = run(&store, "d", &now, None).unwrap();
         assert!(out.contains("integrity_check ok"), "{out}");
         let then = dir.path().join("then.db");
-        run(&store, "d", &then, Some(At::Version(fdbvfs::Version::new(v)))).unwrap();
+        run(
+            &store,
+            "d",
+            &then,
+            Some(At::Version(fdbvfs::Version::new(v))),
+        )
+        .unwrap();
         for (p, n) in [(&now, 1000), (&then, 3000)] {
             let c = Connection::open(p).unwrap();
             let got: i64 = c

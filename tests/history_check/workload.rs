@@ -1134,7 +1134,11 @@ fn restore_rs(w: &Worker, rng: &mut rand::rngs::ThreadRng) {
         w.pages
             .open("rs")
             .map_err(vfs::Error::from)
-            .and_then(|db| vfs::file::restore_with_retries(&db, Version::new(version)))
+            .and_then(|db| {
+                db.restore_retrying(Version::new(version))
+                    .map_err(vfs::Error::from)
+            })
+            .map(|c| c.version)
             .map(Version::get)
             .map_err(|e| e.to_string())
     } else {

@@ -225,7 +225,10 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for a in [At::Version(pagestore::kv::Version::new(9)), secs(1_795_255_200)] {
+        for a in [
+            At::Version(pagestore::kv::Version::new(9)),
+            secs(1_795_255_200),
+        ] {
             assert_eq!(at(&a.to_string()), Ok(a));
         }
         let t = At::Time(UNIX_EPOCH + Duration::from_micros(1_795_255_200_123_456));

@@ -8,7 +8,7 @@
 //!   transitions;
 //! * [`commit`]: the commit point, multi-database prepare, chained begin;
 //!   [`group`]: the super-journal's group commit;
-//! * [`pragmas`], [`restore`], [`stats`]: PRAGMAs the file answers.
+//! * [`pragmas`], [`stats`]: PRAGMAs the file answers.
 //!
 //! SQLite page `N` is pagestore page `N-1`, at file offset `(N-1)*page_size`.
 //! Offsets are `u64` throughout: databases past 1 GiB (the lock-byte page,
@@ -31,7 +31,6 @@ mod lock_executor;
 mod pragmas;
 mod read;
 mod read_ahead;
-mod restore;
 mod stats;
 mod write;
 
@@ -39,7 +38,6 @@ use group::SuperJournal;
 
 pub use pragmas::PragmaOutcome;
 pub use read_ahead::{PREFETCH_MAX_BYTES, PREFETCH_PAGES};
-pub use restore::{restore_with_retries, RESTORE_ATTEMPTS};
 pub use stats::stats_line;
 
 use crate::at::At;

@@ -171,7 +171,9 @@ mod tests {
         assert!(Pragma::parse("fdb_fork", None).is_err());
         assert_eq!(
             Pragma::parse("fdb_restore", Some("'v:12'")),
-            Ok(Some(Pragma::Restore(At::Version(pagestore::kv::Version::new(12)))))
+            Ok(Some(Pragma::Restore(At::Version(
+                pagestore::kv::Version::new(12)
+            ))))
         );
         assert!(Pragma::parse("fdb_restore", Some("12")).is_err());
         assert!(Pragma::parse("fdb_restore", None).is_err());

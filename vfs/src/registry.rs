@@ -114,7 +114,10 @@ impl OpenParams {
                 "cluster" if v.is_empty() => return Err(bad("empty cluster file path")),
                 "cluster" => cluster = Some(v.clone()),
                 "version" => {
-                    version = Some(v.parse::<Version>().map_err(|_| bad("not a version number"))?)
+                    version = Some(
+                        v.parse::<Version>()
+                            .map_err(|_| bad("not a version number"))?,
+                    )
                 }
                 "at" => at = Some(v.parse::<At>().map_err(|e| bad(&e.0))?),
                 "admin" => {
@@ -471,7 +474,10 @@ mod tests {
         let want = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_255_200);
         assert_eq!(o.map(|o| o.at), Ok(Some(At::Time(want))));
         let o = OpenParams::parse(&p(&[("at", "v:5")])).map_err(|e| e.to_string());
-        assert_eq!(o.map(|o| o.at), Ok(Some(At::Version(pagestore::kv::Version::new(5)))));
+        assert_eq!(
+            o.map(|o| o.at),
+            Ok(Some(At::Version(pagestore::kv::Version::new(5))))
+        );
         let e = OpenParams::parse(&p(&[("at", "noon")]))
             .map(|_| ())
             .map_err(|e| e.to_string());

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use pagestore::sync::lock as locked;
-use pagestore::{PageStore, Transaction};
+use pagestore::{DbId, PageStore, Transaction};
 use tracing::{debug, warn};
 
 use super::{MainFile, State};
@@ -23,7 +23,7 @@ struct ConnFile {
     admin: bool,
     store: usize,
     /// The database's id in its store (identity across handles).
-    db_id: u64,
+    db_id: DbId,
     state: Weak<Mutex<State>>,
 }
 
@@ -96,7 +96,7 @@ impl MainFile {
             remove_file(&mut c, old, self.file_id);
         }
         let store = store_key(&self.store);
-        let db_id = self.db.id().get();
+        let db_id = self.db.id();
         let open_already = c.get(&conn).is_some_and(|files| {
             files.iter().any(|f| {
                 f.file != self.file_id

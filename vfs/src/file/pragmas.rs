@@ -4,7 +4,6 @@
 use pagestore::kv::Version;
 use pagestore::sync::lock as locked;
 
-use super::restore::restore_with_retries;
 use super::stats::stats_line;
 use super::{MainFile, State};
 use crate::at::At;
@@ -34,7 +33,7 @@ impl MainFile {
             return Err(Error::RestoreInTransaction);
         }
         let v = at.resolve(&self.db)?;
-        let c = restore_with_retries(&self.db, v)?;
+        let c = self.db.restore_retrying(v)?.version;
         self.last_version = Some(c);
         Ok(c)
     }
