@@ -71,6 +71,8 @@
 //!   transaction that reads database A and writes only B can form a write
 //!   skew with one that reads B and writes A.
 
+#![warn(clippy::too_many_lines)]
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -320,15 +322,7 @@ impl SuperJournal {
         if !dir_sync {
             debug!(super_journal = %self.name, "super-journal deleted without dirSync: committing (state decides, not the flag)");
         }
-        // Partition by store (the backend's identity).
-        let mut parts: Vec<(usize, Vec<Member>)> = Vec::new();
-        for m in members {
-            let key = store_key(&m.txn);
-            match parts.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, v)) => v.push(m),
-                None => parts.push((key, vec![m])),
-            }
-        }
+        let parts = by_store(members);
         if parts.len() > 1 {
             warn!(
                 super_journal = %self.name,
@@ -337,60 +331,67 @@ impl SuperJournal {
             );
         }
         let mut first_err = None;
-        let mut all_ok = true;
         for (key, part) in parts {
-            let names: Vec<String> = part.iter().map(|m| m.database.clone()).collect();
-            let ids: Vec<u64> = part.iter().map(|m| m.id).collect();
-            let txns: Vec<Transaction> = part.into_iter().map(|m| m.txn).collect();
             if first_err.is_some() {
                 // An earlier store failed: SQLite rolls back; do not commit
                 // the rest.
-                for (id, t) in ids.iter().zip(txns) {
-                    g.outcomes.insert(*id, Outcome::Failed);
-                    t.rollback();
+                for m in part {
+                    g.outcomes.insert(m.id, Outcome::Failed);
+                    m.txn.rollback();
                 }
-                all_ok = false;
                 continue;
             }
-            // Databases the transaction only read (same store): validated,
-            // not committed. Members are `Prepared`, so they never match.
-            let guards: Vec<MutexGuard<'_, super::State>> =
-                g.observers.iter().map(|o| lock(o)).collect();
-            let readers: Vec<&Transaction> = guards
-                .iter()
-                .filter_map(|st| {
-                    st.active()
-                        .filter(|t| !t.has_writes() && store_key(t) == key)
-                })
-                .collect();
-            let result = pagestore::commit_group_checked(txns, &readers);
-            drop(readers);
-            drop(guards);
-            match result {
-                Ok(c) => {
-                    info!(super_journal = %self.name, databases = ?names, version = c.version.get(), "committed together");
-                    for id in ids {
-                        g.outcomes.insert(id, Outcome::Committed(c));
-                    }
-                }
-                Err(e) => {
-                    if e.is_conflict() {
-                        info!(super_journal = %self.name, databases = ?names, error = %e, "multi-database commit conflicted; SQLite rolls back");
-                    } else {
-                        warn!(super_journal = %self.name, databases = ?names, error = %e, "multi-database commit failed; SQLite rolls back");
-                    }
-                    for id in ids {
-                        g.outcomes.insert(id, Outcome::Failed);
-                    }
-                    all_ok = false;
-                    first_err = Some(Error::Store(e));
-                }
+            if let Err(e) = self.commit_part(&mut g, key, part) {
+                first_err = Some(e);
             }
         }
-        g.decided = Some(all_ok);
+        g.decided = Some(first_err.is_none());
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Commits the members of one store together, validating the
+    /// databases the transaction only read in that store, and records each
+    /// member's outcome.
+    fn commit_part(&self, g: &mut Group, key: usize, part: Vec<Member>) -> Result<()> {
+        let names: Vec<String> = part.iter().map(|m| m.database.clone()).collect();
+        let ids: Vec<u64> = part.iter().map(|m| m.id).collect();
+        let txns: Vec<Transaction> = part.into_iter().map(|m| m.txn).collect();
+        // Databases the transaction only read (same store): validated,
+        // not committed. Members are `Prepared`, so they never match.
+        let guards: Vec<MutexGuard<'_, super::State>> =
+            g.observers.iter().map(|o| lock(o)).collect();
+        let readers: Vec<&Transaction> = guards
+            .iter()
+            .filter_map(|st| {
+                st.active()
+                    .filter(|t| !t.has_writes() && store_key(t) == key)
+            })
+            .collect();
+        let result = pagestore::commit_group_checked(txns, &readers);
+        drop(readers);
+        drop(guards);
+        match result {
+            Ok(c) => {
+                info!(super_journal = %self.name, databases = ?names, version = c.version.get(), "committed together");
+                for id in ids {
+                    g.outcomes.insert(id, Outcome::Committed(c));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if e.is_conflict() {
+                    info!(super_journal = %self.name, databases = ?names, error = %e, "multi-database commit conflicted; SQLite rolls back");
+                } else {
+                    warn!(super_journal = %self.name, databases = ?names, error = %e, "multi-database commit failed; SQLite rolls back");
+                }
+                for id in ids {
+                    g.outcomes.insert(id, Outcome::Failed);
+                }
+                Err(Error::Store(e))
+            }
         }
     }
 }
@@ -398,4 +399,18 @@ impl SuperJournal {
 /// Identity of the store a transaction belongs to.
 pub fn store_key(t: &Transaction) -> usize {
     Arc::as_ptr(t.database().store().kv()) as *const () as usize
+}
+
+/// Members partitioned by store (the backend's identity), in first-seen
+/// order.
+fn by_store(members: Vec<Member>) -> Vec<(usize, Vec<Member>)> {
+    let mut parts: Vec<(usize, Vec<Member>)> = Vec::new();
+    for m in members {
+        let key = store_key(&m.txn);
+        match parts.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(m),
+            None => parts.push((key, vec![m])),
+        }
+    }
+    parts
 }

@@ -15,6 +15,8 @@
 //!   that moment exactly like a fresh commit of the same transaction, with
 //!   a new version.
 
+#![warn(clippy::too_many_lines)]
+
 use std::collections::VecDeque;
 
 use rand::RngExt;
@@ -227,27 +229,7 @@ impl StoreState {
             lock(&self.late).held.push_back(Held { req, held_at: now });
             return Err(unknown_result());
         }
-        match self.resolve_read_set(&recent, &req, now) {
-            Ok(()) => {}
-            Err(Refusal::TooOld(e)) => return Err(e),
-            Err(Refusal::Conflict { read_version, with }) => {
-                self.counters.conflict();
-                debug!(
-                    op = "commit",
-                    read_version = read_version.get(),
-                    conflict_with = with.get(),
-                    "kv conflict"
-                );
-                return Err(not_committed(format!(
-                    "a key read at version {read_version} was written by the commit at version {with}"
-                )));
-            }
-        }
-        if self.faults.spurious_conflict() {
-            self.counters.conflict();
-            debug!(op = "commit", "injected conflict");
-            return Err(not_committed("injected conflict (fault injection)".into()));
-        }
+        self.resolve(&recent, &req, now)?;
         let unknown = self.faults.unknown_result();
         if unknown == Some(UnknownOutcome::Dropped) {
             self.counters.unknown_result();
@@ -279,6 +261,33 @@ impl StoreState {
             return Err(unknown_result());
         }
         Ok(info)
+    }
+
+    /// The resolver's verdict on `req`: too old, a conflict with a later
+    /// write of a key it read, or an injected conflict.
+    fn resolve(&self, recent: &RecentWrites, req: &CommitRequest, now: Version) -> KvResult<()> {
+        match self.resolve_read_set(recent, req, now) {
+            Ok(()) => {}
+            Err(Refusal::TooOld(e)) => return Err(e),
+            Err(Refusal::Conflict { read_version, with }) => {
+                self.counters.conflict();
+                debug!(
+                    op = "commit",
+                    read_version = read_version.get(),
+                    conflict_with = with.get(),
+                    "kv conflict"
+                );
+                return Err(not_committed(format!(
+                    "a key read at version {read_version} was written by the commit at version {with}"
+                )));
+            }
+        }
+        if self.faults.spurious_conflict() {
+            self.counters.conflict();
+            debug!(op = "commit", "injected conflict");
+            return Err(not_committed("injected conflict (fault injection)".into()));
+        }
+        Ok(())
     }
 
     /// Forgets what the 5 s window no longer needs.

@@ -183,59 +183,14 @@ impl Durable {
         let mut lost = Vec::new();
         {
             let mut table = txn.open_table(DATA).map_err(|e| io(loc, "open table", e))?;
-            let read =
-                |table: &redb::Table<&[u8], &[u8]>, key: &[u8]| -> KvResult<Option<Vec<u8>>> {
-                    Ok(table
-                        .get(key)
-                        .map_err(|e| io(loc, "read", e))?
-                        .map(|g| g.value().to_vec()))
-                };
-            for m in mutations {
-                match m {
-                    Mutation::Set(k, v) => {
-                        if !before.contains_key(k) {
-                            before.insert(k.clone(), read(&table, k)?);
-                        }
-                        table
-                            .insert(k.as_slice(), v.as_slice())
-                            .map_err(|e| io(loc, "write", e))?;
-                    }
-                    Mutation::Clear(k) => {
-                        let old = table
-                            .remove(k.as_slice())
-                            .map_err(|e| io(loc, "clear", e))?
-                            .map(|g| g.value().to_vec());
-                        before.entry(k.clone()).or_insert(old);
-                    }
-                    Mutation::ClearRange(b, e) => {
-                        clear_range(
-                            &mut table,
-                            loc,
-                            (b, e),
-                            clear_budget,
-                            &mut before,
-                            &mut lost,
-                        )?;
-                    }
-                    Mutation::Atomic(k, p, op) => {
-                        let old = read(&table, k)?;
-                        let new = atomic::apply(*op, old.as_deref(), p);
-                        before.entry(k.clone()).or_insert(old);
-                        match new {
-                            Some(v) => {
-                                table
-                                    .insert(k.as_slice(), v.as_slice())
-                                    .map_err(|e| io(loc, "write", e))?;
-                            }
-                            None => {
-                                table
-                                    .remove(k.as_slice())
-                                    .map_err(|e| io(loc, "clear", e))?;
-                            }
-                        }
-                    }
-                }
-            }
+            apply_mutations(
+                &mut table,
+                loc,
+                mutations,
+                clear_budget,
+                &mut before,
+                &mut lost,
+            )?;
             let mut meta = txn.open_table(META).map_err(|e| io(loc, "open meta", e))?;
             meta.insert(VERSION_KEY, version.get())
                 .map_err(|e| io(loc, "write version", e))?;
@@ -358,4 +313,63 @@ impl Snapshot {
             Ok(Box::new(range.map(map)))
         }
     }
+}
+
+/// Writes `mutations` into `table`, remembering in `before` the previous
+/// value of every key touched (and in `lost` the cleared ranges whose
+/// previous values were not kept).
+fn apply_mutations(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    loc: &str,
+    mutations: &[Mutation],
+    clear_budget: usize,
+    before: &mut Before,
+    lost: &mut Vec<KeyRange>,
+) -> KvResult<()> {
+    let read = |table: &redb::Table<&[u8], &[u8]>, key: &[u8]| -> KvResult<Option<Vec<u8>>> {
+        Ok(table
+            .get(key)
+            .map_err(|e| io(loc, "read", e))?
+            .map(|g| g.value().to_vec()))
+    };
+    for m in mutations {
+        match m {
+            Mutation::Set(k, v) => {
+                if !before.contains_key(k) {
+                    before.insert(k.clone(), read(table, k)?);
+                }
+                table
+                    .insert(k.as_slice(), v.as_slice())
+                    .map_err(|e| io(loc, "write", e))?;
+            }
+            Mutation::Clear(k) => {
+                let old = table
+                    .remove(k.as_slice())
+                    .map_err(|e| io(loc, "clear", e))?
+                    .map(|g| g.value().to_vec());
+                before.entry(k.clone()).or_insert(old);
+            }
+            Mutation::ClearRange(b, e) => {
+                clear_range(table, loc, (b, e), clear_budget, before, lost)?;
+            }
+            Mutation::Atomic(k, p, op) => {
+                let old = read(table, k)?;
+                let new = atomic::apply(*op, old.as_deref(), p);
+                before.entry(k.clone()).or_insert(old);
+                match new {
+                    Some(v) => {
+                        table
+                            .insert(k.as_slice(), v.as_slice())
+                            .map_err(|e| io(loc, "write", e))?;
+                    }
+                    None => {
+                        table
+                            .remove(k.as_slice())
+                            .map_err(|e| io(loc, "clear", e))?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -585,6 +585,24 @@ impl RemoteTxn {
         self.has_mutations = true;
     }
 
+    /// A read-only commit: nothing to send, nothing can conflict (FDB).
+    fn commit_read_only(&mut self) -> KvResult<CommitInfo> {
+        if self.size > MAX_TRANSACTION_SIZE {
+            return Err(KvError::new(
+                KvError::TRANSACTION_TOO_LARGE,
+                format!(
+                    "transaction is {} bytes (limit {MAX_TRANSACTION_SIZE})",
+                    self.size
+                ),
+            ));
+        }
+        let version = self.read_only_version()?;
+        Ok(CommitInfo {
+            version,
+            versionstamp: None,
+        })
+    }
+
     /// The read version to return for a read-only commit.
     fn read_only_version(&mut self) -> KvResult<Version> {
         match self.read_version {
@@ -799,21 +817,7 @@ impl KvTxn for RemoteTxn {
 
     fn commit(mut self: Box<Self>) -> KvResult<CommitInfo> {
         if !self.has_mutations && !self.has_write_conflicts {
-            // Read-only: nothing to send, nothing can conflict (FDB).
-            if self.size > MAX_TRANSACTION_SIZE {
-                return Err(KvError::new(
-                    KvError::TRANSACTION_TOO_LARGE,
-                    format!(
-                        "transaction is {} bytes (limit {MAX_TRANSACTION_SIZE})",
-                        self.size
-                    ),
-                ));
-            }
-            let version = self.read_only_version()?;
-            return Ok(CommitInfo {
-                version,
-                versionstamp: None,
-            });
+            return self.commit_read_only();
         }
         let grv =
             self.read_version.is_none() && !self.read_version_unknown && self.has_read_conflicts;

@@ -425,21 +425,7 @@ fn handle(
         txns.remove(id);
     }
     if let Call::Hello { version } = req.call {
-        if version != PROTOCOL_VERSION {
-            let e = KvError::new(
-                KvError::OPERATION_FAILED,
-                format!(
-                    "store server speaks protocol {PROTOCOL_VERSION}, client speaks {version}: \
-                     use the same build in every process"
-                ),
-            );
-            return (Err(e), After::Continue);
-        }
-        let hello = Reply::Hello {
-            version: PROTOCOL_VERSION,
-            backend: kv.backend_name().to_string(),
-        };
-        return (Ok(hello), After::Continue);
+        return (hello(kv, version), After::Continue);
     }
     if let Some(Slot::Failed(err)) = txns.get(&req.txn) {
         let err = err.clone();
@@ -449,98 +435,21 @@ fn handle(
         return (Err(err), After::Continue);
     }
     if !txns.contains_key(&req.txn) {
-        let open = txns.len();
-        if open >= limits.max_transactions_per_connection {
-            // Closing is what keeps this transaction from being begun
-            // afresh, without the writes of this request, by a later one.
-            let e = KvError::new(
-                KvError::CLIENT_INVALID_OPERATION,
-                format!(
-                    "{open} transactions are open on this store connection (the server's \
-                     limit); the connection is closed"
-                ),
-            );
-            return (Err(e), After::Close);
-        }
-        match kv.begin() {
-            Ok(txn) => {
-                txns.insert(req.txn, Slot::Open(txn));
-            }
-            Err(e) => return (Err(e), After::Continue),
+        if let Err(refused) = open_slot(kv, txns, req.txn, limits) {
+            return refused;
         }
     }
     let Some(Slot::Open(txn)) = txns.get_mut(&req.txn) else {
-        let e = KvError::new(KvError::INTERNAL_ERROR, "transaction vanished");
-        return (Err(e), After::Continue);
+        return (Err(vanished()), After::Continue);
     };
     for op in req.ops {
         apply(txn.as_mut(), op);
     }
-    let buffered: usize = txns
-        .values()
-        .map(|s| match s {
-            Slot::Open(t) => t.approximate_size(),
-            Slot::Failed(_) => 0,
-        })
-        .fold(0, usize::saturating_add);
-    if buffered > limits.max_buffered_bytes {
-        let e = KvError::new(
-            KvError::TRANSACTION_TOO_LARGE,
-            format!(
-                "the transaction holds {buffered} bytes on the store server with this \
-                 connection's others, over the server's {}-byte limit (a transaction that \
-                 can commit is at most {} bytes)",
-                limits.max_buffered_bytes,
-                crate::kv::limits::MAX_TRANSACTION_SIZE
-            ),
-        );
+    if let Err(e) = check_buffered(txns, limits) {
         txns.insert(req.txn, Slot::Failed(e.clone()));
         return (Err(e), After::Continue);
     }
-    let Some(Slot::Open(txn)) = txns.get_mut(&req.txn) else {
-        let e = KvError::new(KvError::INTERNAL_ERROR, "transaction vanished");
-        return (Err(e), After::Continue);
-    };
-    let want = req.want_read_version;
     let result = match req.call {
-        Call::Hello { .. } => Err(KvError::new(KvError::INTERNAL_ERROR, "unreachable hello")),
-        Call::ReadVersion => txn.read_version().map(Reply::Version),
-        Call::Get { key, snapshot } => txn.get(&key, snapshot).and_then(|value| {
-            Ok(Reply::Value {
-                value,
-                read_version: reported_version(txn.as_mut(), want)?,
-            })
-        }),
-        Call::GetRange { range, snapshot } => txn
-            .get_range(&RangeOption::from(range), snapshot)
-            .and_then(|result| {
-                Ok(Reply::Range {
-                    result: result.into(),
-                    read_version: reported_version(txn.as_mut(), want)?,
-                })
-            }),
-        Call::GetBatch { requests, snapshot } => {
-            let bound = batch_answer_bound(&requests);
-            if bound > limits.max_response_frame {
-                Err(KvError::new(
-                    KvError::TRANSACTION_TOO_LARGE,
-                    format!(
-                        "a batch of {} reads could answer up to {bound} bytes, over the store \
-                         server's {}-byte limit on an answer: split it",
-                        requests.len(),
-                        limits.max_response_frame
-                    ),
-                ))
-            } else {
-                let requests: Vec<ReadRequest> = requests.into_iter().map(Into::into).collect();
-                txn.get_batch(&requests, snapshot).and_then(|results| {
-                    Ok(Reply::Batch {
-                        results: results.into_iter().map(Into::into).collect(),
-                        read_version: reported_version(txn.as_mut(), want)?,
-                    })
-                })
-            }
-        }
         Call::Commit => match txns.remove(&req.txn) {
             Some(Slot::Open(txn)) => txn.commit().map(Reply::committed),
             Some(Slot::Failed(e)) => Err(e),
@@ -549,6 +458,132 @@ fn handle(
                 "commit of no transaction",
             )),
         },
+        call => match txns.get_mut(&req.txn) {
+            Some(Slot::Open(txn)) => answer(txn.as_mut(), call, req.want_read_version, limits),
+            _ => Err(vanished()),
+        },
     };
     (result, After::Continue)
+}
+
+fn vanished() -> KvError {
+    KvError::new(KvError::INTERNAL_ERROR, "transaction vanished")
+}
+
+/// The answer to a client's hello: ours, or a refusal naming both
+/// protocol versions.
+fn hello(kv: &dyn Kv, version: u32) -> KvResult<Reply> {
+    if version != PROTOCOL_VERSION {
+        return Err(KvError::new(
+            KvError::OPERATION_FAILED,
+            format!(
+                "store server speaks protocol {PROTOCOL_VERSION}, client speaks {version}: \
+                 use the same build in every process"
+            ),
+        ));
+    }
+    Ok(Reply::Hello {
+        version: PROTOCOL_VERSION,
+        backend: kv.backend_name().to_string(),
+    })
+}
+
+/// Begins transaction `id` on this connection, unless the connection holds
+/// its limit of open transactions (then it is closed).
+fn open_slot(
+    kv: &dyn Kv,
+    txns: &mut HashMap<u64, Slot>,
+    id: u64,
+    limits: &ServerLimits,
+) -> Result<(), (KvResult<Reply>, After)> {
+    let open = txns.len();
+    if open >= limits.max_transactions_per_connection {
+        // Closing is what keeps this transaction from being begun
+        // afresh, without the writes of this request, by a later one.
+        let e = KvError::new(
+            KvError::CLIENT_INVALID_OPERATION,
+            format!(
+                "{open} transactions are open on this store connection (the server's \
+                 limit); the connection is closed"
+            ),
+        );
+        return Err((Err(e), After::Close));
+    }
+    match kv.begin() {
+        Ok(txn) => {
+            txns.insert(id, Slot::Open(txn));
+            Ok(())
+        }
+        Err(e) => Err((Err(e), After::Continue)),
+    }
+}
+
+/// Refuses when the connection's transactions buffer more than the
+/// server's limit.
+fn check_buffered(txns: &HashMap<u64, Slot>, limits: &ServerLimits) -> KvResult<()> {
+    let buffered: usize = txns
+        .values()
+        .map(|s| match s {
+            Slot::Open(t) => t.approximate_size(),
+            Slot::Failed(_) => 0,
+        })
+        .fold(0, usize::saturating_add);
+    if buffered > limits.max_buffered_bytes {
+        return Err(KvError::new(
+            KvError::TRANSACTION_TOO_LARGE,
+            format!(
+                "the transaction holds {buffered} bytes on the store server with this \
+                 connection's others, over the server's {}-byte limit (a transaction that \
+                 can commit is at most {} bytes)",
+                limits.max_buffered_bytes,
+                crate::kv::limits::MAX_TRANSACTION_SIZE
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs one read call on an open transaction.
+fn answer(txn: &mut dyn KvTxn, call: Call, want: bool, limits: &ServerLimits) -> KvResult<Reply> {
+    match call {
+        Call::Hello { .. } | Call::Commit => {
+            Err(KvError::new(KvError::INTERNAL_ERROR, "not a read call"))
+        }
+        Call::ReadVersion => txn.read_version().map(Reply::Version),
+        Call::Get { key, snapshot } => txn.get(&key, snapshot).and_then(|value| {
+            Ok(Reply::Value {
+                value,
+                read_version: reported_version(txn, want)?,
+            })
+        }),
+        Call::GetRange { range, snapshot } => txn
+            .get_range(&RangeOption::from(range), snapshot)
+            .and_then(|result| {
+                Ok(Reply::Range {
+                    result: result.into(),
+                    read_version: reported_version(txn, want)?,
+                })
+            }),
+        Call::GetBatch { requests, snapshot } => {
+            let bound = batch_answer_bound(&requests);
+            if bound > limits.max_response_frame {
+                return Err(KvError::new(
+                    KvError::TRANSACTION_TOO_LARGE,
+                    format!(
+                        "a batch of {} reads could answer up to {bound} bytes, over the store \
+                         server's {}-byte limit on an answer: split it",
+                        requests.len(),
+                        limits.max_response_frame
+                    ),
+                ));
+            }
+            let requests: Vec<ReadRequest> = requests.into_iter().map(Into::into).collect();
+            txn.get_batch(&requests, snapshot).and_then(|results| {
+                Ok(Reply::Batch {
+                    results: results.into_iter().map(Into::into).collect(),
+                    read_version: reported_version(txn, want)?,
+                })
+            })
+        }
+    }
 }
