@@ -17,6 +17,8 @@
 //! the data, so a snapshot knows which version it shows and versions keep
 //! increasing across restarts.
 
+#![warn(clippy::too_many_lines)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,7 @@
 //! [`FdbTxn`]: one FDB transaction behind the [`KvTxn`] trait.
 
+#![warn(clippy::too_many_lines)]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -530,11 +532,7 @@ impl KvTxn for FdbTxn {
         if !this.wrote {
             // Read-only: FDB would not contact the cluster either; the
             // "commit version" is the read version.
-            let version = this.current_read_version()?;
-            return Ok(CommitInfo {
-                version,
-                versionstamp: None,
-            });
+            return Ok(read_only(this.current_read_version()?));
         }
         // Held to the end: the transaction, its futures and the commit's
         // result are destroyed while the network runs.
@@ -556,32 +554,7 @@ impl KvTxn for FdbTxn {
         traced("commit", || {
             let committed = match block_on(trx.commit()) {
                 Ok(c) => c,
-                Err(e) => {
-                    let e = FdbError::from(e);
-                    match e.code() {
-                        KvError::NOT_COMMITTED => counters.conflict(),
-                        KvError::COMMIT_UNKNOWN_RESULT => counters.unknown_result(),
-                        KvError::TRANSACTION_TIMED_OUT => {
-                            // The timeout cancelled our wait, not a commit
-                            // request already at the proxies: it may have
-                            // been applied. FDB's predicates do not say so
-                            // (1031 is neither retryable nor maybe-committed)
-                            // but treating it as "not applied" could apply
-                            // a retried transaction twice.
-                            counters.unknown_result();
-                            let timed_out = shared.error("commit", e);
-                            return Err(KvError::new(
-                                KvError::COMMIT_UNKNOWN_RESULT,
-                                format!(
-                                    "{}; the commit may or may not have been applied",
-                                    timed_out.message
-                                ),
-                            ));
-                        }
-                        _ => {}
-                    }
-                    return Err(shared.error("commit", e));
-                }
+                Err(e) => return Err(commit_failed(&shared, FdbError::from(e))),
             };
             // From here on the commit is durable: any failure to learn its
             // version is reported as 1021 (commit_unknown_result), which
@@ -605,10 +578,7 @@ impl KvTxn for FdbTxn {
                     Some(v) => v,
                     None => fresh_read_version(&shared)?,
                 };
-                return Ok(CommitInfo {
-                    version,
-                    versionstamp: None,
-                });
+                return Ok(read_only(version));
             }
             // `committed` (the transaction) stays alive until the stamp is
             // read: destroying it would break the stamp's promise.
@@ -631,6 +601,42 @@ impl KvTxn for FdbTxn {
             })
         })
     }
+}
+
+/// The outcome of a commit that wrote nothing: its read version.
+fn read_only(version: Version) -> CommitInfo {
+    CommitInfo {
+        version,
+        versionstamp: None,
+    }
+}
+
+/// What a failed commit reports, counted: FDB's error, except that a
+/// timeout is an unknown result.
+fn commit_failed(shared: &Shared, e: FdbError) -> KvError {
+    let counters = &shared.counters;
+    match e.code() {
+        KvError::NOT_COMMITTED => counters.conflict(),
+        KvError::COMMIT_UNKNOWN_RESULT => counters.unknown_result(),
+        KvError::TRANSACTION_TIMED_OUT => {
+            // The timeout cancelled our wait, not a commit request already
+            // at the proxies: it may have been applied. FDB's predicates do
+            // not say so (1031 is neither retryable nor maybe-committed)
+            // but treating it as "not applied" could apply a retried
+            // transaction twice.
+            counters.unknown_result();
+            let timed_out = shared.error("commit", e);
+            return KvError::new(
+                KvError::COMMIT_UNKNOWN_RESULT,
+                format!(
+                    "{}; the commit may or may not have been applied",
+                    timed_out.message
+                ),
+            );
+        }
+        _ => {}
+    }
+    shared.error("commit", e)
 }
 
 /// Records the size error for an oversized batch request.

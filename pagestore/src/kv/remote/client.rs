@@ -12,6 +12,8 @@
 //! store, and it computes [`KvTxn::approximate_size`] by the embedded
 //! backend's rule.
 
+#![warn(clippy::too_many_lines)]
+
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
