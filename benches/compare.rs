@@ -5,7 +5,10 @@
 //! `journal_mode=WAL`, `synchronous=NORMAL`), `fdbvfs-rt0ms` and
 //! `fdbvfs-rt0.5ms` (the embedded store in a temporary directory, with 0 and
 //! 0.5 ms injected per store round trip), and `fdbvfs-fdb` when built with
-//! feature `fdb` and `FDB_CLUSTER_FILE` is set.
+//! feature `fdb` and `FDB_CLUSTER_FILE` is set. The warm point-read groups
+//! also have `fdbvfs-stale10ms-rt0ms` and `fdbvfs-stale10ms-rt0.5ms`: the
+//! same store, connections with a 10 ms staleness bound
+//! (`PRAGMA fdb_staleness`).
 //!
 //! ```text
 //! cargo bench --bench compare -- --quick
@@ -126,12 +129,42 @@ fn warm_point_reads(
     g.finish();
 }
 
+/// Connections with a 10 ms staleness bound to the embedded targets'
+/// store, at 0 and 0.5 ms per round trip (the fixture is already there).
+fn bounded(dir: &std::path::Path) -> Vec<(Target, Connection)> {
+    let bound = fdbvfs::Staleness::from_duration(Duration::from_millis(10)).expect("bound");
+    let store = fdbvfs::Store::builder()
+        .dir(dir.join("fdbvfs"))
+        .staleness(bound)
+        .build()
+        .expect("store");
+    [("rt0ms", Duration::ZERO), ("rt0.5ms", common::ROUND_TRIP)]
+        .into_iter()
+        .map(|(rt, latency)| {
+            let t = Target::Fdbvfs {
+                label: format!("fdbvfs-stale10ms-{rt}"),
+                store: store.clone(),
+                faults: Some(fdbvfs::Faults {
+                    latency,
+                    ..fdbvfs::Faults::default()
+                }),
+            };
+            let conn = t.open(DB);
+            scan(&conn);
+            (t, conn)
+        })
+        .collect()
+}
+
 fn reads(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let conns = setup(dir.path());
+    let mut conns = setup(dir.path());
+    let plain = conns.len();
+    conns.extend(bounded(dir.path()));
 
     warm_point_reads(c, &conns, "warm_point_read", 1, 1);
     warm_point_reads(c, &conns, "warm_point_read_x100", 100, 2);
+    conns.truncate(plain);
 
     let mut g = c.benchmark_group("cold_point_read");
     g.sample_size(20);

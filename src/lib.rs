@@ -39,7 +39,7 @@ pub use extension::sqlite3_fdbvfs_init;
 pub use metrics::Metrics;
 pub use pagestore::kv::embedded::{Faults, LateDelivery};
 pub use pagestore::kv::Version;
-pub use pagestore::GcReport;
+pub use pagestore::{GcReport, Staleness};
 pub use retry::{is_busy, retry, retry_with, RetryOptions};
 pub use store::{open, Store, StoreBuilder};
 pub use vfs::At;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use pagestore::clock::{Clock, SystemClock};
 use pagestore::kv::embedded::{EmbeddedOptions, Faults};
 use pagestore::kv::Version;
-use pagestore::{GcReport, PageStore, StoreOptions};
+use pagestore::{GcReport, PageStore, Staleness, StoreOptions};
 use rusqlite::{Connection, OpenFlags};
 use tracing::{info, warn};
 use vfs::registry;
@@ -33,6 +33,7 @@ pub struct StoreBuilder {
     clock: Option<Arc<dyn Clock>>,
     gc_interval: Option<Duration>,
     admin: bool,
+    staleness: Staleness,
 }
 
 /// What every clone of a [`Store`] shares; unregistered from the VFS with
@@ -46,6 +47,8 @@ struct Shared {
     _gc_stop: Option<mpsc::Sender<()>>,
     /// [`StoreBuilder::admin`].
     admin: bool,
+    /// [`StoreBuilder::staleness`].
+    staleness: Staleness,
 }
 
 impl Drop for Shared {
@@ -90,6 +93,7 @@ impl Default for StoreBuilder {
             clock: None,
             gc_interval: None,
             admin: true,
+            staleness: Staleness::Strict,
         }
     }
 }
@@ -186,6 +190,28 @@ impl StoreBuilder {
         self
     }
 
+    /// The staleness bound of every connection [`Store::open`] gives
+    /// (default [`Staleness::Strict`]; a connection can change its own with
+    /// `PRAGMA fdb_staleness`). Under a bound, a transaction may start at a
+    /// snapshot confirmed to be the latest at most that long ago, with no
+    /// store round trip; it never reads older than what its connection saw
+    /// or what this process committed, and writes stay serializable.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), fdbvfs::Error> {
+    /// use std::time::Duration;
+    /// let bound = fdbvfs::Staleness::from_duration(Duration::from_millis(10)).unwrap();
+    /// let store = fdbvfs::Store::builder().in_memory().staleness(bound).build()?;
+    /// let conn = store.open("t")?;
+    /// let s: String = conn.query_row("PRAGMA fdb_staleness", [], |r| r.get(0))?;
+    /// assert_eq!(s, "10ms");
+    /// # Ok(()) }
+    /// ```
+    pub fn staleness(mut self, s: Staleness) -> Self {
+        self.staleness = s;
+        self
+    }
+
     fn store_options(&self) -> StoreOptions {
         let mut o = StoreOptions::default();
         if let Some(n) = self.cache_bytes {
@@ -234,6 +260,7 @@ impl StoreBuilder {
                 description,
                 _gc_stop: gc_stop,
                 admin: self.admin,
+                staleness: self.staleness,
             }),
         })
     }
@@ -322,8 +349,12 @@ impl Store {
     /// VFS (valid in this process only: it names the store by id).
     pub fn uri(&self, name: &str) -> String {
         let admin = if self.inner.admin { "" } else { "&admin=0" };
+        let staleness = match self.inner.staleness {
+            Staleness::Strict => String::new(),
+            s => format!("&staleness={s}"),
+        };
         format!(
-            "file:{}?vfs=fdb&store={}{admin}",
+            "file:{}?vfs=fdb&store={}{admin}{staleness}",
             uri_escape(name),
             self.inner.id
         )

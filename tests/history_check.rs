@@ -274,6 +274,36 @@ fn checker_finds_real_time_violation() {
 }
 
 #[test]
+fn checker_allows_stale_reads_only_within_the_bound() {
+    // T2 only reads and misses T1, acknowledged 10 ns before T2 began.
+    let txns = vec![
+        ok("T1", 0, 10, vec![a("d/x", 1)]),
+        ok("T2", 20, 30, vec![r("d/x", &[])]),
+        ok("T3", 40, 50, vec![r("d/x", &[1])]),
+    ];
+    let within = History {
+        staleness_ns: 15,
+        ..history(txns.clone())
+    };
+    assert_clean(&within);
+    let beyond = History {
+        staleness_ns: 5,
+        ..history(txns)
+    };
+    assert_finds(&beyond, Kind::RealTime);
+    // A transaction that writes keeps strict real time whatever the bound.
+    let writer = History {
+        staleness_ns: 15,
+        ..history(vec![
+            ok("T1", 0, 10, vec![a("d/x", 1)]),
+            ok("T2", 20, 30, vec![r("d/x", &[]), a("d/y", 1)]),
+            ok("T3", 40, 50, vec![r("d/x", &[1]), r("d/y", &[1])]),
+        ])
+    };
+    assert_finds(&writer, Kind::RealTime);
+}
+
+#[test]
 fn checker_finds_garbage_incompatible_and_internal() {
     let h = history(vec![
         ok("T1", 0, 10, vec![a("d/x", 1), a("d/x", 2)]),
@@ -489,6 +519,27 @@ fn mixed_workload_all_faults() {
     }
 }
 
+/// The mixed workload with every Rust worker's connections under a 5 ms
+/// staleness bound: still no anomaly, read-only transactions allowed up to
+/// 5 ms of staleness and nothing more.
+#[test]
+fn mixed_workload_bounded_staleness() {
+    support::init_tracing();
+    let mut cfg = Config::all_faults(20, LAUNCHER);
+    cfg.staleness = std::time::Duration::from_millis(5);
+    cfg.python_workers = 0;
+    let r = workload::run(&cfg, None);
+    print("mixed workload, staleness 5 ms", &r);
+    assert!(
+        r.anomalies.is_empty(),
+        "{} anomalies (first: {})",
+        r.anomalies.len(),
+        r.anomalies[0]
+    );
+    let f = &r.figures;
+    assert!(f.txns_ok > 200 && f.graph_txns > 200, "{f:?}");
+}
+
 fn planted(plant: &'static str, seconds: u64) -> RunResult {
     support::init_tracing();
     let cfg = Config::planted(plant, seconds, LAUNCHER);
@@ -520,4 +571,11 @@ fn planted_skip_horizon_check_is_caught() {
 #[test]
 fn planted_unknown_as_conflict_is_caught() {
     planted("plant::unknown_as_conflict", 15);
+}
+
+/// A bounded-staleness BEGIN that ignores its bound (and no refresher):
+/// read-only transactions read snapshots older than the bound.
+#[test]
+fn planted_ignore_staleness_bound_is_caught() {
+    planted("plant::ignore_staleness_bound", 15);
 }

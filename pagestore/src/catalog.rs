@@ -211,6 +211,7 @@ impl PageStore {
         })?;
         if let Some(id) = dropped {
             inner.cache.forget(id);
+            inner.refresher.forget(id);
             info!(database = name, id = %id, "dropped database");
         }
         Ok(dropped.is_some())

@@ -3,8 +3,8 @@
 
 #![warn(clippy::too_many_lines)]
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, debug_span, warn};
 
@@ -44,6 +44,9 @@ pub struct Database {
     pub(crate) keys: DbKeys,
     /// `layers[0]` is this database; then its fork ancestors, nearest first.
     pub(crate) layers: Arc<[Layer]>,
+    /// This process's view of the database (the page cache's, kept here so
+    /// that a page read does not look it up in the store-wide map).
+    pub(crate) view: Arc<Mutex<DbView>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -79,6 +82,7 @@ impl Database {
             });
         }
         Database {
+            view: store.inner.cache.view(id),
             store,
             name: name.into(),
             id,
@@ -112,6 +116,9 @@ impl Database {
         let span = debug_span!("begin", database = %self.name);
         let _g = span.enter();
         let mut t = self.store.inner.kv.begin()?;
+        // Every commit acknowledged before this instant is at or below the
+        // read version asked for next.
+        let asked = self.store.inner.opts.clock.now_micros();
         let v = t.read_version()?;
         let got_at = Instant::now();
         failpoint!("begin::after_read_version");
@@ -122,17 +129,57 @@ impl Database {
         } else if view.known < v {
             self.advance_view(&mut view, t.as_mut(), v, got_at, false)?;
         }
+        if view.known == v {
+            view.confirmed = view.confirmed.max(Some(asked));
+        }
         // The view may be ahead of `v` (another connection began later):
         // every commit up to `known` is durable, so reading there is as
         // fresh and still includes everything acknowledged before us.
-        let snapshot = view.known;
-        debug!(version = snapshot.get(), pages = view.page_count, "began");
-        Ok(Snapshot {
-            version: snapshot,
-            rv: view.known_at.map(|at| (snapshot, at)),
-            page_count: view.page_count,
-            page_size: view.page_size,
-        })
+        debug!(version = view.known.get(), pages = view.page_count, "began");
+        Ok(current(&view))
+    }
+
+    /// Where [`Database::begin_within`] starts: at this process's view, with
+    /// no round trip, when the view was confirmed to be the latest within
+    /// `bound` and is at or past `floor` (what the caller already saw or
+    /// committed); else where [`Database::begin`] starts.
+    pub(crate) fn start_within(&self, bound: Duration, floor: Version) -> Result<Snapshot> {
+        self.store.inner.refresher.want(self, bound);
+        {
+            let view = self.store.inner.cache.view(self.id);
+            let view = lock(&view);
+            let now = self.store.inner.opts.clock.now_micros();
+            let fresh = view
+                .confirmed
+                .is_some_and(|c| now.saturating_sub(c) <= bound.as_micros() as u64)
+                || (planted!("plant::ignore_staleness_bound") && view.confirmed.is_some());
+            let floor = floor.max(view.committed);
+            if fresh && view.known >= floor && view.known > Version::ZERO {
+                debug!(database = %self.name, version = view.known.get(), "began within the staleness bound");
+                return Ok(current(&view));
+            }
+        }
+        self.start()
+    }
+
+    /// Notes a commit of this process at `version` (see `DbView::committed`).
+    pub(crate) fn note_commit(&self, version: Version) {
+        let view = self.store.inner.cache.view(self.id);
+        let mut view = lock(&view);
+        view.committed = view.committed.max(version);
+    }
+
+    /// How long ago (store clock) this process's view was last confirmed
+    /// to be the latest version; `Duration::MAX` when never.
+    pub(crate) fn view_age(&self) -> Duration {
+        let view = self.store.inner.cache.view(self.id);
+        let confirmed = lock(&view).confirmed;
+        match confirmed {
+            Some(c) => Duration::from_micros(
+                self.store.inner.opts.clock.now_micros().saturating_sub(c),
+            ),
+            None => Duration::MAX,
+        }
     }
 
     /// Where [`Database::begin_sibling`] starts (see there).
@@ -175,6 +222,8 @@ impl Database {
                 return Ok(Snapshot {
                     version: snap,
                     rv,
+                    confirmed_at: other.confirmed_at,
+                    last_change: None,
                     page_count: size.count,
                     page_size: size.page_size,
                 });
@@ -188,6 +237,8 @@ impl Database {
         Ok(Snapshot {
             version: snap,
             rv,
+            confirmed_at: other.confirmed_at,
+            last_change: view.last_change,
             page_count: view.page_count,
             page_size: view.page_size,
         })
@@ -208,6 +259,8 @@ impl Database {
         Ok(Snapshot {
             version,
             rv: (!finished).then(|| (rv, Instant::now())),
+            confirmed_at: None,
+            last_change: None,
             page_count: size.count,
             page_size: size.page_size,
         })
@@ -354,6 +407,7 @@ impl Database {
         view.page_size = size.page_size;
         view.last_token = recent_large_token(&self.keys, self.id, recent.kvs);
         view.known = v;
+        view.last_change = Some(after_version(v));
         // After finishing a page index, `v` predates it: no reuse.
         view.known_at = (!finished).then_some(got_at);
         Ok(())
@@ -396,6 +450,7 @@ impl Database {
         for (vs, rec) in
             changelog::group(&self.keys, log.kvs.into_iter().map(|kv| (kv.key, kv.value)))?
         {
+            view.last_change = Some(vs);
             if rec.large {
                 view.last_token = Some((self.id, rec.token));
             }
@@ -520,4 +575,16 @@ fn recent_large_token(
             let rec = LogRecord::decode_head(&kv.value)?;
             rec.large.then_some((id, rec.token))
         })
+}
+
+/// The snapshot at the view's `known` version.
+fn current(view: &DbView) -> Snapshot {
+    Snapshot {
+        version: view.known,
+        rv: view.known_at.map(|at| (view.known, at)),
+        confirmed_at: view.confirmed,
+        last_change: view.last_change,
+        page_count: view.page_count,
+        page_size: view.page_size,
+    }
 }

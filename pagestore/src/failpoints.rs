@@ -27,7 +27,8 @@
 //! `plant::skip_horizon_check` (GC's horizon is ignored by commits and
 //! change-log readers), `plant::unknown_as_conflict` (after an unknown
 //! result, report a conflict without finding out whether the first attempt
-//! landed).
+//! landed), `plant::ignore_staleness_bound` (a bounded-staleness BEGIN
+//! starts at the process's view however old it is).
 
 /// What `return(arg)` at failpoint `name` does: abort the process, or fail
 /// the step.

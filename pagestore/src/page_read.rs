@@ -18,7 +18,7 @@ use crate::keys::DbKeys;
 use crate::kv::{RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
 use crate::read_set::ReadSet;
 use crate::sync::lock;
-use crate::view::Latest;
+use crate::view::{DbView, Latest};
 
 /// A page version and the database (layer) that holds it.
 type Owned = (DbId, Versionstamp);
@@ -85,6 +85,28 @@ impl<'a> PageRead<'a> {
         Ok(out)
     }
 
+    /// Page `p` at the snapshot (None: absent): a warm read is one lookup
+    /// in the view and one in the cache, nothing allocated.
+    pub fn page(&self, reads: &mut ReadSet, p: PageNo) -> Result<Option<Arc<[u8]>>> {
+        match self.cached_page(p) {
+            Some(hit) => Ok(hit),
+            None => Ok(self.pages(reads, &[p])?.pop().flatten()),
+        }
+    }
+
+    /// Page `p` when the view and the cache know it: `Some(None)` for an
+    /// absent page, `None` when the store must be asked.
+    fn cached_page(&self, p: PageNo) -> Option<Option<Arc<[u8]>>> {
+        let cache = &self.db.store.inner.cache;
+        let known = newest_known(&lock(&self.db.view), self.snapshot, p)?;
+        let data = match known {
+            Latest::Never => None,
+            Latest::At(owner, vs) => Some(cache.get(owner, p, &vs)?),
+        };
+        cache.hit();
+        Some(data.filter(|d| !d.is_empty()))
+    }
+
     /// Fills `out` from the cache where the view knows the page's newest
     /// version; returns the pages left and the view's last upload token.
     fn cached(
@@ -92,29 +114,20 @@ impl<'a> PageRead<'a> {
         pgnos: &[PageNo],
         out: &mut [Option<Arc<[u8]>>],
     ) -> (Vec<Missing>, Option<(DbId, Token)>) {
-        let inner = &self.db.store.inner;
-        let snap = self.snapshot;
+        let cache = &self.db.store.inner.cache;
         let mut missing: Vec<Missing> = Vec::new();
-        let view = inner.cache.view(self.db.id);
-        let view = lock(&view);
+        let view = lock(&self.db.view);
         for (i, &p) in pgnos.iter().enumerate() {
-            let known = if view.known >= snap {
-                view.latest.get(&p).copied()
-            } else {
-                None
-            };
-            match known {
-                Some(Latest::Never) => inner.cache.hit(),
-                Some(Latest::At(owner, vs)) if vs.version() <= snap => {
-                    match inner.cache.get(owner, p, &vs) {
-                        Some(d) => {
-                            inner.cache.hit();
-                            out[i] = (!d.is_empty()).then_some(d);
-                        }
-                        None => missing.push((i, p, Some((owner, vs)))),
+            match newest_known(&view, self.snapshot, p) {
+                Some(Latest::Never) => cache.hit(),
+                Some(Latest::At(owner, vs)) => match cache.get(owner, p, &vs) {
+                    Some(d) => {
+                        cache.hit();
+                        out[i] = (!d.is_empty()).then_some(d);
                     }
-                }
-                _ => missing.push((i, p, None)),
+                    None => missing.push((i, p, Some((owner, vs)))),
+                },
+                None => missing.push((i, p, None)),
             }
         }
         (missing, view.last_token)
@@ -272,8 +285,7 @@ impl<'a> PageRead<'a> {
     ) -> Result<()> {
         let inner = &self.db.store.inner;
         let mut blobs = blobs.into_iter();
-        let view = inner.cache.view(self.db.id);
-        let mut view = lock(&view);
+        let mut view = lock(&self.db.view);
         if seen_token.is_some() {
             view.last_token = seen_token;
         }
@@ -302,6 +314,21 @@ impl<'a> PageRead<'a> {
             out[i] = (!data.is_empty()).then_some(data);
         }
         Ok(())
+    }
+}
+
+/// The newest version of page `p` at `snapshot` as `view` knows it. The
+/// view knows every page's newest version as of `view.known` (for the pages
+/// it lists), so when `known` is at or past the snapshot, a version at or
+/// below the snapshot is also the newest at the snapshot; a newer one says
+/// nothing about which version the snapshot sees.
+fn newest_known(view: &DbView, snapshot: Version, p: PageNo) -> Option<Latest> {
+    if view.known < snapshot {
+        return None;
+    }
+    match view.latest.get(&p).copied()? {
+        Latest::At(_, vs) if vs.version() > snapshot => None,
+        known => Some(known),
     }
 }
 

@@ -11,7 +11,7 @@ use tracing::debug;
 
 use crate::error::Result;
 use crate::ids::PageNo;
-use crate::kv::{Kv, KvError, KvResult, KvTxn, Version};
+use crate::kv::{Kv, KvError, KvResult, KvTxn, Version, Versionstamp};
 use crate::retry::{self, Backoff, Failed, Pause};
 
 /// A read version younger than this is reused for store reads instead of
@@ -26,6 +26,12 @@ pub(crate) struct Snapshot {
     /// A read version (>= `version`) usable for store reads, and when it
     /// was obtained.
     pub rv: Option<(Version, Instant)>,
+    /// When (store clock, µs) the snapshot was last confirmed to be the
+    /// latest version (`None` for time travel).
+    pub confirmed_at: Option<u64>,
+    /// The database's state at the snapshot (`DbView::last_change`), when
+    /// this process's view was there; `None` when unknown.
+    pub last_change: Option<Versionstamp>,
     /// Page count at the snapshot.
     pub page_count: u64,
     /// Page size at the snapshot, once set.
@@ -40,6 +46,9 @@ pub(crate) struct ReadSet {
     /// A read version (>= snapshot) usable for store reads, and when it
     /// was obtained.
     pub rv: Option<(Version, Instant)>,
+    /// When (store clock, µs) the snapshot was last confirmed to be the
+    /// latest version (`None` for time travel).
+    pub confirmed_at: Option<u64>,
     /// Pages read from the snapshot (not own writes).
     pub pages: BTreeSet<PageNo>,
     /// The page count was observed (reads past the end, `page_count()`).
@@ -52,6 +61,7 @@ impl ReadSet {
         ReadSet {
             snapshot: start.version,
             rv: start.rv,
+            confirmed_at: start.confirmed_at,
             pages: BTreeSet::new(),
             size_read: false,
         }

@@ -72,6 +72,7 @@ impl PageStore {
         })?;
         if let Some(old) = replaced {
             inner.cache.forget(old);
+            inner.refresher.forget(old);
         }
         info!(from, to, id = id.get(), replaced = ?replaced, "renamed database");
         self.open(to)

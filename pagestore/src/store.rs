@@ -13,6 +13,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::keys::Keyspace;
 use crate::kv::{Kv, KvMetrics, KvTxn};
+use crate::refresher::Refresher;
 use crate::retry::{self, Backoff, Failed, Pause};
 
 /// Options of a [`PageStore`].
@@ -134,6 +135,8 @@ pub(crate) struct StoreCore {
     pub recovered_unknown: AtomicU64,
     pub retries: AtomicU64,
     pub gc: GcCounters,
+    /// Keeps views fresh for bounded-staleness BEGINs.
+    pub refresher: Arc<Refresher>,
 }
 
 /// Versioned page storage; cheap to clone and share between threads.
@@ -180,6 +183,7 @@ impl PageStore {
                 recovered_unknown: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
                 gc: Default::default(),
+                refresher: Default::default(),
             }),
         }
     }

@@ -2,16 +2,19 @@
 
 #![warn(clippy::too_many_lines)]
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::commit::{self, Committed, Member, Writer};
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::ids::PageNo;
-use crate::kv::Version;
+use crate::kv::{Version, Versionstamp};
 use crate::page_read::PageRead;
 use crate::read_set::{ReadSet, Snapshot};
+use crate::staleness::Staleness;
 use crate::upload;
 use crate::write_set::{Dirty, WriteSet};
 
@@ -23,6 +26,23 @@ impl Database {
     /// visible (strict serializability).
     pub fn begin(&self) -> Result<Transaction> {
         Ok(Transaction::new(self.clone(), self.start()?, false))
+    }
+
+    /// Starts a transaction under a staleness bound (see [`Staleness`]):
+    /// with `Staleness::Bounded(d)`, at this process's view of the database
+    /// with no round trip when that view was confirmed to be the latest
+    /// within `d` and is at or past `floor` (pass the connection's last
+    /// snapshot or commit version so it never goes back in time); else, and
+    /// with `Staleness::Strict`, like [`Database::begin`]. Writes stay
+    /// serializable: the commit validates what was read against every
+    /// commit after the snapshot. While bounded transactions begin, a
+    /// background thread per store keeps the view fresh.
+    pub fn begin_within(&self, staleness: Staleness, floor: Version) -> Result<Transaction> {
+        let start = match staleness.bound() {
+            Some(bound) => self.start_within(bound, floor)?,
+            None => self.start()?,
+        };
+        Ok(Transaction::new(self.clone(), start, false))
     }
 
     /// Starts a transaction on this database at the same snapshot as
@@ -60,6 +80,10 @@ pub struct Transaction {
     pub(crate) db: Database,
     pub(crate) read: ReadSet,
     pub(crate) write: WriteSet,
+    /// See [`Transaction::last_change`].
+    last_change: Option<Versionstamp>,
+    /// See [`Transaction::assume_read`].
+    assumed: Option<Arc<BTreeSet<PageNo>>>,
     read_only: bool,
     finished: bool,
 }
@@ -81,14 +105,72 @@ impl Transaction {
             db,
             read: ReadSet::new(&start),
             write: WriteSet::new(&start),
+            last_change: start.last_change,
+            assumed: None,
             read_only,
             finished: false,
+        }
+    }
+
+    /// The database's state at the snapshot as a versionstamp: the newest
+    /// commit this process's view applied, or the bound after the version
+    /// it (re)loaded at. Two transactions of a process with the same value
+    /// read the same pages: nothing was committed between their snapshots
+    /// (by versionstamp: a commit sharing another's version, later in its
+    /// batch, makes them differ). After a transaction of this process
+    /// committed at versionstamp `c`, a later snapshot has `Some(c)` only if
+    /// no other commit followed. `None` when unknown (time travel, a
+    /// sibling snapshot behind this process's view).
+    pub fn last_change(&self) -> Option<Versionstamp> {
+        self.last_change
+    }
+
+    /// Records `pages` as read at the snapshot without reading them: pages
+    /// a caller (SQLite's own page cache) may serve from an earlier
+    /// snapshot whose content is the same, because nothing was committed
+    /// since. The commit validates them (and the page count) like pages
+    /// read, also when the transaction is a read-only member of a group.
+    /// Cheap: the set is shared, and merged only when validated.
+    pub fn assume_read(&mut self, pages: Arc<BTreeSet<PageNo>>) {
+        match &mut self.assumed {
+            Some(a) => Arc::make_mut(a).extend(pages.iter().copied()),
+            None => self.assumed = Some(pages),
+        }
+    }
+
+    /// Moves the assumed reads into the read set (before validation).
+    fn absorb_assumed(&mut self) {
+        if let Some(a) = self.assumed.take() {
+            self.read.pages.extend(a.iter().copied());
+            self.read.size_read = true;
+        }
+    }
+
+    /// The read set to validate: with the assumed reads.
+    fn reads_to_validate(&self) -> Cow<'_, ReadSet> {
+        match &self.assumed {
+            None => Cow::Borrowed(&self.read),
+            Some(a) => {
+                let mut r = self.read.clone();
+                r.pages.extend(a.iter().copied());
+                r.size_read = true;
+                Cow::Owned(r)
+            }
         }
     }
 
     /// The snapshot version this transaction reads.
     pub fn snapshot(&self) -> Version {
         self.read.snapshot
+    }
+
+    /// How long ago (store clock) the snapshot was last confirmed to be
+    /// the latest committed version: an upper bound on how stale its reads
+    /// are. `None` for time travel.
+    pub fn snapshot_age(&self) -> Option<Duration> {
+        let c = self.read.confirmed_at?;
+        let now = self.db.store.inner.opts.clock.now_micros();
+        Some(Duration::from_micros(now.saturating_sub(c)))
     }
 
     /// The database.
@@ -140,8 +222,7 @@ impl Transaction {
             return Ok(None);
         }
         self.read.pages.insert(pgno);
-        let mut got = self.snapshot_pages(&[pgno])?;
-        Ok(got.pop().flatten())
+        PageRead::new(&self.db, self.read.snapshot, self.read_only).page(&mut self.read, pgno)
     }
 
     /// Loads pages into the cache ahead of use (one store round trip for
@@ -258,6 +339,7 @@ impl Transaction {
                 "time-travel transactions cannot commit writes".into(),
             ));
         }
+        self.absorb_assumed();
         let out = commit::commit(Writer {
             db: &self.db,
             read: &self.read,
@@ -266,15 +348,18 @@ impl Transaction {
         if matches!(&out, Err(e) if e.definitely_not_committed()) && self.write.uploaded {
             self.discard_uploads();
         }
+        if let Ok(c) = &out {
+            self.db.note_commit(c.version);
+        }
         out
     }
 
     /// The transaction as a commit group member that only has its read
-    /// set validated.
-    fn member(&self) -> Member<'_> {
+    /// set (`read`: its own, or [`Self::reads_to_validate`]) validated.
+    fn member<'a>(&'a self, read: &'a ReadSet) -> Member<'a> {
         Member {
             db: &self.db,
-            read: &self.read,
+            read,
             write: &self.write,
         }
     }
@@ -330,6 +415,7 @@ pub fn commit_group_checked(txns: Vec<Transaction>, readers: &[&Transaction]) ->
     let mut txns: Vec<Transaction> = txns;
     for t in txns.iter_mut() {
         t.finished = true;
+        t.absorb_assumed();
         if t.read_only && t.has_writes() {
             return Err(Error::ReadOnly(
                 "time-travel transactions cannot commit writes".into(),
@@ -346,11 +432,12 @@ pub fn commit_group_checked(txns: Vec<Transaction>, readers: &[&Transaction]) ->
         });
     }
     // Members without writes are readers too.
+    let reads: Vec<Cow<'_, ReadSet>> = readers.iter().map(|t| t.reads_to_validate()).collect();
     let all_readers: Vec<Member<'_>> = readers
         .iter()
-        .copied()
-        .chain(idle.iter().map(|t| &**t))
-        .map(Transaction::member)
+        .zip(&reads)
+        .map(|(t, r)| t.member(r))
+        .chain(idle.iter().map(|t| t.member(&t.read)))
         .collect();
     let mut group: Vec<Writer<'_>> = writers
         .into_iter()
@@ -364,6 +451,11 @@ pub fn commit_group_checked(txns: Vec<Transaction>, readers: &[&Transaction]) ->
     if matches!(&out, Err(e) if e.definitely_not_committed()) {
         for t in group.iter().filter(|t| t.write.uploaded) {
             upload::discard(&t.db.store.inner, &t.db.keys, &t.write.token);
+        }
+    }
+    if let Ok(c) = &out {
+        for t in &group {
+            t.db.note_commit(c.version);
         }
     }
     out

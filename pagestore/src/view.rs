@@ -6,9 +6,9 @@
 
 #![warn(clippy::too_many_lines)]
 
-use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::fast_hash::FastMap;
 use crate::ids::{DbId, PageNo, Token};
 use crate::kv::{Version, Versionstamp};
 
@@ -29,13 +29,28 @@ pub struct DbView {
     pub known: Version,
     /// When `known` was obtained as a read version (for reusing it).
     pub known_at: Option<Instant>,
+    /// When (store clock, µs) `known` was last confirmed to be the latest
+    /// version: just before asking for the read version that showed it.
+    /// Bounded-staleness BEGINs start at `known` while this is recent.
+    pub confirmed: Option<u64>,
+    /// The newest commit of this process to the database: a
+    /// bounded-staleness BEGIN never starts below it (a process reads its
+    /// own writes, whichever connection made them).
+    pub committed: Version,
+    /// The database's state at `known`, as a versionstamp: the newest
+    /// change-log record applied, or after a (re)load at version `v` the
+    /// bound after all of `v`. No record lies between it and `known`, so
+    /// two snapshots with the same value read the same pages (nothing was
+    /// committed in between): SQLite may keep its page cache. `None`
+    /// before the first load.
+    pub last_change: Option<Versionstamp>,
     /// Page count as of `known`.
     pub page_count: u64,
     /// Page size, once set.
     pub page_size: Option<u32>,
     /// Newest version of each page as of `known`, for pages this process
     /// has seen.
-    pub latest: HashMap<PageNo, Latest>,
+    pub latest: FastMap<PageNo, Latest>,
     /// The upload token (and its database) of the last page read whose
     /// content was uploaded by a large commit: pages near it usually come
     /// from the same commit, so their content is requested in the same
@@ -46,6 +61,10 @@ pub struct DbView {
 impl DbView {
     /// Forgets everything (too far behind the change log to catch up).
     pub fn reset(&mut self) {
-        *self = DbView::default();
+        // What this process committed stays true.
+        *self = DbView {
+            committed: self.committed,
+            ..DbView::default()
+        };
     }
 }

@@ -109,6 +109,13 @@ pub struct History {
     /// restore of that database to an earlier version completed after
     /// them).
     pub exempt_before_ns: BTreeMap<String, u64>,
+    /// The staleness bound the clients ran with (0: strict). A committed
+    /// transaction that only read may have read a snapshot up to this much
+    /// older than its invocation: its real-time predecessors are those
+    /// that completed that long before it (bounded staleness, reported as
+    /// a real-time violation only beyond the bound). Transactions that
+    /// write are validated at commit, so they keep strict real time.
+    pub staleness_ns: u64,
 }
 
 /// The kinds of anomaly the checker reports.
@@ -512,7 +519,12 @@ pub fn check(h: &History) -> Report {
         if !in_graph[i] {
             continue;
         }
-        let t = all[i].invoke_ns;
+        let read_only = all[i].ops.iter().all(|o| matches!(o, Op::Read { .. }));
+        let t = if read_only {
+            all[i].invoke_ns.saturating_sub(h.staleness_ns)
+        } else {
+            all[i].invoke_ns
+        };
         let m = completions.partition_point(|(c, _)| *c < t);
         if m > 0 {
             g.add(base + m - 1, i, Edge::Rt);

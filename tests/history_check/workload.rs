@@ -71,6 +71,11 @@ const START_ENV: &str = "HISTORY_CHECK_START_NS";
 const THREADS_ENV: &str = "HISTORY_CHECK_THREADS";
 const FAULTS_ENV: &str = "HISTORY_CHECK_FAULTS";
 const PACE_ENV: &str = "HISTORY_CHECK_PACE";
+/// The workers' staleness bound in µs (absent or 0: strict).
+const STALENESS_ENV: &str = "HISTORY_CHECK_STALENESS_US";
+
+/// This worker's `staleness=` URI parameter (empty: strict).
+static STALENESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Key window: keys `[w * STRIDE, w * STRIDE + ACTIVE)` are hot during
 /// window `w` of `WINDOW` (overlapping windows; lists stay short).
@@ -162,6 +167,10 @@ pub struct Config {
     /// Where child stderr goes (`None`: discarded).
     pub log_dir: Option<PathBuf>,
     pub seed: u64,
+    /// The Rust workers' connections run with this staleness bound
+    /// (`staleness=` URI parameter; zero: strict), and the checker allows
+    /// read-only transactions that much staleness.
+    pub staleness: Duration,
 }
 
 impl Config {
@@ -188,6 +197,7 @@ impl Config {
             launcher,
             log_dir: None,
             seed: rand::random(),
+            staleness: Duration::ZERO,
         }
     }
 
@@ -205,6 +215,12 @@ impl Config {
         c.conflict_probability = 0.0;
         c.unknown_result_probability = 0.1;
         c.late_unknown_probability = 0.1;
+        if plant == "plant::ignore_staleness_bound" {
+            // Bounded connections, paused between transactions so that
+            // another process's commits land while a view sits unrefreshed.
+            c.staleness = Duration::from_millis(5);
+            c.idle = Duration::from_millis(20);
+        }
         if plant == "plant::skip_horizon_check" {
             c.gc_every = Duration::from_millis(10);
             c.idle = Duration::from_millis(100);
@@ -231,6 +247,10 @@ pub fn child_main() -> bool {
             .unwrap_or(0)
     };
     let faults = parse_faults(&std::env::var(FAULTS_ENV).unwrap_or_default());
+    let stale_us = env_u64(STALENESS_ENV);
+    if stale_us > 0 && role == "worker" {
+        let _ = STALENESS.set(format!("&staleness={stale_us}us"));
+    }
     match role.as_str() {
         "setup" => setup(&root, faults),
         "final" => final_read(&root),
@@ -325,7 +345,8 @@ fn open_store(root: &Path, faults: Faults) -> Opened {
 }
 
 fn uri(id: u64, name: &str) -> String {
-    format!("file:{name}?vfs=fdb&store={id}")
+    let stale = STALENESS.get().map_or("", String::as_str);
+    format!("file:{name}?vfs=fdb&store={id}{stale}")
 }
 
 fn connect(id: u64, name: &str) -> rusqlite::Result<Connection> {
@@ -1405,6 +1426,7 @@ pub fn run(cfg: &Config, cdylib: Option<PathBuf>) -> RunResult {
             .env(START_ENV, start_ns.to_string())
             .env(THREADS_ENV, cfg.threads.to_string())
             .env(PACE_ENV, &pace)
+            .env(STALENESS_ENV, cfg.staleness.as_micros().to_string())
             .env(
                 FAULTS_ENV,
                 if role == "final" {
@@ -1964,8 +1986,12 @@ fn merge(root: &Path, kill_times: &[(u64, u64)], mut fig: Figures) -> RunResult 
             });
         }
     }
-    let mut main = History::default();
-    let mut rs = History::default();
+    let stale = History {
+        staleness_ns: cfg.staleness.as_nanos() as u64,
+        ..History::default()
+    };
+    let mut main = stale.clone();
+    let mut rs = stale;
     for db in ["la", "lb", "sc", "rs"] {
         if let Some(e) = fin[db]["error"].as_str() {
             oracle.push(checker::Anomaly {

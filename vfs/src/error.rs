@@ -15,7 +15,7 @@ pub enum Error {
     Store(#[from] pagestore::Error),
 
     /// URI parameters the VFS does not know.
-    #[error("unknown URI parameter(s) {names} (the fdb VFS accepts: dir, cluster, store, version, at, admin; SQLite's own: vfs, mode, cache=private, psow; it refuses cache=shared, nolock=1 and immutable=1)", names = .0.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "))]
+    #[error("unknown URI parameter(s) {names} (the fdb VFS accepts: dir, cluster, store, version, at, admin, staleness; SQLite's own: vfs, mode, cache=private, psow; it refuses cache=shared, nolock=1 and immutable=1)", names = .0.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "))]
     UnknownParams(Vec<String>),
 
     /// A URI parameter with a bad value.

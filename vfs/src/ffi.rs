@@ -209,6 +209,8 @@ unsafe fn open_main(
         let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
         let mut m = MainFile::open(n, store, p.at, create)?;
         m.set_admin(p.admin);
+        m.set_staleness(p.staleness);
+        m.set_keep_cache(p.keep_cache);
         Ok(Opened::Main(Box::new(m)))
     })();
     opened.map_err(|e| report(Some(ctx), &e, Op::Open, &String::from_utf8_lossy(raw)))

@@ -6,6 +6,8 @@
 //! * [`write`]: xWrite, xTruncate;
 //! * [`lock_executor`]: xLock/xUnlock carrying out [`crate::lock`]'s
 //!   transitions;
+//! * [`pager_cache`]: the change counter served at BEGIN, which decides
+//!   whether SQLite keeps its own page cache;
 //! * [`commit`]: the commit point, multi-database prepare, chained begin;
 //!   [`group`]: the super-journal's group commit;
 //! * [`pragmas`], [`stats`]: PRAGMAs the file answers.
@@ -19,15 +21,16 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pagestore::kv::Version;
+use pagestore::kv::{Version, Versionstamp};
 use pagestore::sync::lock as locked;
-use pagestore::{Database, PageNo, PageStore, Transaction};
+use pagestore::{Database, PageNo, PageStore, Staleness, Transaction};
 use tracing::{debug, info};
 
 mod commit;
 mod connection;
 pub(crate) mod group;
 mod lock_executor;
+mod pager_cache;
 mod pragmas;
 mod read;
 mod read_ahead;
@@ -35,6 +38,7 @@ mod stats;
 mod write;
 
 use group::SuperJournal;
+use pager_cache::PagerCache;
 
 pub use pragmas::PragmaOutcome;
 pub use read_ahead::{PREFETCH_MAX_BYTES, PREFETCH_PAGES};
@@ -52,7 +56,8 @@ static NEXT_FILE: AtomicU64 = AtomicU64::new(1);
 /// What SQLite may hold in its page cache during one SHARED lock hold.
 #[derive(Debug, Default)]
 struct Hold {
-    /// The change counter served in this hold.
+    /// The change counter served in this hold: the one SQLite's pager
+    /// already believes (it keeps its cache), or a fresh one (it drops it).
     served: u32,
     /// The change counter SQLite's pager believes page 1 has (what it
     /// increments at commit): `served`, or after a commit in this hold the
@@ -62,7 +67,21 @@ struct Hold {
     base_count: u64,
     /// The change counter of the last page-1 write of this transaction.
     page1_written: Option<u32>,
-    /// Pages read or written in this hold: what SQLite's cache may contain.
+    /// The latest change counter SQLite wrote into page 1 in this hold.
+    written_high: Option<u32>,
+    /// SQLite's cache may not be the store's state (a commit failed, or
+    /// committed while SQLite rolled back): the next hold serves a fresh
+    /// counter.
+    unsure: bool,
+    /// The store state SQLite's cache is when the current transaction
+    /// began: its snapshot's `last_change` (None: unknown).
+    base_change: Option<Versionstamp>,
+    /// Pages SQLite may hold from earlier holds (the counter was kept): it
+    /// may serve them in this hold without reading them, so they are in
+    /// the transaction's read set as assumed reads.
+    carried: Arc<BTreeSet<PageNo>>,
+    /// Pages read or written in this hold: with `carried`, what SQLite's
+    /// cache may contain.
     touched: BTreeSet<PageNo>,
     /// Pages written by the current transaction.
     written: BTreeSet<PageNo>,
@@ -101,11 +120,20 @@ pub struct MainFile {
     /// attached in a connection where admin operations are refused.
     refused: Option<&'static str>,
     level: Level,
-    salt: u32,
-    epoch: u32,
+    /// The highest change counter served or written (wrapping): a fresh
+    /// counter is past it, so it differs from what SQLite's pager believes.
+    counter_high: u32,
+    /// SQLite's page cache after the last lock hold, when it may be kept.
+    pager_cache: Option<PagerCache>,
+    /// Let SQLite keep its page cache across transactions when nothing
+    /// changed (`keep_cache=`, default on).
+    keep_cache: bool,
     hold: Hold,
     /// Snapshot or commit version of the last finished transaction.
     last_version: Option<Version>,
+    /// How stale a new transaction's snapshot may be (`staleness=`,
+    /// `PRAGMA fdb_staleness`).
+    staleness: Staleness,
 }
 
 impl std::fmt::Debug for MainFile {
@@ -175,11 +203,30 @@ impl MainFile {
             admin: true,
             refused: None,
             level: Level::None,
-            salt: rand::random::<u32>() | 1,
-            epoch: 0,
+            // Random: values of different handles stay apart in logs.
+            counter_high: rand::random::<u32>(),
+            pager_cache: None,
+            keep_cache: std::env::var_os("H1_NOKEEP").is_none(), // H1TEMP
             hold: Hold::default(),
             last_version: None,
+            staleness: Staleness::Strict,
         })
+    }
+
+    /// Sets the staleness bound of the next transactions.
+    pub fn set_staleness(&mut self, s: Staleness) {
+        self.staleness = s;
+    }
+
+    /// `keep_cache=`: whether SQLite may keep its page cache across
+    /// transactions when nothing changed in between (see
+    /// `file/pager_cache.rs`); off, every transaction starts with an empty
+    /// SQLite cache and reads each page it needs through the VFS.
+    pub fn set_keep_cache(&mut self, keep: bool) {
+        self.keep_cache = keep;
+        if !keep {
+            self.pager_cache = None;
+        }
     }
 
     /// True when opened read-only (time travel).

@@ -8,12 +8,13 @@
 //!
 //! SQLite keeps its page cache across transactions while the file change
 //! counter (header bytes 24..28) is unchanged; pages served from that cache
-//! never reach the VFS, so a writer's read set would miss them and conflicts
-//! would go undetected. We serve a counter that differs for every
-//! transaction (every SHARED lock) of a file handle, and the same value in
-//! "version-valid-for" (92..96) so SQLite keeps trusting the in-header
-//! database size (28..32). SQLite then reads each page it needs through the
-//! VFS once per transaction (served from the process-wide page cache).
+//! never reach the VFS. The VFS serves its own counter, and the same value
+//! in "version-valid-for" (92..96) so SQLite keeps trusting the in-header
+//! database size (28..32): the counter SQLite already believes when nothing
+//! changed since its cache was filled (it keeps the cache; the pages it may
+//! serve from it join the transaction's read set), else a fresh one, past
+//! every counter served or written before, so that it drops the cache and
+//! reads each page it needs through the VFS (`file/pager_cache.rs`).
 //!
 //! Conversely, SQLite writes page 1 with counter+1 at every commit. A write
 //! of page 1 that changes only these bytes is dropped: otherwise every
@@ -41,11 +42,23 @@ pub const VALID_FOR: Range<usize> = 92..96;
 /// SQLITE_VERSION_NUMBER of the last writer.
 pub const WRITER_VERSION: Range<usize> = 96..100;
 
-/// The counter served for transaction number `epoch` of a file handle.
-/// Any injective function works; mixing in a per-handle salt keeps values
-/// of different handles apart in logs.
-pub fn served_counter(salt: u32, epoch: u32) -> u32 {
-    salt.wrapping_add(epoch.wrapping_mul(2))
+/// A counter past `high`, the highest served or written so far: SQLite's
+/// pager believes a counter it was served or wrote, so it cannot believe
+/// this one. Past by two: SQLite writes the counter it believes plus one
+/// at commit, which must not equal the next fresh counter even if that
+/// write went unseen.
+pub fn fresh_counter(high: u32) -> u32 {
+    high.wrapping_add(2)
+}
+
+/// The later of two counters, in wrapping order (counters only move
+/// forward, by small steps).
+pub fn later_counter(a: u32, b: u32) -> u32 {
+    if (b.wrapping_sub(a) as i32) > 0 {
+        b
+    } else {
+        a
+    }
 }
 
 /// Overlays the served counter on a buffer holding file bytes starting at
@@ -176,12 +189,19 @@ mod tests {
     }
 
     #[test]
-    fn served_counter_differs_per_epoch() {
-        let a = served_counter(5, 1);
-        let b = served_counter(5, 2);
+    fn fresh_counter_differs_from_what_sqlite_believes() {
+        let a = fresh_counter(5);
+        let b = fresh_counter(a);
         assert_ne!(a, b);
         // SQLite writes served+1 at commit: it must not equal the next served value.
         assert_ne!(a.wrapping_add(1), b);
+        // Past whatever SQLite wrote since, wrapping included.
+        let high = later_counter(b, b.wrapping_add(7));
+        assert_eq!(high, b.wrapping_add(7));
+        assert_ne!(fresh_counter(high), b.wrapping_add(7));
+        assert_eq!(later_counter(u32::MAX, 1), 1);
+        assert_eq!(later_counter(1, u32::MAX), 1);
+        assert_eq!(fresh_counter(u32::MAX), 1);
     }
 
     #[test]

@@ -15,12 +15,14 @@
 //!   `file/`); [`memfile`] — journals and temp files;
 //! * [`lock`] — the lock state machine (one state enum, a pure transition);
 //!   [`header`] — SQLite's database header and the change-counter trick;
+//! * `btree` — the children an interior B-tree page names (read-ahead);
 //! * [`pragma`] — PRAGMAs we answer; [`error`] — errors → SQLite codes;
 //! * [`registry`] — which store a connection uses; [`at`] — points in history;
 //! * `testing` — raw I/O test hooks (feature `testutil` only).
 
 pub mod api;
 pub mod at;
+mod btree;
 pub mod error;
 mod ffi;
 pub mod file;

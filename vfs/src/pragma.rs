@@ -52,6 +52,20 @@ pub enum Pragma {
     /// `'36h'`, `'90min'`…; 0 keeps only the latest version). GC removes
     /// what falls out of the window.
     Retention(Option<Duration>),
+    /// `PRAGMA fdb_staleness;` returns this connection's staleness bound
+    /// (`strict`, or e.g. `10ms`); `PRAGMA fdb_staleness = '10ms';` sets it
+    /// for the connection's next transactions (`strict` or `0` for the
+    /// default). Under a bound a transaction may start, with no store round
+    /// trip, at a snapshot confirmed to be the latest at most that long ago
+    /// and never older than what the connection already saw or committed;
+    /// writes stay serializable (see `pagestore::Staleness`). Also the URI
+    /// parameter `staleness=`.
+    Staleness(Option<pagestore::Staleness>),
+    /// `PRAGMA fdb_snapshot_age;` — how long ago (µs) the snapshot of the
+    /// current transaction, or outside one of the transaction a read would
+    /// start now, was confirmed to be the latest version: an upper bound on
+    /// how stale its reads are. Empty on a time-travel connection.
+    SnapshotAge,
 }
 
 impl Pragma {
@@ -115,6 +129,14 @@ impl Pragma {
                     ))
                 })?)),
             },
+            "fdb_staleness" => match arg {
+                None => Pragma::Staleness(None),
+                Some(a) => Pragma::Staleness(Some(
+                    a.parse::<pagestore::Staleness>()
+                        .map_err(|e| BadArgument(format!("fdb_staleness: {e}")))?,
+                )),
+            },
+            "fdb_snapshot_age" => Pragma::SnapshotAge,
             "journal_mode" if arg.is_some_and(|a| a.eq_ignore_ascii_case("wal")) => {
                 Pragma::JournalModeWal
             }

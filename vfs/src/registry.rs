@@ -90,6 +90,11 @@ pub struct OpenParams {
     /// `admin=` (default on): off refuses admin operations for the
     /// connection (see the module docs).
     pub admin: bool,
+    /// `staleness=` (default strict): see [`pagestore::Staleness`].
+    pub staleness: pagestore::Staleness,
+    /// `keep_cache=` (default on): SQLite keeps its page cache across
+    /// transactions when nothing changed in between.
+    pub keep_cache: bool,
 }
 
 /// URI parameters SQLite defines itself; it passes them on to the VFS.
@@ -101,6 +106,8 @@ impl OpenParams {
         let mut unknown = Vec::new();
         let (mut store, mut dir, mut cluster, mut version, mut at) = (None, None, None, None, None);
         let mut admin = true;
+        let mut staleness = pagestore::Staleness::Strict;
+        let mut keep_cache = true;
         for (k, v) in params {
             let bad = |why: &str| Error::BadParam {
                 name: k.clone(),
@@ -125,6 +132,14 @@ impl OpenParams {
                         "1" | "on" | "true" | "yes" => true,
                         "0" | "off" | "false" | "no" => false,
                         _ => return Err(bad("admin takes 0 or 1")),
+                    }
+                }
+                "staleness" => staleness = v.parse().map_err(|e| bad(&format!("{e}")))?,
+                "keep_cache" => {
+                    keep_cache = match v.to_ascii_lowercase().as_str() {
+                        "1" | "on" | "true" | "yes" => true,
+                        "0" | "off" | "false" | "no" => false,
+                        _ => return Err(bad("keep_cache takes 0 or 1")),
                     }
                 }
                 k if SQLITE_PARAMS.contains(&k) => {}
@@ -159,7 +174,13 @@ impl OpenParams {
             (_, _, Some(c)) => StoreSpec::Cluster(c),
             _ => StoreSpec::Default,
         };
-        Ok(OpenParams { spec, at, admin })
+        Ok(OpenParams {
+            spec,
+            at,
+            admin,
+            staleness,
+            keep_cache,
+        })
     }
 }
 
@@ -448,10 +469,17 @@ mod tests {
                 spec: StoreSpec::Dir("/tmp/x".into()),
                 at: Some(At::Version(pagestore::kv::Version::new(42))),
                 admin: true,
+                staleness: pagestore::Staleness::Strict,
             })
         );
         let o = OpenParams::parse(&p(&[("admin", "0")])).map_err(|e| e.to_string());
         assert_eq!(o.map(|o| o.admin), Ok(false));
+        let o = OpenParams::parse(&p(&[("staleness", "10ms")])).map_err(|e| e.to_string());
+        assert_eq!(
+            o.map(|o| o.staleness.to_string()),
+            Ok("10ms".to_string())
+        );
+        assert!(OpenParams::parse(&p(&[("staleness", "soon")])).is_err());
         assert!(OpenParams::parse(&p(&[("admin", "maybe")])).is_err());
         let o = OpenParams::parse(&p(&[("store", "3"), ("mode", "ro")])).map_err(|e| e.to_string());
         assert_eq!(o.map(|o| o.spec), Ok(StoreSpec::Registered(3)));

@@ -64,6 +64,23 @@ pub mod limits {
     pub const VERSIONS_PER_SECOND: u64 = 1_000_000;
 }
 
+/// How durable a commit must be when it is acknowledged (SQLite's
+/// `PRAGMA synchronous`, carried by the VFS through
+/// `pagestore::Transaction::set_durability`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// On disk before it is acknowledged (`synchronous` FULL or EXTRA, the
+    /// default). FoundationDB and the shared-mode client are always this.
+    #[default]
+    Full,
+    /// May be acknowledged once visible, before it is on disk (`synchronous`
+    /// OFF or NORMAL). The embedded store puts it on disk within
+    /// `kv::embedded::FLUSH_DELAY` (or with the next full commit); a crash
+    /// of the process or the machine before then loses it and the relaxed
+    /// commits after it, never a full commit nor anything before one.
+    Relaxed,
+}
+
 /// A handle on a store; cheap to share between threads.
 pub trait Kv: Send + Sync + 'static {
     /// Starts a transaction. No round trip: the read version is fetched by
@@ -120,6 +137,10 @@ pub trait KvTxn: Send {
 
     /// Approximate size counted against the 10 MB limit so far.
     fn approximate_size(&self) -> usize;
+
+    /// How durable the commit must be when acknowledged (default
+    /// [`Durability::Full`]). Backends that are always durable ignore it.
+    fn set_durability(&mut self, _durability: Durability) {}
 
     /// Commits. A transaction without writes commits without a round trip.
     fn commit(self: Box<Self>) -> KvResult<CommitInfo>;

@@ -37,6 +37,19 @@ impl Env {
         }
     }
 
+    /// Another process on the same store: its own page cache and views,
+    /// the same backend, key prefix and clock.
+    pub fn other_process(&self) -> PageStore {
+        PageStore::new(
+            self.kv.clone(),
+            StoreOptions {
+                clock: self.clock.clone(),
+                prefix: self.prefix.clone(),
+                ..StoreOptions::default()
+            },
+        )
+    }
+
     /// The store clock's time, µs.
     pub fn clock_now(&self) -> u64 {
         use pagestore::clock::Clock;

@@ -5,7 +5,7 @@
 
 #![warn(clippy::too_many_lines)]
 
-use std::sync::MutexGuard;
+use std::sync::{Arc, MutexGuard};
 
 use pagestore::kv::{Version, Versionstamp};
 use pagestore::sync::lock as locked;
@@ -77,6 +77,7 @@ impl MainFile {
                     // Committed, but another store of the transaction
                     // failed and SQLite rolls back: drop its restoring
                     // writes; reads see what was committed.
+                    self.hold.unsure = true;
                     *st = State::Doomed {
                         snapshot: c.version,
                         reader: None,
@@ -85,6 +86,7 @@ impl MainFile {
                 }
             }
             Outcome::Failed => {
+                self.hold.unsure = true;
                 *st = State::Doomed {
                     snapshot,
                     reader: None,
@@ -306,6 +308,7 @@ impl MainFile {
     }
 
     pub(super) fn doom(&mut self, snapshot: Version) {
+        self.hold.unsure = true;
         *locked(&self.state) = State::Doomed {
             snapshot,
             reader: None,
@@ -369,12 +372,12 @@ impl MainFile {
                 detail: "the database changed while this connection held its read lock (or its change log since then was garbage collected); roll back and retry".into(),
             }));
         }
-        let touched: Vec<PageNo> = self.hold.touched.iter().copied().collect();
-        t.prefetch(&touched)?;
-        for p in touched {
-            t.read_page(p)?;
-        }
+        // Unchanged since: validating them at the new snapshot is exact.
+        let mut cached = (*self.hold.carried).clone();
+        cached.extend(self.hold.touched.iter().copied());
+        t.assume_read(Arc::new(cached));
         self.hold.base_count = t.page_count();
+        self.hold.base_change = t.last_change();
         self.hold.page1_written = None;
         self.hold.written.clear();
         *locked(&self.state) = State::Reserved(t);

@@ -10,7 +10,6 @@ use tracing::{debug, debug_span, warn};
 
 use super::{group, Hold, MainFile, State};
 use crate::error::{Error, ReadOnly, Result};
-use crate::header;
 use crate::lock::{self, Action, Event, Level};
 
 impl MainFile {
@@ -91,21 +90,25 @@ impl MainFile {
         self.synced_at_fcntl = false;
         group::purge_thread();
         let mut t = self.begin_txn()?;
-        self.epoch = self.epoch.wrapping_add(1);
-        let served = header::served_counter(self.salt, self.epoch);
+        // Whether SQLite keeps its page cache (see `pager_cache.rs`).
+        let (served, carried) = self.counter_for(&mut t);
+        let kept = carried.len();
         self.hold = Hold {
             served,
             pager_counter: served,
             base_count: t.page_count(),
+            base_change: t.last_change(),
+            carried,
             ..Hold::default()
         };
-        debug!(snapshot = t.snapshot().get(), served, "transaction began");
+        debug!(snapshot = t.snapshot().get(), served, kept, "transaction began");
         *locked(&self.state) = State::Shared(t);
         Ok(())
     }
 
     /// The lock hold is over: whatever transaction `old` holds ends.
     pub(super) fn end(&mut self, old: State) {
+        self.remember_pager_cache(&old);
         match old {
             State::Shared(t) | State::Reserved(t) => {
                 self.last_version = Some(t.snapshot());
@@ -132,7 +135,9 @@ impl MainFile {
             Some(v) => self.db.begin_at(v)?,
             None => match self.begin_with_sibling()? {
                 Some(t) => t,
-                None => self.db.begin()?,
+                None => self
+                    .db
+                    .begin_within(self.staleness, self.last_version.unwrap_or_default())?,
             },
         })
     }

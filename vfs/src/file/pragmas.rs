@@ -38,6 +38,23 @@ impl MainFile {
         Ok(c)
     }
 
+    /// The age of the current transaction's snapshot, or outside one of
+    /// the snapshot a transaction would start at now (see
+    /// [`Pragma::SnapshotAge`]).
+    fn snapshot_age(&mut self) -> Result<Option<std::time::Duration>> {
+        if self.is_read_only() {
+            return Ok(None);
+        }
+        self.settle();
+        if let State::Shared(t) | State::Reserved(t) = &*locked(&self.state) {
+            return Ok(t.snapshot_age());
+        }
+        let t = self.begin_txn()?;
+        let age = t.snapshot_age();
+        t.rollback();
+        Ok(age)
+    }
+
     /// Handles a PRAGMA (SQLITE_FCNTL_PRAGMA).
     ///
     /// `defensive`: the connection is in SQLite's defensive mode (admin
@@ -97,6 +114,16 @@ impl MainFile {
                 self.db.set_retention(d)?;
                 PragmaOutcome::Value(d.as_secs().to_string())
             }
+            Pragma::Staleness(None) => PragmaOutcome::Value(self.staleness.to_string()),
+            Pragma::Staleness(Some(s)) => {
+                self.staleness = s;
+                PragmaOutcome::Value(s.to_string())
+            }
+            Pragma::SnapshotAge => PragmaOutcome::Value(
+                self.snapshot_age()?
+                    .map(|d| d.as_micros().to_string())
+                    .unwrap_or_default(),
+            ),
             Pragma::JournalModeWal => PragmaOutcome::Refused(
                 "journal_mode=WAL is not supported by the fdb VFS: WAL needs memory shared by every user of the database, and processes on different hosts share only the store. The journal mode is unchanged; commits are atomic in the store whatever the journal mode.".into(),
             ),

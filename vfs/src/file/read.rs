@@ -46,8 +46,12 @@ impl MainFile {
                     Some(v) => db.begin_at(v)?,
                     None => db.begin()?,
                 };
+                // Never the counter SQLite believes: these reads (the
+                // header at open) are outside any hold.
+                let served = self.fresh_counter();
                 let mut hold = Hold {
-                    served: header::served_counter(self.salt, self.epoch),
+                    served,
+                    pager_counter: served,
                     ..Hold::default()
                 };
                 let out = f(&mut t, &mut hold);
@@ -98,7 +102,8 @@ pub(super) fn read_at(
         hold.ahead.before_read(t, pgno.get(), count)?;
         match t.read_page(pgno)? {
             Some(d) if d.len() >= within + n => {
-                buf[pos..pos + n].copy_from_slice(&d[within..within + n])
+                buf[pos..pos + n].copy_from_slice(&d[within..within + n]);
+                hold.ahead.after_read(t, pgno.get(), &d, n == d.len())?;
             }
             Some(d) => {
                 return Err(Error::PageLength {
@@ -115,7 +120,9 @@ pub(super) fn read_at(
         pos += n;
     }
     if offset < 100 {
-        header::patch_read(buf, offset, hold.served);
+        // After a commit in this hold, SQLite's page 1 carries the counter
+        // it wrote: a re-read must show the same.
+        header::patch_read(buf, offset, hold.pager_counter);
     }
     Ok(full)
 }

@@ -1,10 +1,28 @@
-//! Read-ahead: sequential reads fetch the pages after them in one store
-//! round trip, in windows that grow while a scan goes on.
+//! Read-ahead: a scan's next pages arrive in one store round trip per
+//! batch instead of one per page. Two ways to know the next pages:
+//!
+//! * page-number runs: sequential reads fetch the pages after them, in
+//!   windows that grow while a scan goes on;
+//! * the B-tree's shape: interior pages name their children
+//!   ([`crate::btree`]), so once SQLite moves from one child of an interior
+//!   page to the next (a scan, not a lookup), the following children are
+//!   fetched [`PREFETCH_PAGES`] at a time, wherever they lie in the file;
+//!   when such a scan steps into the next interior page, that page's first
+//!   children are fetched at once. An index filled in random key order, or
+//!   a table whose pages interleave with another's, is then scanned cold in
+//!   about depth + pages/32 round trips.
+//!
+//! On a warm cache none of this costs a page lookup: interior pages are only
+//! remembered (a reference count), and a scan is only armed after a read
+//! that went to the store.
 
 #![warn(clippy::too_many_lines)]
 
+use std::sync::Arc;
+
 use pagestore::{PageNo, Transaction};
 
+use crate::btree::{self, Interior};
 use crate::error::Result;
 
 /// Pages fetched ahead when SQLite reads sequentially: a cold scan of N
@@ -14,7 +32,10 @@ pub const PREFETCH_PAGES: u32 = 32;
 /// Largest read-ahead window, in bytes of pages.
 pub const PREFETCH_MAX_BYTES: u32 = 4 << 20;
 
-/// Sequential-read detection of one lock hold.
+/// Interior pages remembered per hold: a path from a root, plus a few.
+const REMEMBERED: usize = 8;
+
+/// Read-ahead of one lock hold.
 #[derive(Debug, Default)]
 pub(super) struct ReadAhead {
     /// The page read last.
@@ -23,17 +44,47 @@ pub(super) struct ReadAhead {
     prefetched_to: u32,
     /// Current read-ahead window, in pages.
     window: u32,
+    /// Read-ahead by the B-tree's shape.
+    shape: Shape,
 }
 
 impl ReadAhead {
-    /// Before a read of page `pgno` of `count` pages: a read of page p
-    /// right after p-1, or of the first page past the last read-ahead
-    /// window (a scan resuming after SQLite visited an interior page
-    /// elsewhere), fetches the next pages in one store round trip. The
+    /// Before a read of page `pgno` of `count` pages: prefetches what a
+    /// scan reaching `pgno` reads next (see [`Shape::before_read`] and
+    /// [`ReadAhead::sequential`]).
+    pub(super) fn before_read(&mut self, t: &mut Transaction, pgno: u32, count: u64) -> Result<()> {
+        let by_shape = self.shape.before_read(t, pgno, count)?;
+        if by_shape {
+            self.last_read = Some(pgno);
+        } else {
+            self.sequential(t, pgno, count)?;
+        }
+        self.shape.mark(t);
+        Ok(())
+    }
+
+    /// After page `pgno` was read (`whole`: the read covered the page, not
+    /// only a header): learns its children if it is an interior page.
+    pub(super) fn after_read(
+        &mut self,
+        t: &mut Transaction,
+        pgno: u32,
+        page: &Arc<[u8]>,
+        whole: bool,
+    ) -> Result<()> {
+        if whole && std::env::var_os("H3_OFF").is_none() {
+            self.shape.after_read(t, pgno, page)?;
+        }
+        Ok(())
+    }
+
+    /// A read of page p right after p-1, or of the first page past the last
+    /// read-ahead window (a scan resuming after SQLite visited an interior
+    /// page elsewhere), fetches the next pages in one store round trip. The
     /// window starts at [`PREFETCH_PAGES`] and doubles while the scan goes
     /// on, up to [`PREFETCH_MAX_BYTES`] of pages, so a long scan costs ever
     /// fewer round trips per page.
-    pub(super) fn before_read(&mut self, t: &mut Transaction, pgno: u32, count: u64) -> Result<()> {
+    fn sequential(&mut self, t: &mut Transaction, pgno: u32, count: u64) -> Result<()> {
         let sequential = pgno > 0 && self.last_read == Some(pgno - 1);
         let resumes = self.prefetched_to > 0
             && pgno >= self.prefetched_to
@@ -50,10 +101,228 @@ impl ReadAhead {
             let end = (pgno as u64 + self.window as u64).min(count) as u32;
             if end > pgno {
                 let pages: Vec<PageNo> = (pgno..end).map(PageNo::new).collect();
+                if std::env::var_os("H3_DBG").is_some() { eprintln!("seq prefetch {pgno}..{end}"); }
                 t.prefetch(&pages)?;
                 self.prefetched_to = end;
             }
         }
         Ok(())
     }
+}
+
+/// Which way a scan walks an interior page's children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dir {
+    Forward,
+    Backward,
+}
+
+/// An interior page read in this hold, and the scan through it, if any.
+#[derive(Debug)]
+struct Parent {
+    /// Store page number of the interior page.
+    pgno: u32,
+    page: Interior,
+    /// Child index a forward scan reads next.
+    forward: Option<usize>,
+    /// Child index a backward scan reads next.
+    backward: Option<usize>,
+    /// Child indexes already prefetched (or read).
+    fetched: (usize, usize),
+    /// When last used (for replacing the least recently used).
+    used: u64,
+}
+
+impl Parent {
+    /// `child` was just read from the store without being expected: the
+    /// next read of its neighbour (either way) is a scan.
+    fn arm(&mut self, child: usize) {
+        self.forward = Some(child + 1).filter(|&n| n < self.page.len());
+        self.backward = child.checked_sub(1);
+        self.fetched = (child, child + 1);
+    }
+
+    /// If SQLite is about to read child page `sqlite_pgno` as the next
+    /// step of a scan: its index and the scan's direction.
+    fn step(&self, sqlite_pgno: u32) -> Option<(usize, Dir)> {
+        let hit = |i: Option<usize>| i.filter(|&i| self.page.child(i) == Some(sqlite_pgno));
+        hit(self.forward)
+            .map(|i| (i, Dir::Forward))
+            .or_else(|| hit(self.backward).map(|i| (i, Dir::Backward)))
+    }
+
+    /// Moves the scan to child `i` going `dir`; returns the child indexes
+    /// to prefetch (from `i` on, one batch) unless already fetched.
+    fn advance(&mut self, i: usize, dir: Dir) -> Option<(usize, usize)> {
+        let batch = PREFETCH_PAGES as usize;
+        let covered = self.fetched.0 <= i && i < self.fetched.1;
+        let range = match dir {
+            Dir::Forward => {
+                self.forward = Some(i + 1).filter(|&n| n < self.page.len());
+                self.backward = None;
+                (i, i + batch)
+            }
+            Dir::Backward => {
+                self.forward = None;
+                self.backward = i.checked_sub(1);
+                ((i + 1).saturating_sub(batch), i + 1)
+            }
+        };
+        if covered {
+            return None;
+        }
+        self.fetched = range;
+        Some(range)
+    }
+
+    /// A scan going `dir` just stepped into this page: it reads the
+    /// children from the first (or last) on. Returns the first batch.
+    fn enter(&mut self, dir: Dir) -> (usize, usize) {
+        let (len, batch) = (self.page.len(), PREFETCH_PAGES as usize);
+        let (first, range) = match dir {
+            Dir::Forward => (0, (0, batch)),
+            Dir::Backward => (len - 1, (len.saturating_sub(batch), len)),
+        };
+        self.forward = (dir == Dir::Forward).then_some(first);
+        self.backward = (dir == Dir::Backward).then_some(first);
+        self.fetched = range;
+        range
+    }
+}
+
+/// Read-ahead by the B-tree's shape: the interior pages read in this hold.
+#[derive(Debug, Default)]
+struct Shape {
+    parents: [Option<Parent>; REMEMBERED],
+    /// Clock for `Parent::used`.
+    tick: u64,
+    /// The store's read counter before the current read (when any parent
+    /// is remembered): a change means the page came from the store.
+    reads_before: Option<u64>,
+    /// The page being read is the next step of a scan going this way.
+    stepped: Option<Dir>,
+    /// The page count the current read saw.
+    count: u64,
+}
+
+impl Shape {
+    /// Before a read of store page `pgno`: if it is the next child of a
+    /// scan, fetches it with the children after it (one batch) unless they
+    /// were fetched already. True when it was such a step.
+    fn before_read(&mut self, t: &mut Transaction, pgno: u32, count: u64) -> Result<bool> {
+        self.stepped = None;
+        self.count = count;
+        self.tick += 1;
+        let sqlite_pgno = pgno.saturating_add(1);
+        let tick = self.tick;
+        let Some((p, i, dir)) = self
+            .parents
+            .iter_mut()
+            .flatten()
+            .find_map(|p| p.step(sqlite_pgno).map(|(i, d)| (p, i, d)))
+        else {
+            return Ok(false);
+        };
+        p.used = tick;
+        self.stepped = Some(dir);
+        if let Some(range) = p.advance(i, dir) {
+            prefetch_children(t, &p.page, range, count)?;
+        }
+        Ok(true)
+    }
+
+    /// Notes the store's read counter, once interior pages are known (the
+    /// read that follows may be a cold child of one of them).
+    fn mark(&mut self, t: &Transaction) {
+        self.reads_before = self.parents[0].is_some().then(|| store_reads(t));
+    }
+
+    /// After store page `pgno` was read: a cold read of a child arms a scan
+    /// through its parent; an interior page is remembered, and one stepped
+    /// into by a scan gets its first children fetched.
+    fn after_read(&mut self, t: &mut Transaction, pgno: u32, page: &Arc<[u8]>) -> Result<()> {
+        let cold = self.reads_before.is_some_and(|r| r != store_reads(t));
+        if std::env::var_os("H3_DBG").is_some() { eprintln!("read {pgno} reads={} cold={cold} stepped={:?} int={}", store_reads(t), self.stepped, btree::looks_interior(page, pgno == 0)); }
+        if cold && self.stepped.is_none() {
+            self.arm(pgno.saturating_add(1));
+        }
+        let first = pgno == 0;
+        if !btree::looks_interior(page, first) {
+            return Ok(());
+        }
+        let Some(interior) = Interior::parse(page.clone(), first) else {
+            return Ok(());
+        };
+        let (stepped, count) = (self.stepped, self.count);
+        let slot = self.remember(pgno, interior);
+        if let (Some(dir), Some(p)) = (stepped, slot) {
+            let range = p.enter(dir);
+            prefetch_children(t, &p.page, range, count)?;
+        }
+        Ok(())
+    }
+
+    /// Arms the scan of the most recently used parent naming `sqlite_pgno`.
+    fn arm(&mut self, sqlite_pgno: u32) {
+        let tick = self.tick;
+        let mut parents: Vec<&mut Parent> = self.parents.iter_mut().flatten().collect();
+        parents.sort_by_key(|p| std::cmp::Reverse(p.used));
+        for p in parents {
+            if let Some(i) = p.page.position(sqlite_pgno) {
+                p.arm(i);
+                p.used = tick;
+                return;
+            }
+        }
+    }
+
+    /// Remembers interior page `pgno` (in its old slot, an empty one, or
+    /// the least recently used one's; the slots fill from the first).
+    fn remember(&mut self, pgno: u32, page: Interior) -> Option<&mut Parent> {
+        let at = self
+            .parents
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.pgno == pgno))
+            .or_else(|| self.parents.iter().position(Option::is_none))
+            .or_else(|| {
+                (0..REMEMBERED).min_by_key(|&i| self.parents[i].as_ref().map_or(0, |p| p.used))
+            })?;
+        let parent = Parent {
+            pgno,
+            page,
+            forward: None,
+            backward: None,
+            fetched: (0, 0),
+            used: self.tick,
+        };
+        let slot = self.parents.get_mut(at)?;
+        *slot = Some(parent);
+        slot.as_mut()
+    }
+}
+
+/// Store reads so far (all connections of the store): a cheap sign that a
+/// page read went to the store. Another thread's reads can make a cached
+/// read look cold; that only costs a look at the parent's children.
+fn store_reads(t: &Transaction) -> u64 {
+    t.database().store().kv().metrics().reads
+}
+
+/// Prefetches children `range` of `page` that exist below `count` pages.
+fn prefetch_children(
+    t: &mut Transaction,
+    page: &Interior,
+    range: (usize, usize),
+    count: u64,
+) -> Result<()> {
+    let pages: Vec<PageNo> = page
+        .children(range.0, range.1)
+        .filter_map(PageNo::from_sqlite)
+        .filter(|p| p.index() < count)
+        .collect();
+    if !pages.is_empty() {
+        if std::env::var_os("H3_DBG").is_some() { eprintln!("shape prefetch {range:?} {:?}", &pages[..pages.len().min(3)]); }
+        t.prefetch(&pages)?;
+    }
+    Ok(())
 }

@@ -200,6 +200,10 @@ fn write_page(
         if changed.start < header::CHANGE_COUNTER.end && changed.end > header::CHANGE_COUNTER.start
         {
             hold.page1_written = header::counter_of(page);
+            if let Some(w) = hold.page1_written {
+                let high = hold.written_high.map_or(w, |h| header::later_counter(h, w));
+                hold.written_high = Some(high);
+            }
         }
         if let Some(old) = t.read_page(PageNo::FIRST)? {
             if header::only_counters_differ(&old, page) {

@@ -1,6 +1,9 @@
 //! The commit pipeline: serialised, checks the 5 s window and read-write
 //! conflicts against recent commits, injects faults, substitutes
-//! versionstamps, writes redb durably and publishes the new version.
+//! versionstamps, writes redb and publishes the new version. Commits run
+//! in groups (see `group`): each member goes through all of this as a
+//! serial commit would, and the group shares one redb write and one fsync
+//! ([`Round`]).
 //!
 //! Two FoundationDB behaviours an idealised store would not have are
 //! modelled here (see [`super::faults::Faults`] to turn them on):
@@ -18,17 +21,19 @@
 #![warn(clippy::too_many_lines)]
 
 use std::collections::VecDeque;
+use std::sync::MutexGuard;
 
 use rand::RngExt;
 use tracing::debug;
 
 use super::atomic;
 use super::conflict_ranges::{normalize, single_key_range, KeyRange};
+use super::durable::{Before, GroupWrite};
 use super::faults::{LateDelivery, ModelCounters, UnknownOutcome};
 use super::writes::Mutation;
 use super::StoreState;
 use crate::kv::limits::{MAX_KEY_SIZE, MAX_VALUE_SIZE, MVCC_WINDOW_MICROS};
-use crate::kv::{CommitInfo, KvError, KvResult, MutationType, Version, Versionstamp};
+use crate::kv::{CommitInfo, Durability, KvError, KvResult, MutationType, Version, Versionstamp};
 use crate::sync::{lock, read, write};
 
 use super::conflicts::RecentWrites;
@@ -43,6 +48,8 @@ pub(crate) struct CommitRequest {
     pub(crate) explicit_writes: Vec<KeyRange>,
     pub(crate) mutations: Vec<Mutation>,
     pub(crate) size: usize,
+    /// Whether it may be acknowledged before it is on disk.
+    pub(crate) durability: Durability,
 }
 
 /// A commit that answered 1021 and has not landed yet.
@@ -158,32 +165,62 @@ fn not_committed(message: String) -> KvError {
     KvError::new(KvError::NOT_COMMITTED, message)
 }
 
-/// The commit version chosen and not yet published: dropped before
-/// [`InFlight::published`], it forgets the commit's history entries and
-/// gives the version up.
-struct InFlight<'a> {
-    store: &'a StoreState,
+/// A commit of the group that reached redb.
+struct Applied {
     version: Version,
-    recorded: bool,
-    published: bool,
+    order: u16,
+    /// Its write-conflict ranges (recorded when the group is written).
+    writes: Vec<KeyRange>,
+    size: u64,
+    bytes: u64,
+    durability: Durability,
 }
 
-impl InFlight<'_> {
-    fn published(mut self) {
-        self.store.versions.finish_commit(self.version, true);
-        self.published = true;
-    }
+/// What a member of a group hears, once the group is written.
+enum Answer {
+    /// Refused before reaching redb (conflict, too old, injected fault).
+    Refused(KvError),
+    /// Applied; `unknown`: it hears an injected 1021 all the same.
+    Applied { info: CommitInfo, unknown: bool },
 }
 
-impl Drop for InFlight<'_> {
+/// One group commit in progress, under the commit lock: its members are
+/// resolved one after the other exactly as serial commits would be, each
+/// against the commits before it (in the window and in the group), and
+/// written into one redb transaction. Dropped before
+/// [`Round::finish`] succeeded, nothing of it happened: the history entries
+/// of its commits are forgotten and their versions given up.
+struct Round<'a> {
+    store: &'a StoreState,
+    recent: MutexGuard<'a, RecentWrites>,
+    /// The group's redb write, begun by its first applied commit.
+    write: Option<GroupWrite<'a>>,
+    /// Write ranges of the commits applied in this group so far, for the
+    /// conflict checks of the later ones.
+    pending: RecentWrites,
+    applied: Vec<Applied>,
+    /// A redb write failed: nothing of the group may be committed.
+    broken: Option<KvError>,
+    /// Held commits applied late in this group (counted once written).
+    late_applied: u64,
+    finished: bool,
+}
+
+impl Drop for Round<'_> {
     fn drop(&mut self) {
-        if self.published {
+        if self.finished {
             return;
         }
-        if self.recorded {
-            write(&self.store.history).forget(self.version);
+        let mut history = write(&self.store.history);
+        for a in self.applied.iter().rev() {
+            history.forget(a.version);
         }
-        self.store.versions.finish_commit(self.version, false);
+        drop(history);
+        self.store.versions.finish_group(None);
+        self.store
+            .model
+            .late_refused
+            .fetch_add(self.late_applied, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -197,80 +234,141 @@ enum Refusal {
 }
 
 impl StoreState {
-    /// One commit round trip.
-    pub(crate) fn commit(&self, mut req: CommitRequest) -> KvResult<CommitInfo> {
+    /// One commit round trip: queued for the next group commit (see
+    /// `group`).
+    pub(crate) fn commit(&self, req: CommitRequest) -> KvResult<CommitInfo> {
         self.faults.commit_round_trip_latency();
         self.counters.commit();
-        // Serialises commits; also guards the recent-writes history.
-        let mut recent = lock(&self.recent);
+        self.commit_queued(req)
+    }
+
+    /// Commits a group: each request resolved in order, every applied one
+    /// written to redb in one transaction (one fsync). Returns each one's
+    /// result, in order; when the write fails, none is acknowledged.
+    pub(crate) fn commit_group(&self, reqs: Vec<CommitRequest>) -> Vec<KvResult<CommitInfo>> {
+        let mut round = Round::start(self);
+        let answers: Vec<Answer> = reqs.into_iter().map(|r| round.member(r)).collect();
+        let written = round.finish();
+        answers
+            .into_iter()
+            .map(|a| match (a, &written) {
+                (Answer::Refused(e), _) => Err(e),
+                (Answer::Applied { .. }, Err(e)) => Err(e.clone()),
+                (Answer::Applied { unknown: true, .. }, Ok(())) => {
+                    self.counters.unknown_result();
+                    Err(unknown_result())
+                }
+                (Answer::Applied { info, .. }, Ok(())) => Ok(info),
+            })
+            .collect()
+    }
+
+    /// Lands every held commit now, as a group of its own, under the commit
+    /// lock (tests; a history checker at quiescence).
+    pub(crate) fn deliver_late_now(&self) -> LateOutcome {
+        let mut round = Round::start(self);
         let now = self.now();
-        self.prune(&mut recent, now);
+        let mut out = round.deliver_late(now, || true);
+        if round.finish().is_err() {
+            out.refused += out.applied;
+            out.applied = 0;
+        }
+        out
+    }
+
+    /// Forgets what the 5 s window no longer needs.
+    fn prune(&self, recent: &mut RecentWrites, now: Version) {
+        let cutoff = now.before(MVCC_WINDOW_MICROS);
+        recent.prune(cutoff);
+        write(&self.history).prune(cutoff);
+    }
+}
+
+impl<'a> Round<'a> {
+    /// Takes the commit lock (which also guards the recent-writes history).
+    fn start(store: &'a StoreState) -> Self {
+        let mut recent = lock(&store.recent);
+        store.prune(&mut recent, store.now());
+        Round {
+            store,
+            recent,
+            write: None,
+            pending: RecentWrites::default(),
+            applied: Vec::new(),
+            broken: None,
+            late_applied: 0,
+            finished: false,
+        }
+    }
+
+    /// One member of the group, as one serial commit: late deliveries,
+    /// injected faults, the resolver, the apply.
+    fn member(&mut self, mut req: CommitRequest) -> Answer {
+        let store = self.store;
+        let now = store.now();
         // Commits in flight since an earlier 1021 may reach the resolver
         // before this one.
-        let delivery = self.faults.late_delivery();
+        let delivery = store.faults.late_delivery();
         match delivery {
             LateDelivery::NextCommit => {
-                self.deliver_late(&mut recent, now, || true);
+                self.deliver_late(now, || true);
             }
             LateDelivery::Random => {
-                self.deliver_late(&mut recent, now, coin);
+                self.deliver_late(now, coin);
             }
             LateDelivery::Manual => {}
         }
         req.reads = normalize(req.reads);
-        if self.faults.late_unknown() {
-            self.counters.unknown_result();
-            ModelCounters::bump(&self.model.late_held);
+        if store.faults.late_unknown() {
+            store.counters.unknown_result();
+            ModelCounters::bump(&store.model.late_held);
             debug!(
                 op = "commit",
                 applied = "later",
                 "injected unknown result, commit held"
             );
-            lock(&self.late).held.push_back(Held { req, held_at: now });
-            return Err(unknown_result());
+            lock(&store.late).held.push_back(Held { req, held_at: now });
+            return Answer::Refused(unknown_result());
         }
-        self.resolve(&recent, &req, now)?;
-        let unknown = self.faults.unknown_result();
+        if let Err(e) = self.resolve(&req, now) {
+            return Answer::Refused(e);
+        }
+        let unknown = store.faults.unknown_result();
         if unknown == Some(UnknownOutcome::Dropped) {
-            self.counters.unknown_result();
+            store.counters.unknown_result();
             debug!(op = "commit", applied = false, "injected unknown result");
-            return Err(unknown_result());
+            return Answer::Refused(unknown_result());
         }
         let size = req.size;
-        let info = self.apply(&mut recent, now, req)?;
+        let info = match self.apply(now, req) {
+            Ok(info) => info,
+            Err(e) => return Answer::Refused(e),
+        };
         if delivery == LateDelivery::Random {
             // ...or after it.
-            self.deliver_late(&mut recent, now, coin);
+            self.deliver_late(now, coin);
         }
-        drop(recent);
+        let unknown = unknown == Some(UnknownOutcome::Applied);
         debug!(
             op = "commit",
             version = info.version.get(),
             versionstamp = ?info.versionstamp,
             size,
+            injected_unknown = unknown,
             "kv round trip"
         );
-        if unknown == Some(UnknownOutcome::Applied) {
-            self.counters.unknown_result();
-            debug!(
-                op = "commit",
-                version = info.version.get(),
-                applied = true,
-                "injected unknown result"
-            );
-            return Err(unknown_result());
-        }
-        Ok(info)
+        Answer::Applied { info, unknown }
     }
 
     /// The resolver's verdict on `req`: too old, a conflict with a later
     /// write of a key it read, or an injected conflict.
-    fn resolve(&self, recent: &RecentWrites, req: &CommitRequest, now: Version) -> KvResult<()> {
-        match self.resolve_read_set(recent, req, now) {
+    fn resolve(&self, req: &CommitRequest, now: Version) -> KvResult<()> {
+        let store = self.store;
+        match self.resolve_read_set(req, now) {
             Ok(()) => {}
             Err(Refusal::TooOld(e)) => return Err(e),
             Err(Refusal::Conflict { read_version, with }) => {
-                self.counters.conflict();
+                store.counters.conflict();
                 debug!(
                     op = "commit",
                     read_version = read_version.get(),
@@ -282,37 +380,26 @@ impl StoreState {
                 )));
             }
         }
-        if self.faults.spurious_conflict() {
-            self.counters.conflict();
+        if store.faults.spurious_conflict() {
+            store.counters.conflict();
             debug!(op = "commit", "injected conflict");
             return Err(not_committed("injected conflict (fault injection)".into()));
         }
         Ok(())
     }
 
-    /// Forgets what the 5 s window no longer needs.
-    fn prune(&self, recent: &mut RecentWrites, now: Version) {
-        let cutoff = now.before(MVCC_WINDOW_MICROS);
-        recent.prune(cutoff);
-        write(&self.history).prune(cutoff);
-    }
-
     /// FDB's resolver: a transaction with read-conflict ranges is too old
     /// when its read version left the window, and conflicts when a commit
-    /// after its read version wrote a key it read.
-    fn resolve_read_set(
-        &self,
-        recent: &RecentWrites,
-        req: &CommitRequest,
-        now: Version,
-    ) -> Result<(), Refusal> {
+    /// after its read version wrote a key it read: one of the window's, or
+    /// one earlier in this group.
+    fn resolve_read_set(&self, req: &CommitRequest, now: Version) -> Result<(), Refusal> {
         let Some(rv) = req.read_version else {
             return Ok(());
         };
         if req.reads.is_empty() {
             return Ok(());
         }
-        if now.since(rv) > MVCC_WINDOW_MICROS || recent.is_beyond_horizon(rv) {
+        if now.since(rv) > MVCC_WINDOW_MICROS || self.recent.is_beyond_horizon(rv) {
             return Err(Refusal::TooOld(KvError::new(
                 KvError::TRANSACTION_TOO_OLD,
                 format!(
@@ -321,7 +408,11 @@ impl StoreState {
                 ),
             )));
         }
-        match recent.first_conflict(rv, &req.reads) {
+        let with = self
+            .recent
+            .first_conflict(rv, &req.reads)
+            .or_else(|| self.pending.first_conflict(rv, &req.reads));
+        match with {
             Some(with) => Err(Refusal::Conflict {
                 read_version: rv,
                 with,
@@ -330,50 +421,46 @@ impl StoreState {
         }
     }
 
-    /// Applies a resolved commit: chooses its version (possibly joining the
-    /// open batch), substitutes versionstamps, writes redb and publishes.
-    fn apply(
-        &self,
-        recent: &mut RecentWrites,
-        now: Version,
-        req: CommitRequest,
-    ) -> KvResult<CommitInfo> {
-        let join = self.faults.batch_join();
-        let (version, order) = self.versions.begin_commit(now, join);
-        // Gives the version up if anything below fails or panics, so that
-        // read versions waiting for it never hang.
-        let mut in_flight = InFlight {
-            store: self,
-            version,
-            recorded: false,
-            published: false,
-        };
+    /// Applies a resolved commit into the group's redb write: chooses its
+    /// version (possibly joining the open batch), substitutes versionstamps,
+    /// writes it and records its history (visible when the group is).
+    fn apply(&mut self, now: Version, req: CommitRequest) -> KvResult<CommitInfo> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
+        let store = self.store;
+        let (version, order) = store.versions.begin_commit(now, store.faults.batch_join());
         let stamp = Versionstamp::new(version, order);
         let writes = write_ranges(&req.mutations, req.explicit_writes);
-        let mutations = resolve(req.mutations, &stamp)?;
-        let clear_budget = read(&self.history).clear_range_budget();
-        self.durable
-            .commit(version, &mutations, clear_budget, |before, lost| {
-                write(&self.history).record(version, before, lost);
-                in_flight.recorded = true;
-            })?;
-        recent.record(version, writes);
-        in_flight.published();
-        if order > 0 {
-            ModelCounters::bump(&self.model.batch_joins);
-        }
+        let written = resolve(req.mutations, &stamp).and_then(|m| {
+            let before = self.write_member(version, &m)?;
+            Ok((m, before))
+        });
+        let (mutations, (before, lost)) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                store.versions.give_up(version);
+                return Err(e);
+            }
+        };
+        write(&store.history).record(version, before, lost);
+        self.pending.record(version, writes.clone());
         let bytes = written_bytes(&mutations);
-        self.counters.committed(req.size as u64, bytes);
-        let (history_commits, history_bytes) = write(&self.history).stats();
+        self.applied.push(Applied {
+            version,
+            order,
+            writes,
+            size: req.size as u64,
+            bytes,
+            durability: req.durability,
+        });
         debug!(
             op = "apply",
             version = version.get(),
             order,
             mutations = mutations.len(),
             bytes,
-            history_commits,
-            history_bytes,
-            recent_commits = recent.len(),
+            group = self.applied.len(),
             "kv commit applied"
         );
         Ok(CommitInfo {
@@ -382,17 +469,76 @@ impl StoreState {
         })
     }
 
+    /// Writes one commit's mutations into the group's redb write (begun
+    /// here for the first); a failure breaks the whole group.
+    fn write_member(
+        &mut self,
+        version: Version,
+        mutations: &[Mutation],
+    ) -> KvResult<(Before, Vec<KeyRange>)> {
+        let clear_budget = read(&self.store.history).clear_range_budget();
+        let out = match &mut self.write {
+            Some(w) => w.apply(version, mutations, clear_budget),
+            None => self
+                .store
+                .durable
+                .begin_group()
+                .and_then(|w| self.write.insert(w).apply(version, mutations, clear_budget)),
+        };
+        if let Err(e) = &out {
+            self.broken = Some(e.clone());
+        }
+        out
+    }
+
+    /// Writes the group: visible, and on disk unless every commit of it is
+    /// relaxed; then publishes it. On an error nothing of it happened
+    /// (see [`Round`]'s drop).
+    fn finish(mut self) -> KvResult<()> {
+        if let Some(e) = self.broken.take() {
+            return Err(e);
+        }
+        let durable = self
+            .applied
+            .iter()
+            .any(|a| a.durability == Durability::Full);
+        if let Some(w) = self.write.take() {
+            w.commit(durable)?;
+        }
+        self.finished = true;
+        let store = self.store;
+        let applied = std::mem::take(&mut self.applied);
+        let last = applied.last().map(|a| (a.version, a.order));
+        for a in applied {
+            if a.order > 0 {
+                ModelCounters::bump(&store.model.batch_joins);
+            }
+            store.counters.committed(a.size, a.bytes);
+            self.recent.record(a.version, a.writes);
+        }
+        store.versions.finish_group(last);
+        store
+            .model
+            .late_applied
+            .fetch_add(self.late_applied, std::sync::atomic::Ordering::Relaxed);
+        let (history_commits, history_bytes) = read(&store.history).stats();
+        debug!(
+            op = "group_commit",
+            durable,
+            history_commits,
+            history_bytes,
+            recent_commits = self.recent.len(),
+            "kv group written"
+        );
+        Ok(())
+    }
+
     /// Lands the held commits `pick` chooses, oldest first, each resolved
-    /// now as FDB's resolver would resolve it at its new version. Callers
-    /// hold the commit lock (`recent`).
-    pub(crate) fn deliver_late(
-        &self,
-        recent: &mut RecentWrites,
-        now: Version,
-        mut pick: impl FnMut() -> bool,
-    ) -> LateOutcome {
+    /// now as FDB's resolver would resolve it at its new version, as
+    /// members of this group.
+    fn deliver_late(&mut self, now: Version, mut pick: impl FnMut() -> bool) -> LateOutcome {
         let held: Vec<Held> = {
-            let mut late = lock(&self.late);
+            let mut late = lock(&self.store.late);
             let (chosen, kept): (VecDeque<Held>, VecDeque<Held>) =
                 late.held.drain(..).partition(|_| pick());
             late.held = kept;
@@ -400,49 +546,44 @@ impl StoreState {
         };
         let mut out = LateOutcome::default();
         for h in held {
-            let refused = if now.since(h.held_at) > MVCC_WINDOW_MICROS {
-                Some("held longer than the 5 s window".to_string())
-            } else {
-                match self.resolve_read_set(recent, &h.req, now) {
-                    Err(Refusal::TooOld(e)) => Some(e.to_string()),
-                    Err(Refusal::Conflict { with, .. }) => {
-                        Some(format!("conflict with the commit at version {with}"))
-                    }
-                    Ok(()) => match self.apply(recent, now, h.req) {
-                        Ok(info) => {
-                            debug!(
-                                op = "late_commit",
-                                version = info.version.get(),
-                                versionstamp = ?info.versionstamp,
-                                "held commit applied late"
-                            );
-                            None
-                        }
-                        Err(e) => Some(e.to_string()),
-                    },
-                }
-            };
-            match refused {
+            match self.land(now, h) {
                 Some(why) => {
                     out.refused += 1;
-                    ModelCounters::bump(&self.model.late_refused);
+                    ModelCounters::bump(&self.store.model.late_refused);
                     debug!(op = "late_commit", reason = %why, "held commit refused");
                 }
                 None => {
                     out.applied += 1;
-                    ModelCounters::bump(&self.model.late_applied);
+                    self.late_applied += 1;
                 }
             }
         }
         out
     }
 
-    /// [`StoreState::deliver_late`] under the commit lock, for tests.
-    pub(crate) fn deliver_late_now(&self) -> LateOutcome {
-        let mut recent = lock(&self.recent);
-        let now = self.now();
-        self.prune(&mut recent, now);
-        self.deliver_late(&mut recent, now, || true)
+    /// One held commit landing now: None when applied, else why not.
+    fn land(&mut self, now: Version, h: Held) -> Option<String> {
+        if now.since(h.held_at) > MVCC_WINDOW_MICROS {
+            return Some("held longer than the 5 s window".to_string());
+        }
+        match self.resolve_read_set(&h.req, now) {
+            Err(Refusal::TooOld(e)) => Some(e.to_string()),
+            Err(Refusal::Conflict { with, .. }) => {
+                Some(format!("conflict with the commit at version {with}"))
+            }
+            Ok(()) => match self.apply(now, h.req) {
+                Ok(info) => {
+                    debug!(
+                        op = "late_commit",
+                        version = info.version.get(),
+                        versionstamp = ?info.versionstamp,
+                        "held commit applied late"
+                    );
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            },
+        }
     }
 }
 

@@ -16,11 +16,23 @@
 //! committed version (`version`), written in the same redb transaction as
 //! the data, so a snapshot knows which version it shows and versions keep
 //! increasing across restarts.
+//!
+//! Commits reach redb in groups ([`GroupWrite`], see `group`): the commits
+//! queued behind the commit lock are written in one redb transaction, made
+//! durable with one fsync. A group of relaxed commits only (SQLite's
+//! `synchronous` OFF or NORMAL) is committed without the fsync (redb's
+//! `Durability::None`: visible at once, on disk with the next durable
+//! commit); the `flusher` makes one within [`super::flusher::FLUSH_DELAY`].
+//! redb writes its commits in order, so what a crash leaves on disk is
+//! always every commit up to some point: the relaxed commits after the last
+//! durable one may be lost, never a commit acknowledged as durable nor
+//! anything before it.
 
 #![warn(clippy::too_many_lines)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::backends::InMemoryBackend;
 use redb::{
@@ -32,6 +44,7 @@ use super::access;
 use super::atomic;
 use super::conflict_ranges::KeyRange;
 use super::dir_lock::DirLock;
+use super::flusher::Flusher;
 use super::writes::Mutation;
 use crate::kv::{KvError, KvResult, Version};
 
@@ -55,11 +68,26 @@ pub(crate) type Rows = Box<dyn Iterator<Item = KvResult<(Vec<u8>, Vec<u8>)>>>;
 
 /// The redb database of one store.
 pub(crate) struct Durable {
-    db: Database,
+    db: Arc<Database>,
     /// Where the store lives, for error messages.
     location: String,
-    /// Held for the store's life; released on drop.
+    /// Makes relaxed commits durable soon after (directory stores only).
+    flusher: Option<Flusher>,
+    /// Test builds: the in-memory store's disk, whose syncs can be made to
+    /// fail (see `failing_disk`).
+    #[cfg(test)]
+    pub(crate) disk: Option<super::failing_disk::FailingDisk>,
+    /// Held for the store's life; released on drop (after `db` is closed).
     _lock: Option<DirLock>,
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        // Relaxed commits not yet on disk are made durable by a clean close.
+        if let Some(f) = &self.flusher {
+            f.close();
+        }
+    }
 }
 
 impl std::fmt::Debug for Durable {
@@ -78,6 +106,8 @@ impl Durable {
     /// Opens the store in `dir` (taking its lock), or in memory; returns it
     /// with the last committed version.
     pub(crate) fn open(dir: Option<&Path>) -> KvResult<(Durable, Version)> {
+        #[cfg(test)]
+        let mut disk = None;
         let (db, location, lock) = match dir {
             Some(dir) => {
                 // Private before anything is created in it (see `access`).
@@ -107,16 +137,31 @@ impl Durable {
             }
             None => {
                 let location = "in-memory store".to_string();
+                #[cfg(test)]
+                let backend = {
+                    let d = super::failing_disk::FailingDisk::new(InMemoryBackend::new());
+                    disk = Some(d.clone());
+                    d
+                };
+                #[cfg(not(test))]
+                let backend = InMemoryBackend::new();
                 let db = Database::builder()
                     .set_cache_size(REDB_CACHE_BYTES)
-                    .create_with_backend(InMemoryBackend::new())
+                    .create_with_backend(backend)
                     .map_err(|e| io(&location, "cannot create", e))?;
                 (db, location, None)
             }
         };
+        let db = Arc::new(db);
+        let flusher = lock
+            .is_some()
+            .then(|| Flusher::new(db.clone(), location.clone()));
         let durable = Durable {
             db,
             location,
+            flusher,
+            #[cfg(test)]
+            disk,
             _lock: lock,
         };
         let version = durable.init()?;
@@ -162,48 +207,90 @@ impl Durable {
         })
     }
 
-    /// Applies `mutations` (versionstamps already substituted) as commit
-    /// `version`, calls `before_visible` with the previous values of the
-    /// keys touched and the cleared ranges whose previous values were not
-    /// kept (see [`clear_range`]) while the commit is not yet visible to
-    /// readers, then makes it durable (fsync) and visible.
-    pub(crate) fn commit(
-        &self,
-        version: Version,
-        mutations: &[Mutation],
-        clear_budget: usize,
-        before_visible: impl FnOnce(Before, Vec<KeyRange>),
-    ) -> KvResult<()> {
-        let loc = &self.location;
-        let mut txn = self
+    /// Starts the redb write of a group of commits.
+    pub(crate) fn begin_group(&self) -> KvResult<GroupWrite<'_>> {
+        let txn = self
             .db
             .begin_write()
-            .map_err(|e| io(loc, "begin write", e))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| io(loc, "set durability", e))?;
-        let mut before = Before::new();
-        let mut lost = Vec::new();
-        {
-            let mut table = txn.open_table(DATA).map_err(|e| io(loc, "open table", e))?;
-            apply_mutations(
-                &mut table,
-                loc,
-                mutations,
-                clear_budget,
-                &mut before,
-                &mut lost,
-            )?;
-            let mut meta = txn.open_table(META).map_err(|e| io(loc, "open meta", e))?;
-            meta.insert(VERSION_KEY, version.get())
-                .map_err(|e| io(loc, "write version", e))?;
-        }
-        before_visible(before, lost);
-        txn.commit().map_err(|e| io(loc, "commit", e))
+            .map_err(|e| io(&self.location, "begin write", e))?;
+        Ok(GroupWrite { durable: self, txn })
     }
 
     /// Where the store lives, for messages.
     pub(crate) fn location(&self) -> &str {
         &self.location
+    }
+}
+
+/// The redb write transaction of one group of commits: each commit's
+/// mutations in commit order, then one redb commit that makes all of them
+/// visible (and durable) at once. Dropped without [`GroupWrite::commit`],
+/// nothing of it is written.
+pub(crate) struct GroupWrite<'a> {
+    durable: &'a Durable,
+    txn: redb::WriteTransaction,
+}
+
+impl GroupWrite<'_> {
+    /// Applies `mutations` (versionstamps already substituted) as commit
+    /// `version`, after the commits applied before it in this group.
+    /// Returns the previous values of the keys touched and the cleared
+    /// ranges whose previous values were not kept (see [`clear_range`]),
+    /// for readers at earlier versions; nothing is visible until
+    /// [`GroupWrite::commit`].
+    pub(crate) fn apply(
+        &mut self,
+        version: Version,
+        mutations: &[Mutation],
+        clear_budget: usize,
+    ) -> KvResult<(Before, Vec<KeyRange>)> {
+        let loc = self.durable.location.as_str();
+        let mut before = Before::new();
+        let mut lost = Vec::new();
+        let mut table = self
+            .txn
+            .open_table(DATA)
+            .map_err(|e| io(loc, "open table", e))?;
+        apply_mutations(
+            &mut table,
+            loc,
+            mutations,
+            clear_budget,
+            &mut before,
+            &mut lost,
+        )?;
+        drop(table);
+        let mut meta = self
+            .txn
+            .open_table(META)
+            .map_err(|e| io(loc, "open meta", e))?;
+        meta.insert(VERSION_KEY, version.get())
+            .map_err(|e| io(loc, "write version", e))?;
+        Ok((before, lost))
+    }
+
+    /// Makes every commit applied visible: on disk first (one fsync) when
+    /// `durable`, else written without a sync (redb's `Durability::None`),
+    /// on disk with the next durable commit or the flusher's.
+    pub(crate) fn commit(self, durable: bool) -> KvResult<()> {
+        let loc = self.durable.location.as_str();
+        let mut txn = self.txn;
+        let level = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(level)
+            .map_err(|e| io(loc, "set durability", e))?;
+        txn.commit().map_err(|e| io(loc, "commit", e))?;
+        if let Some(f) = &self.durable.flusher {
+            if durable {
+                f.durable();
+            } else {
+                f.relaxed();
+            }
+        }
+        Ok(())
     }
 }
 

@@ -42,8 +42,9 @@
 //! * [`access`]: the directory is its owner's alone (0700, files 0600,
 //!   owner checked), whatever the umask.
 //!
-//! Commits are serialised by one mutex; reads never take it, and redb's
-//! MVCC readers never wait for a commit's fsync.
+//! Commits are serialised by one mutex, in groups ([`group`]: the commits
+//! waiting for it share one redb write and one fsync); reads never take
+//! it, and redb's MVCC readers never wait for a commit's fsync.
 
 pub(crate) mod access;
 mod atomic;
@@ -52,7 +53,13 @@ mod conflict_ranges;
 mod conflicts;
 mod dir_lock;
 mod durable;
+#[cfg(test)]
+mod failing_disk;
 mod faults;
+mod flusher;
+mod group;
+#[cfg(test)]
+mod group_tests;
 mod mvcc;
 mod txn;
 mod versions;
@@ -71,12 +78,14 @@ use crate::sync::lock;
 
 pub use commit::LateOutcome;
 pub use faults::{Faults, LateDelivery, ModelCounts};
+pub use flusher::FLUSH_DELAY;
 pub use mvcc::DEFAULT_HISTORY_BYTES;
 
 use commit::LateCommits;
 use conflicts::RecentWrites;
 use durable::Durable;
 use faults::{FaultInjector, ModelCounters};
+use group::CommitQueue;
 use mvcc::History;
 use versions::Versions;
 use view::View;
@@ -160,6 +169,8 @@ pub(crate) struct StoreState {
     history: RwLock<History>,
     /// Recent commits' write ranges; its mutex also serialises commits.
     recent: Mutex<RecentWrites>,
+    /// Commits waiting for the commit lock, committed in groups.
+    queue: CommitQueue,
     /// Commits that answered 1021 and land later. Locked after `recent`.
     late: Mutex<LateCommits>,
     counters: Counters,
@@ -214,6 +225,7 @@ impl EmbeddedKv {
                 versions: Versions::new(committed),
                 history: RwLock::new(History::new(opts.history_bytes)),
                 recent: Mutex::new(RecentWrites::default()),
+                queue: CommitQueue::default(),
                 late: Mutex::new(LateCommits::default()),
                 counters: Counters::default(),
                 model: ModelCounters::default(),

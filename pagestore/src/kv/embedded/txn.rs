@@ -27,8 +27,8 @@ use crate::kv::size::{
     value_bytes,
 };
 use crate::kv::{
-    CommitInfo, ConflictKind, KeyValue, KvError, KvResult, KvTxn, MutationType, RangeOption,
-    RangeResult, ReadRequest, ReadResult, Version,
+    CommitInfo, ConflictKind, Durability, KeyValue, KvError, KvResult, KvTxn, MutationType,
+    RangeOption, RangeResult, ReadRequest, ReadResult, Version,
 };
 
 /// A range read stops after about this many key and value bytes and says
@@ -46,6 +46,7 @@ pub(crate) struct EmbeddedTxn {
     read_conflicts: Vec<KeyRange>,
     write_conflicts: Vec<KeyRange>,
     size: usize,
+    durability: Durability,
 }
 
 fn unreadable(key: &[u8]) -> KvError {
@@ -83,6 +84,7 @@ impl EmbeddedTxn {
             read_conflicts: Vec::new(),
             write_conflicts: Vec::new(),
             size: 0,
+            durability: Durability::Full,
         }
     }
 
@@ -456,6 +458,10 @@ impl KvTxn for EmbeddedTxn {
         self.size
     }
 
+    fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+    }
+
     fn commit(self: Box<Self>) -> KvResult<CommitInfo> {
         let mut this = *self;
         this.check_limits()?;
@@ -477,6 +483,7 @@ impl KvTxn for EmbeddedTxn {
             write_conflicts,
             writes,
             size,
+            durability,
             ..
         } = this;
         store.commit(CommitRequest {
@@ -485,6 +492,7 @@ impl KvTxn for EmbeddedTxn {
             explicit_writes: write_conflicts,
             mutations: writes.into_mutations(),
             size,
+            durability,
         })
     }
 }

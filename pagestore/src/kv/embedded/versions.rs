@@ -22,9 +22,10 @@
 //! flight waits for it, so a batch is only ever seen whole, and a client
 //! whose earlier commit in the batch was acknowledged never reads below it.
 //!
-//! Commits are serialised, so at most one commit version is *in flight*
-//! (chosen, being written to disk, not yet visible). A read version handed
-//! out while a new (non-joining) commit is in flight is just below it.
+//! Commits are serialised in groups (see `group`): the versions of one
+//! group are *in flight* together (chosen, being written to disk in one
+//! write, not yet visible) and become visible together. A read version
+//! handed out while a group is in flight is just below its first version.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,15 +42,17 @@ struct State {
     /// version that was given up). A batch at `committed` is open while
     /// `floor < committed`.
     floor: Version,
-    /// A commit chosen but not yet visible: (version, batch order).
+    /// The last commit chosen but not yet visible: (version, batch order).
     in_flight: Option<(Version, u16)>,
+    /// The first commit of the group in flight (`in_flight` is its last).
+    in_flight_from: Option<(Version, u16)>,
 }
 
 impl State {
     /// Whether an in-flight commit joins the visible batch: reading at its
     /// version now would see part of a batch.
     fn joining_in_flight(&self) -> bool {
-        matches!(self.in_flight, Some((v, _)) if v <= self.committed)
+        matches!(self.in_flight_from, Some((v, _)) if v <= self.committed)
     }
 }
 
@@ -73,6 +76,7 @@ impl Versions {
                 order: 0,
                 floor: committed,
                 in_flight: None,
+                in_flight_from: None,
             }),
             visible: Condvar::new(),
         }
@@ -100,7 +104,7 @@ impl Versions {
         while s.joining_in_flight() {
             s = self.wait(s);
         }
-        let rv = match s.in_flight {
+        let rv = match s.in_flight_from {
             Some((v, _)) => v.before(1),
             None => now.max(s.committed).max(s.floor),
         };
@@ -125,7 +129,7 @@ impl Versions {
                     ),
                 ));
             }
-            match s.in_flight {
+            match s.in_flight_from {
                 Some((v, _)) if version >= v => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -148,39 +152,65 @@ impl Versions {
     /// and an open batch (see the module docs) it is the visible commit's
     /// version with the next batch order; otherwise a new version,
     /// `max(last + 1, now)`, above every read version handed out, with
-    /// order 0. Callers serialise commits.
+    /// order 0. Callers serialise commits; a commit of a group in flight
+    /// comes after the group's previous one (and may join its version).
     pub(crate) fn begin_commit(&self, now: Version, join: bool) -> (Version, u16) {
         let mut s = self.lock();
-        let open = s.committed > s.floor && s.order < u16::MAX;
+        let (last, order) = s.in_flight.unwrap_or((s.committed, s.order));
+        let open = last > s.floor && order < u16::MAX;
         let chosen = if join && open {
-            (s.committed, s.order + 1)
+            (last, order + 1)
         } else {
-            (now.max(s.committed.after(1)).max(s.floor.after(1)), 0)
+            (now.max(last.after(1)).max(s.floor.after(1)), 0)
         };
         s.in_flight = Some(chosen);
+        s.in_flight_from.get_or_insert(chosen);
         chosen
     }
 
-    /// Ends the in-flight commit: visible when `applied`, otherwise its
-    /// version is never used again (which also closes its batch).
-    pub(crate) fn finish_commit(&self, version: Version, applied: bool) {
+    /// A commit of the group in flight failed before it was written: its
+    /// version is never used (which also closes its batch); the group goes
+    /// on.
+    pub(crate) fn give_up(&self, version: Version) {
         let mut s = self.lock();
-        let order = match s.in_flight.take() {
-            Some((v, o)) if v == version => o,
-            _ => 0,
-        };
-        if applied {
+        s.floor = s.floor.max(version);
+    }
+
+    /// Ends the group in flight: visible up to `last` (the last commit of
+    /// the group that was written) when `Some`; every other version chosen
+    /// is never used again.
+    pub(crate) fn finish_group(&self, last: Option<(Version, u16)>) {
+        let mut s = self.lock();
+        s.in_flight_from = None;
+        if let Some((chosen, _)) = s.in_flight.take() {
+            if last.is_none_or(|(v, _)| v < chosen) {
+                s.floor = s.floor.max(chosen);
+            }
+        }
+        if let Some((version, order)) = last {
             if version > s.committed {
                 s.committed = version;
                 s.order = order;
             } else if version == s.committed {
                 s.order = s.order.max(order);
             }
-        } else {
-            s.floor = s.floor.max(version);
         }
         drop(s);
         self.visible.notify_all();
+    }
+
+    /// Ends the in-flight commit: visible when `applied`, otherwise its
+    /// version is never used again (which also closes its batch).
+    #[cfg(test)]
+    pub(crate) fn finish_commit(&self, version: Version, applied: bool) {
+        let order = match self.lock().in_flight {
+            Some((v, o)) if v == version => o,
+            _ => 0,
+        };
+        if !applied {
+            self.give_up(version);
+        }
+        self.finish_group(applied.then_some((version, order)));
     }
 }
 
@@ -251,6 +281,26 @@ mod tests {
         v.finish_commit(ver(104), false);
         assert_eq!(v.begin_commit(ver(0), true), (ver(105), 0));
         v.finish_commit(ver(105), true);
+    }
+
+    #[test]
+    fn a_group_in_flight_is_invisible_until_it_ends_whole() {
+        let v = Versions::new(ver(100));
+        let a = v.begin_commit(ver(0), false);
+        let b = v.begin_commit(ver(0), true);
+        let c = v.begin_commit(ver(0), false);
+        assert_eq!((a, b, c), ((ver(101), 0), (ver(101), 1), (ver(102), 0)));
+        // Reads stay below the group's first version while it is in flight.
+        assert_eq!(v.read_version(ver(500)), ver(100));
+        // The last one failed before it was written: the group ends at b.
+        v.give_up(ver(102));
+        v.finish_group(Some(b));
+        assert_eq!(v.committed(), ver(101));
+        assert_eq!(v.begin_commit(ver(0), true), (ver(103), 0));
+        // A group that failed as a whole: nothing visible, versions unused.
+        v.finish_group(None);
+        assert_eq!(v.committed(), ver(101));
+        assert_eq!(v.begin_commit(ver(0), false), (ver(104), 0));
     }
 
     #[test]
