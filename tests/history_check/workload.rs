@@ -1689,7 +1689,7 @@ pub fn run(cfg: &Config, cdylib: Option<PathBuf>) -> RunResult {
     wait(spawn_rust("final", 0, 0, String::new()), "final");
     let final_s = phase.elapsed().as_secs_f64();
     let phase = Instant::now();
-    let mut result = merge(&root, &kill_times, figures);
+    let mut result = merge(&root, &kill_times, figures, cfg.staleness);
     result.figures.phases = vec![
         ("setup", setup_s),
         ("workload", workload_s),
@@ -1755,7 +1755,7 @@ fn ops_from(v: &Value) -> Vec<Op> {
 
 /// Reads every history file, builds the checker's histories (main keys;
 /// `rs` keys separately), checks them and the workload's own invariants.
-fn merge(root: &Path, kill_times: &[(u64, u64)], mut fig: Figures) -> RunResult {
+fn merge(root: &Path, kill_times: &[(u64, u64)], mut fig: Figures, staleness: Duration) -> RunResult {
     let mut txns: Vec<Txn> = Vec::new();
     let mut oracle: Vec<checker::Anomaly> = Vec::new();
     let mut restore_exempt = 0u64;
@@ -1987,7 +1987,7 @@ fn merge(root: &Path, kill_times: &[(u64, u64)], mut fig: Figures) -> RunResult 
         }
     }
     let stale = History {
-        staleness_ns: cfg.staleness.as_nanos() as u64,
+        staleness_ns: staleness.as_nanos() as u64,
         ..History::default()
     };
     let mut main = stale.clone();
