@@ -4,10 +4,10 @@
 //! `SQLITE_BUSY` and re-run), fdbvfs beside plain SQLite.
 //!
 //! fdbvfs runs on the embedded store, in a temporary directory (`dir`:
-//! durable, one fsync per commit) and in memory (`mem`: the injected latency
-//! alone stands for the store), with 0 or 0.5 ms injected per store round
-//! trip and commit round trips of that or 2 ms (`Faults::commit_latency`
-//! tops the per-round-trip latency up to 2 ms).
+//! durable, one fsync per group of commits) and in memory (`mem`: the
+//! injected latency alone stands for the store), with 0 or 0.5 ms injected
+//! per store round trip and commit round trips of that or 2 ms
+//! (`Faults::commit_latency` tops the per-round-trip latency up to 2 ms).
 //! Plain SQLite serializes its writers (`BEGIN IMMEDIATE`, busy timeout).
 //!
 //! Not a criterion benchmark: throughput of a thread pool over a fixed time
@@ -16,7 +16,16 @@
 //! ```text
 //! cargo bench --bench writers -- --quick     # 1 s per point
 //! FDBVFS_BENCH_SECS=5 cargo bench --bench writers
+//! cargo bench --bench writers -- --quick fdbvfs-dir   # only these targets
 //! ```
+//!
+//! Words after `--` that are not flags keep only the targets whose label
+//! contains one of them (the CSV then holds only those).
+//!
+//! On `dir`, commits queued behind the store's commit lock are written
+//! together (group commit: one redb write, one fsync per group), and the
+//! injected commit latency is slept before the lock, as a network round
+//! trip would be, so concurrent writers overlap it.
 
 mod common;
 
@@ -71,10 +80,10 @@ fn configs(dir: &std::path::Path) -> Vec<Config> {
         round_trip: Duration::ZERO,
         commit: Duration::ZERO,
     }];
-    // "dir": the durable store in a temporary directory (each commit is
-    // fsynced under the store's commit lock); "mem": the same store in
-    // memory, where the injected latency alone stands for the store's
-    // commit cost, as FDB's would.
+    // "dir": the durable store in a temporary directory (each group of
+    // commits is fsynced under the store's commit lock); "mem": the same
+    // store in memory, where the injected latency alone stands for the
+    // store's commit cost, as FDB's would.
     let stores = [
         ("dir", Store::embedded(dir.join("fdbvfs")).expect("store")),
         ("mem", Store::in_memory().expect("store")),
@@ -213,7 +222,15 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(if common::quick() { 1.0 } else { 3.0 });
     let dir = tempfile::tempdir().expect("tempdir");
-    let configs = configs(dir.path());
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut configs = configs(dir.path());
+    configs.retain(|c| {
+        let label = c.target.label();
+        filters.is_empty() || filters.iter().any(|f| label.contains(f.as_str()))
+    });
     let mut points = Vec::new();
     let mut built = std::collections::HashSet::new();
     println!(

@@ -1,15 +1,18 @@
 //! Durability under kill -9: a child process (this test binary, re-run on
 //! an ignored helper test) commits in a loop and prints each acknowledged
 //! commit; the parent kills it with SIGKILL at a random moment, reopens the
-//! store and finds every acknowledged commit.
+//! store and finds every acknowledged commit. The same with several
+//! committing threads (commits in groups, see `kv::embedded` group commit)
+//! and with relaxed commits (`Durability::Relaxed`: consistent after a
+//! kill, on disk within `FLUSH_DELAY`, kept by a clean close).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
-use pagestore::kv::{Kv, KvError, RangeOption};
+use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions, FLUSH_DELAY};
+use pagestore::kv::{Durability, Kv, KvError, RangeOption};
 use rand::RngExt;
 
 const DIR_ENV: &str = "PAGESTORE_DURABILITY_DIR";
@@ -135,4 +138,238 @@ fn kill_9_loses_no_acknowledged_commit() {
         assert_eq!(count, total_acked, "count and rows disagree");
     }
     assert!(total_acked > 0, "the child never committed");
+}
+
+const MODE_ENV: &str = "PAGESTORE_DURABILITY_MODE";
+const ACCOUNTS: u64 = 10;
+const INITIAL: u64 = 100;
+const THREADS: u64 = 4;
+
+fn account(i: u64) -> Vec<u8> {
+    format!("bank/{i:02}").into_bytes()
+}
+
+fn ack_key(round: u32, thread: u64, seq: u64) -> Vec<u8> {
+    format!("g{round:02}/t{thread}/{seq:010}").into_bytes()
+}
+
+fn number(v: Option<Vec<u8>>) -> u64 {
+    v.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()))
+}
+
+/// One transfer between two accounts plus the key acknowledging it,
+/// retried on conflicts.
+fn transfer(kv: &EmbeddedKv, durability: Durability, round: u32, thread: u64, seq: u64) {
+    let mut rng = rand::rng();
+    loop {
+        let (from, to) = (rng.random_range(0..ACCOUNTS), rng.random_range(0..ACCOUNTS));
+        let mut t = kv.begin().unwrap();
+        t.set_durability(durability);
+        let a = number(t.get(&account(from), false).unwrap());
+        let b = number(t.get(&account(to), false).unwrap());
+        if from != to && a > 0 {
+            t.set(&account(from), &(a - 1).to_le_bytes());
+            t.set(&account(to), &(b + 1).to_le_bytes());
+        }
+        t.set(&ack_key(round, thread, seq), b"");
+        match t.commit() {
+            Ok(_) => return,
+            Err(e) if e.code == KvError::NOT_COMMITTED => continue,
+            Err(e) => panic!("commit: {e}"),
+        }
+    }
+}
+
+/// The child of the group-commit tests: `THREADS` threads transfer between
+/// accounts and print `ACK <thread> <seq>` after each acknowledged commit;
+/// with `MODE_ENV=relaxed` the commits are relaxed, and after `IDLE_AFTER`
+/// commits per thread the child prints `IDLE` and stops committing.
+#[test]
+#[ignore = "helper run as a child process by the group-commit kill -9 tests"]
+fn group_commit_child() {
+    let Ok(dir) = std::env::var(DIR_ENV) else {
+        return;
+    };
+    let round: u32 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
+    let relaxed = std::env::var(MODE_ENV).is_ok_and(|m| m.starts_with("relaxed"));
+    let idle_after: Option<u64> = std::env::var(MODE_ENV)
+        .ok()
+        .and_then(|m| m.strip_prefix("relaxed-idle-")?.parse().ok());
+    let durability = if relaxed {
+        Durability::Relaxed
+    } else {
+        Durability::Full
+    };
+    let kv = EmbeddedKv::open(EmbeddedOptions::dir(dir)).unwrap();
+    println!("READY");
+    let threads: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let kv = kv.clone();
+            std::thread::spawn(move || {
+                for seq in 0.. {
+                    if idle_after.is_some_and(|n| seq >= n) {
+                        return;
+                    }
+                    transfer(&kv, durability, round, thread, seq);
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ACK {thread} {seq}").unwrap();
+                    out.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    println!("IDLE");
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+/// Runs `group_commit_child` in `dir` and kills it with SIGKILL once
+/// `kill_when` says so (given each line it printed); returns the
+/// acknowledged commits, (thread, seq).
+fn run_and_kill(
+    dir: &std::path::Path,
+    round: u32,
+    mode: &str,
+    kill_when: impl Fn(&str) -> bool,
+) -> Vec<(u64, u64)> {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(&exe)
+        .args([
+            "--ignored",
+            "--exact",
+            "group_commit_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DIR_ENV, dir)
+        .env(ROUND_ENV, round.to_string())
+        .env(MODE_ENV, mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Some(rest) = line.split("ACK ").nth(1) {
+            let mut it = rest.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+            acked.push((it.next().unwrap(), it.next().unwrap()));
+        }
+        if kill_when(&line) {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    acked
+}
+
+/// Reopens the store: the bank's total is intact, every acknowledged
+/// commit is there, and what each thread committed is a prefix of its
+/// sequence (a crash loses the newest commits, never one in the middle).
+/// Returns the commits found per thread.
+fn check_after_kill(dir: &std::path::Path, round: u32, acked: &[(u64, u64)]) -> Vec<u64> {
+    let kv = EmbeddedKv::open(EmbeddedOptions::dir(dir)).unwrap();
+    let mut t = kv.begin().unwrap();
+    let total: u64 = (0..ACCOUNTS)
+        .map(|i| number(t.get(&account(i), false).unwrap()))
+        .sum();
+    assert_eq!(total, ACCOUNTS * INITIAL, "round {round}: money created or lost");
+    let mut found = Vec::new();
+    for thread in 0..THREADS {
+        let prefix = format!("g{round:02}/t{thread}/").into_bytes();
+        let end = pagestore::kv::strinc(&prefix).unwrap();
+        let rows = t.get_range(&RangeOption::new(prefix, end), false).unwrap();
+        assert!(!rows.more);
+        for (i, row) in rows.kvs.iter().enumerate() {
+            assert_eq!(row.key, ack_key(round, thread, i as u64), "round {round}: a gap");
+        }
+        found.push(rows.kvs.len() as u64);
+    }
+    for (thread, seq) in acked {
+        assert!(
+            *seq < found[*thread as usize],
+            "round {round}: acknowledged commit {seq} of thread {thread} lost"
+        );
+    }
+    found
+}
+
+fn open_bank(dir: &std::path::Path) {
+    let kv = EmbeddedKv::open(EmbeddedOptions::dir(dir)).unwrap();
+    let mut t = kv.begin().unwrap();
+    for i in 0..ACCOUNTS {
+        t.set(&account(i), &INITIAL.to_le_bytes());
+    }
+    t.commit().unwrap();
+}
+
+#[test]
+fn kill_9_loses_no_commit_acknowledged_by_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    open_bank(dir.path());
+    for round in 0..3u32 {
+        let wait = Duration::from_millis(rand::rng().random_range(100..=400));
+        let start = std::sync::Mutex::new(None::<std::time::Instant>);
+        let acked = run_and_kill(dir.path(), round, "full", |line| {
+            let mut s = start.lock().unwrap();
+            let t0 = *s.get_or_insert_with(std::time::Instant::now);
+            line.contains("ACK") && t0.elapsed() >= wait
+        });
+        let found = check_after_kill(dir.path(), round, &acked);
+        println!("round {round}: {} acknowledged, {found:?} found", acked.len());
+        assert!(!acked.is_empty(), "the child never committed");
+    }
+}
+
+#[test]
+fn relaxed_commits_keep_the_store_consistent_under_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    open_bank(dir.path());
+    for round in 0..3u32 {
+        let wait = Duration::from_millis(rand::rng().random_range(100..=400));
+        let start = std::sync::Mutex::new(None::<std::time::Instant>);
+        let acked = run_and_kill(dir.path(), round, "relaxed", |line| {
+            let mut s = start.lock().unwrap();
+            let t0 = *s.get_or_insert_with(std::time::Instant::now);
+            line.contains("ACK") && t0.elapsed() >= wait
+        });
+        // Relaxed commits acknowledged within FLUSH_DELAY of the kill may
+        // be lost; the store is consistent and loses only the newest.
+        let found = check_after_kill(dir.path(), round, &[]);
+        println!("round {round}: {} acknowledged, {found:?} found", acked.len());
+    }
+}
+
+#[test]
+fn relaxed_commits_are_on_disk_within_the_flush_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    open_bank(dir.path());
+    let acked = run_and_kill(dir.path(), 0, "relaxed-idle-20", |line| {
+        if line.ends_with("IDLE") {
+            std::thread::sleep(FLUSH_DELAY * 4);
+            return true;
+        }
+        false
+    });
+    assert_eq!(acked.len() as u64, 20 * THREADS);
+    let found = check_after_kill(dir.path(), 0, &acked);
+    assert_eq!(found, vec![20; THREADS as usize]);
+}
+
+#[test]
+fn relaxed_commits_survive_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    open_bank(dir.path());
+    {
+        let kv = EmbeddedKv::open(EmbeddedOptions::dir(dir.path())).unwrap();
+        for seq in 0..10 {
+            transfer(&kv, Durability::Relaxed, 0, 0, seq);
+        }
+    }
+    let found = check_after_kill(dir.path(), 0, &[]);
+    assert_eq!(found, vec![10, 0, 0, 0]);
 }
