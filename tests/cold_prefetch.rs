@@ -77,8 +77,10 @@ fn cold_indexed_range_scan_is_prefetched_by_shape() {
     const ROWS: i64 = 30_000;
     let store = Store::in_memory().expect("store");
     let conn = store.open("cold_prefetch_index").expect("open");
-    conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, pad BLOB); CREATE INDEX t_k ON t(k)")
-        .expect("create");
+    conn.execute_batch(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, pad BLOB); CREATE INDEX t_k ON t(k)",
+    )
+    .expect("create");
     // k is a permutation of the ids (7919 is prime to ROWS), as 20-digit
     // text so that index pages hold ~100 entries.
     let mut i = 1;
@@ -93,7 +95,10 @@ fn cold_indexed_range_scan_is_prefetched_by_shape() {
         i = end + 1;
     }
     let (pages, depth) = shape(&conn, "t_k");
-    assert!(pages > 4 * PREFETCH_PAGES as u64, "index too small: {pages}");
+    assert!(
+        pages > 4 * PREFETCH_PAGES as u64,
+        "index too small: {pages}"
+    );
     assert!(depth >= 2, "index should have interior pages: {depth}");
 
     // The middle ~60% of the keys: the scan starts inside the tree.
@@ -108,7 +113,38 @@ fn cold_indexed_range_scan_is_prefetched_by_shape() {
     let again: i64 = scalar_with(&conn, sql, [&lo, &hi]);
     assert_eq!(again, n);
     assert!(metrics(&store).since(&before).reads <= 1);
+
+    // Backwards: SQLite walks each interior page's children from the last.
+    store.page_store().cache().clear();
+    let before = metrics(&store);
+    let keys = descending_keys(&conn, &lo, &hi);
+    let m = metrics(&store).since(&before);
+    assert_eq!(keys.len() as i64, n);
+    assert!(keys.windows(2).all(|w| w[0] > w[1]), "not descending");
+    check("cold descending range scan", &m, pages, depth);
+
+    // A lookup is not a scan: no batch, one read per level as before (plus
+    // the view and page 1).
+    let (id, m): (i64, _) = cold(
+        &store,
+        &conn,
+        "SELECT id FROM t INDEXED BY t_k WHERE k = ?1",
+        [format!("{:020}", 7919)],
+    );
+    assert_eq!(id, 1);
+    eprintln!("cold point lookup: depth {depth}: reads={}", m.reads);
+    assert!(m.reads <= depth + 2, "cold point lookup: {m:?}");
     assert_integrity(&conn);
+}
+
+/// Keys of `t_k` in `lo..=hi`, read in descending order.
+fn descending_keys(conn: &Connection, lo: &str, hi: &str) -> Vec<String> {
+    let sql = "SELECT k FROM t INDEXED BY t_k WHERE k BETWEEN ?1 AND ?2 ORDER BY k DESC";
+    let mut st = conn.prepare(sql).expect("prepare");
+    let rows = st
+        .query_map([lo, hi], |r| r.get::<_, String>(0))
+        .expect("query");
+    rows.collect::<rusqlite::Result<_>>().expect("rows")
 }
 
 /// Two tables filled by interleaved inserts in random key order: each
@@ -141,7 +177,10 @@ fn cold_scan_of_an_interleaved_table_is_prefetched_by_shape() {
         conn.execute_batch("COMMIT").expect("commit");
     }
     let (pages, depth) = shape(&conn, "a");
-    assert!(pages > 4 * PREFETCH_PAGES as u64, "table too small: {pages}");
+    assert!(
+        pages > 4 * PREFETCH_PAGES as u64,
+        "table too small: {pages}"
+    );
 
     let (sum, m): (i64, _) = cold(&store, &conn, "SELECT sum(length(pad)) FROM a", []);
     assert_eq!(sum, ROWS * 100);

@@ -72,7 +72,7 @@ impl ReadAhead {
         page: &Arc<[u8]>,
         whole: bool,
     ) -> Result<()> {
-        if whole && std::env::var_os("H3_OFF").is_none() {
+        if whole {
             self.shape.after_read(t, pgno, page)?;
         }
         Ok(())
@@ -101,7 +101,6 @@ impl ReadAhead {
             let end = (pgno as u64 + self.window as u64).min(count) as u32;
             if end > pgno {
                 let pages: Vec<PageNo> = (pgno..end).map(PageNo::new).collect();
-                if std::env::var_os("H3_DBG").is_some() { eprintln!("seq prefetch {pgno}..{end}"); }
                 t.prefetch(&pages)?;
                 self.prefetched_to = end;
             }
@@ -242,7 +241,6 @@ impl Shape {
     /// into by a scan gets its first children fetched.
     fn after_read(&mut self, t: &mut Transaction, pgno: u32, page: &Arc<[u8]>) -> Result<()> {
         let cold = self.reads_before.is_some_and(|r| r != store_reads(t));
-        if std::env::var_os("H3_DBG").is_some() { eprintln!("read {pgno} reads={} cold={cold} stepped={:?} int={}", store_reads(t), self.stepped, btree::looks_interior(page, pgno == 0)); }
         if cold && self.stepped.is_none() {
             self.arm(pgno.saturating_add(1));
         }
@@ -321,7 +319,6 @@ fn prefetch_children(
         .filter(|p| p.index() < count)
         .collect();
     if !pages.is_empty() {
-        if std::env::var_os("H3_DBG").is_some() { eprintln!("shape prefetch {range:?} {:?}", &pages[..pages.len().min(3)]); }
         t.prefetch(&pages)?;
     }
     Ok(())
