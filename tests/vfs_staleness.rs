@@ -29,12 +29,22 @@ fn the_bound_is_set_by_uri_option_and_pragma() {
     let db = name("stale_set");
     let conn = store.open(&db).unwrap();
     assert_eq!(scalar::<String>(&conn, "PRAGMA fdb_staleness"), "10ms");
-    assert_eq!(scalar::<String>(&conn, "PRAGMA fdb_staleness = '250us'"), "250us");
+    assert_eq!(
+        scalar::<String>(&conn, "PRAGMA fdb_staleness = '250us'"),
+        "250us"
+    );
     assert_eq!(scalar::<String>(&conn, "PRAGMA fdb_staleness"), "250us");
-    assert_eq!(scalar::<String>(&conn, "PRAGMA fdb_staleness = strict"), "strict");
-    let e = conn.execute_batch("PRAGMA fdb_staleness = '10 years'").unwrap_err();
+    assert_eq!(
+        scalar::<String>(&conn, "PRAGMA fdb_staleness = strict"),
+        "strict"
+    );
+    let e = conn
+        .execute_batch("PRAGMA fdb_staleness = '10 years'")
+        .unwrap_err();
     assert!(e.to_string().contains("staleness"), "{e}");
-    let e = conn.execute_batch("PRAGMA fdb_staleness = '9s'").unwrap_err();
+    let e = conn
+        .execute_batch("PRAGMA fdb_staleness = '9s'")
+        .unwrap_err();
     assert!(e.to_string().contains("above"), "{e}");
     // The URI parameter, on a connection of a strict store.
     let plain = Store::in_memory().unwrap();
@@ -119,7 +129,8 @@ fn bounded_writers_stay_serializable() {
                     let mut ok = 0u64;
                     for _ in 0..50 {
                         let r = fdbvfs::retry(&mut conn, |c| {
-                            let n: i64 = c.query_row("SELECT n FROM c WHERE k = 1", [], |r| r.get(0))?;
+                            let n: i64 =
+                                c.query_row("SELECT n FROM c WHERE k = 1", [], |r| r.get(0))?;
                             c.execute("UPDATE c SET n = ?1 WHERE k = 1", [n + 1])?;
                             Ok(())
                         });

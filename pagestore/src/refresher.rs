@@ -33,6 +33,7 @@ const MIN_PERIOD: Duration = Duration::from_micros(500);
 
 /// What the thread needs to rebuild a [`Database`] handle without holding
 /// the store.
+#[derive(Clone)]
 struct Wanted {
     name: Arc<str>,
     ancestors: Vec<(DbId, Version)>,
@@ -98,7 +99,7 @@ impl Refresher {
 
     /// What to refresh now, and how long to sleep after; `None` when
     /// nothing is wanted any more (the thread then ends).
-    fn due(&self) -> Option<(Vec<(DbId, Arc<str>, Vec<(DbId, Version)>, Duration)>, Duration)> {
+    fn due(&self) -> Option<(Vec<(DbId, Wanted)>, Duration)> {
         let mut i = lock(&self.interest);
         let now = Instant::now();
         i.wanted.retain(|_, w| w.until > now);
@@ -107,11 +108,7 @@ impl Refresher {
             return None;
         }
         let sleep = i.wanted.values().map(|w| w.period).min().unwrap_or(IDLE);
-        let all = i
-            .wanted
-            .iter()
-            .map(|(id, w)| (*id, w.name.clone(), w.ancestors.clone(), w.period))
-            .collect();
+        let all = i.wanted.iter().map(|(id, w)| (*id, w.clone())).collect();
         Some((all, sleep))
     }
 
@@ -145,16 +142,16 @@ fn run(refresher: &Refresher, store: &Weak<StoreCore>) {
             return;
         };
         let ps = PageStore { inner };
-        for (id, name, ancestors, period) in due {
+        for (id, w) in due {
             if planted!("plant::ignore_staleness_bound") {
                 continue;
             }
-            let db = Database::new(ps.clone(), &name, id, &ancestors);
-            if db.view_age() < period {
+            let db = Database::new(ps.clone(), &w.name, id, &w.ancestors);
+            if db.view_age() < w.period {
                 continue;
             }
             if let Err(e) = db.start() {
-                debug!(database = %name, error = %e, "view refresh failed");
+                debug!(database = %w.name, error = %e, "view refresh failed");
             }
         }
         drop(ps);

@@ -121,7 +121,10 @@ mod tests {
         assert_eq!(p("10ms"), Ok(ten));
         assert_eq!(p("10"), Ok(ten));
         assert_eq!(p(" 0.01s "), Ok(ten));
-        assert_eq!(p("500us"), Ok(Staleness::Bounded(Duration::from_micros(500))));
+        assert_eq!(
+            p("500us"),
+            Ok(Staleness::Bounded(Duration::from_micros(500)))
+        );
         assert_eq!(ten.to_string(), "10ms");
         assert_eq!(p("500us").unwrap().to_string(), "500us");
         assert_eq!(Staleness::Strict.to_string(), "strict");

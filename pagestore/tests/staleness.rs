@@ -83,8 +83,14 @@ fn never_older_than_the_bound_nor_than_what_was_seen() {
             .map(|(v, _)| *v)
             .max()
             .unwrap_or(0);
-        assert!(seen >= must, "step {i}: read {seen}, but {must} was acknowledged over {bound:?} before");
-        assert!(seen >= last_seen, "step {i}: went back from {last_seen} to {seen}");
+        assert!(
+            seen >= must,
+            "step {i}: read {seen}, but {must} was acknowledged over {bound:?} before"
+        );
+        assert!(
+            seen >= last_seen,
+            "step {i}: went back from {last_seen} to {seen}"
+        );
         assert!(t.snapshot_age().unwrap() <= bound + Duration::from_millis(4));
         last_seen = seen;
         floor = t.snapshot();
