@@ -51,8 +51,8 @@ use crate::error::{Error, Result};
 use crate::ids::{DbId, PageNo};
 use crate::keys::{DbKeys, Token};
 use crate::kv::{
-    ConflictKind, KvError, KvTxn, MutationType, RangeOption, ReadRequest, ReadResult, Version,
-    Versionstamp,
+    ConflictKind, Durability, KvError, KvTxn, MutationType, RangeOption, ReadRequest, ReadResult,
+    Version, Versionstamp,
 };
 use crate::read_set::ReadSet;
 use crate::retry::{self, Backoff, Pause};
@@ -602,6 +602,7 @@ fn attempt_commit(
             plan.apply_reads(t.as_mut(), txn);
         }
     }
+    t.set_durability(durability(members));
     debug!(bytes = t.approximate_size(), "committing");
     failpoint!("commit::before");
     let info = t.commit()?;
@@ -610,6 +611,18 @@ fn attempt_commit(
         .versionstamp
         .ok_or_else(|| Error::corrupt("commit with writes returned no versionstamp"))?;
     Ok(Attempt::Committed(vs))
+}
+
+/// A group's commit is full when any writing member's is.
+fn durability(members: &[(Member<'_>, &Plan, bool)]) -> Durability {
+    let full = members
+        .iter()
+        .any(|(txn, _, writes)| *writes && txn.write.durability == Durability::Full);
+    if full {
+        Durability::Full
+    } else {
+        Durability::Relaxed
+    }
 }
 
 /// The slow path's checks for every member, with `t` as the commit's store

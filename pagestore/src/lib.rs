@@ -46,6 +46,7 @@ pub use error::{Error, Result};
 pub use gc::GcReport;
 pub use history::{CLOCK_SKEW_WINDOW, DEFAULT_RETENTION, RESTORE_ATTEMPTS};
 pub use ids::{DbId, PageNo};
+pub use kv::Durability;
 pub use staleness::{BadStaleness, Staleness, MAX_STALENESS};
 pub use stats::DbStats;
 pub use store::{GcTotals, PageStore, StoreOptions, StoreStats};

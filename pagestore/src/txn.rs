@@ -298,6 +298,14 @@ impl Transaction {
         Ok(())
     }
 
+    /// How durable the commit must be when it is acknowledged: the VFS
+    /// passes SQLite's `PRAGMA synchronous` (OFF and NORMAL relaxed). The
+    /// default is full; see [`crate::Durability`] for what a crash may lose
+    /// otherwise. A commit group is full when any member is.
+    pub fn set_durability(&mut self, durability: crate::Durability) {
+        self.write.durability = durability;
+    }
+
     /// Drops pages at and past `count`.
     pub fn truncate(&mut self, count: u64) -> Result<()> {
         if self.read_only {

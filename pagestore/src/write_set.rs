@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::ids::{PageNo, Token};
+use crate::kv::Durability;
 use crate::read_set::Snapshot;
 
 /// A page written by the transaction.
@@ -41,6 +42,8 @@ pub(crate) struct WriteSet {
     pub token: Token,
     /// Content has been uploaded under `token` (cleanup needed on abort).
     pub uploaded: bool,
+    /// How durable the commit must be when acknowledged.
+    pub durability: Durability,
 }
 
 impl WriteSet {
@@ -56,6 +59,7 @@ impl WriteSet {
             mem_bytes: 0,
             token: rand::random(),
             uploaded: false,
+            durability: Durability::Full,
         }
     }
 

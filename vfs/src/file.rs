@@ -131,6 +131,9 @@ pub struct MainFile {
     hold: Hold,
     /// Snapshot or commit version of the last finished transaction.
     last_version: Option<Version>,
+    /// `PRAGMA synchronous` of this schema (2, FULL, by default): see
+    /// [`MainFile::durability`].
+    synchronous: u8,
     /// How stale a new transaction's snapshot may be (`staleness=`,
     /// `PRAGMA fdb_staleness`).
     staleness: Staleness,
@@ -209,6 +212,7 @@ impl MainFile {
             keep_cache: std::env::var_os("H1_NOKEEP").is_none(), // H1TEMP
             hold: Hold::default(),
             last_version: None,
+            synchronous: 2,
             staleness: Staleness::Strict,
         })
     }

@@ -32,6 +32,12 @@ pub enum Pragma {
     /// keeps its page cache across transactions without asking the VFS,
     /// which would hide other writers' commits.
     LockingModeExclusive,
+    /// `PRAGMA synchronous = LEVEL;` — recorded (0 OFF, 1 NORMAL, 2 FULL,
+    /// 3 EXTRA, read as SQLite reads it: see [`synchronous_level`]) and
+    /// left to SQLite too. OFF and NORMAL make this database's commits
+    /// relaxed ([`pagestore::Durability::Relaxed`]: acknowledged before
+    /// they are on disk); FULL, the default, and EXTRA keep them durable.
+    Synchronous(u8),
     /// `PRAGMA fdb_fork = 'NEW';` — creates database `NEW` as a fork of this
     /// one as of the snapshot `PRAGMA fdb_version` reports (the current
     /// transaction's, else the last one's; on a time-travel connection the
@@ -143,9 +149,32 @@ impl Pragma {
             "locking_mode" if arg.is_some_and(|a| a.eq_ignore_ascii_case("exclusive")) => {
                 Pragma::LockingModeExclusive
             }
+            "synchronous" => match arg {
+                Some(a) => Pragma::Synchronous(synchronous_level(a)),
+                None => return Ok(None),
+            },
             _ => return Ok(None),
         };
         Ok(Some(p))
+    }
+}
+
+/// The level SQLite gives `PRAGMA synchronous = arg` (its
+/// `getSafetyLevel`): a number N (leading digits) is level (N + 1) % 8 - 1,
+/// 0 counting as OFF; `off`, `no`, `false` are OFF; `full` FULL; `extra`
+/// EXTRA; anything else (`normal`, `on`, `yes`, `true`, unknown words) is
+/// NORMAL. Levels above EXTRA act as FULL.
+pub fn synchronous_level(arg: &str) -> u8 {
+    let digits: String = arg.chars().take_while(char::is_ascii_digit).collect();
+    if !digits.is_empty() {
+        let n = digits.parse::<u64>().unwrap_or(u64::MAX) as u8;
+        return (n.wrapping_add(1) & 7).max(1) - 1;
+    }
+    match arg.to_ascii_lowercase().as_str() {
+        "off" | "no" | "false" => 0,
+        "full" => 2,
+        "extra" => 3,
+        _ => 1,
     }
 }
 
@@ -182,6 +211,34 @@ mod tests {
         );
         assert!(Pragma::parse("fdb_cache_size", Some("lots")).is_err());
         assert!(Pragma::parse("fdb_cache_size", Some("-1")).is_err());
+    }
+
+    #[test]
+    fn synchronous_levels_are_read_as_sqlite_reads_them() {
+        let level = |a: &str| match Pragma::parse("synchronous", Some(a)) {
+            Ok(Some(Pragma::Synchronous(l))) => l,
+            other => panic!("{a}: {other:?}"),
+        };
+        for (arg, want) in [
+            ("OFF", 0),
+            ("0", 0),
+            ("no", 0),
+            ("false", 0),
+            ("NORMAL", 1),
+            ("1", 1),
+            ("on", 1),
+            ("yes", 1),
+            ("whatever", 1),
+            ("FULL", 2),
+            ("'full'", 2),
+            ("2", 2),
+            ("EXTRA", 3),
+            ("3", 3),
+            ("7", 0),
+        ] {
+            assert_eq!(level(arg), want, "{arg}");
+        }
+        assert_eq!(Pragma::parse("synchronous", None), Ok(None));
     }
 
     #[test]

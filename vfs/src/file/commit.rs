@@ -218,6 +218,7 @@ impl MainFile {
             *locked(&self.state) = old;
             return Err(Misuse::CommitWithoutTransaction.into());
         };
+        t.set_durability(self.durability());
         let snapshot = t.snapshot();
         let store_ps = t.page_size().unwrap_or(0).max(1) as u64;
         let cut = match t.read_page(PageNo::FIRST) {

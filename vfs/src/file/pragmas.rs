@@ -130,6 +130,22 @@ impl MainFile {
             Pragma::LockingModeExclusive => PragmaOutcome::Refused(
                 "locking_mode=EXCLUSIVE is not supported by the fdb VFS: SQLite would keep its page cache across transactions and miss other writers' commits. The locking mode is unchanged (NORMAL).".into(),
             ),
+            Pragma::Synchronous(level) => {
+                // SQLite applies it too (its journal syncs).
+                self.synchronous = level;
+                PragmaOutcome::NotOurs
+            }
         })
+    }
+
+    /// How durable this database's commits must be: relaxed under
+    /// `PRAGMA synchronous` OFF or NORMAL (SQLite's WAL-mode NORMAL also
+    /// acknowledges before the sync), full otherwise.
+    pub(super) fn durability(&self) -> pagestore::Durability {
+        if self.synchronous <= 1 {
+            pagestore::Durability::Relaxed
+        } else {
+            pagestore::Durability::Full
+        }
     }
 }

@@ -21,6 +21,7 @@
 #![warn(clippy::too_many_lines)]
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 
 use rand::RngExt;
@@ -220,7 +221,7 @@ impl Drop for Round<'_> {
         self.store
             .model
             .late_refused
-            .fetch_add(self.late_applied, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(self.late_applied, Ordering::Relaxed);
     }
 }
 
@@ -504,6 +505,13 @@ impl<'a> Round<'a> {
             .any(|a| a.durability == Durability::Full);
         if let Some(w) = self.write.take() {
             w.commit(durable)?;
+            ModelCounters::bump(&self.store.model.groups);
+            if !durable {
+                self.store
+                    .model
+                    .relaxed_commits
+                    .fetch_add(self.applied.len() as u64, Ordering::Relaxed);
+            }
         }
         self.finished = true;
         let store = self.store;
@@ -520,7 +528,7 @@ impl<'a> Round<'a> {
         store
             .model
             .late_applied
-            .fetch_add(self.late_applied, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(self.late_applied, Ordering::Relaxed);
         let (history_commits, history_bytes) = read(&store.history).stats();
         debug!(
             op = "group_commit",

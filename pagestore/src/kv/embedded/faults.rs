@@ -98,6 +98,12 @@ pub struct ModelCounts {
     pub late_refused: u64,
     /// Held commits not landed yet.
     pub late_pending: u64,
+    /// Groups of commits written to redb (one write, and one sync unless
+    /// every commit of the group was relaxed; see `group`).
+    pub groups: u64,
+    /// Commits acknowledged before they were on disk
+    /// ([`crate::kv::Durability::Relaxed`] in a group without a full one).
+    pub relaxed_commits: u64,
 }
 
 /// Lock-free counters behind [`ModelCounts`].
@@ -107,6 +113,8 @@ pub(crate) struct ModelCounters {
     pub(crate) late_held: AtomicU64,
     pub(crate) late_applied: AtomicU64,
     pub(crate) late_refused: AtomicU64,
+    pub(crate) groups: AtomicU64,
+    pub(crate) relaxed_commits: AtomicU64,
 }
 
 impl ModelCounters {
@@ -122,6 +130,8 @@ impl ModelCounters {
             late_applied: get(&self.late_applied),
             late_refused: get(&self.late_refused),
             late_pending,
+            groups: get(&self.groups),
+            relaxed_commits: get(&self.relaxed_commits),
         }
     }
 }

@@ -113,6 +113,7 @@ fn a_group_of_relaxed_commits_is_not_synced_and_a_full_one_is() {
     let s0 = syncs(&kv);
     kv.store.commit_group(vec![relaxed]).remove(0).unwrap();
     assert_eq!(syncs(&kv), s0, "a relaxed commit synced");
+    assert_eq!(kv.model_counts().relaxed_commits, 1);
     assert_eq!(get(&kv, b"a"), Some(b"1".to_vec()));
     // A group with one full member is synced (and carries the relaxed one).
     let mut relaxed = req(rv, &[], b"b", b"2");
@@ -122,6 +123,7 @@ fn a_group_of_relaxed_commits_is_not_synced_and_a_full_one_is() {
         .commit_group(vec![relaxed, req(rv, &[], b"c", b"3")]);
     assert!(out.iter().all(Result::is_ok));
     assert!(syncs(&kv) > s0, "a full commit was not synced");
+    assert_eq!(kv.model_counts().relaxed_commits, 1);
 }
 
 /// Holds the commit lock while `n` threads commit: committer 0 first,
@@ -159,6 +161,7 @@ fn commits_queued_behind_the_lock_share_one_sync_and_count_one_commit_each() {
     let n = 8;
     let m0 = kv.metrics();
     let s0 = syncs(&kv);
+    let g0 = kv.model_counts().groups;
     let k2 = kv.clone();
     let out = commit_queued_behind_the_lock(&kv, n, move |i| {
         let mut t = k2.begin()?;
@@ -170,6 +173,7 @@ fn commits_queued_behind_the_lock_share_one_sync_and_count_one_commit_each() {
     let m = kv.metrics().since(&m0);
     assert_eq!(m.commits, n as u64);
     assert_eq!(m.conflicts, 0);
+    assert_eq!(kv.model_counts().groups - g0, 2);
     // Two groups: the first committer alone, then the seven queued; each
     // group costs what one commit alone costs.
     let two_groups = syncs(&kv) - s0;
