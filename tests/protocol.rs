@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions, Faults, LateDelivery};
-use pagestore::kv::Kv;
+use pagestore::kv::{Kv, Version};
 use pagestore::{commit_group, Error, PageStore, StoreOptions};
 
 const PAGE: usize = 4096;
@@ -463,4 +463,43 @@ fn a_commit_group_holding_one_database_twice_is_refused() {
     let err = commit_group(vec![a, b]).unwrap_err();
     assert!(matches!(err, Error::InvalidGroup(_)), "{err}");
     assert_eq!(first_bytes(&store, "twice", 1).unwrap(), vec![1]);
+}
+
+/// A BEGIN reads the change log without holding this process's view of
+/// the database: stopped in the middle of its catch-up (at the point where
+/// the read used to run under the view's lock), another transaction's
+/// cached page reads and a bounded-staleness BEGIN still go ahead.
+#[test]
+fn page_reads_never_wait_for_another_begins_store_read() {
+    let _fp = fail::FailScenario::setup();
+    let kv = kv();
+    let here = PageStore::new(kv.clone(), opts());
+    let other = PageStore::new(kv.clone(), opts());
+    here.create("cu").unwrap();
+    write_all(&here, "cu", 4, 1).unwrap();
+    let db = here.open("cu").unwrap();
+    let mut t = db.begin().unwrap();
+    assert_eq!(t.read_page(PageNo::new(1)).unwrap().unwrap()[0], 1);
+    // Something for the next BEGIN to catch up on.
+    write_all(&other, "cu", 4, 2).unwrap();
+    fail::cfg("begin::caught_up", "pause").unwrap();
+    let db2 = db.clone();
+    let begin = std::thread::spawn(move || db2.begin().map(|t| t.snapshot()));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let r = t.read_page(PageNo::new(1)).map(|p| p.map(|p| p[0]));
+        let stale = db.begin_within(
+            pagestore::Staleness::Bounded(pagestore::MAX_STALENESS),
+            Version::ZERO,
+        );
+        let _ = tx.send((r, stale.map(|s| s.snapshot())));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+    fail::remove("begin::caught_up");
+    let (read, stale) = got.expect("a page read waited for another connection's BEGIN");
+    assert_eq!(read.unwrap(), Some(1));
+    stale.unwrap();
+    reader.join().unwrap();
+    begin.join().unwrap().unwrap();
 }

@@ -15,6 +15,7 @@ use crate::ids::DbId;
 use crate::keys::DbKeys;
 use crate::kv::{KeyValue, KvTxn, RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
 use crate::read_set::{ReadSet, Snapshot, READ_VERSION_REUSE};
+use crate::refresher::RefreshFn;
 use crate::store::PageStore;
 use crate::sync::lock;
 use crate::upload;
@@ -122,12 +123,23 @@ impl Database {
         let v = t.read_version()?;
         let got_at = Instant::now();
         failpoint!("begin::after_read_version");
-        let view = self.store.inner.cache.view(self.id);
-        let mut view = lock(&view);
-        if view.known == Version::ZERO {
-            self.load_view(&mut view, t.as_mut(), v, got_at, false)?;
-        } else if view.known < v {
-            self.advance_view(&mut view, t.as_mut(), v, got_at, false)?;
+        let from = lock(&self.view).known;
+        let caught = match from < v {
+            true => Some(self.read_catch_up(t.as_mut(), from, v, false)?),
+            false => None,
+        };
+        failpoint!("begin::caught_up");
+        let mut view = lock(&self.view);
+        if let Some(c) = caught {
+            if !apply_catch_up(&mut view, self.id, c, v, got_at) {
+                // Reloaded at an older snapshot meanwhile: catch up again,
+                // under the lock this time (rare).
+                if view.known == Version::ZERO {
+                    self.load_view(&mut view, t.as_mut(), v, got_at, false)?;
+                } else {
+                    self.advance_view(&mut view, t.as_mut(), v, got_at, false)?;
+                }
+            }
         }
         if view.known == v {
             view.confirmed = view.confirmed.max(Some(asked));
@@ -144,10 +156,12 @@ impl Database {
     /// `bound` and is at or past `floor` (what the caller already saw or
     /// committed); else where [`Database::begin`] starts.
     pub(crate) fn start_within(&self, bound: Duration, floor: Version) -> Result<Snapshot> {
-        self.store.inner.refresher.want(self, bound);
+        self.store
+            .inner
+            .refresher
+            .want(self.id, bound, || self.refresher_fn());
         {
-            let view = self.store.inner.cache.view(self.id);
-            let view = lock(&view);
+            let view = lock(&self.view);
             let now = self.store.inner.opts.clock.now_micros();
             let fresh = view
                 .confirmed
@@ -162,18 +176,38 @@ impl Database {
         self.start()
     }
 
+    /// What the background refresher calls to keep this database's view
+    /// fresh: a strict start when the view is older than the period. It
+    /// holds the store weakly (false once the store is gone).
+    fn refresher_fn(&self) -> RefreshFn {
+        let store = Arc::downgrade(&self.store.inner);
+        let (name, id) = (self.name.clone(), self.id);
+        let ancestors: Vec<(DbId, Version)> =
+            self.layers.iter().skip(1).map(|l| (l.id, l.cap)).collect();
+        Arc::new(move |period| {
+            let Some(inner) = store.upgrade() else {
+                return false;
+            };
+            let db = Database::new(PageStore { inner }, &name, id, &ancestors);
+            if db.view_age() >= period {
+                if let Err(e) = db.start() {
+                    debug!(database = %name, error = %e, "view refresh failed");
+                }
+            }
+            true
+        })
+    }
+
     /// Notes a commit of this process at `version` (see `DbView::committed`).
     pub(crate) fn note_commit(&self, version: Version) {
-        let view = self.store.inner.cache.view(self.id);
-        let mut view = lock(&view);
+        let mut view = lock(&self.view);
         view.committed = view.committed.max(version);
     }
 
     /// How long ago (store clock) this process's view was last confirmed
     /// to be the latest version; `Duration::MAX` when never.
     pub(crate) fn view_age(&self) -> Duration {
-        let view = self.store.inner.cache.view(self.id);
-        let confirmed = lock(&view).confirmed;
+        let confirmed = lock(&self.view).confirmed;
         match confirmed {
             Some(c) => Duration::from_micros(
                 self.store.inner.opts.clock.now_micros().saturating_sub(c),
@@ -185,8 +219,7 @@ impl Database {
     /// Where [`Database::begin_sibling`] starts (see there).
     pub(crate) fn start_sibling(&self, other: &ReadSet) -> Result<Snapshot> {
         let snap = other.snapshot;
-        let view = self.store.inner.cache.view(self.id);
-        let mut view = lock(&view);
+        let mut view = lock(&self.view);
         let fresh_at = other
             .rv
             .and_then(|(v, at)| (v == snap && at.elapsed() < READ_VERSION_REUSE).then_some(at));
@@ -375,8 +408,8 @@ impl Database {
         Ok((size, finished))
     }
 
-    /// First sight of the database in this process: its size, page size and
-    /// unfinished large commits, in one batched read.
+    /// First sight of the database in this process (or a view too far
+    /// behind to catch up): starts the view afresh at `v`.
     fn load_view(
         &self,
         view: &mut DbView,
@@ -385,6 +418,49 @@ impl Database {
         got_at: Instant,
         created_later_ok: bool,
     ) -> Result<()> {
+        let c = self.read_load(t, v, created_later_ok)?;
+        apply_catch_up(view, self.id, c, v, got_at);
+        Ok(())
+    }
+
+    /// Moves the view from `known` to `v` through the change log.
+    fn advance_view(
+        &self,
+        view: &mut DbView,
+        t: &mut dyn KvTxn,
+        v: Version,
+        got_at: Instant,
+        created_later_ok: bool,
+    ) -> Result<()> {
+        let c = self.read_advance(t, view.known, v, created_later_ok)?;
+        if !apply_catch_up(view, self.id, c, v, got_at) {
+            // Not reachable: `view` was at `known` throughout.
+            return Err(Error::corrupt("view moved under its lock"));
+        }
+        Ok(())
+    }
+
+    /// What the view needs to go from `from` to `v`, read without holding
+    /// the view's lock (page reads of other transactions never wait on a
+    /// BEGIN's store read): the change log since `from`, or when it cannot
+    /// be replayed (or `from` is zero) what starting afresh needs.
+    fn read_catch_up(
+        &self,
+        t: &mut dyn KvTxn,
+        from: Version,
+        v: Version,
+        created_later_ok: bool,
+    ) -> Result<CatchUp> {
+        if from == Version::ZERO {
+            self.read_load(t, v, created_later_ok)
+        } else {
+            self.read_advance(t, from, v, created_later_ok)
+        }
+    }
+
+    /// Size, page size and unfinished large commits at `v`, in one batched
+    /// read.
+    fn read_load(&self, t: &mut dyn KvTxn, v: Version, created_later_ok: bool) -> Result<CatchUp> {
         let (mb, me) = self.keys.materialize_upto(v);
         let (lb, le) = self.keys.log_between(Version::ZERO, v);
         let mut reqs = vec![
@@ -402,27 +478,24 @@ impl Database {
         };
         let size = self.sizes_from(&mut res, created_later_ok)?;
         let finished = self.finish_pending(&m.kvs)?;
-        view.reset();
-        view.page_count = size.count;
-        view.page_size = size.page_size;
-        view.last_token = recent_large_token(&self.keys, self.id, recent.kvs);
-        view.known = v;
-        view.last_change = Some(after_version(v));
-        // After finishing a page index, `v` predates it: no reuse.
-        view.known_at = (!finished).then_some(got_at);
-        Ok(())
+        Ok(CatchUp::Load {
+            size,
+            token: recent_large_token(&self.keys, self.id, recent.kvs),
+            finished,
+        })
     }
 
-    /// Moves the view from `known` to `v` through the change log.
-    fn advance_view(
+    /// The change log from `from` to `v` (with GC's horizon, the catalog
+    /// entry and unfinished large commits, in one batched read); a fresh
+    /// start when it cannot be replayed.
+    fn read_advance(
         &self,
-        view: &mut DbView,
         t: &mut dyn KvTxn,
+        from: Version,
         v: Version,
-        got_at: Instant,
         created_later_ok: bool,
-    ) -> Result<()> {
-        let (lb, le) = self.keys.log_between(view.known, v);
+    ) -> Result<CatchUp> {
+        let (lb, le) = self.keys.log_between(from, v);
         let (mb, me) = self.keys.materialize_upto(v);
         let res = t.get_batch(
             &[
@@ -442,32 +515,18 @@ impl Database {
         let horizon = decode_horizon(h.as_deref())?;
         // GC removes change-log records below its horizon: a view older
         // than that cannot be replayed and starts afresh.
-        if log.more || log.kvs.len() >= LOG_CATCH_UP_ROWS || horizon > view.known {
+        if log.more || log.kvs.len() >= LOG_CATCH_UP_ROWS || horizon > from {
             debug!(database = %self.name, "change log cannot be replayed; reloading view");
-            return self.load_view(view, t, v, got_at, created_later_ok);
+            return self.read_load(t, v, created_later_ok);
         }
         let finished = self.finish_pending(&m.kvs)?;
-        for (vs, rec) in
-            changelog::group(&self.keys, log.kvs.into_iter().map(|kv| (kv.key, kv.value)))?
-        {
-            view.last_change = Some(vs);
-            if rec.large {
-                view.last_token = Some((self.id, rec.token));
-            }
-            for &p in rec.pages.iter().chain(rec.absent.iter()) {
-                view.latest.insert(p, Latest::At(self.id, vs));
-            }
-            if let Some(c) = rec.page_count {
-                view.page_count = c;
-            }
-            if let Some(s) = rec.page_size {
-                view.page_size = Some(s);
-            }
-        }
-        view.known = v;
-        // After finishing a page index, `v` predates it: no reuse.
-        view.known_at = (!finished).then_some(got_at);
-        Ok(())
+        let records =
+            changelog::group(&self.keys, log.kvs.into_iter().map(|kv| (kv.key, kv.value)))?;
+        Ok(CatchUp::Advance {
+            from,
+            records,
+            finished,
+        })
     }
 
     /// Fails with [`Error::Dropped`] unless `meta` (this database's catalog
@@ -586,5 +645,81 @@ fn current(view: &DbView) -> Snapshot {
         last_change: view.last_change,
         page_count: view.page_count,
         page_size: view.page_size,
+    }
+}
+
+/// What a catch-up read found (see `Database::read_catch_up`).
+enum CatchUp {
+    /// Start afresh at the read version.
+    Load {
+        size: SizeAt,
+        token: Option<(DbId, crate::keys::Token)>,
+        /// Large commits were finished: the read version predates their
+        /// page index.
+        finished: bool,
+    },
+    /// The change-log records after `from`, up to the read version.
+    Advance {
+        from: Version,
+        records: Vec<(Versionstamp, LogRecord)>,
+        finished: bool,
+    },
+}
+
+/// Moves `view` to `v` with what `c` read; false when it cannot (an
+/// `Advance` read from a version the view is no longer at or past: another
+/// connection reloaded it at an older snapshot meanwhile). A view already
+/// at or past `v` stays as it is; one that moved past the catch-up's start
+/// meanwhile takes only the newer records.
+fn apply_catch_up(view: &mut DbView, id: DbId, c: CatchUp, v: Version, got_at: Instant) -> bool {
+    if view.known >= v {
+        return true;
+    }
+    let finished = match c {
+        CatchUp::Load {
+            size,
+            token,
+            finished,
+        } => {
+            view.reset();
+            view.page_count = size.count;
+            view.page_size = size.page_size;
+            view.last_token = token;
+            view.last_change = Some(after_version(v));
+            finished
+        }
+        CatchUp::Advance { from, .. } if view.known < from || view.known == Version::ZERO => {
+            return false
+        }
+        CatchUp::Advance {
+            records, finished, ..
+        } => {
+            let seen = view.known;
+            for (vs, rec) in records.into_iter().filter(|(vs, _)| vs.version() > seen) {
+                apply_record(view, id, vs, rec);
+            }
+            finished
+        }
+    };
+    view.known = v;
+    // After finishing a page index, `v` predates it: no reuse.
+    view.known_at = (!finished).then_some(got_at);
+    true
+}
+
+/// One change-log record, into the view.
+fn apply_record(view: &mut DbView, id: DbId, vs: Versionstamp, rec: LogRecord) {
+    view.last_change = Some(vs);
+    if rec.large {
+        view.last_token = Some((id, rec.token));
+    }
+    for &p in rec.pages.iter().chain(rec.absent.iter()) {
+        view.latest.insert(p, Latest::At(id, vs));
+    }
+    if let Some(c) = rec.page_count {
+        view.page_count = c;
+    }
+    if let Some(s) = rec.page_size {
+        view.page_size = Some(s);
     }
 }

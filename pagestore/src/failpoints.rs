@@ -19,6 +19,7 @@
 //! | `gc::after_pages` | GC removed page versions, not yet change-log records |
 //! | `restore::before_commit` | a restore computed its pages, has not committed |
 //! | `drop::before` | a drop is about to commit |
+//! | `begin::caught_up` | a BEGIN read the change log, has not applied it to the view |
 //!
 //! **Planted bugs** (`planted!`): failpoints that, when set to `return`,
 //! switch on a known protocol bug, so that tests can prove the history

@@ -8,21 +8,20 @@
 //! strict start: a read version and the change-log read) whenever its
 //! confirmation is older than half the smallest bound asked. Interest
 //! lapses after [`IDLE`] without a bounded BEGIN, and the thread ends when
-//! nothing is wanted or the store is gone: it holds the store weakly, so it
-//! never keeps a store (or its directory lock) alive.
+//! nothing is wanted or the store is gone: what it calls holds the store
+//! weakly, so it never keeps a store (or its directory lock) alive. It
+//! knows databases only as ids and the function that refreshes one
+//! (`Database::refresher_fn`), so it depends on neither.
 
 #![warn(clippy::too_many_lines)]
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use tracing::warn;
 
-use crate::database::Database;
 use crate::ids::DbId;
-use crate::kv::Version;
-use crate::store::{PageStore, StoreCore};
 use crate::sync::{lock, wait_timeout};
 
 /// Interest in a database lapses this long after its last bounded BEGIN.
@@ -31,12 +30,13 @@ pub(crate) const IDLE: Duration = Duration::from_secs(2);
 /// The shortest pause between two refreshes of one database.
 const MIN_PERIOD: Duration = Duration::from_micros(500);
 
-/// What the thread needs to rebuild a [`Database`] handle without holding
-/// the store.
+/// Refreshes one database's view when it is older than the period given;
+/// false when the store is gone (the interest is then dropped).
+pub(crate) type RefreshFn = Arc<dyn Fn(Duration) -> bool + Send + Sync>;
+
 #[derive(Clone)]
 struct Wanted {
-    name: Arc<str>,
-    ancestors: Vec<(DbId, Version)>,
+    refresh: RefreshFn,
     /// Half the smallest bound asked while the interest lasted.
     period: Duration,
     until: Instant,
@@ -56,20 +56,24 @@ pub(crate) struct Refresher {
 }
 
 impl Refresher {
-    /// Notes that a connection began on `db` with staleness `bound`; starts
-    /// the thread if it is not running.
-    pub(crate) fn want(&self, db: &Database, bound: Duration) {
-        // `self` is `db.store.inner.refresher`: the thread gets that Arc.
+    /// Notes that a connection began on database `id` with staleness
+    /// `bound`; `refresh` (called only the first time) makes its refresh
+    /// function. Starts the thread if it is not running.
+    pub(crate) fn want(
+        self: &Arc<Self>,
+        id: DbId,
+        bound: Duration,
+        refresh: impl FnOnce() -> RefreshFn,
+    ) {
         let period = (bound / 2).max(MIN_PERIOD);
         let now = Instant::now();
         let until = now + IDLE;
         let mut i = lock(&self.interest);
         let mut sooner = false;
-        let w = i.wanted.entry(db.id).or_insert_with(|| {
+        let w = i.wanted.entry(id).or_insert_with(|| {
             sooner = true;
             Wanted {
-                name: db.name.clone(),
-                ancestors: db.layers.iter().skip(1).map(|l| (l.id, l.cap)).collect(),
+                refresh: refresh(),
                 period,
                 until,
             }
@@ -80,10 +84,7 @@ impl Refresher {
         }
         w.until = until;
         if !i.running {
-            i.running = spawn(
-                db.store.inner.refresher.clone(),
-                Arc::downgrade(&db.store.inner),
-            );
+            i.running = spawn(self.clone());
         }
         drop(i);
         // Only a new or shorter period changes the thread's schedule.
@@ -121,40 +122,28 @@ impl Refresher {
 
 /// Starts the thread; false when the OS refuses one (bounded BEGINs then
 /// fall back to strict ones as their view ages).
-fn spawn(refresher: Arc<Refresher>, store: Weak<StoreCore>) -> bool {
+fn spawn(refresher: Arc<Refresher>) -> bool {
     let r = std::thread::Builder::new()
         .name("fdbvfs-refresh".into())
-        .spawn(move || run(&refresher, &store));
+        .spawn(move || run(&refresher));
     if let Err(e) = &r {
         warn!(error = %e, "cannot start the view refresher; bounded-staleness reads fall back to strict BEGINs");
     }
     r.is_ok()
 }
 
-/// The thread: refreshes what is due, then sleeps without holding the
-/// store, until nothing is wanted or the store is gone.
-fn run(refresher: &Refresher, store: &Weak<StoreCore>) {
-    loop {
-        let Some((due, sleep)) = refresher.due() else {
-            return;
-        };
-        let Some(inner) = store.upgrade() else {
-            return;
-        };
-        let ps = PageStore { inner };
+/// The thread: refreshes what is due, then sleeps, until nothing is
+/// wanted.
+fn run(refresher: &Refresher) {
+    while let Some((due, sleep)) = refresher.due() {
         for (id, w) in due {
             if planted!("plant::ignore_staleness_bound") {
                 continue;
             }
-            let db = Database::new(ps.clone(), &w.name, id, &w.ancestors);
-            if db.view_age() < w.period {
-                continue;
-            }
-            if let Err(e) = db.start() {
-                debug!(database = %w.name, error = %e, "view refresh failed");
+            if !(w.refresh)(w.period) {
+                refresher.forget(id);
             }
         }
-        drop(ps);
         refresher.pause(sleep);
     }
 }
