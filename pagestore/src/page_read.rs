@@ -94,6 +94,27 @@ impl<'a> PageRead<'a> {
         }
     }
 
+    /// Loads the pages `pgnos` into the cache: one store read for those the
+    /// view and cache do not hold, nothing else for the rest (read-ahead
+    /// asks mostly for cached pages when the cache is warm).
+    pub fn prefetch(&self, reads: &mut ReadSet, pgnos: &[PageNo]) -> Result<()> {
+        let cache = &self.db.store.inner.cache;
+        let missing: Vec<PageNo> = {
+            let view = lock(&self.db.view);
+            let cached = |p: PageNo| match newest_known(&view, self.snapshot, p) {
+                Some(Latest::Never) => true,
+                Some(Latest::At(owner, vs)) => cache.contains(owner, p, &vs),
+                None => false,
+            };
+            pgnos.iter().copied().filter(|&p| !cached(p)).collect()
+        };
+        cache.hits((pgnos.len() - missing.len()) as u64);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.pages(reads, &missing).map(|_| ())
+    }
+
     /// Page `p` when the view and the cache know it: `Some(None)` for an
     /// absent page, `None` when the store must be asked.
     fn cached_page(&self, p: PageNo) -> Option<Option<Arc<[u8]>>> {
@@ -348,4 +369,47 @@ fn parse_guessed(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(v: u64) -> Latest {
+        Latest::At(DbId::new(1), Versionstamp::new(Version::new(v), 0))
+    }
+
+    /// A view that has read the change log up to version 100, by which
+    /// page 0 was last written at 50, page 1 at 100, page 2 never.
+    fn view() -> DbView {
+        let mut v = DbView {
+            known: Version::new(100),
+            ..DbView::default()
+        };
+        v.latest.insert(PageNo::new(0), at(50));
+        v.latest.insert(PageNo::new(1), at(100));
+        v.latest.insert(PageNo::new(2), Latest::Never);
+        v
+    }
+
+    #[test]
+    fn the_view_answers_only_for_snapshots_it_has_passed() {
+        let v = view();
+        let known = |snap: u64, p: u32| newest_known(&v, Version::new(snap), PageNo::new(p));
+        // At or below `known`, a version at or below the snapshot is the
+        // newest there.
+        assert_eq!(known(100, 0), Some(at(50)));
+        assert_eq!(known(60, 0), Some(at(50)));
+        assert_eq!(known(100, 1), Some(at(100)));
+        assert_eq!(known(100, 2), Some(Latest::Never));
+        assert_eq!(known(10, 2), Some(Latest::Never));
+        // A version newer than the snapshot: which one the snapshot sees
+        // is unknown (never an older guess, never the newer one).
+        assert_eq!(known(99, 1), None);
+        // A snapshot past `known`: the page may have changed since.
+        assert_eq!(known(101, 0), None);
+        assert_eq!(known(101, 2), None);
+        // A page the view has not seen.
+        assert_eq!(known(100, 3), None);
+    }
 }

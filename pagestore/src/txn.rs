@@ -234,12 +234,7 @@ impl Transaction {
             .filter(|p| !self.write.pages.contains_key(p) && p.index() < self.write.count)
             .filter(|p| !matches!(self.write.trunc_from, Some(t) if p.index() >= t))
             .collect();
-        self.snapshot_pages(&want).map(|_| ())
-    }
-
-    /// Pages at the snapshot (see `page_read.rs`).
-    fn snapshot_pages(&mut self, pgnos: &[PageNo]) -> Result<Vec<Option<Arc<[u8]>>>> {
-        PageRead::new(&self.db, self.read.snapshot, self.read_only).pages(&mut self.read, pgnos)
+        PageRead::new(&self.db, self.read.snapshot, self.read_only).prefetch(&mut self.read, &want)
     }
 
     fn read_uploaded(&mut self, pgno: PageNo) -> Result<Arc<[u8]>> {
