@@ -398,6 +398,34 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_readers_and_writers_get_what_was_put() {
+        let c = Arc::new(PageCache::new(8 << 20)); // 2 shards
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    for _ in 0..20_000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let p = (x % 5_000) as u32;
+                        match c.get(DbId::new(7), PageNo::new(p), &vs(1)) {
+                            Some(d) => assert_eq!(d[0], p as u8),
+                            None => put(&c, p),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        }
+        let s = c.stats();
+        assert!(s.bytes <= s.capacity && s.bytes > s.capacity / 2, "{s:?}");
+    }
+
+    #[test]
     fn set_capacity_evicts_down_in_place() {
         let c = PageCache::new(64 << 20);
         for p in 0..1_000 {
