@@ -144,6 +144,7 @@ const MODE_ENV: &str = "PAGESTORE_DURABILITY_MODE";
 const ACCOUNTS: u64 = 10;
 const INITIAL: u64 = 100;
 const THREADS: u64 = 4;
+const RELAXED_BEFORE_FULL: u64 = 20;
 
 fn account(i: u64) -> Vec<u8> {
     format!("bank/{i:02}").into_bytes()
@@ -182,8 +183,10 @@ fn transfer(kv: &EmbeddedKv, durability: Durability, round: u32, thread: u64, se
 
 /// The child of the group-commit tests: `THREADS` threads transfer between
 /// accounts and print `ACK <thread> <seq>` after each acknowledged commit;
-/// with `MODE_ENV=relaxed` the commits are relaxed, and after `IDLE_AFTER`
-/// commits per thread the child prints `IDLE` and stops committing.
+/// with `MODE_ENV=relaxed` the commits are relaxed, with
+/// `relaxed-idle-N` each thread stops after N of them (the child then
+/// prints `IDLE`), and with `relaxed-then-full` each thread makes
+/// `RELAXED_BEFORE_FULL` relaxed commits, one full one, and stops.
 #[test]
 #[ignore = "helper run as a child process by the group-commit kill -9 tests"]
 fn group_commit_child() {
@@ -192,13 +195,17 @@ fn group_commit_child() {
     };
     let round: u32 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
     let relaxed = std::env::var(MODE_ENV).is_ok_and(|m| m.starts_with("relaxed"));
+    let then_full = std::env::var(MODE_ENV).is_ok_and(|m| m == "relaxed-then-full");
     let idle_after: Option<u64> = std::env::var(MODE_ENV)
         .ok()
-        .and_then(|m| m.strip_prefix("relaxed-idle-")?.parse().ok());
-    let durability = if relaxed {
-        Durability::Relaxed
-    } else {
-        Durability::Full
+        .and_then(|m| m.strip_prefix("relaxed-idle-")?.parse().ok())
+        .or(then_full.then_some(RELAXED_BEFORE_FULL + 1));
+    let durability = move |seq: u64| {
+        if relaxed && !(then_full && seq == RELAXED_BEFORE_FULL) {
+            Durability::Relaxed
+        } else {
+            Durability::Full
+        }
     };
     let kv = EmbeddedKv::open(EmbeddedOptions::dir(dir)).unwrap();
     println!("READY");
@@ -210,7 +217,7 @@ fn group_commit_child() {
                     if idle_after.is_some_and(|n| seq >= n) {
                         return;
                     }
-                    transfer(&kv, durability, round, thread, seq);
+                    transfer(&kv, durability(seq), round, thread, seq);
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ACK {thread} {seq}").unwrap();
                     out.flush().unwrap();
@@ -277,7 +284,11 @@ fn check_after_kill(dir: &std::path::Path, round: u32, acked: &[(u64, u64)]) -> 
     let total: u64 = (0..ACCOUNTS)
         .map(|i| number(t.get(&account(i), false).unwrap()))
         .sum();
-    assert_eq!(total, ACCOUNTS * INITIAL, "round {round}: money created or lost");
+    assert_eq!(
+        total,
+        ACCOUNTS * INITIAL,
+        "round {round}: money created or lost"
+    );
     let mut found = Vec::new();
     for thread in 0..THREADS {
         let prefix = format!("g{round:02}/t{thread}/").into_bytes();
@@ -285,7 +296,11 @@ fn check_after_kill(dir: &std::path::Path, round: u32, acked: &[(u64, u64)]) -> 
         let rows = t.get_range(&RangeOption::new(prefix, end), false).unwrap();
         assert!(!rows.more);
         for (i, row) in rows.kvs.iter().enumerate() {
-            assert_eq!(row.key, ack_key(round, thread, i as u64), "round {round}: a gap");
+            assert_eq!(
+                row.key,
+                ack_key(round, thread, i as u64),
+                "round {round}: a gap"
+            );
         }
         found.push(rows.kvs.len() as u64);
     }
@@ -320,7 +335,10 @@ fn kill_9_loses_no_commit_acknowledged_by_a_group() {
             line.contains("ACK") && t0.elapsed() >= wait
         });
         let found = check_after_kill(dir.path(), round, &acked);
-        println!("round {round}: {} acknowledged, {found:?} found", acked.len());
+        println!(
+            "round {round}: {} acknowledged, {found:?} found",
+            acked.len()
+        );
         assert!(!acked.is_empty(), "the child never committed");
     }
 }
@@ -340,7 +358,10 @@ fn relaxed_commits_keep_the_store_consistent_under_kill_9() {
         // Relaxed commits acknowledged within FLUSH_DELAY of the kill may
         // be lost; the store is consistent and loses only the newest.
         let found = check_after_kill(dir.path(), round, &[]);
-        println!("round {round}: {} acknowledged, {found:?} found", acked.len());
+        println!(
+            "round {round}: {} acknowledged, {found:?} found",
+            acked.len()
+        );
     }
 }
 
@@ -358,6 +379,24 @@ fn relaxed_commits_are_on_disk_within_the_flush_delay() {
     assert_eq!(acked.len() as u64, 20 * THREADS);
     let found = check_after_kill(dir.path(), 0, &acked);
     assert_eq!(found, vec![20; THREADS as usize]);
+}
+
+#[test]
+fn a_full_commit_puts_the_relaxed_commits_before_it_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    open_bank(dir.path());
+    // Killed as soon as one thread's full commit is acknowledged (well
+    // within FLUSH_DELAY of its first relaxed commit, on a quiet machine).
+    let full = format!("{RELAXED_BEFORE_FULL}");
+    let acked = run_and_kill(dir.path(), 0, "relaxed-then-full", |line| {
+        line.contains("ACK") && line.trim_end().ends_with(&format!(" {full}"))
+    });
+    let (thread, _) = *acked
+        .iter()
+        .find(|(_, seq)| *seq == RELAXED_BEFORE_FULL)
+        .unwrap();
+    let found = check_after_kill(dir.path(), 0, &[(thread, RELAXED_BEFORE_FULL)]);
+    assert_eq!(found[thread as usize], RELAXED_BEFORE_FULL + 1);
 }
 
 #[test]
