@@ -189,3 +189,39 @@ fn cold_scan_of_an_interleaved_table_is_prefetched_by_shape() {
     assert_eq!(n, ROWS);
     assert_integrity(&conn);
 }
+
+/// A table written in rowid order lies in page-number order: sequential
+/// read-ahead's growing windows (32, 64, … pages up to
+/// [`vfs::file::PREFETCH_MAX_BYTES`]) read it in fewer round trips than
+/// batches of 32 would, and reading by shape must not take that away.
+#[test]
+fn cold_scan_of_a_sequential_table_keeps_growing_windows() {
+    const ROWS: i64 = 20_000;
+    let store = Store::in_memory().expect("store");
+    let conn = store.open("cold_prefetch_sequential").expect("open");
+    conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v INT, pad BLOB)")
+        .expect("create");
+    support::insert_rows(&conn, 1, ROWS, 200, 500);
+    let (pages, depth) = shape(&conn, "t");
+    let (sum, m): (i64, _) = cold(&store, &conn, "SELECT sum(length(pad)) FROM t", []);
+    assert_eq!(sum, ROWS * 200);
+    // Windows doubling from 32 pages cover the table in k batches, with
+    // 32·(2^k − 1) ≥ pages.
+    let batches = (pages / PREFETCH_PAGES as u64 + 1)
+        .next_power_of_two()
+        .ilog2() as u64;
+    let budget = batches + depth + SLACK;
+    eprintln!(
+        "cold scan of a sequential table: {pages} pages, depth {depth}: reads={} (budget {budget})",
+        m.reads
+    );
+    assert!(
+        pages > 16 * PREFETCH_PAGES as u64,
+        "table too small: {pages}"
+    );
+    assert!(
+        m.reads <= budget,
+        "{} reads, budget {budget} ({m:?})",
+        m.reads
+    );
+}

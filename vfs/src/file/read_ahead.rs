@@ -8,9 +8,13 @@
 //!   page to the next (a scan, not a lookup), the following children are
 //!   fetched [`PREFETCH_PAGES`] at a time, wherever they lie in the file;
 //!   when such a scan steps into the next interior page, that page's first
-//!   children are fetched at once. An index filled in random key order, or
-//!   a table whose pages interleave with another's, is then scanned cold in
-//!   about depth + pages/32 round trips.
+//!   (backwards: last) children come with its first child's read. An index
+//!   filled in random key order, or a table whose pages interleave with
+//!   another's, is then scanned cold in about depth + pages/32 round trips.
+//!
+//! When both want pages for one read, they are fetched in one round trip,
+//! so a table in page-number order keeps the growing window; a read the
+//! shape's batch already fetched leaves the window alone.
 //!
 //! On a warm cache none of this costs a page lookup: interior pages are only
 //! remembered (a reference count), and a scan is only armed after a read
@@ -53,11 +57,22 @@ impl ReadAhead {
     /// scan reaching `pgno` reads next (see [`Shape::before_read`] and
     /// [`ReadAhead::sequential`]).
     pub(super) fn before_read(&mut self, t: &mut Transaction, pgno: u32, count: u64) -> Result<()> {
-        let by_shape = self.shape.before_read(t, pgno, count)?;
-        if by_shape {
+        let step = self.shape.before_read(pgno, count);
+        // A step of a scan whose batch holds this page already: the
+        // page-number window has nothing to add.
+        let covered = matches!(&step, Some(batch) if batch.is_empty());
+        let mut pages = step.unwrap_or_default();
+        if covered {
             self.last_read = Some(pgno);
         } else {
-            self.sequential(t, pgno, count)?;
+            // Both ways may want pages for this read: one round trip for
+            // all (a table in page-number order keeps the growing window).
+            self.sequential(t, pgno, count, &mut pages);
+        }
+        if !pages.is_empty() {
+            pages.sort_unstable();
+            pages.dedup();
+            t.prefetch(&pages)?;
         }
         self.shape.mark(t);
         Ok(())
@@ -84,7 +99,7 @@ impl ReadAhead {
     /// window starts at [`PREFETCH_PAGES`] and doubles while the scan goes
     /// on, up to [`PREFETCH_MAX_BYTES`] of pages, so a long scan costs ever
     /// fewer round trips per page.
-    fn sequential(&mut self, t: &mut Transaction, pgno: u32, count: u64) -> Result<()> {
+    fn sequential(&mut self, t: &Transaction, pgno: u32, count: u64, pages: &mut Vec<PageNo>) {
         let sequential = pgno > 0 && self.last_read == Some(pgno - 1);
         let resumes = self.prefetched_to > 0
             && pgno >= self.prefetched_to
@@ -100,12 +115,10 @@ impl ReadAhead {
             };
             let end = (pgno as u64 + self.window as u64).min(count) as u32;
             if end > pgno {
-                let pages: Vec<PageNo> = (pgno..end).map(PageNo::new).collect();
-                t.prefetch(&pages)?;
+                pages.extend((pgno..end).map(PageNo::new));
                 self.prefetched_to = end;
             }
         }
-        Ok(())
     }
 }
 
@@ -175,17 +188,12 @@ impl Parent {
     }
 
     /// A scan going `dir` just stepped into this page: it reads the
-    /// children from the first (or last) on. Returns the first batch.
-    fn enter(&mut self, dir: Dir) -> (usize, usize) {
-        let (len, batch) = (self.page.len(), PREFETCH_PAGES as usize);
-        let (first, range) = match dir {
-            Dir::Forward => (0, (0, batch)),
-            Dir::Backward => (len - 1, (len.saturating_sub(batch), len)),
-        };
-        self.forward = (dir == Dir::Forward).then_some(first);
-        self.backward = (dir == Dir::Backward).then_some(first);
-        self.fetched = range;
-        range
+    /// children from the first (or last) on, and the read of that one
+    /// fetches the first batch.
+    fn enter(&mut self, dir: Dir) {
+        self.forward = (dir == Dir::Forward).then_some(0);
+        self.backward = (dir == Dir::Backward).then(|| self.page.len() - 1);
+        self.fetched = (0, 0);
     }
 }
 
@@ -200,34 +208,29 @@ struct Shape {
     reads_before: Option<u64>,
     /// The page being read is the next step of a scan going this way.
     stepped: Option<Dir>,
-    /// The page count the current read saw.
-    count: u64,
 }
 
 impl Shape {
     /// Before a read of store page `pgno`: if it is the next child of a
-    /// scan, fetches it with the children after it (one batch) unless they
-    /// were fetched already. True when it was such a step.
-    fn before_read(&mut self, t: &mut Transaction, pgno: u32, count: u64) -> Result<bool> {
+    /// scan, the pages to fetch with it: it and the children after it (one
+    /// batch), or none when they were fetched already. None when the read
+    /// is no such step.
+    fn before_read(&mut self, pgno: u32, count: u64) -> Option<Vec<PageNo>> {
         self.stepped = None;
-        self.count = count;
         self.tick += 1;
         let sqlite_pgno = pgno.saturating_add(1);
         let tick = self.tick;
-        let Some((p, i, dir)) = self
+        let (p, i, dir) = self
             .parents
             .iter_mut()
             .flatten()
-            .find_map(|p| p.step(sqlite_pgno).map(|(i, d)| (p, i, d)))
-        else {
-            return Ok(false);
-        };
+            .find_map(|p| p.step(sqlite_pgno).map(|(i, d)| (p, i, d)))?;
         p.used = tick;
         self.stepped = Some(dir);
-        if let Some(range) = p.advance(i, dir) {
-            prefetch_children(t, &p.page, range, count)?;
-        }
-        Ok(true)
+        Some(match p.advance(i, dir) {
+            Some(range) => children(&p.page, range, count),
+            None => Vec::new(),
+        })
     }
 
     /// Notes the store's read counter, once interior pages are known (the
@@ -238,7 +241,7 @@ impl Shape {
 
     /// After store page `pgno` was read: a cold read of a child arms a scan
     /// through its parent; an interior page is remembered, and one stepped
-    /// into by a scan gets its first children fetched.
+    /// into by a scan expects its first (or last) child next.
     fn after_read(&mut self, t: &mut Transaction, pgno: u32, page: &Arc<[u8]>) -> Result<()> {
         let cold = self.reads_before.is_some_and(|r| r != store_reads(t));
         if cold && self.stepped.is_none() {
@@ -251,11 +254,9 @@ impl Shape {
         let Some(interior) = Interior::parse(page.clone(), first) else {
             return Ok(());
         };
-        let (stepped, count) = (self.stepped, self.count);
-        let slot = self.remember(pgno, interior);
-        if let (Some(dir), Some(p)) = (stepped, slot) {
-            let range = p.enter(dir);
-            prefetch_children(t, &p.page, range, count)?;
+        let stepped = self.stepped;
+        if let (Some(dir), Some(p)) = (stepped, self.remember(pgno, interior)) {
+            p.enter(dir);
         }
         Ok(())
     }
@@ -306,20 +307,10 @@ fn store_reads(t: &Transaction) -> u64 {
     t.database().store().kv().metrics().reads
 }
 
-/// Prefetches children `range` of `page` that exist below `count` pages.
-fn prefetch_children(
-    t: &mut Transaction,
-    page: &Interior,
-    range: (usize, usize),
-    count: u64,
-) -> Result<()> {
-    let pages: Vec<PageNo> = page
-        .children(range.0, range.1)
+/// Children `range` of `page` that exist below `count` pages.
+fn children(page: &Interior, range: (usize, usize), count: u64) -> Vec<PageNo> {
+    page.children(range.0, range.1)
         .filter_map(PageNo::from_sqlite)
         .filter(|p| p.index() < count)
-        .collect();
-    if !pages.is_empty() {
-        t.prefetch(&pages)?;
-    }
-    Ok(())
+        .collect()
 }
