@@ -14,6 +14,7 @@
 //! (transactions of 100 point reads), `page` (pagestore's
 //! `Transaction::read_page` directly, random pages, one transaction: the
 //! cost of one xRead that reaches the store layer, without SQLite).
+//! `--staleness MS` opens connections with that staleness bound.
 //! `--target sqlite` runs the SQL modes on plain SQLite (a temporary
 //! file, WAL) for comparison. `txn` runs transactions of 100 reads, like
 //! the `warm_point_read_x100` bench. Prints wall time too, for a quick look.
@@ -114,7 +115,17 @@ fn main() {
     let mode = arg("--mode").unwrap_or_else(|| "txn".into());
     let reads: usize = arg("--reads").and_then(|n| n.parse().ok()).unwrap_or(2_000);
     let sqlite = arg("--target").as_deref() == Some("sqlite");
-    let store = Store::in_memory().expect("store");
+    // `--staleness MS`: connections under that staleness bound (a
+    // transaction may start at this process's view without a round trip).
+    let store = match arg("--staleness").and_then(|ms| ms.parse().ok()) {
+        Some(ms) => {
+            let bound = fdbvfs::Staleness::from_duration(std::time::Duration::from_millis(ms))
+                .expect("staleness bound");
+            Store::builder().in_memory().staleness(bound).build()
+        }
+        None => Store::in_memory(),
+    }
+    .expect("store");
     let dir = tempfile::tempdir().expect("tempdir");
     let conn = if sqlite {
         let c = Connection::open(dir.path().join("t.db")).expect("open");
