@@ -8,7 +8,9 @@
 //! feature `fdb` and `FDB_CLUSTER_FILE` is set. The warm point-read groups
 //! also have `fdbvfs-stale10ms-rt0ms` and `fdbvfs-stale10ms-rt0.5ms`: the
 //! same store, connections with a 10 ms staleness bound
-//! (`PRAGMA fdb_staleness`).
+//! (`PRAGMA fdb_staleness`). The insert groups also have
+//! `fdbvfs-normal-rt0ms`: the embedded store at `synchronous=NORMAL`, as
+//! the SQLite side runs (acknowledged before the disk flush).
 //!
 //! ```text
 //! cargo bench --bench compare -- --quick
@@ -221,6 +223,16 @@ fn writes(c: &mut Criterion) {
         .expect("create");
         conns.push((t, conn));
     }
+    // The embedded store with SQLite's settings on the other side:
+    // `synchronous=NORMAL` commits are acknowledged before the disk flush.
+    let normal = Target::Fdbvfs {
+        label: "fdbvfs-normal-rt0ms".into(),
+        store: fdbvfs::Store::embedded(dir.path().join("fdbvfs")).expect("store"),
+        faults: Some(fdbvfs::Faults::default()),
+    };
+    let conn = normal.open(DB);
+    conn.execute_batch("PRAGMA synchronous=NORMAL").expect("pragma");
+    conns.push((normal, conn));
 
     let mut g = c.benchmark_group("insert_1_row_txn");
     for (t, conn) in &conns {
