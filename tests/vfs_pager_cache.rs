@@ -36,7 +36,9 @@ fn setup(store: &Store, rows: i64) -> String {
 }
 
 fn open(store: &Store, name: &str) -> Connection {
-    store.open(name).unwrap_or_else(|e| panic!("open {name}: {e}"))
+    store
+        .open(name)
+        .unwrap_or_else(|e| panic!("open {name}: {e}"))
 }
 
 fn data_version(c: &Connection) -> i64 {
@@ -71,14 +73,24 @@ fn data_version_ignores_own_commits_and_sees_others() {
     let b = open(&store, &name);
     let (a0, b0) = (data_version(&a), data_version(&b));
     for i in 0..3 {
-        exec(&a, &format!("UPDATE t SET v = v + 1 WHERE id = {}", 1 + i % 3));
+        exec(
+            &a,
+            &format!("UPDATE t SET v = v + 1 WHERE id = {}", 1 + i % 3),
+        );
         assert_eq!(data_version(&a), a0, "own commit {i} changed data_version");
     }
     let b1 = data_version(&b);
-    assert_ne!(b1, b0, "another connection's commits leave data_version alone");
+    assert_ne!(
+        b1, b0,
+        "another connection's commits leave data_version alone"
+    );
     exec(&b, "UPDATE t SET v = v + 10 WHERE id = 2");
     assert_eq!(data_version(&b), b1, "own commit changed data_version");
-    assert_ne!(data_version(&a), a0, "another connection's commit went unseen");
+    assert_ne!(
+        data_version(&a),
+        a0,
+        "another connection's commit went unseen"
+    );
     assert_eq!(v_of(&a, 2), 11);
     assert_integrity(&a);
 }
@@ -115,7 +127,10 @@ fn nothing_changed_reads_only_the_header() {
     let first = warm(&a);
     assert!(first > 20, "the first scan reads every page ({first})");
     let again = warm(&a);
-    assert!(again <= 1, "nothing changed: only page 1's header ({again} pages)");
+    assert!(
+        again <= 1,
+        "nothing changed: only page 1's header ({again} pages)"
+    );
     // An own commit keeps the cache too.
     exec(&a, "UPDATE t SET v = v + 1 WHERE id = 7");
     let after_own = warm(&a);
@@ -123,7 +138,10 @@ fn nothing_changed_reads_only_the_header() {
     // Another connection's commit drops it.
     exec(&b, "UPDATE t SET v = v + 1 WHERE id = 8");
     let after_other = warm(&a);
-    assert!(after_other > 20, "after another's commit ({after_other} pages)");
+    assert!(
+        after_other > 20,
+        "after another's commit ({after_other} pages)"
+    );
     assert_eq!(scalar::<i64>(&a, "SELECT sum(v) FROM t"), 2);
 }
 

@@ -209,7 +209,7 @@ impl MainFile {
             // Random: values of different handles stay apart in logs.
             counter_high: rand::random::<u32>(),
             pager_cache: None,
-            keep_cache: std::env::var_os("H1_NOKEEP").is_none(), // H1TEMP
+            keep_cache: true,
             hold: Hold::default(),
             last_version: None,
             synchronous: 2,

@@ -470,10 +470,14 @@ mod tests {
                 at: Some(At::Version(pagestore::kv::Version::new(42))),
                 admin: true,
                 staleness: pagestore::Staleness::Strict,
+                keep_cache: true,
             })
         );
         let o = OpenParams::parse(&p(&[("admin", "0")])).map_err(|e| e.to_string());
         assert_eq!(o.map(|o| o.admin), Ok(false));
+        let o = OpenParams::parse(&p(&[("keep_cache", "off")])).map_err(|e| e.to_string());
+        assert_eq!(o.map(|o| o.keep_cache), Ok(false));
+        assert!(OpenParams::parse(&p(&[("keep_cache", "sometimes")])).is_err());
         let o = OpenParams::parse(&p(&[("staleness", "10ms")])).map_err(|e| e.to_string());
         assert_eq!(
             o.map(|o| o.staleness.to_string()),

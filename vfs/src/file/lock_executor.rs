@@ -101,14 +101,17 @@ impl MainFile {
             carried,
             ..Hold::default()
         };
-        debug!(snapshot = t.snapshot().get(), served, kept, "transaction began");
+        debug!(
+            snapshot = t.snapshot().get(),
+            served, kept, "transaction began"
+        );
         *locked(&self.state) = State::Shared(t);
         Ok(())
     }
 
     /// The lock hold is over: whatever transaction `old` holds ends.
     pub(super) fn end(&mut self, old: State) {
-        self.remember_pager_cache(&old);
+        let cached = self.cache_state(&old);
         match old {
             State::Shared(t) | State::Reserved(t) => {
                 self.last_version = Some(t.snapshot());
@@ -127,6 +130,7 @@ impl MainFile {
             }
             State::Idle => {}
         }
+        self.remember_pager_cache(cached);
         self.hold = Hold::default();
     }
 

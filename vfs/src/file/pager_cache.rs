@@ -78,19 +78,19 @@ impl MainFile {
         self.counter_high
     }
 
-    /// The lock hold is over, leaving `old`: remembers what SQLite's cache
-    /// holds when the next hold may let it keep the cache.
-    pub(super) fn remember_pager_cache(&mut self, old: &State) {
-        let h = &mut self.hold;
+    /// The store state SQLite's cache is when the lock hold ends in
+    /// `old`, when it may keep the cache; also folds the hold's counters
+    /// into [`MainFile::fresh_counter`]'s watermark.
+    pub(super) fn cache_state(&mut self, old: &State) -> Option<Versionstamp> {
+        let h = &self.hold;
         let seen = [Some(h.served), Some(h.pager_counter), h.written_high];
         for c in seen.into_iter().flatten() {
             self.counter_high = header::later_counter(self.counter_high, c);
         }
-        self.pager_cache = None;
         if !self.keep_cache || self.at_version.is_some() || h.unsure {
-            return;
+            return None;
         }
-        let state = match old {
+        match old {
             State::Shared(t) if !t.has_writes() => h.base_change,
             State::Committed {
                 versionstamp: Some(vs),
@@ -100,10 +100,18 @@ impl MainFile {
             State::Committed { .. } => h.base_change,
             // A rollback that wrote, a failed or pending commit: unsure.
             _ => None,
-        };
+        }
+    }
+
+    /// The lock hold is over and its transaction gone (so the page set is
+    /// no longer shared, and grows in place): remembers what SQLite's
+    /// cache holds if it is at store state `state`.
+    pub(super) fn remember_pager_cache(&mut self, state: Option<Versionstamp>) {
+        self.pager_cache = None;
         let Some(state) = state else {
             return;
         };
+        let h = &mut self.hold;
         let mut pages = std::mem::take(&mut h.carried);
         if pages.len() + h.touched.len() > PAGER_CACHE_MAX_PAGES {
             return;
