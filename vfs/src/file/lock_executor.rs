@@ -5,7 +5,7 @@
 #![warn(clippy::too_many_lines)]
 
 use pagestore::sync::lock as locked;
-use pagestore::Transaction;
+use pagestore::{Staleness, Transaction};
 use tracing::{debug, debug_span, warn};
 
 use super::{group, Hold, MainFile, State};
@@ -139,9 +139,18 @@ impl MainFile {
             Some(v) => self.db.begin_at(v)?,
             None => match self.begin_with_sibling()? {
                 Some(t) => t,
-                None => self
-                    .db
-                    .begin_within(self.staleness, self.last_version.unwrap_or_default())?,
+                None => {
+                    // Attached databases begin at the snapshot of the one
+                    // locked first: a stale one could predate this
+                    // connection's commits to the others. With attached
+                    // databases of this store, begin strictly.
+                    let staleness = match self.siblings().is_empty() {
+                        true => self.staleness,
+                        false => Staleness::Strict,
+                    };
+                    self.db
+                        .begin_within(staleness, self.last_version.unwrap_or_default())?
+                }
             },
         })
     }
