@@ -15,7 +15,7 @@ use crate::ids::DbId;
 use crate::keys::DbKeys;
 use crate::kv::{KeyValue, KvTxn, RangeOption, ReadRequest, ReadResult, Version, Versionstamp};
 use crate::read_set::{ReadSet, Snapshot, READ_VERSION_REUSE};
-use crate::refresher::RefreshFn;
+use crate::refresher::{RefreshFn, IDLE};
 use crate::store::PageStore;
 use crate::sync::lock;
 use crate::upload;
@@ -156,12 +156,20 @@ impl Database {
     /// `bound` and is at or past `floor` (what the caller already saw or
     /// committed); else where [`Database::begin`] starts.
     pub(crate) fn start_within(&self, bound: Duration, floor: Version) -> Result<Snapshot> {
-        self.store
-            .inner
-            .refresher
-            .want(self.id, bound, || self.refresher_fn());
         {
-            let view = lock(&self.view);
+            let mut view = lock(&self.view);
+            // Tell the refresher now and then, not at every BEGIN (its
+            // interest lasts `refresher::IDLE`); at once for a shorter bound.
+            let tell = view
+                .wanted
+                .is_none_or(|(at, b)| bound < b || at.elapsed() > IDLE / 4);
+            if tell {
+                view.wanted = Some((Instant::now(), bound));
+                self.store
+                    .inner
+                    .refresher
+                    .want(self.id, bound, || self.refresher_fn());
+            }
             let now = self.store.inner.opts.clock.now_micros();
             let fresh = view
                 .confirmed

@@ -33,6 +33,9 @@ pub struct DbView {
     /// version: just before asking for the read version that showed it.
     /// Bounded-staleness BEGINs start at `known` while this is recent.
     pub confirmed: Option<u64>,
+    /// When a bounded BEGIN last told the refresher about this database,
+    /// and with which bound.
+    pub wanted: Option<(Instant, std::time::Duration)>,
     /// The newest commit of this process to the database: a
     /// bounded-staleness BEGIN never starts below it (a process reads its
     /// own writes, whichever connection made them).

@@ -70,11 +70,15 @@ impl MainFile {
             .unwrap_or_default()
     }
 
-    /// A transaction at the snapshot of a sibling: another file of the same
-    /// connection and store that holds a transaction (one SQL transaction
-    /// over attached databases reads one snapshot). None without one.
-    pub(super) fn begin_with_sibling(&self) -> Result<Option<Transaction>> {
-        for s in self.siblings() {
+    /// A transaction at the snapshot of a sibling (one of `siblings`, see
+    /// [`MainFile::siblings`]): another file of the same connection and
+    /// store that holds a transaction (one SQL transaction over attached
+    /// databases reads one snapshot). None without one.
+    pub(super) fn begin_with_sibling_of(
+        &self,
+        siblings: &[Arc<Mutex<State>>],
+    ) -> Result<Option<Transaction>> {
+        for s in siblings {
             let st = locked(&s);
             if let Some(other) = st.active() {
                 let t = self.db.begin_sibling(other)?;

@@ -135,23 +135,21 @@ impl MainFile {
     }
 
     pub(super) fn begin_txn(&self) -> Result<Transaction> {
-        Ok(match self.at_version {
-            Some(v) => self.db.begin_at(v)?,
-            None => match self.begin_with_sibling()? {
-                Some(t) => t,
-                None => {
-                    // Attached databases begin at the snapshot of the one
-                    // locked first: a stale one could predate this
-                    // connection's commits to the others. With attached
-                    // databases of this store, begin strictly.
-                    let staleness = match self.siblings().is_empty() {
-                        true => self.staleness,
-                        false => Staleness::Strict,
-                    };
-                    self.db
-                        .begin_within(staleness, self.last_version.unwrap_or_default())?
-                }
-            },
-        })
+        if let Some(v) = self.at_version {
+            return Ok(self.db.begin_at(v)?);
+        }
+        let siblings = self.siblings();
+        if let Some(t) = self.begin_with_sibling_of(&siblings)? {
+            return Ok(t);
+        }
+        // Attached databases begin at the snapshot of the one locked
+        // first: a stale one could predate this connection's commits to the
+        // others. With attached databases of this store, begin strictly.
+        let staleness = match siblings.is_empty() {
+            true => self.staleness,
+            false => Staleness::Strict,
+        };
+        let floor = self.last_version.unwrap_or_default();
+        Ok(self.db.begin_within(staleness, floor)?)
     }
 }
