@@ -541,7 +541,7 @@ impl Database {
     /// entry, read now) shows it still exists: a handle must not read or
     /// write a database another process dropped (or dropped and
     /// re-created under the same name).
-    fn check_exists(&self, meta: Option<&[u8]>, created_later_ok: bool) -> Result<()> {
+    pub(crate) fn check_exists(&self, meta: Option<&[u8]>, created_later_ok: bool) -> Result<()> {
         match meta {
             Some(m) if !DbMeta::decode(m)?.dropped => Ok(()),
             None if created_later_ok => Ok(()),

@@ -73,13 +73,21 @@ impl<'a> PageRead<'a> {
             .store_read(&inner.kv, |t| t.get_batch(&requests, true))?
             .into_iter();
         self.check_horizon(&mut answers)?;
+        self.check_exists(&mut answers)?;
         let mut found = self.parse_found(&missing, &mut answers)?;
         let guessed = parse_guessed(guess.is_some(), missing.len(), &mut answers)?;
         let (blob_requests, seen_token) = self.use_guesses(&mut found, guessed, guess.as_ref())?;
         let blobs = if blob_requests.is_empty() {
             Vec::new()
         } else {
-            reads.store_read(&inner.kv, |t| t.get_batch(&blob_requests, true))?
+            let blob_requests: Vec<ReadRequest> = std::iter::once(self.exists_request())
+                .chain(blob_requests)
+                .collect();
+            let mut answers = reads
+                .store_read(&inner.kv, |t| t.get_batch(&blob_requests, true))?
+                .into_iter();
+            self.check_exists(&mut answers)?;
+            answers.collect()
         };
         self.learn(found, blobs, seen_token, &mut out)?;
         Ok(out)
@@ -172,7 +180,8 @@ impl<'a> PageRead<'a> {
     ) -> Result<Vec<ReadRequest>> {
         // The GC horizon rides along: a snapshot older than it may be
         // missing versions, which must be an error, not wrong pages.
-        let mut requests: Vec<ReadRequest> = vec![ReadRequest::Get(self.db.keys.horizon())];
+        let mut requests: Vec<ReadRequest> =
+            vec![ReadRequest::Get(self.db.keys.horizon()), self.exists_request()];
         for &(_, p, known) in missing {
             match known {
                 Some((owner, vs)) => {
@@ -200,6 +209,23 @@ impl<'a> PageRead<'a> {
             }
         }
         Ok(requests)
+    }
+
+    /// The database's catalog entry, read with every batch of page reads: a
+    /// database dropped after the snapshot has lost its keys, and a read at
+    /// a newer read version (the snapshot's is too old, or the store's
+    /// history of the clear is gone) must fail with `Dropped`, not serve
+    /// holes or "corrupt" errors.
+    fn exists_request(&self) -> ReadRequest {
+        ReadRequest::Get(self.db.store.inner.keys.meta(self.db.id))
+    }
+
+    /// The answer to [`PageRead::exists_request`].
+    fn check_exists(&self, answers: &mut impl Iterator<Item = ReadResult>) -> Result<()> {
+        match answers.next() {
+            Some(ReadResult::Value(meta)) => self.db.check_exists(meta.as_deref(), false),
+            _ => Err(Error::corrupt("batch answer")),
+        }
     }
 
     /// The first answer: GC's horizon, which must not be past the snapshot.
