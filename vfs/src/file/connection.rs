@@ -79,7 +79,7 @@ impl MainFile {
         siblings: &[Arc<Mutex<State>>],
     ) -> Result<Option<Transaction>> {
         for s in siblings {
-            let st = locked(&s);
+            let st = locked(s);
             if let Some(other) = st.active() {
                 let t = self.db.begin_sibling(other)?;
                 debug!(database = %self.name, sibling = %other.database().name(), snapshot = t.snapshot().get(), "began at a sibling's snapshot");
