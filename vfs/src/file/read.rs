@@ -19,7 +19,6 @@ impl MainFile {
         f: impl FnOnce(&mut Transaction, &mut Hold) -> Result<R>,
     ) -> Result<R> {
         self.settle();
-        let db = self.db.clone();
         let mut st = locked(&self.state);
         match &mut *st {
             State::Shared(t) | State::Reserved(t) => f(t, &mut self.hold),
@@ -32,7 +31,7 @@ impl MainFile {
                 ..
             } => {
                 if reader.is_none() {
-                    *reader = Some(db.begin_at(*v)?);
+                    *reader = Some(self.db.begin_at(*v)?);
                 }
                 match reader.as_mut() {
                     Some(t) => f(t, &mut self.hold),
@@ -43,8 +42,8 @@ impl MainFile {
             State::Idle => {
                 drop(st);
                 let mut t = match self.at_version {
-                    Some(v) => db.begin_at(v)?,
-                    None => db.begin()?,
+                    Some(v) => self.db.begin_at(v)?,
+                    None => self.db.begin()?,
                 };
                 // Never the counter SQLite believes: these reads (the
                 // header at open) are outside any hold.
