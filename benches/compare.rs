@@ -231,7 +231,8 @@ fn writes(c: &mut Criterion) {
         faults: Some(fdbvfs::Faults::default()),
     };
     let conn = normal.open(DB);
-    conn.execute_batch("PRAGMA synchronous=NORMAL").expect("pragma");
+    conn.execute_batch("PRAGMA synchronous=NORMAL")
+        .expect("pragma");
     conns.push((normal, conn));
 
     let mut g = c.benchmark_group("insert_1_row_txn");

@@ -169,7 +169,8 @@ fn attached_databases_see_the_connections_own_commits() {
     for i in 1..=20i64 {
         // A transaction over main only: main's view is confirmed now.
         let _: i64 = scalar(&conn, "SELECT v FROM main.t WHERE k = 1");
-        conn.execute("UPDATE b.u SET v = ?1 WHERE k = 1", [i]).unwrap();
+        conn.execute("UPDATE b.u SET v = ?1 WHERE k = 1", [i])
+            .unwrap();
         let (x, y): (i64, i64) = conn
             .query_row(
                 "SELECT (SELECT v FROM main.t WHERE k = 1), (SELECT v FROM b.u WHERE k = 1)",

@@ -217,9 +217,9 @@ impl Database {
     pub(crate) fn view_age(&self) -> Duration {
         let confirmed = lock(&self.view).confirmed;
         match confirmed {
-            Some(c) => Duration::from_micros(
-                self.store.inner.opts.clock.now_micros().saturating_sub(c),
-            ),
+            Some(c) => {
+                Duration::from_micros(self.store.inner.opts.clock.now_micros().saturating_sub(c))
+            }
             None => Duration::MAX,
         }
     }

@@ -180,8 +180,10 @@ impl<'a> PageRead<'a> {
     ) -> Result<Vec<ReadRequest>> {
         // The GC horizon rides along: a snapshot older than it may be
         // missing versions, which must be an error, not wrong pages.
-        let mut requests: Vec<ReadRequest> =
-            vec![ReadRequest::Get(self.db.keys.horizon()), self.exists_request()];
+        let mut requests: Vec<ReadRequest> = vec![
+            ReadRequest::Get(self.db.keys.horizon()),
+            self.exists_request(),
+        ];
         for &(_, p, known) in missing {
             match known {
                 Some((owner, vs)) => {

@@ -1755,7 +1755,12 @@ fn ops_from(v: &Value) -> Vec<Op> {
 
 /// Reads every history file, builds the checker's histories (main keys;
 /// `rs` keys separately), checks them and the workload's own invariants.
-fn merge(root: &Path, kill_times: &[(u64, u64)], mut fig: Figures, staleness: Duration) -> RunResult {
+fn merge(
+    root: &Path,
+    kill_times: &[(u64, u64)],
+    mut fig: Figures,
+    staleness: Duration,
+) -> RunResult {
     let mut txns: Vec<Txn> = Vec::new();
     let mut oracle: Vec<checker::Anomaly> = Vec::new();
     let mut restore_exempt = 0u64;

@@ -479,10 +479,7 @@ mod tests {
         assert_eq!(o.map(|o| o.keep_cache), Ok(false));
         assert!(OpenParams::parse(&p(&[("keep_cache", "sometimes")])).is_err());
         let o = OpenParams::parse(&p(&[("staleness", "10ms")])).map_err(|e| e.to_string());
-        assert_eq!(
-            o.map(|o| o.staleness.to_string()),
-            Ok("10ms".to_string())
-        );
+        assert_eq!(o.map(|o| o.staleness.to_string()), Ok("10ms".to_string()));
         assert!(OpenParams::parse(&p(&[("staleness", "soon")])).is_err());
         assert!(OpenParams::parse(&p(&[("admin", "maybe")])).is_err());
         let o = OpenParams::parse(&p(&[("store", "3"), ("mode", "ro")])).map_err(|e| e.to_string());
