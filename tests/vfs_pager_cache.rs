@@ -19,7 +19,7 @@ use std::sync::Arc;
 use fdbvfs::Store;
 use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions, Faults};
 use pagestore::{PageStore, StoreOptions};
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, ErrorCode};
 use support::{assert_integrity, scalar, scalar_with};
 
 /// Rows of ~3 KB: one per 4 KiB leaf page, so rows live on their own pages.
@@ -239,16 +239,7 @@ impl Custom {
     }
 
     fn open(&self, name: &str) -> Connection {
-        let _ = vfs::register_linked();
-        let c = Connection::open_with_flags(
-            format!("file:{name}?vfs=fdb&store={}", self.id),
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_URI,
-        )
-        .unwrap_or_else(|e| panic!("open {name}: {e}"));
-        exec(&c, "PRAGMA journal_mode=DELETE");
-        c
+        support::open_registered(self.id, name)
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pagestore::kv::embedded::{EmbeddedKv, EmbeddedOptions};
 use pagestore::{PageStore, StoreOptions};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use support::scalar;
 
 /// An embedded store registered with the VFS, kept to read its counts.
@@ -29,18 +29,7 @@ impl Registered {
     }
 
     fn open(&self, name: &str) -> Connection {
-        let _ = vfs::register_linked();
-        let c = Connection::open_with_flags(
-            format!("file:{name}?vfs=fdb&store={}", self.id),
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_URI
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .unwrap_or_else(|e| panic!("open {name}: {e}"));
-        c.execute_batch("PRAGMA journal_mode=DELETE")
-            .unwrap_or_else(|e| panic!("{e}"));
-        c
+        support::open_registered(self.id, name)
     }
 
     fn relaxed(&self) -> u64 {

@@ -134,11 +134,7 @@ impl Database {
             if !apply_catch_up(&mut view, self.id, c, v, got_at) {
                 // Reloaded at an older snapshot meanwhile: catch up again,
                 // under the lock this time (rare).
-                if view.known == Version::ZERO {
-                    self.load_view(&mut view, t.as_mut(), v, got_at, false)?;
-                } else {
-                    self.advance_view(&mut view, t.as_mut(), v, got_at, false)?;
-                }
+                self.catch_up_locked(&mut view, t.as_mut(), v, got_at, false)?;
             }
         }
         if view.known == v {
@@ -251,10 +247,8 @@ impl Database {
             // not exist yet (created, e.g. ATTACHed, after that snapshot):
             // it is then empty there, not dropped.
             let young = fresh_at.is_some();
-            if view.known == Version::ZERO {
-                self.load_view(&mut view, t.as_mut(), snap, at, young)?;
-            } else if view.known < snap {
-                self.advance_view(&mut view, t.as_mut(), snap, at, young)?;
+            if view.known < snap {
+                self.catch_up_locked(&mut view, t.as_mut(), snap, at, young)?;
             } else {
                 // The view is ahead: read the size as of the snapshot.
                 let (size, finished) = self.read_size_at(t.as_mut(), snap, young)?;
@@ -416,9 +410,9 @@ impl Database {
         Ok((size, finished))
     }
 
-    /// First sight of the database in this process (or a view too far
-    /// behind to catch up): starts the view afresh at `v`.
-    fn load_view(
+    /// Moves the view from `known` to `v` (through the change log, or
+    /// afresh on first sight or when too far behind) while holding its lock.
+    fn catch_up_locked(
         &self,
         view: &mut DbView,
         t: &mut dyn KvTxn,
@@ -426,21 +420,7 @@ impl Database {
         got_at: Instant,
         created_later_ok: bool,
     ) -> Result<()> {
-        let c = self.read_load(t, v, created_later_ok)?;
-        apply_catch_up(view, self.id, c, v, got_at);
-        Ok(())
-    }
-
-    /// Moves the view from `known` to `v` through the change log.
-    fn advance_view(
-        &self,
-        view: &mut DbView,
-        t: &mut dyn KvTxn,
-        v: Version,
-        got_at: Instant,
-        created_later_ok: bool,
-    ) -> Result<()> {
-        let c = self.read_advance(t, view.known, v, created_later_ok)?;
+        let c = self.read_catch_up(t, view.known, v, created_later_ok)?;
         if !apply_catch_up(view, self.id, c, v, got_at) {
             // Not reachable: `view` was at `known` throughout.
             return Err(Error::corrupt("view moved under its lock"));

@@ -528,3 +528,23 @@ pub fn open_uri(
     );
     (r, vfs::take_last_error())
 }
+
+/// A connection (`journal_mode=DELETE`, as `Store::open` gives) to
+/// database `name` of the page store registered with the VFS as `id`
+/// (`vfs::registry::register_store`): for tests that build their own
+/// `PageStore`.
+pub fn open_registered(id: u64, name: &str) -> rusqlite::Connection {
+    use rusqlite::OpenFlags;
+    let _ = vfs::register_linked();
+    let c = rusqlite::Connection::open_with_flags(
+        format!("file:{name}?vfs=fdb&store={id}"),
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .unwrap_or_else(|e| panic!("open {name}: {e}"));
+    c.execute_batch("PRAGMA journal_mode=DELETE")
+        .unwrap_or_else(|e| panic!("journal_mode on {name}: {e}"));
+    c
+}
