@@ -117,16 +117,17 @@ fn main() {
     let sqlite = arg("--target").as_deref() == Some("sqlite");
     // `--staleness MS`: connections under that staleness bound (a
     // transaction may start at this process's view without a round trip).
+    let dir = tempfile::tempdir().expect("tempdir");
     let store = match arg("--staleness").and_then(|ms| ms.parse().ok()) {
         Some(ms) => {
             let bound = fdbvfs::Staleness::from_duration(std::time::Duration::from_millis(ms))
                 .expect("staleness bound");
             Store::builder().in_memory().staleness(bound).build()
         }
+        None if arg("--dir").is_some() => Store::embedded(dir.path().join("store")),
         None => Store::in_memory(),
     }
     .expect("store");
-    let dir = tempfile::tempdir().expect("tempdir");
     let conn = if sqlite {
         let c = Connection::open(dir.path().join("t.db")).expect("open");
         c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
@@ -142,7 +143,13 @@ fn main() {
     } else {
         store.open(DB).expect("open")
     };
-    scan(&conn);
+    if mode != "insert" {
+        scan(&conn);
+    }
+    if let Some(sync) = arg("--synchronous") {
+        conn.execute_batch(&format!("PRAGMA synchronous={sync}"))
+            .expect("synchronous");
+    }
     let mut rng = Rng::new(2);
     // Warm the statement cache and every path once.
     point(&conn, &mut rng);
@@ -160,6 +167,19 @@ fn main() {
                 conn.execute_batch("COMMIT").expect("commit");
             }
             s
+        }),
+        // One-row insert transactions, as insert_1_row_txn.
+        "insert" => measure(&mut || {
+            conn.execute_batch("CREATE TABLE IF NOT EXISTS w1(id INTEGER PRIMARY KEY, v INT, pad BLOB)")
+                .expect("create");
+            for i in 0..reads {
+                conn.execute_batch("BEGIN").expect("begin");
+                conn.prepare_cached("INSERT INTO w1(v, pad) VALUES (?1, randomblob(100))")
+                    .and_then(|mut s| s.execute([i as i64]))
+                    .expect("insert");
+                conn.execute_batch("COMMIT").expect("commit");
+            }
+            reads as i64
         }),
         "page" => {
             let db = store.page_store().open(DB).expect("open db");
@@ -180,12 +200,18 @@ fn main() {
                 s
             })
         }
-        other => panic!("unknown --mode {other} (autocommit, txn, page)"),
+        other => panic!("unknown --mode {other} (autocommit, txn, insert, page)"),
     };
     let took = start.elapsed();
     println!(
         "{mode} on {}: {reads} reads, {:.2} µs/read (sum {sum})",
-        if sqlite { "sqlite" } else { "fdbvfs-mem" },
+        if sqlite {
+            "sqlite"
+        } else if arg("--dir").is_some() {
+            "fdbvfs-dir"
+        } else {
+            "fdbvfs-mem"
+        },
         took.as_secs_f64() * 1e6 / reads as f64
     );
     let c = store.page_store().stats().cache;
