@@ -121,7 +121,7 @@ impl Plan {
             },
             large,
             inline_bytes,
-            read_runs: coalesce(runs(&txn.read.pages.iter().copied().collect::<Vec<_>>())),
+            read_runs: coalesce(txn.read.runs()),
             size_conflict: txn.read.size_read || page_count.is_some(),
             header,
             time_micros: txn.db.store.inner.opts.clock.now_micros(),
@@ -346,7 +346,7 @@ pub(crate) fn commit_group(txns: &mut [Writer<'_>], readers: &[Member<'_>]) -> R
     let names: Vec<String> = txns.iter().map(|t| t.db.name.to_string()).collect();
     let snapshot = txns[0].read.snapshot;
     let span = debug_span!("commit", databases = ?names, version = snapshot.get(),
-        reads = txns.iter().map(|t| t.read.pages.len()).sum::<usize>(),
+        reads = txns.iter().map(|t| t.read.validated_len()).sum::<usize>(),
         writes = txns.iter().map(|t| t.write.pages.len()).sum::<usize>());
     let _g = span.enter();
     let plans = plan_group(txns, &inner)?;
@@ -651,13 +651,16 @@ fn probe_ahead(
     inner: &StoreCore,
     members: &[(Member<'_>, &Plan, bool)],
 ) -> Result<Option<Version>> {
-    let probes: usize = members.iter().map(|(txn, _, _)| txn.read.pages.len()).sum();
+    let probes: usize = members
+        .iter()
+        .map(|(txn, _, _)| txn.read.validated_len())
+        .sum();
     if probes <= PROBES_PER_TXN {
         return Ok(None);
     }
     let mut first_rv = None;
     for (txn, _, _) in members {
-        let pages: Vec<PageNo> = txn.read.pages.iter().copied().collect();
+        let pages: Vec<PageNo> = txn.read.all_pages();
         for chunk in pages.chunks(PROBES_PER_TXN) {
             let mut pt = inner.kv.begin()?;
             let rv = pt.read_version()?;
@@ -732,8 +735,7 @@ fn check_reads(
     match log_from {
         None => {
             for (txn, plan, _) in members {
-                let pages: Vec<PageNo> = txn.read.pages.iter().copied().collect();
-                probe_pages(t, txn, &pages)?;
+                probe_pages(t, txn, &txn.read.all_pages())?;
                 probe_size(t, txn, plan)?;
             }
         }
@@ -815,7 +817,7 @@ fn check_records(
         let hit: Vec<PageNo> = rec
             .changed()
             .into_iter()
-            .filter(|p| txn.read.pages.contains(p))
+            .filter(|&p| txn.read.contains(p))
             .take(8)
             .collect();
         let size_hit = plan.size_conflict && rec.page_count.is_some();

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use crate::encoding::runs;
 use crate::error::Result;
 use crate::ids::PageNo;
 use crate::kv::{Kv, KvError, KvResult, KvTxn, Version, Versionstamp};
+use crate::page_set::PageSet;
 use crate::retry::{self, Backoff, Failed, Pause};
 
 /// A read version younger than this is reused for store reads instead of
@@ -53,6 +55,9 @@ pub(crate) struct ReadSet {
     pub pages: BTreeSet<PageNo>,
     /// The page count was observed (reads past the end, `page_count()`).
     pub size_read: bool,
+    /// Pages recorded as read without reading them
+    /// (`Transaction::assume_read`), validated like `pages`.
+    pub assumed: Option<Arc<PageSet>>,
 }
 
 impl ReadSet {
@@ -64,6 +69,54 @@ impl ReadSet {
             confirmed_at: start.confirmed_at,
             pages: BTreeSet::new(),
             size_read: false,
+            assumed: None,
+        }
+    }
+
+    /// Adds `pages` to the assumed reads; the page count counts as read.
+    pub fn assume(&mut self, pages: &Arc<PageSet>) {
+        match &mut self.assumed {
+            Some(a) => Arc::make_mut(a).extend_from(pages),
+            None => self.assumed = Some(pages.clone()),
+        }
+        self.size_read = true;
+    }
+
+    /// Number of pages to validate (read or assumed; a page in both counts
+    /// twice).
+    pub fn validated_len(&self) -> usize {
+        let assumed = self.assumed.as_ref().map_or(0, |a| a.len());
+        self.pages
+            .len()
+            .saturating_add(usize::try_from(assumed).unwrap_or(usize::MAX))
+    }
+
+    /// Whether `p` is read or assumed.
+    pub fn contains(&self, p: PageNo) -> bool {
+        self.pages.contains(&p) || self.assumed.as_ref().is_some_and(|a| a.contains(p))
+    }
+
+    /// The pages to validate as runs (first, length), in page order.
+    pub fn runs(&self) -> Vec<(PageNo, u32)> {
+        match &self.assumed {
+            None => runs(&self.pages.iter().copied().collect::<Vec<_>>()),
+            Some(a) => {
+                let mut all = (**a).clone();
+                all.extend(self.pages.iter().copied());
+                all.runs().collect()
+            }
+        }
+    }
+
+    /// Every page to validate, in order (the slow path probes each).
+    pub fn all_pages(&self) -> Vec<PageNo> {
+        match &self.assumed {
+            None => self.pages.iter().copied().collect(),
+            Some(a) => {
+                let mut all = (**a).clone();
+                all.extend(self.pages.iter().copied());
+                all.iter().collect()
+            }
         }
     }
 

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::ids::PageNo;
 use crate::kv::{Version, Versionstamp};
 use crate::page_read::PageRead;
+use crate::page_set::PageSet;
 use crate::read_set::{ReadSet, Snapshot};
 use crate::staleness::Staleness;
 use crate::upload;
@@ -83,7 +84,7 @@ pub struct Transaction {
     /// See [`Transaction::last_change`].
     last_change: Option<Versionstamp>,
     /// See [`Transaction::assume_read`].
-    assumed: Option<Arc<BTreeSet<PageNo>>>,
+    assumed: Option<Arc<PageSet>>,
     read_only: bool,
     finished: bool,
 }
@@ -131,9 +132,9 @@ impl Transaction {
     /// since. The commit validates them (and the page count) like pages
     /// read, also when the transaction is a read-only member of a group.
     /// Cheap: the set is shared, and merged only when validated.
-    pub fn assume_read(&mut self, pages: Arc<BTreeSet<PageNo>>) {
+    pub fn assume_read(&mut self, pages: Arc<PageSet>) {
         match &mut self.assumed {
-            Some(a) => Arc::make_mut(a).extend(pages.iter().copied()),
+            Some(a) => Arc::make_mut(a).extend_from(&pages),
             None => self.assumed = Some(pages),
         }
     }
@@ -141,8 +142,7 @@ impl Transaction {
     /// Moves the assumed reads into the read set (before validation).
     fn absorb_assumed(&mut self) {
         if let Some(a) = self.assumed.take() {
-            self.read.pages.extend(a.iter().copied());
-            self.read.size_read = true;
+            self.read.assume(&a);
         }
     }
 
@@ -152,8 +152,7 @@ impl Transaction {
             None => Cow::Borrowed(&self.read),
             Some(a) => {
                 let mut r = self.read.clone();
-                r.pages.extend(a.iter().copied());
-                r.size_read = true;
+                r.assume(a);
                 Cow::Owned(r)
             }
         }

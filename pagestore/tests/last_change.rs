@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::{env, page};
-use pagestore::{commit_group_checked, PageNo};
+use pagestore::{commit_group_checked, PageNo, PageSet};
 
 #[test]
 fn same_state_same_value_and_own_commit_is_the_state() {
@@ -79,7 +78,7 @@ fn assumed_reads_conflict_like_reads() {
         t.write_page(PageNo::new(p), &page(1)).unwrap();
     }
     t.commit().unwrap();
-    let assumed: Arc<BTreeSet<PageNo>> = Arc::new([PageNo::new(2)].into_iter().collect());
+    let assumed: Arc<PageSet> = Arc::new([PageNo::new(2)].into_iter().collect());
     let change_page_2 = || {
         let mut t = db.begin().unwrap();
         t.write_page(PageNo::new(2), &page(9)).unwrap();

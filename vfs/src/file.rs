@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use pagestore::kv::{Version, Versionstamp};
 use pagestore::sync::lock as locked;
-use pagestore::{Database, PageNo, PageStore, Staleness, Transaction};
+use pagestore::{Database, PageNo, PageSet, PageStore, Staleness, Transaction};
 use tracing::{debug, info};
 
 mod commit;
@@ -79,10 +79,10 @@ struct Hold {
     /// Pages SQLite may hold from earlier holds (the counter was kept): it
     /// may serve them in this hold without reading them, so they are in
     /// the transaction's read set as assumed reads.
-    carried: Arc<BTreeSet<PageNo>>,
+    carried: Arc<PageSet>,
     /// Pages read or written in this hold: with `carried`, what SQLite's
     /// cache may contain.
-    touched: BTreeSet<PageNo>,
+    touched: PageSet,
     /// Pages written by the current transaction.
     written: BTreeSet<PageNo>,
     /// Read-ahead of this hold.

@@ -375,7 +375,7 @@ impl MainFile {
         }
         // Unchanged since: validating them at the new snapshot is exact.
         let mut cached = (*self.hold.carried).clone();
-        cached.extend(self.hold.touched.iter().copied());
+        cached.extend_from(&self.hold.touched);
         t.assume_read(Arc::new(cached));
         self.hold.base_count = t.page_count();
         self.hold.base_change = t.last_change();

@@ -28,11 +28,10 @@
 //!   past every counter served or written by this handle, so SQLite drops
 //!   its cache, and the set starts empty.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use pagestore::kv::Versionstamp;
-use pagestore::{PageNo, Transaction};
+use pagestore::{PageSet, Transaction};
 
 use super::{MainFile, State};
 use crate::header;
@@ -41,7 +40,7 @@ use crate::header;
 /// at most this many (2 GiB of 8 KiB pages); past it a fresh counter makes
 /// SQLite drop its cache. Bounds the set's memory and the read set a
 /// writer validates.
-pub(super) const PAGER_CACHE_MAX_PAGES: usize = 1 << 18;
+pub(super) const PAGER_CACHE_MAX_PAGES: u64 = 1 << 18;
 
 /// What SQLite's page cache holds after a lock hold, when it may keep it
 /// for the next.
@@ -53,13 +52,13 @@ pub(super) struct PagerCache {
     state: Versionstamp,
     /// Every page read or written since the counter last changed: what
     /// SQLite may serve without reading it.
-    pages: Arc<BTreeSet<PageNo>>,
+    pages: Arc<PageSet>,
 }
 
 impl MainFile {
     /// The change counter the lock hold of `t` serves, and the pages
     /// SQLite may serve from its cache in it (recorded as read by `t`).
-    pub(super) fn counter_for(&mut self, t: &mut Transaction) -> (u32, Arc<BTreeSet<PageNo>>) {
+    pub(super) fn counter_for(&mut self, t: &mut Transaction) -> (u32, Arc<PageSet>) {
         let keep = self.keep_cache && !self.is_read_only();
         match self.pager_cache.take() {
             Some(c) if keep && t.last_change() == Some(c.state) => {
@@ -113,10 +112,10 @@ impl MainFile {
         };
         let h = &mut self.hold;
         let mut pages = std::mem::take(&mut h.carried);
-        if pages.len() + h.touched.len() > PAGER_CACHE_MAX_PAGES {
+        Arc::make_mut(&mut pages).extend_from(&std::mem::take(&mut h.touched));
+        if pages.len() > PAGER_CACHE_MAX_PAGES {
             return;
         }
-        Arc::make_mut(&mut pages).extend(std::mem::take(&mut h.touched));
         self.pager_cache = Some(PagerCache {
             counter: h.pager_counter,
             state,
