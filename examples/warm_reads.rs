@@ -16,7 +16,11 @@
 //! cost of one xRead that reaches the store layer, without SQLite).
 //! `--staleness MS` opens connections with that staleness bound.
 //! `--target sqlite` runs the SQL modes on plain SQLite (a temporary
-//! file, WAL) for comparison. `txn` runs transactions of 100 reads, like
+//! file, WAL) for comparison. `insert` runs one-row insert transactions
+//! (`insert_1_row_txn`), `insert10k` transactions of 10,000 one-row
+//! inserts (`insert_10k_rows_txn`; `--reads` counts transactions);
+//! `--dir 1` puts the store in a temporary directory (the embedded durable
+//! store) and `--synchronous S` sets `PRAGMA synchronous`. `txn` runs transactions of 100 reads, like
 //! the `warm_point_read_x100` bench. Prints wall time too, for a quick look.
 
 use std::hint::black_box;
@@ -143,7 +147,7 @@ fn main() {
     } else {
         store.open(DB).expect("open")
     };
-    if mode != "insert" {
+    if !mode.starts_with("insert") {
         scan(&conn);
     }
     if let Some(sync) = arg("--synchronous") {
@@ -170,13 +174,37 @@ fn main() {
         }),
         // One-row insert transactions, as insert_1_row_txn.
         "insert" => measure(&mut || {
-            conn.execute_batch("CREATE TABLE IF NOT EXISTS w1(id INTEGER PRIMARY KEY, v INT, pad BLOB)")
-                .expect("create");
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS w1(id INTEGER PRIMARY KEY, v INT, pad BLOB)",
+            )
+            .expect("create");
             for i in 0..reads {
                 conn.execute_batch("BEGIN").expect("begin");
                 conn.prepare_cached("INSERT INTO w1(v, pad) VALUES (?1, randomblob(100))")
                     .and_then(|mut s| s.execute([i as i64]))
                     .expect("insert");
+                conn.execute_batch("COMMIT").expect("commit");
+            }
+            reads as i64
+        }),
+        // `--reads` transactions of 10,000 one-row inserts each, as
+        // insert_10k_rows_txn (counts are per transaction, not per row).
+        "insert10k" => measure(&mut || {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS w10k(id INTEGER PRIMARY KEY, v INT, pad BLOB)",
+            )
+            .expect("create");
+            let mut i = 0i64;
+            for _ in 0..reads {
+                conn.execute_batch("BEGIN").expect("begin");
+                let mut s = conn
+                    .prepare_cached("INSERT INTO w10k(v, pad) VALUES (?1, randomblob(100))")
+                    .expect("prepare");
+                for _ in 0..10_000 {
+                    i += 1;
+                    s.execute([i]).expect("insert");
+                }
+                drop(s);
                 conn.execute_batch("COMMIT").expect("commit");
             }
             reads as i64
@@ -200,7 +228,7 @@ fn main() {
                 s
             })
         }
-        other => panic!("unknown --mode {other} (autocommit, txn, insert, page)"),
+        other => panic!("unknown --mode {other} (autocommit, txn, insert, insert10k, page)"),
     };
     let took = start.elapsed();
     println!(
