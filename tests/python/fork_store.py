@@ -10,6 +10,11 @@ LIB (target/release/libfdbvfs.so) and opens an embedded store directory DIR:
     fork_store.py takeover LIB DIR N   # the parent exits, the child goes on
     fork_store.py verify   LIB DIR     # a fresh process reads what is there
 
+With FDBVFS_TEST_STALENESS set (e.g. ``5ms``), writers' connections have
+that staleness bound (their reads may start at the process's view without
+a round trip), and after every acknowledged insert a writer reads its own
+rows back: it must see its own commit (``STALE-OWN-WRITE`` otherwise).
+
 Each writer inserts (who, 0), (who, 1), ... one autocommit INSERT at a time,
 re-running an insert that failed with SQLITE_BUSY (a conflict: nothing was
 written), and prints ``ACKED who K`` when it stops: rows 0..K-1 were
@@ -34,8 +39,12 @@ def load(lib):
     mem.close()
 
 
+STALENESS = os.environ.get("FDBVFS_TEST_STALENESS")
+
+
 def uri(directory):
-    return f"file:forked?vfs=fdb&dir={directory}"
+    bound = f"&staleness={STALENESS}" if STALENESS else ""
+    return f"file:forked?vfs=fdb&dir={directory}{bound}"
 
 
 def connect(directory):
@@ -83,11 +92,25 @@ def insert(con, who, n):
     raise RuntimeError(f"{who}: insert {n} stayed busy")
 
 
+def own_rows(con, who):
+    for attempt in range(BUSY_RETRIES):
+        try:
+            (c,) = con.execute("SELECT count(*) FROM t WHERE who = ?", (who,)).fetchone()
+            return c
+        except sqlite3.OperationalError as e:
+            if not is_busy(e):
+                raise
+            time.sleep(0.001 * (attempt % 10))
+    raise RuntimeError(f"{who}: reading its own rows stayed busy")
+
+
 def write(con, who, start, count, pause=0.0):
     n = start
     try:
         for n in range(start, start + count):
             insert(con, who, n)
+            if STALENESS and own_rows(con, who) != n + 1:
+                raise RuntimeError(f"STALE-OWN-WRITE {who} wrote row {n} and does not see it")
             if pause:
                 time.sleep(pause)
         n = start + count
