@@ -137,7 +137,11 @@ fn os_fork_with_bounded_staleness_loses_nothing() {
     };
     out.assert_success();
     assert!(out.stdout.contains("PARENT-DONE"), "{}", out.describe());
-    assert!(!out.stdout.contains("STALE-OWN-WRITE"), "{}", out.describe());
+    assert!(
+        !out.stdout.contains("STALE-OWN-WRITE"),
+        "{}",
+        out.describe()
+    );
     assert!(!out.stdout.contains("CHILD-ERROR"), "{}", out.describe());
     assert_eq!(child_statuses(&out), vec!["0"], "{}", out.describe());
     let want = acked(&out);
