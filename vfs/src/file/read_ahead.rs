@@ -100,7 +100,10 @@ impl ReadAhead {
     /// on, up to [`PREFETCH_MAX_BYTES`] of pages, so a long scan costs ever
     /// fewer round trips per page.
     fn sequential(&mut self, t: &Transaction, pgno: u32, count: u64, pages: &mut Vec<PageNo>) {
-        let sequential = pgno > 0 && self.last_read == Some(pgno - 1);
+        // Page 1 (store page 0) is read at every transaction's start, so a
+        // read of page 2 after it is no sign of a scan (a point lookup in a
+        // table rooted at page 2 would fetch 32 pages for 2).
+        let sequential = pgno > 1 && self.last_read == Some(pgno - 1);
         let resumes = self.prefetched_to > 0
             && pgno >= self.prefetched_to
             && pgno < self.prefetched_to.saturating_add(PREFETCH_PAGES);
