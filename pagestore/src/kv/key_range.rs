@@ -63,8 +63,10 @@ impl RangeSet {
 
     /// Whether `key` lies in one of the ranges.
     pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        // Borrowed bounds: no copy of the key (asked for every row a
+        // range read returns).
         self.ranges
-            .range(..=key.to_vec())
+            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
             .next_back()
             .is_some_and(|(_, e)| e.as_slice() > key)
     }

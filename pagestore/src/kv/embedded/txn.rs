@@ -234,19 +234,51 @@ impl Merged<'_> {
     }
 }
 
-/// What a range read returns and what it read: the rows, the range
-/// covered, and the read-conflict ranges within it.
-type RangeRead = (RangeResult, KeyRange, Vec<KeyRange>);
+/// What a range read returns and, unless it was a snapshot read, what it
+/// read: the range covered and the read-conflict ranges within it.
+type RangeRead = (RangeResult, Option<(KeyRange, Vec<KeyRange>)>);
 
-/// A range read through the transaction's writes.
-fn range(view: &View<'_>, writes: &WriteBuffer, opt: &RangeOption) -> KvResult<RangeRead> {
+/// A range read through the transaction's writes. A snapshot read
+/// (`conflicts` false: a page read's) computes no conflict ranges: cold
+/// page reads are one such read per page.
+fn range(
+    view: &View<'_>,
+    writes: &WriteBuffer,
+    opt: &RangeOption,
+    conflicts: bool,
+) -> KvResult<RangeRead> {
     if opt.begin >= opt.end {
-        return Ok((
-            RangeResult::default(),
-            (opt.begin.clone(), opt.end.clone()),
-            Vec::new(),
+        let read = conflicts.then(|| ((opt.begin.clone(), opt.end.clone()), Vec::new()));
+        return Ok((RangeResult::default(), read));
+    }
+    let result = range_rows(view, writes, opt)?;
+    // The covered range lies within the requested one: when that meets no
+    // versionstamped range, neither does the covered one.
+    let stamped = writes.meets_stamped_range(&opt.begin, &opt.end);
+    if !conflicts && !stamped {
+        return Ok((result, None));
+    }
+    let covered = covered_range(opt, &result);
+    if stamped && writes.meets_stamped_range(&covered.0, &covered.1) {
+        return Err(KvError::new(
+            KvError::ACCESSED_UNREADABLE,
+            format!(
+                "range read of [{}, {}) reaches keys a versionstamped key of this transaction may land on",
+                show(&covered.0),
+                show(&covered.1)
+            ),
         ));
     }
+    let read = conflicts.then(|| {
+        let ranges = writes.read_conflicts(covered.clone());
+        (covered, ranges)
+    });
+    Ok((result, read))
+}
+
+/// The rows of a range read through the transaction's writes, up to its
+/// limit and [`RANGE_BYTE_BUDGET`].
+fn range_rows(view: &View<'_>, writes: &WriteBuffer, opt: &RangeOption) -> KvResult<RangeResult> {
     let mut merged = Merged {
         base: view.range(&opt.begin, &opt.end, opt.reverse)?.peekable(),
         over: writes
@@ -261,7 +293,7 @@ fn range(view: &View<'_>, writes: &WriteBuffer, opt: &RangeOption) -> KvResult<R
     } else {
         opt.limit
     };
-    let mut kvs = Vec::new();
+    let mut kvs = Vec::with_capacity(limit.min(16));
     let mut bytes = 0usize;
     let mut more = false;
     while kvs.len() < limit {
@@ -277,20 +309,7 @@ fn range(view: &View<'_>, writes: &WriteBuffer, opt: &RangeOption) -> KvResult<R
             None => break,
         }
     }
-    let result = RangeResult { kvs, more };
-    let covered = covered_range(opt, &result);
-    if writes.meets_stamped_range(&covered.0, &covered.1) {
-        return Err(KvError::new(
-            KvError::ACCESSED_UNREADABLE,
-            format!(
-                "range read of [{}, {}) reaches keys a versionstamped key of this transaction may land on",
-                show(&covered.0),
-                show(&covered.1)
-            ),
-        ));
-    }
-    let conflicts = writes.read_conflicts(covered.clone());
-    Ok((result, covered, conflicts))
+    Ok(RangeResult { kvs, more })
 }
 
 impl KvTxn for EmbeddedTxn {
@@ -339,11 +358,11 @@ impl KvTxn for EmbeddedTxn {
         }
         let rv = self.read_round_trip()?;
         let view = self.store.view(rv)?;
-        let (result, covered, conflicts) = range(&view, &self.writes, opt)?;
+        let (result, read) = range(&view, &self.writes, opt, !snapshot)?;
         drop(view);
         let n = value_bytes(&result);
         self.end_read(rv, n)?;
-        if !snapshot {
+        if let Some((covered, conflicts)) = read {
             self.add_range_read_conflict(covered, conflicts);
         }
         debug!(
@@ -374,17 +393,17 @@ impl KvTxn for EmbeddedTxn {
                 ReadRequest::Get(key) => {
                     let (value, from_store) = point(&view, &self.writes, key)?;
                     n += value.as_ref().map_or(0, Vec::len);
-                    if from_store {
+                    if from_store && !snapshot {
                         let k = single_key_range(key);
                         conflicts.push((k.clone(), vec![k]));
                     }
                     out.push(ReadResult::Value(value));
                 }
                 ReadRequest::Range(opt) => {
-                    let (result, covered, ranges) = range(&view, &self.writes, opt)?;
+                    let (result, read) = range(&view, &self.writes, opt, !snapshot)?;
                     n += value_bytes(&result);
-                    if opt.begin < opt.end {
-                        conflicts.push((covered, ranges));
+                    if let Some(read) = read.filter(|_| opt.begin < opt.end) {
+                        conflicts.push(read);
                     }
                     out.push(ReadResult::Range(result));
                 }
@@ -392,10 +411,8 @@ impl KvTxn for EmbeddedTxn {
         }
         drop(view);
         self.end_read(rv, n)?;
-        if !snapshot {
-            for (covered, ranges) in conflicts {
-                self.add_range_read_conflict(covered, ranges);
-            }
+        for (covered, ranges) in conflicts {
+            self.add_range_read_conflict(covered, ranges);
         }
         debug!(
             op = "get_batch",

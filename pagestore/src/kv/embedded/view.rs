@@ -63,6 +63,11 @@ impl<'a> View<'a> {
     /// Rows of `[begin, end)` at the read version, lazily.
     pub(crate) fn range(&self, begin: &[u8], end: &[u8], reverse: bool) -> KvResult<Rows> {
         let base = self.snapshot.range(begin, end, reverse)?;
+        // At the snapshot's own version nothing is overridden: no need for
+        // the history's lock (a cold page read is one range read per page).
+        if self.read_version >= self.snapshot.version {
+            return Ok(base);
+        }
         let mut overrides = self
             .history()
             .overrides(begin, end, self.read_version, self.snapshot.version)
