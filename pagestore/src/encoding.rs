@@ -42,12 +42,35 @@ impl PageValue {
 
     /// Decodes a value.
     pub fn decode(b: &[u8]) -> Result<Self> {
+        Ok(match PageRef::decode(b)? {
+            PageRef::Absent => PageValue::Absent,
+            PageRef::Inline(page) => PageValue::Inline(page.to_vec()),
+            PageRef::Uploaded(t) => PageValue::Uploaded(t),
+        })
+    }
+}
+
+/// A [`PageValue`] borrowed from the stored bytes: the read path copies an
+/// inline page once, straight into the cache's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageRef<'a> {
+    /// See [`PageValue::Absent`].
+    Absent,
+    /// See [`PageValue::Inline`].
+    Inline(&'a [u8]),
+    /// See [`PageValue::Uploaded`].
+    Uploaded(Token),
+}
+
+impl<'a> PageRef<'a> {
+    /// Decodes a page value without copying the page.
+    pub fn decode(b: &'a [u8]) -> Result<Self> {
         match b.split_first() {
-            Some((&ABSENT, [])) => Ok(PageValue::Absent),
-            Some((&INLINE, rest)) => Ok(PageValue::Inline(rest.to_vec())),
+            Some((&ABSENT, [])) => Ok(PageRef::Absent),
+            Some((&INLINE, rest)) => Ok(PageRef::Inline(rest)),
             Some((&UPLOADED, rest)) => rest
                 .try_into()
-                .map(PageValue::Uploaded)
+                .map(PageRef::Uploaded)
                 .map_err(|_| Error::corrupt("page value: bad token length")),
             _ => Err(Error::corrupt("page value: unknown tag")),
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tracing::debug_span;
 
 use crate::database::Database;
-use crate::encoding::{decode_horizon, PageValue};
+use crate::encoding::{decode_horizon, PageRef};
 use crate::error::{Error, Result};
 use crate::ids::{DbId, PageNo, Token};
 use crate::keys::DbKeys;
@@ -27,8 +27,28 @@ type Owned = (DbId, Versionstamp);
 /// newest version as the view knows it, if it does).
 type Missing = (usize, PageNo, Option<Owned>);
 
-/// A page as the store answered: (index, page, version found, value).
-type Found = (usize, PageNo, Option<Owned>, Option<PageValue>);
+/// A page as the store answered: (index, page, version found, content).
+type Found = (usize, PageNo, Option<Owned>, Option<Content>);
+
+/// A page's content as its index entry gives it.
+enum Content {
+    /// The bytes (empty: the page is absent at this version).
+    Page(Arc<[u8]>),
+    /// Uploaded ahead by a large commit under this token.
+    Uploaded(Token),
+}
+
+impl Content {
+    /// Decodes a page value, copying an inline page once (into the buffer
+    /// the cache keeps).
+    fn decode(v: &[u8]) -> Result<Content> {
+        Ok(match PageRef::decode(v)? {
+            PageRef::Absent => Content::Page(Arc::from(&[][..])),
+            PageRef::Inline(page) => Content::Page(Arc::from(page)),
+            PageRef::Uploaded(tok) => Content::Uploaded(tok),
+        })
+    }
+}
 
 /// Requests for uploaded contents, and the token of the last uploaded page
 /// seen.
@@ -252,7 +272,7 @@ impl<'a> PageRead<'a> {
             match known {
                 Some(k) => match answers.next() {
                     Some(ReadResult::Value(Some(v))) => {
-                        found.push((i, p, Some(k), Some(PageValue::decode(&v)?)))
+                        found.push((i, p, Some(k), Some(Content::decode(&v)?)))
                     }
                     Some(ReadResult::Value(None)) => {
                         return Err(Error::corrupt("page version listed but missing"))
@@ -275,7 +295,7 @@ impl<'a> PageRead<'a> {
     fn nearest_layer(
         &self,
         answers: &mut impl Iterator<Item = ReadResult>,
-    ) -> Result<Option<(Owned, PageValue)>> {
+    ) -> Result<Option<(Owned, Content)>> {
         let mut hit = None;
         for l in self.db.layers.iter() {
             let Some(ReadResult::Range(r)) = answers.next() else {
@@ -287,7 +307,7 @@ impl<'a> PageRead<'a> {
                         .keys
                         .parse_page(&kv.key)
                         .ok_or_else(|| Error::corrupt("page key"))?;
-                    hit = Some(((l.id, vs), PageValue::decode(&kv.value)?));
+                    hit = Some(((l.id, vs), Content::decode(&kv.value)?));
                 }
             }
         }
@@ -306,11 +326,11 @@ impl<'a> PageRead<'a> {
         let mut blob_requests: Vec<ReadRequest> = Vec::new();
         let mut seen_token = None;
         for (j, (_, p, k, v)) in found.iter_mut().enumerate() {
-            if let (Some((owner, _)), Some(PageValue::Uploaded(tok))) = (&k, &v) {
+            if let (Some((owner, _)), Some(Content::Uploaded(tok))) = (&k, &v) {
                 seen_token = Some((*owner, *tok));
                 let hit = matches!(guess, Some((o, t, _)) if o == owner && t == tok);
                 if let Some(content) = guessed.get_mut(j).and_then(Option::take).filter(|_| hit) {
-                    *v = Some(PageValue::Inline(content));
+                    *v = Some(Content::Page(Arc::from(content)));
                     continue;
                 }
                 let keys = self
@@ -347,9 +367,8 @@ impl<'a> PageRead<'a> {
                     }
                     continue;
                 }
-                Some(PageValue::Absent) => Arc::from(Vec::new()),
-                Some(PageValue::Inline(b)) => Arc::from(b),
-                Some(PageValue::Uploaded(_)) => match blobs.next() {
+                Some(Content::Page(data)) => data,
+                Some(Content::Uploaded(_)) => match blobs.next() {
                     Some(ReadResult::Value(Some(b))) => Arc::from(b),
                     _ => return Err(Error::corrupt("uploaded page content missing")),
                 },
