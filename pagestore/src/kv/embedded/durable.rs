@@ -424,12 +424,14 @@ fn apply_mutations(
     for m in mutations {
         match m {
             Mutation::Set(k, v) => {
-                if !before.contains_key(k) {
-                    before.insert(k.clone(), read(table, k)?);
-                }
-                table
+                // The insert returns the previous value: no separate read.
+                let old = table
                     .insert(k.as_slice(), v.as_slice())
-                    .map_err(|e| io(loc, "write", e))?;
+                    .map_err(|e| io(loc, "write", e))?
+                    .map(|g| g.value().to_vec());
+                if !before.contains_key(k) {
+                    before.insert(k.clone(), old);
+                }
             }
             Mutation::Clear(k) => {
                 let old = table
