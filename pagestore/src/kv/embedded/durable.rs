@@ -382,6 +382,15 @@ impl Snapshot {
             .map(|g| g.value().to_vec()))
     }
 
+    /// The last row of each of `ranges` (ascending, disjoint), in one walk
+    /// (see `last_rows`).
+    pub(crate) fn last_rows(
+        &self,
+        ranges: &[(&[u8], &[u8])],
+    ) -> KvResult<Vec<Option<super::last_rows::Row>>> {
+        super::last_rows::last_rows(&self.table, ranges).map_err(|e| io(&self.location, "range", e))
+    }
+
     /// Rows of `[begin, end)` in the snapshot, lazily.
     pub(crate) fn range(&self, begin: &[u8], end: &[u8], reverse: bool) -> KvResult<Rows> {
         if begin >= end {

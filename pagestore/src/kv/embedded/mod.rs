@@ -60,6 +60,7 @@ mod flusher;
 mod group;
 #[cfg(test)]
 mod group_tests;
+mod last_rows;
 mod mvcc;
 mod txn;
 mod versions;

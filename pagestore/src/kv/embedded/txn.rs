@@ -312,6 +312,55 @@ fn range_rows(view: &View<'_>, writes: &WriteBuffer, opt: &RangeOption) -> KvRes
     Ok(RangeResult { kvs, more })
 }
 
+/// A range read of the last row only (a page's newest version at a
+/// snapshot): its bounds. Only below the system key space (`\xff`), where
+/// the store keeps rows of its own that reads do not show.
+fn last_row_bounds(r: &ReadRequest) -> Option<(&[u8], &[u8])> {
+    match r {
+        ReadRequest::Range(o)
+            if o.limit == 1 && o.reverse && o.begin < o.end && o.end.as_slice() <= b"\xff" =>
+        {
+            Some((o.begin.as_slice(), o.end.as_slice()))
+        }
+        _ => None,
+    }
+}
+
+/// Answers of a snapshot batch without writes of its own whose "last row"
+/// range reads (see [`last_row_bounds`]) come in ascending runs: each run
+/// in one walk of the store (`last_rows`), indexed like `requests` (None:
+/// read it as usual). Empty when the view must lay history over the store.
+/// The reads of one batch are at one version, so their order is free.
+fn walk_last_rows(view: &View<'_>, requests: &[ReadRequest]) -> KvResult<Vec<Option<RangeResult>>> {
+    let mut answers: Vec<Option<RangeResult>> = (0..requests.len()).map(|_| None).collect();
+    let mut run: Vec<(usize, &[u8], &[u8])> = Vec::new();
+    let bounds = requests
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| last_row_bounds(r).map(|(b, e)| (i, b, e)));
+    for (i, b, e) in bounds.chain(std::iter::once((usize::MAX, &[][..], &[][..]))) {
+        let ascending = run.last().is_some_and(|&(_, _, pe)| pe <= b) && i != usize::MAX;
+        if !ascending && run.len() >= 2 {
+            let ranges: Vec<(&[u8], &[u8])> = run.iter().map(|&(_, b, e)| (b, e)).collect();
+            let Some(rows) = view.last_rows(&ranges)? else {
+                return Ok(Vec::new());
+            };
+            for (&(j, _, _), row) in run.iter().zip(rows) {
+                let kvs = row.map(|(key, value)| KeyValue { key, value });
+                answers[j] = Some(RangeResult {
+                    kvs: kvs.into_iter().collect(),
+                    more: false,
+                });
+            }
+        }
+        if !ascending {
+            run.clear();
+        }
+        run.push((i, b, e));
+    }
+    Ok(answers)
+}
+
 impl KvTxn for EmbeddedTxn {
     fn read_version(&mut self) -> KvResult<Version> {
         match self.read_version {
@@ -384,11 +433,21 @@ impl KvTxn for EmbeddedTxn {
         check_batch_keys(requests)?;
         let rv = self.read_round_trip()?;
         let view = self.store.view(rv)?;
+        let mut walked = if snapshot && self.writes.is_empty() {
+            walk_last_rows(&view, requests)?
+        } else {
+            Vec::new()
+        };
         let mut out = Vec::with_capacity(requests.len());
         // (range covered, its read-conflict ranges)
         let mut conflicts: Vec<(KeyRange, Vec<KeyRange>)> = Vec::new();
         let mut n = 0usize;
-        for r in requests {
+        for (i, r) in requests.iter().enumerate() {
+            if let Some(result) = walked.get_mut(i).and_then(Option::take) {
+                n += value_bytes(&result);
+                out.push(ReadResult::Range(result));
+                continue;
+            }
             match r {
                 ReadRequest::Get(key) => {
                     let (value, from_store) = point(&view, &self.writes, key)?;

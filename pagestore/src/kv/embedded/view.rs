@@ -6,6 +6,7 @@ use std::iter::Peekable;
 use std::sync::RwLock;
 
 use super::durable::{Rows, Snapshot};
+use super::last_rows::Row;
 use super::mvcc::{History, TooOld};
 use crate::kv::{KvError, KvResult, Version};
 
@@ -58,6 +59,19 @@ impl<'a> View<'a> {
             }
         }
         self.snapshot.get(key)
+    }
+
+    /// The last row of each of `ranges` (ascending, disjoint) at the read
+    /// version, in one walk; None when the read version is below the
+    /// snapshot's (the history's values would have to be laid over).
+    pub(crate) fn last_rows(
+        &self,
+        ranges: &[(&[u8], &[u8])],
+    ) -> KvResult<Option<Vec<Option<Row>>>> {
+        if self.read_version < self.snapshot.version {
+            return Ok(None);
+        }
+        self.snapshot.last_rows(ranges).map(Some)
     }
 
     /// Rows of `[begin, end)` at the read version, lazily.
