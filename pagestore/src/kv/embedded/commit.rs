@@ -81,7 +81,15 @@ pub struct LateOutcome {
     pub refused: u64,
 }
 
-/// FDB's key and value limits over buffered mutations (2102 / 2103).
+/// FDB's `key_outside_legal_range`.
+const KEY_OUTSIDE_LEGAL_RANGE: i32 = 2004;
+
+/// FDB's special key space: no client writes there (the store keeps its
+/// version row there, see `durable::VERSION_ROW`).
+const SPECIAL_KEYS: &[u8] = b"\xff\xff";
+
+/// FDB's key and value limits over buffered mutations (2102 / 2103), and
+/// no write into the special key space (2004).
 pub(crate) fn check_mutation_sizes(mutations: &[Mutation]) -> KvResult<()> {
     let key_err = |n: usize| {
         Err(KvError::new(
@@ -96,6 +104,16 @@ pub(crate) fn check_mutation_sizes(mutations: &[Mutation]) -> KvResult<()> {
         ))
     };
     for m in mutations {
+        // (A versionstamped key's placeholder is all 0xff: checked once
+        // substituted, where the version row is skipped.)
+        if let Mutation::Set(k, _) | Mutation::Clear(k) = m {
+            special_key(k)?;
+        }
+        if let Mutation::Atomic(k, _, op) = m {
+            if *op != MutationType::SetVersionstampedKey {
+                special_key(k)?;
+            }
+        }
         let (key_len, value_len) = match m {
             Mutation::Set(k, v) => (k.len(), v.len()),
             Mutation::Clear(k) => (k.len(), 0),
@@ -114,6 +132,16 @@ pub(crate) fn check_mutation_sizes(mutations: &[Mutation]) -> KvResult<()> {
         if value_len > MAX_VALUE_SIZE {
             return value_err(value_len);
         }
+    }
+    Ok(())
+}
+
+fn special_key(key: &[u8]) -> KvResult<()> {
+    if key.starts_with(SPECIAL_KEYS) {
+        return Err(KvError::new(
+            KEY_OUTSIDE_LEGAL_RANGE,
+            "a write into the special key space (\\xff\\xff)",
+        ));
     }
     Ok(())
 }
@@ -651,6 +679,15 @@ mod tests {
         assert_eq!(err.code, 2103);
         // A clear range may span any keys.
         check_mutation_sizes(&[Mutation::ClearRange(vec![], big_key)]).unwrap();
+        // Nothing is written into the special key space.
+        for m in [
+            Mutation::Set(b"\xff\xffx".to_vec(), vec![]),
+            Mutation::Clear(b"\xff\xff".to_vec()),
+            Mutation::Atomic(b"\xff\xffy".to_vec(), vec![1], MutationType::Add),
+        ] {
+            assert_eq!(check_mutation_sizes(&[m]).unwrap_err().code, 2004);
+        }
+        check_mutation_sizes(&[Mutation::Set(b"\xffx".to_vec(), vec![])]).unwrap();
     }
 
     #[test]

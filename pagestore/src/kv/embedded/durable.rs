@@ -12,10 +12,14 @@
 //! The directory and its files are private to their owner (0700 / 0600,
 //! see `access`), whatever the umask.
 //!
-//! Layout: table `kv` holds key -> latest value; table `meta` holds the last
-//! committed version (`version`), written in the same redb transaction as
-//! the data, so a snapshot knows which version it shows and versions keep
-//! increasing across restarts.
+//! Layout: table `kv` holds key -> latest value, and the last committed
+//! version under [`VERSION_ROW`] (in FDB's special key space, which no
+//! client writes: commits refuse keys there and reads never show it),
+//! written in the same redb transaction as the data, so a snapshot knows
+//! which version it shows and versions keep increasing across restarts.
+//! Stores written before kept the version in a table `meta` of its own (a
+//! second B-tree and table root written at every commit, ~9k instructions
+//! of a one-row commit); opening one copies it to the row once.
 //!
 //! Commits reach redb in groups ([`GroupWrite`], see `group`): the commits
 //! queued behind the commit lock are written in one redb transaction, made
@@ -37,7 +41,7 @@ use std::sync::Arc;
 use redb::backends::InMemoryBackend;
 use redb::{
     Database, DatabaseError, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable,
-    TableDefinition,
+    TableDefinition, TableHandle,
 };
 
 use super::access;
@@ -49,8 +53,13 @@ use super::writes::Mutation;
 use crate::kv::{KvError, KvResult, Version};
 
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+/// Where stores before the version row kept the version (read once, at
+/// open, to migrate them).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const VERSION_KEY: &str = "version";
+/// The data table's row holding the last committed version (8 bytes,
+/// big-endian).
+pub(crate) const VERSION_ROW: &[u8] = b"\xff\xff/embedded/version";
 /// redb's own cache of B-tree pages. Its default is 1 GiB, which a bulk
 /// load fills with pages nobody reads again (the page store keeps hot pages
 /// in its own cache): keep it small so memory stays near the page cache's
@@ -168,7 +177,9 @@ impl Durable {
         Ok((durable, version))
     }
 
-    /// Creates the tables if needed and reads the last committed version.
+    /// Creates the table if needed and reads the last committed version;
+    /// a store without the version row gets it from its `meta` table (a
+    /// store written before the row existed) or 0 (a new store).
     fn init(&self) -> KvResult<Version> {
         let loc = &self.location;
         let txn = self
@@ -176,14 +187,16 @@ impl Durable {
             .begin_write()
             .map_err(|e| io(loc, "begin write", e))?;
         let version = {
-            txn.open_table(DATA).map_err(|e| io(loc, "open table", e))?;
-            let meta = txn.open_table(META).map_err(|e| io(loc, "open meta", e))?;
-            let v = meta
-                .get(VERSION_KEY)
-                .map_err(|e| io(loc, "read version", e))?
-                .map(|g| Version::new(g.value()))
-                .unwrap_or_default();
-            v
+            let mut data = txn.open_table(DATA).map_err(|e| io(loc, "open table", e))?;
+            match read_version_row(&data, loc)? {
+                Some(v) => v,
+                None => {
+                    let v = meta_version(&txn, loc)?;
+                    write_version_row(&mut data, loc, v)?;
+                    tracing::debug!(location = loc, version = v.get(), "version row written");
+                    v
+                }
+            }
         };
         txn.commit().map_err(|e| io(loc, "commit", e))?;
         Ok(version)
@@ -193,13 +206,8 @@ impl Durable {
     pub(crate) fn snapshot(&self) -> KvResult<Snapshot> {
         let loc = &self.location;
         let txn = self.db.begin_read().map_err(|e| io(loc, "begin read", e))?;
-        let meta = txn.open_table(META).map_err(|e| io(loc, "open meta", e))?;
-        let version = meta
-            .get(VERSION_KEY)
-            .map_err(|e| io(loc, "read version", e))?
-            .map(|g| Version::new(g.value()))
-            .unwrap_or_default();
         let table = txn.open_table(DATA).map_err(|e| io(loc, "open table", e))?;
+        let version = read_version_row(&table, loc)?.unwrap_or_default();
         Ok(Snapshot {
             table,
             version,
@@ -259,13 +267,7 @@ impl GroupWrite<'_> {
             &mut before,
             &mut lost,
         )?;
-        drop(table);
-        let mut meta = self
-            .txn
-            .open_table(META)
-            .map_err(|e| io(loc, "open meta", e))?;
-        meta.insert(VERSION_KEY, version.get())
-            .map_err(|e| io(loc, "write version", e))?;
+        write_version_row(&mut table, loc, version)?;
         Ok((before, lost))
     }
 
@@ -292,6 +294,60 @@ impl GroupWrite<'_> {
         }
         Ok(())
     }
+}
+
+/// The version in the version row of `table`, if there is one.
+fn read_version_row(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    loc: &str,
+) -> KvResult<Option<Version>> {
+    let Some(g) = table
+        .get(VERSION_ROW)
+        .map_err(|e| io(loc, "read version", e))?
+    else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = g.value().try_into().map_err(|_| {
+        KvError::new(
+            KvError::IO_ERROR,
+            format!(
+                "{loc}: the version row holds {} bytes, not 8",
+                g.value().len()
+            ),
+        )
+    })?;
+    Ok(Some(Version::new(u64::from_be_bytes(bytes))))
+}
+
+fn write_version_row(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    loc: &str,
+    version: Version,
+) -> KvResult<()> {
+    table
+        .insert(VERSION_ROW, version.get().to_be_bytes().as_slice())
+        .map_err(|e| io(loc, "write version", e))?;
+    Ok(())
+}
+
+/// The version kept in the `meta` table of a store written before the
+/// version row (0 when there is none).
+fn meta_version(txn: &redb::WriteTransaction, loc: &str) -> KvResult<Version> {
+    // Opening it would create it in a new store.
+    let exists = txn
+        .list_tables()
+        .map_err(|e| io(loc, "list tables", e))?
+        .any(|t| t.name() == META.name());
+    if !exists {
+        return Ok(Version::default());
+    }
+    let meta = txn.open_table(META).map_err(|e| io(loc, "open meta", e))?;
+    let version = meta
+        .get(VERSION_KEY)
+        .map_err(|e| io(loc, "read version", e))?
+        .map(|g| Version::new(g.value()))
+        .unwrap_or_default();
+    Ok(version)
 }
 
 /// Keys removed per batch of a range clear (and their bytes): the range
@@ -325,6 +381,9 @@ fn clear_range(
         {
             let (k, v) = r.map_err(|e| io(loc, "range", e))?;
             let (k, v) = (k.value(), v.value());
+            if k == VERSION_ROW {
+                continue;
+            }
             // An earlier mutation of this commit already recorded it.
             if !lossy && !before.contains_key(k) {
                 kept_bytes += k.len() + v.len();
@@ -375,6 +434,9 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     /// The latest value of `key` in the snapshot.
     pub(crate) fn get(&self, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        if key == VERSION_ROW {
+            return Ok(None);
+        }
         Ok(self
             .table
             .get(key)
@@ -388,7 +450,15 @@ impl Snapshot {
         &self,
         ranges: &[(&[u8], &[u8])],
     ) -> KvResult<Vec<Option<super::last_rows::Row>>> {
-        super::last_rows::last_rows(&self.table, ranges).map_err(|e| io(&self.location, "range", e))
+        let mut rows = super::last_rows::last_rows(&self.table, ranges)
+            .map_err(|e| io(&self.location, "range", e))?;
+        // The version row is no client's: the last row before it instead.
+        for (row, (b, e)) in rows.iter_mut().zip(ranges) {
+            if row.as_ref().is_some_and(|(k, _)| k == VERSION_ROW) {
+                *row = self.range(b, e, true)?.next().transpose()?;
+            }
+        }
+        Ok(rows)
     }
 
     /// Rows of `[begin, end)` in the snapshot, lazily.
@@ -405,10 +475,16 @@ impl Snapshot {
             r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
                 .map_err(|e| io(&loc, "range", e))
         };
+        // The version row is no client's; only a range reaching into the
+        // special key space can meet it.
+        let hide = end > VERSION_ROW;
+        let shown = move |r: &KvResult<(Vec<u8>, Vec<u8>)>| {
+            !hide || r.as_ref().map_or(true, |(k, _)| k != VERSION_ROW)
+        };
         if reverse {
-            Ok(Box::new(range.rev().map(map)))
+            Ok(Box::new(range.rev().map(map).filter(shown)))
         } else {
-            Ok(Box::new(range.map(map)))
+            Ok(Box::new(range.map(map).filter(shown)))
         }
     }
 }
@@ -431,6 +507,12 @@ fn apply_mutations(
             .map(|g| g.value().to_vec()))
     };
     for m in mutations {
+        if let Mutation::Set(k, _) | Mutation::Clear(k) | Mutation::Atomic(k, _, _) = m {
+            // Refused at commit (`check_mutation_sizes`); never written.
+            if k == VERSION_ROW {
+                continue;
+            }
+        }
         match m {
             Mutation::Set(k, v) => {
                 // The insert returns the previous value: no separate read.
@@ -473,3 +555,7 @@ fn apply_mutations(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "version_row_tests.rs"]
+mod version_row_tests;
