@@ -503,3 +503,47 @@ fn page_reads_never_wait_for_another_begins_store_read() {
     reader.join().unwrap();
     begin.join().unwrap().unwrap();
 }
+
+/// A large commit's page index written late — here its committer stops
+/// right after the commit while another process's BEGIN finishes the
+/// index — must not land after a snapshot that already saw the index
+/// finished: a writer there got a conflict (1020) from index entries that
+/// change no page. Before the fix the committer wrote every chunk of its
+/// index anyway, after the marker was gone (a lone writer with a staleness
+/// bound hit it against the view refresher in `benches/mix.rs`).
+#[test]
+fn a_late_page_index_does_not_conflict_with_later_writers() {
+    let _fp = fail::FailScenario::setup();
+    let kv = kv();
+    let committer = PageStore::new(kv.clone(), opts());
+    let finisher = PageStore::new(kv.clone(), opts());
+    let writer = PageStore::new(kv.clone(), opts());
+    committer.create("late").unwrap();
+    let n = 300; // a large commit under these options
+    write_all(&committer, "late", n, 1).unwrap();
+    fail::cfg("commit::after", "pause").unwrap();
+    let c = committer.clone();
+    let paused = std::thread::spawn(move || write_all(&c, "late", n, 2).map(|_| ()));
+    // Another process sees the commit (its BEGIN finishes the index).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while first_bytes(&finisher, "late", n).unwrap() != vec![2; n as usize] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit never landed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A writer at a snapshot past the finished index reads every page.
+    let db = writer.open("late").unwrap();
+    let mut t = db.begin().unwrap();
+    for p in 0..n {
+        assert_eq!(t.read_page(PageNo::new(p)).unwrap().unwrap()[0], 2);
+    }
+    t.write_page(PageNo::new(0), &page(3)).unwrap();
+    // The committer goes on: its own index write comes after the snapshot.
+    fail::remove("commit::after");
+    paused.join().unwrap().unwrap();
+    if let Err(e) = t.commit() {
+        panic!("a late page index made a later writer conflict: {e}");
+    }
+}

@@ -106,17 +106,30 @@ pub(crate) fn materialize(
         .map(|&p| (p, uploaded.as_slice()))
         .chain(rec.absent.iter().map(|&p| (p, absent.as_slice())))
         .collect();
+    // Each chunk is written only while the commit's marker is there, read
+    // serializably: once anyone cleared it (the index is whole), a late
+    // writer's chunk conflicts, and on retry sees it gone and stops. Index
+    // entries landing after a snapshot that saw no marker would make
+    // writers at that snapshot conflict on pages that did not change.
+    let marker = keys.materialize(&vs);
     for chunk in entries.chunks(INDEX_ENTRIES_PER_CHUNK) {
-        inner.run("materialize", |t| {
+        let written = inner.run("materialize", |t| {
+            if t.get(&marker, false)?.is_none() {
+                return Ok(false);
+            }
             for (p, v) in chunk {
                 t.set(&keys.page(*p, &vs), v);
             }
-            Ok(())
+            Ok(true)
         })?;
+        if !written {
+            debug!(database = %name, commit = %vs, "large commit already indexed by another");
+            return Ok(());
+        }
         failpoint!("materialize::after_chunk");
     }
     inner.run("materialize-done", |t| {
-        t.clear(&keys.materialize(&vs));
+        t.clear(&marker);
         Ok(())
     })?;
     info!(database = %name, commit = %vs, pages = entries.len(), "large commit indexed");

@@ -7,9 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{env, page, value};
+use common::{env, env_with, page, value};
+use pagestore::kv::embedded::Faults;
 use pagestore::kv::Version;
-use pagestore::{Error, PageNo, Staleness, MAX_STALENESS};
+use pagestore::{Error, PageNo, Staleness, StoreOptions, MAX_STALENESS};
 use rand::{RngExt, SeedableRng};
 
 const P: PageNo = PageNo::FIRST;
@@ -207,5 +208,42 @@ fn the_refresher_does_not_keep_a_store_open() {
         t.write_page(P, &page(round)).unwrap();
         t.commit().unwrap();
         drop(db.begin_within(bounded(1000), Version::ZERO).unwrap());
+    }
+}
+
+/// A large commit's page index is written after it commits, at later
+/// versions, into page keys that later writers' conflict ranges cover: the
+/// process's next bounded transaction, reading and writing those pages,
+/// must still commit (a lone writer must never conflict with itself). The
+/// race with another finisher of the index is `tests/protocol.rs`
+/// `a_late_page_index_does_not_conflict_with_later_writers`.
+#[test]
+fn a_bounded_writer_does_not_conflict_with_its_own_large_commit() {
+    let e = env_with(
+        StoreOptions {
+            inline_commit_bytes: 16 * 1024,
+            ..StoreOptions::default()
+        },
+        Faults::default(),
+    );
+    let db = e.store.create("stale_large").unwrap();
+    let s = Staleness::Bounded(MAX_STALENESS);
+    let pages = 64u32;
+    for round in 1..=5u64 {
+        // Large: 64 pages of 4 KiB past the 16 KiB inline limit.
+        let mut w = db.begin_within(s, Version::ZERO).unwrap();
+        for p in 0..pages {
+            w.write_page(PageNo::new(p), &page(round)).unwrap();
+        }
+        w.commit().unwrap();
+        // Read every page and write one: validated against the store.
+        let mut t = db.begin_within(s, Version::ZERO).unwrap();
+        for p in 0..pages {
+            assert_eq!(read(&mut t, PageNo::new(p)), round);
+        }
+        t.write_page(P, &page(round)).unwrap();
+        if let Err(e) = t.commit() {
+            panic!("round {round}: the writer conflicted with its own large commit: {e}");
+        }
     }
 }
