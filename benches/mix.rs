@@ -466,6 +466,7 @@ fn mix(c: &mut Criterion) {
     let mut table: Vec<(String, Vec<(&'static str, Duration)>)> = Vec::new();
     for (t, stale) in &targets {
         seq += 1;
+        eprintln!("mix: one run on {} ({sz}-row tables)", t.label());
         table.push((t.label(), run_mix(t, &format!("mix{seq}"), *stale, sz)));
     }
     print_table(&table);
