@@ -28,7 +28,7 @@ use rand::RngExt;
 use tracing::debug;
 
 use super::atomic;
-use super::conflict_ranges::{normalize, single_key_range, KeyRange};
+use super::conflict_ranges::{intersects, normalize, single_key_range, KeyRange};
 use super::durable::{Before, GroupWrite};
 use super::faults::{LateDelivery, ModelCounters, UnknownOutcome};
 use super::writes::Mutation;
@@ -198,7 +198,8 @@ fn not_committed(message: String) -> KvError {
 struct Applied {
     version: Version,
     order: u16,
-    /// Its write-conflict ranges (recorded when the group is written).
+    /// Its write-conflict ranges: checked by the group's later members,
+    /// recorded when the group is written.
     writes: Vec<KeyRange>,
     size: u64,
     bytes: u64,
@@ -224,9 +225,6 @@ struct Round<'a> {
     recent: MutexGuard<'a, RecentWrites>,
     /// The group's redb write, begun by its first applied commit.
     write: Option<GroupWrite<'a>>,
-    /// Write ranges of the commits applied in this group so far, for the
-    /// conflict checks of the later ones.
-    pending: RecentWrites,
     applied: Vec<Applied>,
     /// A redb write failed: nothing of the group may be committed.
     broken: Option<KvError>,
@@ -322,7 +320,6 @@ impl<'a> Round<'a> {
             store,
             recent,
             write: None,
-            pending: RecentWrites::default(),
             applied: Vec::new(),
             broken: None,
             late_applied: 0,
@@ -440,7 +437,7 @@ impl<'a> Round<'a> {
         let with = self
             .recent
             .first_conflict(rv, &req.reads)
-            .or_else(|| self.pending.first_conflict(rv, &req.reads));
+            .or_else(|| self.first_conflict_in_group(rv, &req.reads));
         match with {
             Some(with) => Err(Refusal::Conflict {
                 read_version: rv,
@@ -448,6 +445,15 @@ impl<'a> Round<'a> {
             }),
             None => Ok(()),
         }
+    }
+
+    /// The first commit applied earlier in this group, after `rv`, that
+    /// wrote a key of `reads` (normalised).
+    fn first_conflict_in_group(&self, rv: Version, reads: &[KeyRange]) -> Option<Version> {
+        self.applied
+            .iter()
+            .find(|a| a.version > rv && intersects(reads, &a.writes))
+            .map(|a| a.version)
     }
 
     /// Applies a resolved commit into the group's redb write: chooses its
@@ -473,7 +479,6 @@ impl<'a> Round<'a> {
             }
         };
         write(&store.history).record(version, before, lost);
-        self.pending.record(version, writes.clone());
         let bytes = written_bytes(&mutations);
         self.applied.push(Applied {
             version,
