@@ -12,7 +12,7 @@ use crate::cache::{CacheStats, PageCache};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::keys::Keyspace;
-use crate::kv::{Kv, KvMetrics, KvTxn};
+use crate::kv::{Durability, Kv, KvMetrics, KvTxn};
 use crate::refresher::Refresher;
 use crate::retry::{self, Backoff, Failed, Pause};
 
@@ -228,7 +228,29 @@ impl StoreCore {
     /// Runs `f` in a store transaction, retrying retryable errors with
     /// exponential backoff like FDB's `run`. `f` must be idempotent: after
     /// `commit_unknown_result` it runs again and must detect its own work.
-    pub fn run<T>(&self, what: &str, mut f: impl FnMut(&mut dyn KvTxn) -> Result<T>) -> Result<T> {
+    pub fn run<T>(&self, what: &str, f: impl FnMut(&mut dyn KvTxn) -> Result<T>) -> Result<T> {
+        self.run_at(what, Durability::Full, f)
+    }
+
+    /// [`StoreCore::run`] for writes a later full commit depends on or that
+    /// can be redone (a large commit's uploaded chunks and page index): may
+    /// be acknowledged before they are on disk. The embedded store writes
+    /// commits in order, so the full commit that makes them matter makes
+    /// them durable too; FoundationDB commits are always durable.
+    pub fn run_relaxed<T>(
+        &self,
+        what: &str,
+        f: impl FnMut(&mut dyn KvTxn) -> Result<T>,
+    ) -> Result<T> {
+        self.run_at(what, Durability::Relaxed, f)
+    }
+
+    fn run_at<T>(
+        &self,
+        what: &str,
+        durability: Durability,
+        mut f: impl FnMut(&mut dyn KvTxn) -> Result<T>,
+    ) -> Result<T> {
         let out = retry::run(
             &Backoff::store(self.opts.max_retries),
             // A failure to begin is never retried.
@@ -247,6 +269,7 @@ impl StoreCore {
             },
             |_| {
                 let mut txn = self.kv.begin().map_err(|e| Failed::Setup(e.into()))?;
+                txn.set_durability(durability);
                 f(txn.as_mut())
                     .and_then(|v| txn.commit().map(|_| v).map_err(Error::from))
                     .map_err(Failed::Body)

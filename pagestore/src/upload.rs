@@ -63,7 +63,7 @@ pub(crate) fn upload_all(inner: &StoreCore, keys: &DbKeys, txn: &mut WriteSet) -
         let chunk = &pending[start..end];
         let now = inner.opts.clock.now_micros();
         let token = txn.token;
-        inner.run("upload", |t| {
+        inner.run_relaxed("upload", |t| {
             t.set(&keys.upload(&token), &now.to_be_bytes());
             for p in chunk {
                 if let Some(Dirty::Mem(d)) = txn.pages.get(p) {
@@ -113,7 +113,7 @@ pub(crate) fn materialize(
     // writers at that snapshot conflict on pages that did not change.
     let marker = keys.materialize(&vs);
     for chunk in entries.chunks(INDEX_ENTRIES_PER_CHUNK) {
-        let written = inner.run("materialize", |t| {
+        let written = inner.run_relaxed("materialize", |t| {
             if t.get(&marker, false)?.is_none() {
                 return Ok(false);
             }
@@ -128,7 +128,7 @@ pub(crate) fn materialize(
         }
         failpoint!("materialize::after_chunk");
     }
-    inner.run("materialize-done", |t| {
+    inner.run_relaxed("materialize-done", |t| {
         t.clear(&marker);
         Ok(())
     })?;
