@@ -59,6 +59,13 @@ pub(crate) fn last_rows(
     let Some(&(first, _)) = ranges.first() else {
         return Ok(Vec::new());
     };
+    if let [(b, e)] = ranges {
+        // One range: one reverse seek, no walk.
+        let last = table.range::<&[u8]>(b..e)?.next_back().transpose()?;
+        return Ok(vec![
+            last.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+        ]);
+    }
     let end = ranges.last().map_or(first, |r| r.1);
     let mut walk = Walk::new(table, first, end)?;
     let mut out = Vec::with_capacity(ranges.len());
@@ -167,6 +174,10 @@ mod tests {
                     reverse_each(&t, &ranges),
                     "snapshot {snapshot}, stride {stride}"
                 );
+                for r in &ranges {
+                    let one = std::slice::from_ref(r);
+                    assert_eq!(last_rows(&t, one).expect("one"), reverse_each(&t, one));
+                }
             }
         }
     }

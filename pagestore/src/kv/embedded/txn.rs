@@ -326,10 +326,12 @@ fn last_row_bounds(r: &ReadRequest) -> Option<(&[u8], &[u8])> {
     }
 }
 
-/// Answers of a snapshot batch without writes of its own whose "last row"
-/// range reads (see [`last_row_bounds`]) come in ascending runs: each run
-/// in one walk of the store (`last_rows`), indexed like `requests` (None:
-/// read it as usual). Empty when the view must lay history over the store.
+/// Answers of a snapshot batch without writes of its own to its "last
+/// row" range reads (see [`last_row_bounds`]): each ascending run in one
+/// walk of the store (`last_rows`; a lone one by one reverse seek, without
+/// the merging iterators of a general range read), indexed like `requests`
+/// (None: read it as usual). Empty when the view must lay history over the
+/// store.
 /// The reads of one batch are at one version, so their order is free.
 fn walk_last_rows(view: &View<'_>, requests: &[ReadRequest]) -> KvResult<Vec<Option<RangeResult>>> {
     let mut answers: Vec<Option<RangeResult>> = (0..requests.len()).map(|_| None).collect();
@@ -340,7 +342,7 @@ fn walk_last_rows(view: &View<'_>, requests: &[ReadRequest]) -> KvResult<Vec<Opt
         .filter_map(|(i, r)| last_row_bounds(r).map(|(b, e)| (i, b, e)));
     for (i, b, e) in bounds.chain(std::iter::once((usize::MAX, &[][..], &[][..]))) {
         let ascending = run.last().is_some_and(|&(_, _, pe)| pe <= b) && i != usize::MAX;
-        if !ascending && run.len() >= 2 {
+        if !ascending && !run.is_empty() {
             let ranges: Vec<(&[u8], &[u8])> = run.iter().map(|&(_, b, e)| (b, e)).collect();
             let Some(rows) = view.last_rows(&ranges)? else {
                 return Ok(Vec::new());
