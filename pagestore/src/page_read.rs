@@ -58,6 +58,9 @@ type UploadReads = (Vec<ReadRequest>, Option<(DbId, Token)>);
 /// speculatively, with the keys of its layer.
 type Guess<'a> = (DbId, Token, &'a DbKeys);
 
+/// Requests every batch starts with (see [`PageRead::check_requests`]).
+const CHECKS: usize = 2;
+
 /// Pages one read asks for, at one snapshot of one database.
 pub(crate) struct PageRead<'a> {
     db: &'a Database,
@@ -89,25 +92,19 @@ impl<'a> PageRead<'a> {
         let _g = span.enter();
         let guess = guess.and_then(|(owner, tok)| self.layer_keys(owner).map(|k| (owner, tok, k)));
         let requests = self.page_requests(&missing, guess.as_ref())?;
-        let mut answers = reads
-            .store_read(&inner.kv, |t| t.get_batch(&requests, true))?
-            .into_iter();
-        self.check_horizon(&mut answers)?;
-        self.check_exists(&mut answers)?;
+        let mut answers = self.read_checked(reads, &requests)?;
         let mut found = self.parse_found(&missing, &mut answers)?;
         let guessed = parse_guessed(guess.is_some(), missing.len(), &mut answers)?;
         let (blob_requests, seen_token) = self.use_guesses(&mut found, guessed, guess.as_ref())?;
         let blobs = if blob_requests.is_empty() {
             Vec::new()
         } else {
-            let blob_requests: Vec<ReadRequest> = std::iter::once(self.exists_request())
+            let blob_requests: Vec<ReadRequest> = self
+                .check_requests()
+                .into_iter()
                 .chain(blob_requests)
                 .collect();
-            let mut answers = reads
-                .store_read(&inner.kv, |t| t.get_batch(&blob_requests, true))?
-                .into_iter();
-            self.check_exists(&mut answers)?;
-            answers.collect()
+            self.read_checked(reads, &blob_requests)?.collect()
         };
         self.learn(found, blobs, seen_token, &mut out)?;
         Ok(out)
@@ -191,19 +188,62 @@ impl<'a> PageRead<'a> {
             .map(|l| &l.keys)
     }
 
-    /// GC's horizon, then per page its known version or, in every layer,
-    /// the newest version at the snapshot, then the guessed contents.
+    /// The answers to `requests`, whose first [`CHECKS`] are
+    /// [`PageRead::check_requests`], in one store read: those two are
+    /// checked, or not asked when a batch at the same read version found
+    /// them fine (one read version always gives the same answers, and a
+    /// transaction's reads share one: a cold point read is 4 batches).
+    fn read_checked(
+        &self,
+        reads: &mut ReadSet,
+        requests: &[ReadRequest],
+    ) -> Result<std::vec::IntoIter<ReadResult>> {
+        let (rv, known, answers) = reads.store_read(&self.db.store.inner.kv, |t| {
+            // Set before this runs: no round trip.
+            let rv = t.read_version()?;
+            let known = self.verified(rv);
+            let batch = if known {
+                requests.get(CHECKS..).unwrap_or_default()
+            } else {
+                requests
+            };
+            Ok((rv, known, t.get_batch(batch, true)?))
+        })?;
+        let mut answers = answers.into_iter();
+        if !known {
+            let horizon = self.check_horizon(&mut answers)?;
+            self.check_exists(&mut answers)?;
+            lock(&self.db.view).verified = Some((rv, horizon));
+        }
+        Ok(answers)
+    }
+
+    /// Whether a batch at read version `rv` found the database there, with
+    /// GC's horizon at or below this snapshot.
+    fn verified(&self, rv: Version) -> bool {
+        matches!(lock(&self.db.view).verified, Some((v, h)) if v == rv && h <= self.snapshot)
+    }
+
+    /// What every batch of page reads checks first (see
+    /// [`PageRead::read_checked`]): GC's horizon (a snapshot older than it
+    /// may be missing versions, which must be an error, not wrong pages),
+    /// and the database's catalog entry (see [`PageRead::check_exists`]).
+    fn check_requests(&self) -> [ReadRequest; CHECKS] {
+        [
+            ReadRequest::Get(self.db.keys.horizon()),
+            ReadRequest::Get(self.db.store.inner.keys.meta(self.db.id)),
+        ]
+    }
+
+    /// The checks, then per page its known version or, in every layer, the
+    /// newest version at the snapshot, then the guessed contents.
     fn page_requests(
         &self,
         missing: &[Missing],
         guess: Option<&Guess<'_>>,
     ) -> Result<Vec<ReadRequest>> {
-        // The GC horizon rides along: a snapshot older than it may be
-        // missing versions, which must be an error, not wrong pages.
-        let mut requests: Vec<ReadRequest> = vec![
-            ReadRequest::Get(self.db.keys.horizon()),
-            self.exists_request(),
-        ];
+        let mut requests: Vec<ReadRequest> = Vec::with_capacity(CHECKS + missing.len());
+        requests.extend(self.check_requests());
         for &(_, p, known) in missing {
             match known {
                 Some((owner, vs)) => {
@@ -233,16 +273,11 @@ impl<'a> PageRead<'a> {
         Ok(requests)
     }
 
-    /// The database's catalog entry, read with every batch of page reads: a
-    /// database dropped after the snapshot has lost its keys, and a read at
-    /// a newer read version (the snapshot's is too old, or the store's
-    /// history of the clear is gone) must fail with `Dropped`, not serve
-    /// holes or "corrupt" errors.
-    fn exists_request(&self) -> ReadRequest {
-        ReadRequest::Get(self.db.store.inner.keys.meta(self.db.id))
-    }
-
-    /// The answer to [`PageRead::exists_request`].
+    /// The answer about the database's catalog entry, read with every batch
+    /// of page reads: a database dropped after the snapshot has lost its
+    /// keys, and a read at a newer read version (the snapshot's is too old,
+    /// or the store's history of the clear is gone) must fail with
+    /// `Dropped`, not serve holes or "corrupt" errors.
     fn check_exists(&self, answers: &mut impl Iterator<Item = ReadResult>) -> Result<()> {
         match answers.next() {
             Some(ReadResult::Value(meta)) => self.db.check_exists(meta.as_deref(), false),
@@ -251,13 +286,14 @@ impl<'a> PageRead<'a> {
     }
 
     /// The first answer: GC's horizon, which must not be past the snapshot.
-    fn check_horizon(&self, answers: &mut impl Iterator<Item = ReadResult>) -> Result<()> {
+    fn check_horizon(&self, answers: &mut impl Iterator<Item = ReadResult>) -> Result<Version> {
         let horizon = match answers.next() {
             Some(ReadResult::Value(v)) => decode_horizon(v.as_deref())?,
             _ => return Err(Error::corrupt("batch answer")),
         };
         self.db
-            .check_horizon(self.snapshot, horizon, self.time_travel)
+            .check_horizon(self.snapshot, horizon, self.time_travel)?;
+        Ok(horizon)
     }
 
     /// The answers about each missing page: the version found (nearest

@@ -59,6 +59,10 @@ pub struct DbView {
     /// from the same commit, so their content is requested in the same
     /// round trip as their index entries.
     pub last_token: Option<(DbId, Token)>,
+    /// A read version at which a batch of page reads found the database
+    /// existing, and GC's horizon there: later batches at the same read
+    /// version (the same answers) skip both reads.
+    pub verified: Option<(Version, Version)>,
 }
 
 impl DbView {
