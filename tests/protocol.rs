@@ -547,3 +547,47 @@ fn a_late_page_index_does_not_conflict_with_later_writers() {
         panic!("a late page index made a later writer conflict: {e}");
     }
 }
+
+/// Two threads of one process never write the same large commit's index
+/// side by side: a BEGIN that sees the marker while the committer indexes
+/// waits for it (then reads with a fresh read version as before). Before,
+/// it wrote every index chunk a second time (the view refresher did so for
+/// most large commits under a staleness bound).
+#[test]
+fn one_process_indexes_a_large_commit_once() {
+    let _fp = fail::FailScenario::setup();
+    let kv = kv();
+    let store = PageStore::new(kv.clone(), opts());
+    store.create("once").unwrap();
+    let n = 300; // a large commit under these options
+    write_all(&store, "once", n, 1).unwrap();
+    // Store commits of one large commit alone.
+    let c0 = kv.model_counts().groups;
+    write_all(&store, "once", n, 2).unwrap();
+    let alone = kv.model_counts().groups - c0;
+    // The same with a BEGIN of another thread while the index is written.
+    fail::cfg("materialize::after_chunk", "pause").unwrap();
+    let c0 = kv.model_counts().groups;
+    let s = store.clone();
+    let committer = std::thread::spawn(move || write_all(&s, "once", n, 3).map(|_| ()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Wait until the committer has written its first index chunk.
+    while kv.model_counts().groups - c0 < alone - 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commit never got indexed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let s = store.clone();
+    let reader = std::thread::spawn(move || first_bytes(&s, "once", n));
+    std::thread::sleep(Duration::from_millis(50));
+    fail::remove("materialize::after_chunk");
+    committer.join().unwrap().unwrap();
+    assert_eq!(reader.join().unwrap().unwrap(), vec![3; n as usize]);
+    let with_reader = kv.model_counts().groups - c0;
+    assert_eq!(
+        with_reader, alone,
+        "store commits of a large commit: {alone} alone, {with_reader} with a BEGIN during its index"
+    );
+}

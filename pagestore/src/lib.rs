@@ -23,6 +23,7 @@ mod fast_hash;
 mod gc;
 mod history;
 mod ids;
+mod indexing;
 mod page_read;
 mod page_set;
 mod read_set;

@@ -11,6 +11,7 @@ use tracing::debug;
 use crate::cache::{CacheStats, PageCache};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::indexing::Indexing;
 use crate::keys::Keyspace;
 use crate::kv::{Durability, Kv, KvMetrics, KvTxn};
 use crate::refresher::Refresher;
@@ -137,6 +138,8 @@ pub(crate) struct StoreCore {
     pub gc: GcCounters,
     /// Keeps views fresh for bounded-staleness BEGINs.
     pub refresher: Arc<Refresher>,
+    /// Large commits this process is indexing.
+    pub indexing: Indexing,
 }
 
 /// Versioned page storage; cheap to clone and share between threads.
@@ -184,6 +187,7 @@ impl PageStore {
                 retries: AtomicU64::new(0),
                 gc: Default::default(),
                 refresher: Default::default(),
+                indexing: Indexing::default(),
             }),
         }
     }

@@ -22,6 +22,7 @@ use tracing::{debug, info};
 use crate::encoding::{LogRecord, PageValue};
 use crate::error::Result;
 use crate::ids::{PageNo, Token};
+use crate::indexing::Claim;
 use crate::keys::DbKeys;
 use crate::kv::Versionstamp;
 use crate::store::StoreCore;
@@ -112,6 +113,11 @@ pub(crate) fn materialize(
     // entries landing after a snapshot that saw no marker would make
     // writers at that snapshot conflict on pages that did not change.
     let marker = keys.materialize(&vs);
+    // Another thread of this process at it: wait for it, not alongside.
+    let claim = match inner.indexing.claim(&marker) {
+        Claim::Mine(g) => g,
+        Claim::Done => return Ok(()),
+    };
     for chunk in entries.chunks(INDEX_ENTRIES_PER_CHUNK) {
         let written = inner.run_relaxed("materialize", |t| {
             if t.get(&marker, false)?.is_none() {
@@ -124,6 +130,7 @@ pub(crate) fn materialize(
         })?;
         if !written {
             debug!(database = %name, commit = %vs, "large commit already indexed by another");
+            claim.succeeded();
             return Ok(());
         }
         failpoint!("materialize::after_chunk");
@@ -132,6 +139,7 @@ pub(crate) fn materialize(
         t.clear(&marker);
         Ok(())
     })?;
+    claim.succeeded();
     info!(database = %name, commit = %vs, pages = entries.len(), "large commit indexed");
     Ok(())
 }
