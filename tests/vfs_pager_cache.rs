@@ -145,6 +145,22 @@ fn keep_cache_off_reads_every_page_again() {
     assert_ne!(data_version(&a), d);
 }
 
+/// The same through the Rust API: `StoreBuilder::keep_cache(false)`.
+#[test]
+fn keep_cache_off_from_the_store_builder() {
+    let store = Store::builder()
+        .in_memory()
+        .keep_cache(false)
+        .build()
+        .unwrap_or_else(|e| panic!("store: {e}"));
+    let name = setup(&store, 10);
+    let a = store.open(&name).unwrap_or_else(|e| panic!("open: {e}"));
+    let _: i64 = scalar(&a, "SELECT sum(v) FROM t");
+    let before = page_lookups(&store);
+    let _: i64 = scalar(&a, "SELECT sum(v) FROM t");
+    assert!(page_lookups(&store) - before > 10);
+}
+
 /// A reads row 1 (its page lands in SQLite's cache), then in a new
 /// transaction with nothing changed reads it again, from SQLite's cache,
 /// and writes row 2 from it. B changes row 1 in between: A's commit must
