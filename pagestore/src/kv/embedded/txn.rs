@@ -349,10 +349,12 @@ fn walk_last_rows(view: &View<'_>, requests: &[ReadRequest]) -> KvResult<Vec<Opt
             };
             for (&(j, _, _), row) in run.iter().zip(rows) {
                 let kvs = row.map(|(key, value)| KeyValue { key, value });
-                answers[j] = Some(RangeResult {
-                    kvs: kvs.into_iter().collect(),
-                    more: false,
-                });
+                if let Some(slot) = answers.get_mut(j) {
+                    *slot = Some(RangeResult {
+                        kvs: kvs.into_iter().collect(),
+                        more: false,
+                    });
+                }
             }
         }
         if !ascending {
