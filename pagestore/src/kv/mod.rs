@@ -67,10 +67,13 @@ pub mod limits {
 /// How durable a commit must be when it is acknowledged (SQLite's
 /// `PRAGMA synchronous`, carried by the VFS through
 /// `pagestore::Transaction::set_durability`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Durability {
     /// On disk before it is acknowledged (`synchronous` FULL or EXTRA, the
-    /// default). FoundationDB and the shared-mode client are always this.
+    /// default). FoundationDB is always this; a shared-mode client's commit
+    /// is what it asked, served by the owner's embedded store.
     #[default]
     Full,
     /// May be acknowledged once visible, before it is on disk (`synchronous`
