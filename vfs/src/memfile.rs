@@ -571,3 +571,61 @@ mod tests {
         assert_eq!(b, [0; 3]);
     }
 }
+
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+
+    /// Random writes, truncations and reads against a plain Vec, files
+    /// dropped and reopened (their buffers reused as spares).
+    #[test]
+    fn a_memfile_behaves_like_a_vec() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200 {
+            let mut f = MemFile::with_limits(TempLimits::default());
+            let mut model: Vec<u8> = Vec::new();
+            for step in 0..60 {
+                match rnd(4) {
+                    0 | 1 => {
+                        let off = rnd(20_000);
+                        let len = rnd(5_000) as usize;
+                        let byte = (step % 250 + 1) as u8;
+                        let buf = vec![byte; len];
+                        f.try_write(&buf, off).unwrap();
+                        let end = off as usize + len;
+                        if model.len() < end {
+                            model.resize(end, 0);
+                        }
+                        model[off as usize..end].copy_from_slice(&buf);
+                    }
+                    2 => {
+                        let size = rnd(25_000);
+                        f.try_truncate(size).unwrap();
+                        if size == 0 {
+                            model.clear();
+                        } else {
+                            model.resize(size as usize, 0);
+                        }
+                    }
+                    _ => {
+                        let off = rnd(26_000);
+                        let mut got = vec![7u8; rnd(6_000) as usize];
+                        let n = f.try_read(&mut got, off).unwrap();
+                        let start = (off as usize).min(model.len());
+                        let want_n = (model.len() - start).min(got.len());
+                        assert_eq!(n, want_n);
+                        assert_eq!(&got[..n], &model[start..start + n]);
+                        assert!(got[n..].iter().all(|&b| b == 0));
+                    }
+                }
+                assert_eq!(f.size(), model.len() as u64);
+            }
+        }
+    }
+}
