@@ -36,7 +36,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use redb::backends::InMemoryBackend;
 use redb::{
@@ -51,7 +51,6 @@ use super::dir_lock::DirLock;
 use super::flusher::Flusher;
 use super::writes::Mutation;
 use crate::kv::{KvError, KvResult, Version};
-use crate::sync::lock;
 
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 /// Where stores before the version row kept the version (read once, at
@@ -80,12 +79,7 @@ pub(crate) type Rows = Box<dyn Iterator<Item = KvResult<(Vec<u8>, Vec<u8>)>>>;
 pub(crate) struct Durable {
     db: Arc<Database>,
     /// Where the store lives, for error messages.
-    location: Arc<str>,
-    /// The latest snapshot, shared by readers until the next commit: a
-    /// redb read transaction, a table open and the version row's read
-    /// cost ~6k instructions, about a sixth of a strict warm autocommit
-    /// read on a directory store.
-    latest: Mutex<Latest>,
+    location: String,
     /// Makes relaxed commits durable soon after (directory stores only).
     flusher: Option<Flusher>,
     /// Test builds: the in-memory store's disk, whose syncs can be made to
@@ -173,8 +167,7 @@ impl Durable {
             .then(|| Flusher::new(db.clone(), location.clone()));
         let durable = Durable {
             db,
-            location: Arc::from(location),
-            latest: Mutex::default(),
+            location,
             flusher,
             #[cfg(test)]
             disk,
@@ -188,7 +181,7 @@ impl Durable {
     /// a store without the version row gets it from its `meta` table (a
     /// store written before the row existed) or 0 (a new store).
     fn init(&self) -> KvResult<Version> {
-        let loc = &*self.location;
+        let loc = &self.location;
         let txn = self
             .db
             .begin_write()
@@ -209,57 +202,17 @@ impl Durable {
         Ok(version)
     }
 
-    /// A consistent read snapshot of the latest values: the one taken
-    /// since the last commit, or a new one.
+    /// A consistent read snapshot of the latest values.
     pub(crate) fn snapshot(&self) -> KvResult<Snapshot> {
-        let generation = match self.shared_snapshot() {
-            Ok(s) => return Ok(s),
-            Err(generation) => generation,
-        };
-        let fresh = self.open_snapshot()?;
-        self.share(generation, &fresh);
-        Ok(fresh)
-    }
-
-    /// The shared snapshot, else the commit generation to share a new one
-    /// at.
-    fn shared_snapshot(&self) -> Result<Snapshot, u64> {
-        let latest = lock(&self.latest);
-        match &latest.snapshot {
-            Some(s) => Ok(s.clone()),
-            None => Err(latest.generation),
-        }
-    }
-
-    /// Shares `snapshot`, opened after `generation` was read, unless a
-    /// commit happened since: it might have been opened before that commit
-    /// became visible.
-    fn share(&self, generation: u64, snapshot: &Snapshot) {
-        let mut latest = lock(&self.latest);
-        if latest.generation == generation && latest.snapshot.is_none() {
-            latest.snapshot = Some(snapshot.clone());
-        }
-    }
-
-    fn open_snapshot(&self) -> KvResult<Snapshot> {
-        let loc = &*self.location;
+        let loc = &self.location;
         let txn = self.db.begin_read().map_err(|e| io(loc, "begin read", e))?;
         let table = txn.open_table(DATA).map_err(|e| io(loc, "open table", e))?;
         let version = read_version_row(&table, loc)?.unwrap_or_default();
         Ok(Snapshot {
-            table: Arc::new(table),
+            table,
             version,
             location: self.location.clone(),
         })
-    }
-
-    /// Forgets the shared snapshot: a commit is visible (called before its
-    /// version is published, so that a reader at that version never gets
-    /// an older snapshot).
-    fn committed(&self) {
-        let mut latest = lock(&self.latest);
-        latest.generation += 1;
-        latest.snapshot = None;
     }
 
     /// Starts the redb write of a group of commits.
@@ -275,14 +228,6 @@ impl Durable {
     pub(crate) fn location(&self) -> &str {
         &self.location
     }
-}
-
-/// The snapshot shared until the next commit.
-#[derive(Default)]
-struct Latest {
-    /// Commits (visible) so far: a snapshot taken across one is not kept.
-    generation: u64,
-    snapshot: Option<Snapshot>,
 }
 
 /// The redb write transaction of one group of commits: each commit's
@@ -307,7 +252,7 @@ impl GroupWrite<'_> {
         mutations: &[Mutation],
         clear_budget: usize,
     ) -> KvResult<(Before, Vec<KeyRange>)> {
-        let loc = &*self.durable.location;
+        let loc = self.durable.location.as_str();
         let mut before = Before::new();
         let mut lost = Vec::new();
         let mut table = self
@@ -330,7 +275,7 @@ impl GroupWrite<'_> {
     /// `durable`, else written without a sync (redb's `Durability::None`),
     /// on disk with the next durable commit or the flusher's.
     pub(crate) fn commit(self, durable: bool) -> KvResult<()> {
-        let loc = &*self.durable.location;
+        let loc = self.durable.location.as_str();
         let mut txn = self.txn;
         let level = if durable {
             Durability::Immediate
@@ -339,10 +284,7 @@ impl GroupWrite<'_> {
         };
         txn.set_durability(level)
             .map_err(|e| io(loc, "set durability", e))?;
-        let done = txn.commit();
-        // Whatever the outcome (a failed commit may have become visible).
-        self.durable.committed();
-        done.map_err(|e| io(loc, "commit", e))?;
+        txn.commit().map_err(|e| io(loc, "commit", e))?;
         if let Some(f) = &self.durable.flusher {
             if durable {
                 f.durable();
@@ -482,12 +424,11 @@ fn clear_range(
 type Guard = redb::AccessGuard<'static, &'static [u8]>;
 
 /// A redb read snapshot and the commit version it shows.
-#[derive(Clone)]
 pub(crate) struct Snapshot {
-    table: Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    table: ReadOnlyTable<&'static [u8], &'static [u8]>,
     /// The last commit contained in the snapshot.
     pub(crate) version: Version,
-    location: Arc<str>,
+    location: String,
 }
 
 impl Snapshot {
@@ -618,7 +559,3 @@ fn apply_mutations(
 #[cfg(test)]
 #[path = "version_row_tests.rs"]
 mod version_row_tests;
-
-#[cfg(test)]
-#[path = "snapshot_tests.rs"]
-mod snapshot_tests;
