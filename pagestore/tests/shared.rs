@@ -19,7 +19,7 @@ use pagestore::kv::remote::{
     open_shared, owned, RemoteKv, RemoteServer, LOST_CONNECTION, SOCKET_FILE,
 };
 use pagestore::kv::{
-    ConflictKind, Durability, Kv, KvError, KvResult, MutationType, RangeOption, ReadRequest,
+    ConflictKind, Kv, KvError, KvResult, MutationType, RangeOption, ReadRequest,
     INCOMPLETE_VERSIONSTAMP,
 };
 
@@ -244,30 +244,6 @@ fn writes_ride_with_the_next_request() {
         "100 writes cost no round trip: {m:?}"
     );
     assert_eq!(m.bytes_written, 100 * 104);
-}
-
-/// A client's `PRAGMA synchronous` reaches the owner's store: a relaxed
-/// commit of a client is acknowledged before the disk flush there, a full
-/// one after it (before, every client commit was full).
-#[test]
-fn a_clients_durability_reaches_the_owner() {
-    let root = tempfile::tempdir().unwrap();
-    let (kv, _server, remote) = served(root.path(), ManualClock::new());
-    for (i, (durability, relaxed)) in [(Durability::Relaxed, 1), (Durability::Full, 0)]
-        .into_iter()
-        .enumerate()
-    {
-        let before = kv.model_counts().relaxed_commits;
-        let mut t = remote.begin().unwrap();
-        t.set_durability(durability);
-        t.set(&[i as u8], b"v");
-        t.commit().unwrap();
-        assert_eq!(
-            kv.model_counts().relaxed_commits - before,
-            relaxed,
-            "{durability:?} commit of a client"
-        );
-    }
 }
 
 #[test]

@@ -67,13 +67,10 @@ pub mod limits {
 /// How durable a commit must be when it is acknowledged (SQLite's
 /// `PRAGMA synchronous`, carried by the VFS through
 /// `pagestore::Transaction::set_durability`).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Durability {
     /// On disk before it is acknowledged (`synchronous` FULL or EXTRA, the
-    /// default). FoundationDB is always this; a shared-mode client's commit
-    /// is what it asked, served by the owner's embedded store.
+    /// default). FoundationDB and the shared-mode client are always this.
     #[default]
     Full,
     /// May be acknowledged once visible, before it is on disk (`synchronous`

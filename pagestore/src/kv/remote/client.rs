@@ -37,8 +37,8 @@ use crate::kv::size::{
 };
 use crate::kv::Kv;
 use crate::kv::{
-    CommitInfo, ConflictKind, Durability, KvError, KvMetrics, KvResult, KvTxn, MutationType,
-    RangeOption, RangeResult, ReadRequest, ReadResult, Version,
+    CommitInfo, ConflictKind, KvError, KvMetrics, KvResult, KvTxn, MutationType, RangeOption,
+    RangeResult, ReadRequest, ReadResult, Version,
 };
 use crate::sync::lock;
 
@@ -815,11 +815,6 @@ impl KvTxn for RemoteTxn {
 
     fn approximate_size(&self) -> usize {
         self.size
-    }
-
-    fn set_durability(&mut self, durability: Durability) {
-        // Rides with the next request; the owner's store honours it.
-        self.ops.push(Op::SetDurability(durability));
     }
 
     fn commit(mut self: Box<Self>) -> KvResult<CommitInfo> {

@@ -30,7 +30,7 @@ use super::limits::{ServerLimits, MAX_REQUEST_FRAME};
 use super::protocol::{decode, encode, Call, Op, Request, Response, WireRange, WireRead};
 use super::{RemoteKv, RemoteServer};
 use crate::kv::embedded::{EmbeddedKv, EmbeddedOptions};
-use crate::kv::{Durability, Kv, MutationType, Version};
+use crate::kv::{Kv, MutationType, Version};
 
 /// The largest single allocation the fuzzed server may make: an answer of
 /// a batch of six range reads (about 1 MiB each) and its encoding, with
@@ -119,11 +119,6 @@ fn op() -> impl Strategy<Value = Op> {
         (key(), key()).prop_map(|(b, e)| Op::ClearRange(b, e)),
         (key(), value(), mutation_type()).prop_map(|(k, p, m)| Op::Atomic(k, p, m)),
         (key(), key(), any::<bool>()).prop_map(|(b, e, w)| Op::Conflict(b, e, w)),
-        any::<bool>().prop_map(|r| Op::SetDurability(if r {
-            Durability::Relaxed
-        } else {
-            Durability::Full
-        })),
     ]
 }
 

@@ -37,12 +37,12 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::{MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME};
 use crate::kv::{
-    CommitInfo, ConflictKind, Durability, KeyValue, KvError, MutationType, RangeOption,
-    RangeResult, ReadRequest, ReadResult, Version, Versionstamp,
+    CommitInfo, ConflictKind, KeyValue, KvError, MutationType, RangeOption, RangeResult,
+    ReadRequest, ReadResult, Version, Versionstamp,
 };
 
 /// Bumped whenever a frame's encoding changes.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
 /// A mutation or transaction option buffered by the client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,8 +73,6 @@ pub(crate) enum Op {
         #[serde(with = "serde_bytes")] Vec<u8>,
         bool,
     ),
-    /// `set_durability` (protocol version 2).
-    SetDurability(Durability),
 }
 
 impl Op {

@@ -379,7 +379,6 @@ fn apply(txn: &mut dyn KvTxn, op: Op) {
         Op::Clear(k) => txn.clear(&k),
         Op::ClearRange(b, e) => txn.clear_range(&b, &e),
         Op::Atomic(k, p, m) => txn.atomic_op(&k, &p, m),
-        Op::SetDurability(d) => txn.set_durability(d),
         Op::Conflict(b, e, write) => txn.add_conflict_range(
             &b,
             &e,
