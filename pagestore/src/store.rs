@@ -236,11 +236,14 @@ impl StoreCore {
         self.run_at(what, Durability::Full, f)
     }
 
-    /// [`StoreCore::run`] for writes a later full commit depends on or that
-    /// can be redone (a large commit's uploaded chunks and page index): may
-    /// be acknowledged before they are on disk. The embedded store writes
-    /// commits in order, so the full commit that makes them matter makes
-    /// them durable too; FoundationDB commits are always durable.
+    /// [`StoreCore::run`] for writes nobody can see until a later full
+    /// commit refers to them (a large commit's uploaded chunks): may be
+    /// acknowledged before they are on disk. The embedded store writes
+    /// commits in order, so that full commit makes them durable too; a
+    /// crash before it loses only what nothing refers to. Never for writes
+    /// other processes may read at once (a shared store's clients outlive
+    /// its owner): those must be on disk first. FoundationDB commits are
+    /// always durable.
     pub fn run_relaxed<T>(
         &self,
         what: &str,

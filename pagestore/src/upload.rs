@@ -119,7 +119,7 @@ pub(crate) fn materialize(
         Claim::Done => return Ok(()),
     };
     for chunk in entries.chunks(INDEX_ENTRIES_PER_CHUNK) {
-        let written = inner.run_relaxed("materialize", |t| {
+        let written = inner.run("materialize", |t| {
             if t.get(&marker, false)?.is_none() {
                 return Ok(false);
             }
@@ -135,7 +135,7 @@ pub(crate) fn materialize(
         }
         failpoint!("materialize::after_chunk");
     }
-    inner.run_relaxed("materialize-done", |t| {
+    inner.run("materialize-done", |t| {
         t.clear(&marker);
         Ok(())
     })?;
