@@ -17,9 +17,7 @@
 //! transaction of one point read). The store is embedded in a temporary
 //! directory, as in the benches (`--mem`: in memory). `--target sqlite`
 //! runs plain SQLite (a temporary file, WAL, synchronous=NORMAL).
-//! `--latency US` injects that much per store round trip. `--bounded`
-//! also opens a connection with a 10 ms staleness bound, as the bench does
-//! (the store's background refresher then runs).
+//! `--latency US` injects that much per store round trip.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -162,20 +160,6 @@ fn main() {
     // As the bench: a connection that did not write the fixture, warm.
     let conn = open();
     scan(&conn);
-    // `--bounded`: as the bench, a second store on the directory with a
-    // 10 ms staleness bound, one of its connections having read the table
-    // (its background refresher then keeps the database's view fresh).
-    let _bounded = flag("--bounded").then(|| {
-        let bound = fdbvfs::Staleness::from_duration(Duration::from_millis(10)).expect("bound");
-        let b = Store::builder()
-            .dir(dir.path().join("store"))
-            .staleness(bound)
-            .build()
-            .expect("bounded store");
-        let c = b.open(DB).expect("open bounded");
-        scan(&c);
-        (b, c)
-    });
     let mut rng = Rng::new(3);
     point(&conn, &mut rng);
     if let Some(us) = arg("--latency").and_then(|us| us.parse().ok()) {

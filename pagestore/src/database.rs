@@ -670,7 +670,6 @@ fn apply_catch_up(view: &mut DbView, id: DbId, c: CatchUp, v: Version, got_at: I
             finished,
         } => {
             view.reset();
-            view.loaded = v;
             view.page_count = size.count;
             view.page_size = size.page_size;
             view.last_token = token;

@@ -394,25 +394,13 @@ impl<'a> PageRead<'a> {
         if seen_token.is_some() {
             view.last_token = seen_token;
         }
-        // At the view's version, what was found is the newest. Below it
-        // (another connection or the refresher moved the view on), it still
-        // is for a page the replayed change log did not list: the view has
-        // every change since its load, and none to this page after the
-        // snapshot (without this, a scan whose view moved on read each
-        // prefetched page from the store again).
-        let at_known = view.known == self.snapshot;
-        let replayed = view.loaded <= self.snapshot && self.snapshot < view.known;
-        let learn = |view: &mut DbView, p: PageNo, latest: Latest| {
-            if at_known {
-                view.latest.insert(p, latest);
-            } else if replayed {
-                view.latest.entry(p).or_insert(latest);
-            }
-        };
+        let learn = view.known == self.snapshot;
         for (i, p, k, v) in found {
             let data: Arc<[u8]> = match v {
                 None => {
-                    learn(&mut view, p, Latest::Never);
+                    if learn {
+                        view.latest.insert(p, Latest::Never);
+                    }
                     continue;
                 }
                 Some(Content::Page(data)) => data,
@@ -423,7 +411,9 @@ impl<'a> PageRead<'a> {
             };
             if let Some((owner, vs)) = k {
                 inner.cache.insert(owner, p, vs, data.clone());
-                learn(&mut view, p, Latest::At(owner, vs));
+                if learn {
+                    view.latest.insert(p, Latest::At(owner, vs));
+                }
             }
             out[i] = (!data.is_empty()).then_some(data);
         }

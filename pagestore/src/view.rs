@@ -27,10 +27,6 @@ pub enum Latest {
 pub struct DbView {
     /// Change log read up to this version (0: nothing known yet).
     pub known: Version,
-    /// The version of the view's last fresh load: since then the change
-    /// log was replayed up to `known`, so a page `latest` does not list did
-    /// not change in `(loaded, known]`.
-    pub loaded: Version,
     /// When `known` was obtained as a read version (for reusing it).
     pub known_at: Option<Instant>,
     /// When (store clock, µs) `known` was last confirmed to be the latest
