@@ -247,6 +247,15 @@ pub fn child_main() -> bool {
             .unwrap_or(0)
     };
     let faults = parse_faults(&std::env::var(FAULTS_ENV).unwrap_or_default());
+    // `HISTORY_CHECK_LOG=<filter>` (e.g. `warn`): the child logs to its
+    // stderr, kept under `logs/` with `HISTORY_CHECK_KEEP` (VFS errors such
+    // as a SQLITE_CORRUPT's cause are `warn`).
+    if let Ok(filter) = std::env::var("HISTORY_CHECK_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let stale_us = env_u64(STALENESS_ENV);
     if stale_us > 0 && role == "worker" {
         let _ = STALENESS.set(format!("&staleness={stale_us}us"));
