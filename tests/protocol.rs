@@ -591,3 +591,41 @@ fn one_process_indexes_a_large_commit_once() {
         "store commits of a large commit: {alone} alone, {with_reader} with a BEGIN during its index"
     );
 }
+
+/// A reader saw an unfinished large commit's marker; before it read the
+/// commit's change-log record to finish the index, another process (GC
+/// here) finished the index and removed the record, as it may once the
+/// marker is gone. The reader must go on (the index is whole), not fail:
+/// before the fix its BEGIN failed with "large commit without its
+/// change-log record", SQLITE_CORRUPT to SQLite (seen by history_check
+/// under load).
+#[test]
+fn a_marker_finished_and_collected_meanwhile_is_not_corruption() {
+    let _fp = fail::FailScenario::setup();
+    let kv = kv();
+    let committer = PageStore::new(kv.clone(), opts());
+    let reader = PageStore::new(kv.clone(), opts());
+    let collector = PageStore::new(kv.clone(), opts());
+    let db = committer.create("gcrace").unwrap();
+    let n = 300; // a large commit under these options
+    write_all(&committer, "gcrace", n, 1).unwrap();
+    // Committed, index not written: the marker stays.
+    fail::cfg("commit::after", "1*return").unwrap();
+    write_all(&committer, "gcrace", n, 2).unwrap_err();
+    fail::remove("commit::after");
+    // The reader's BEGIN stops after seeing the marker.
+    fail::cfg("finish::saw_marker", "1*pause").unwrap();
+    let r = reader.clone();
+    let reading = std::thread::spawn(move || first_bytes(&r, "gcrace", n));
+    std::thread::sleep(Duration::from_millis(200));
+    // GC finishes the index (the failpoint's one pause is taken) and, at
+    // retention 0, removes the change-log record.
+    db.set_retention(Duration::ZERO).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    collector.gc(false).unwrap();
+    fail::remove("finish::saw_marker");
+    match reading.join().unwrap() {
+        Ok(bytes) => assert_eq!(bytes, vec![2; n as usize]),
+        Err(e) => panic!("the reader failed: {e}"),
+    }
+}

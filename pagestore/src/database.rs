@@ -561,13 +561,22 @@ impl Database {
         let token = token
             .try_into()
             .map_err(|_| Error::corrupt("materialize token"))?;
-        let rec = self
-            .store
-            .inner
-            .run("large-record", |t| {
-                changelog::read_record(t, &self.keys, &vs)
-            })?
-            .ok_or_else(|| Error::corrupt("large commit without its change-log record"))?;
+        failpoint!("finish::saw_marker");
+        // The record and the marker, read together: the marker seen earlier
+        // may be gone since (another process finished the index), and then
+        // GC may have removed the record too; only a marker without its
+        // record is corrupt.
+        let (rec, marker) = self.store.inner.run("large-record", |t| {
+            let rec = changelog::read_record(t, &self.keys, &vs)?;
+            Ok((rec, t.get(key, true)?))
+        })?;
+        let rec = match (rec, marker) {
+            (Some(rec), _) => rec,
+            (None, None) => return Ok(()),
+            (None, Some(_)) => {
+                return Err(Error::corrupt("large commit without its change-log record"))
+            }
+        };
         warn!(database = %self.name, commit = %vs, "finishing a large commit's page index");
         upload::materialize(&self.store.inner, &self.keys, &self.name, vs, &token, &rec)
     }

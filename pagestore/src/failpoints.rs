@@ -20,6 +20,7 @@
 //! | `restore::before_commit` | a restore computed its pages, has not committed |
 //! | `drop::before` | a drop is about to commit |
 //! | `begin::caught_up` | a BEGIN read the change log, has not applied it to the view |
+//! | `finish::saw_marker` | a reader saw a large commit's marker, has not read its change-log record to finish the index |
 //!
 //! **Planted bugs** (`planted!`): failpoints that, when set to `return`,
 //! switch on a known protocol bug, so that tests can prove the history
