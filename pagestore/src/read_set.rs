@@ -98,26 +98,27 @@ impl ReadSet {
 
     /// The pages to validate as runs (first, length), in page order.
     pub fn runs(&self) -> Vec<(PageNo, u32)> {
-        match &self.assumed {
+        match self.with_assumed() {
             None => runs(&self.pages.iter().copied().collect::<Vec<_>>()),
-            Some(a) => {
-                let mut all = (**a).clone();
-                all.extend(self.pages.iter().copied());
-                all.runs().collect()
-            }
+            Some(all) => all.runs().collect(),
         }
     }
 
     /// Every page to validate, in order (the slow path probes each).
     pub fn all_pages(&self) -> Vec<PageNo> {
-        match &self.assumed {
+        match self.with_assumed() {
             None => self.pages.iter().copied().collect(),
-            Some(a) => {
-                let mut all = (**a).clone();
-                all.extend(self.pages.iter().copied());
-                all.iter().collect()
-            }
+            Some(all) => all.iter().collect(),
         }
+    }
+
+    /// The pages read and assumed, when some are assumed.
+    fn with_assumed(&self) -> Option<PageSet> {
+        self.assumed.as_ref().map(|a| {
+            let mut all = (**a).clone();
+            all.extend(self.pages.iter().copied());
+            all
+        })
     }
 
     /// The read version when it is the snapshot itself and still young:

@@ -2,7 +2,6 @@
 
 #![warn(clippy::too_many_lines)]
 
-use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,8 +82,6 @@ pub struct Transaction {
     pub(crate) write: WriteSet,
     /// See [`Transaction::last_change`].
     last_change: Option<Versionstamp>,
-    /// See [`Transaction::assume_read`].
-    assumed: Option<Arc<PageSet>>,
     read_only: bool,
     finished: bool,
 }
@@ -107,7 +104,6 @@ impl Transaction {
             read: ReadSet::new(&start),
             write: WriteSet::new(&start),
             last_change: start.last_change,
-            assumed: None,
             read_only,
             finished: false,
         }
@@ -133,29 +129,7 @@ impl Transaction {
     /// read, also when the transaction is a read-only member of a group.
     /// Cheap: the set is shared, and merged only when validated.
     pub fn assume_read(&mut self, pages: Arc<PageSet>) {
-        match &mut self.assumed {
-            Some(a) => Arc::make_mut(a).extend_from(&pages),
-            None => self.assumed = Some(pages),
-        }
-    }
-
-    /// Moves the assumed reads into the read set (before validation).
-    fn absorb_assumed(&mut self) {
-        if let Some(a) = self.assumed.take() {
-            self.read.assume(&a);
-        }
-    }
-
-    /// The read set to validate: with the assumed reads.
-    fn reads_to_validate(&self) -> Cow<'_, ReadSet> {
-        match &self.assumed {
-            None => Cow::Borrowed(&self.read),
-            Some(a) => {
-                let mut r = self.read.clone();
-                r.assume(a);
-                Cow::Owned(r)
-            }
-        }
+        self.read.assume(&pages);
     }
 
     /// The snapshot version this transaction reads.
@@ -341,7 +315,6 @@ impl Transaction {
                 "time-travel transactions cannot commit writes".into(),
             ));
         }
-        self.absorb_assumed();
         let out = commit::commit(Writer {
             db: &self.db,
             read: &self.read,
@@ -357,11 +330,11 @@ impl Transaction {
     }
 
     /// The transaction as a commit group member that only has its read
-    /// set (`read`: its own, or [`Self::reads_to_validate`]) validated.
-    fn member<'a>(&'a self, read: &'a ReadSet) -> Member<'a> {
+    /// set validated.
+    fn member(&self) -> Member<'_> {
         Member {
             db: &self.db,
-            read,
+            read: &self.read,
             write: &self.write,
         }
     }
@@ -417,7 +390,6 @@ pub fn commit_group_checked(txns: Vec<Transaction>, readers: &[&Transaction]) ->
     let mut txns: Vec<Transaction> = txns;
     for t in txns.iter_mut() {
         t.finished = true;
-        t.absorb_assumed();
         if t.read_only && t.has_writes() {
             return Err(Error::ReadOnly(
                 "time-travel transactions cannot commit writes".into(),
@@ -434,12 +406,10 @@ pub fn commit_group_checked(txns: Vec<Transaction>, readers: &[&Transaction]) ->
         });
     }
     // Members without writes are readers too.
-    let reads: Vec<Cow<'_, ReadSet>> = readers.iter().map(|t| t.reads_to_validate()).collect();
     let all_readers: Vec<Member<'_>> = readers
         .iter()
-        .zip(&reads)
-        .map(|(t, r)| t.member(r))
-        .chain(idle.iter().map(|t| t.member(&t.read)))
+        .map(|t| t.member())
+        .chain(idle.iter().map(|t| t.member()))
         .collect();
     let mut group: Vec<Writer<'_>> = writers
         .into_iter()
